@@ -1,0 +1,157 @@
+// Package spec is the job graph as users write it: JSON (or YAML) decoded
+// strictly into these types, with overrides (--set) applied first. It checks
+// the structure (ids, inputs, cycles, known fields); what each node's params
+// mean is checked by the planner that builds the job (engine/plan).
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Job is one job graph.
+type Job struct {
+	Name           string     `json:"name"`
+	Parallelism    int        `json:"parallelism,omitempty"`
+	MaxParallelism int        `json:"maxParallelism,omitempty"`
+	Checkpoint     Checkpoint `json:"checkpoint"`
+	StateBackend   string     `json:"stateBackend,omitempty"`
+	Restart        Restart    `json:"restart"`
+	Resources      *Resources `json:"resources,omitempty"`
+	Role           string     `json:"role,omitempty"`
+	Constraints    [][]string `json:"constraints,omitempty"`
+	Nodes          []Node     `json:"nodes"`
+}
+
+// Checkpoint configures checkpoints and savepoints.
+type Checkpoint struct {
+	// Interval between checkpoints; 0 disables periodic checkpoints (a
+	// bounded job still takes its final one).
+	Interval Duration `json:"interval,omitempty"`
+	Mode     string   `json:"mode,omitempty"` // exactly-once (default) | at-least-once
+	Timeout  Duration `json:"timeout,omitempty"`
+	MinPause Duration `json:"minPause,omitempty"`
+	Retained int      `json:"retained,omitempty"`
+	// Storage is a URI (file://…) under which chk-N directories are written.
+	Storage string `json:"storage,omitempty"`
+	// Savepoints is where savepoints go; default <storage>/savepoints.
+	Savepoints string `json:"savepoints,omitempty"`
+	// TolerableFailures is how many consecutive failed checkpoints the job
+	// survives before it fails over.
+	TolerableFailures int `json:"tolerableFailures,omitempty"`
+}
+
+const (
+	ExactlyOnce = "exactly-once"
+	AtLeastOnce = "at-least-once"
+)
+
+// Restart is what happens when a task fails.
+type Restart struct {
+	Strategy string   `json:"strategy,omitempty"` // none | fixed-delay (default)
+	Attempts int      `json:"attempts,omitempty"`
+	Delay    Duration `json:"delay,omitempty"`
+}
+
+// Resources is what one TaskManager asks of Mesos.
+type Resources struct {
+	CPUs   float64 `json:"cpus,omitempty"`
+	MemMB  float64 `json:"mem,omitempty"`
+	DiskMB float64 `json:"disk,omitempty"`
+	Slots  int     `json:"slots,omitempty"`
+}
+
+// Node is a source, operator or sink.
+type Node struct {
+	ID          string          `json:"id"`
+	Type        string          `json:"type"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Inputs      []Input         `json:"inputs,omitempty"`
+	Parallelism int             `json:"parallelism,omitempty"`
+}
+
+// Input connects a node to an upstream node's output.
+type Input struct {
+	From string `json:"from"`
+	// Output names a side output of From (e.g. a window's late rows);
+	// empty is the main output.
+	Output string `json:"output,omitempty"`
+	// Partition is forward (default), rebalance, hash or broadcast.
+	Partition string   `json:"partition,omitempty"`
+	Keys      []string `json:"keys,omitempty"`
+}
+
+// UnmarshalJSON accepts "id", "id.output" or the object form.
+func (in *Input) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		from, out, _ := strings.Cut(s, ".")
+		*in = Input{From: from, Output: out}
+		return nil
+	}
+	type plain Input
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	var p plain
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	*in = Input(p)
+	return nil
+}
+
+// Duration is a time.Duration written as "1s", "250ms", "5m" or a number of
+// milliseconds.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Millis returns the value in milliseconds.
+func (d Duration) Millis() int64 { return time.Duration(d).Milliseconds() }
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *Duration) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		v, err := ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = v
+		return nil
+	}
+	var ms float64
+	if err := json.Unmarshal(data, &ms); err != nil {
+		return fmt.Errorf("duration must be a string like \"1s\" or a number of milliseconds, got %s", data)
+	}
+	if ms < 0 {
+		return fmt.Errorf("duration %v is negative", ms)
+	}
+	*d = Duration(time.Duration(ms * float64(time.Millisecond)))
+	return nil
+}
+
+// ParseDuration parses "1s", "1m30s", "250ms" or a bare number of milliseconds.
+func ParseDuration(s string) (Duration, error) {
+	if ms, err := strconv.ParseFloat(s, 64); err == nil {
+		if ms < 0 {
+			return 0, fmt.Errorf("duration %q is negative", s)
+		}
+		return Duration(time.Duration(ms * float64(time.Millisecond))), nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q (want e.g. \"1s\", \"250ms\" or milliseconds)", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("duration %q is negative", s)
+	}
+	return Duration(v), nil
+}
