@@ -1,0 +1,45 @@
+// Package window is the logic of Sluice's event-time window operator:
+// tumbling, sliding and session windows over keyed rows, with incremental
+// aggregates (count, sum, min, max, avg), watermarks, allowed lateness and a
+// side output for late rows, and copy-on-write snapshots of its state by key
+// group.
+//
+// It is a pure, single-goroutine core in the style of etcd's raft: the
+// runtime's task goroutine calls Process with each input batch and
+// AdvanceWatermark when event time moves; output batches come back through a
+// callback. There are no goroutines, channels, files or clocks here — time is
+// the watermark the caller passes in — so the operator is tested by stepping
+// it by hand, and benchmarked without a runtime.
+//
+// What it is not: it does not route rows (the exchange hash-partitions by key
+// group before rows arrive; a row of a key group outside Config.KeyGroups is
+// a routing bug and panics), it does not decide when to snapshot or where the
+// bytes go (the runtime calls Snapshot on a barrier and uploads what
+// WriteKeyGroup returns from another goroutine), and it keeps no buffer of
+// rows: each (key, window) holds one accumulator of fixed width.
+//
+// State layout, and why:
+//
+//   - Tumbling and sliding state is organised by window end: a short sorted
+//     list of live windows, each with one table per owned key group. Firing a
+//     window reads one list element; purging drops it whole.
+//   - Session state is one table per key group; a key maps to a short linked
+//     list of sessions. A min-heap of timers (rebuilt on restore, never
+//     snapshotted) says which keys to look at when the watermark moves.
+//   - A table is split into segments: small hash maps from key to a record in
+//     a flat []uint64 slab. Segments double in number as a table grows. A
+//     single int64/timestamp key uses map[int64]; every other key shape uses
+//     an order-preserving byte encoding of the key fields as a string.
+//   - Snapshot copies only the segment pointers and bumps a version. A segment
+//     whose version is not newer than the newest live snapshot is copied
+//     before it is written (copy-on-write), so a snapshot never sees later
+//     writes and the pause is proportional to the number of segments, not to
+//     the state's size.
+//
+// Semantics follow Flink: window [start, end) fires when the watermark
+// reaches end-1; a row is late when every window it belongs to has
+// end-1+AllowedLateness <= watermark; a row within lateness updates its
+// window, which fires again with the updated result at the next
+// AdvanceWatermark. Sessions merge windows [ts, ts+Gap) that overlap or
+// touch. Output is ordered by window end, then key.
+package window

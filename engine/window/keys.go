@@ -1,0 +1,304 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"strings"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
+)
+
+// keyT is the in-memory key: an int64 for a single int64/timestamp key
+// field (the fast path), otherwise the key fields encoded as a string.
+type keyT interface{ int64 | string }
+
+// keyed is one batch's keys, computed column by column before the
+// accumulators are touched.
+type keyed[K keyT] struct {
+	keys []K
+	kg   []int32  // key group of each row
+	sh   []uint64 // segment hash of each row
+}
+
+// keyer turns rows into keys and keys back into columns and bytes.
+type keyer[K keyT] interface {
+	// prepare fills p for b. String keys point into a scratch buffer that
+	// the next prepare overwrites: clone before storing.
+	prepare(b *row.Batch, p *keyed[K])
+	segHash(k K) uint64
+	keyGroup(k K) (int, error)
+	clone(k K) K
+	appendKey(cols []row.Column, k K)
+	appendBin(dst []byte, k K) []byte
+	readBin(src []byte) (k K, n int, err error)
+	memSize(k K) int
+}
+
+var errShort = errors.New("window: truncated state")
+
+// intKeyer: a single int64 or timestamp key field. Its hash is
+// state.HashInt, which is what state.HashRow gives for one int column.
+type intKeyer struct {
+	col    int
+	maxPar uint64
+}
+
+func (x *intKeyer) prepare(b *row.Batch, p *keyed[int64]) {
+	n := b.Len
+	p.keys = b.Cols[x.col].Ints[:n]
+	p.kg = grow(p.kg, n)
+	p.sh = grow(p.sh, n)
+	for i, k := range p.keys {
+		h := state.HashInt(k)
+		p.sh[i] = h
+		p.kg[i] = int32(h % x.maxPar)
+	}
+}
+
+func (x *intKeyer) segHash(k int64) uint64 { return state.HashInt(k) }
+func (x *intKeyer) keyGroup(k int64) (int, error) {
+	return int(state.HashInt(k) % x.maxPar), nil
+}
+func (x *intKeyer) clone(k int64) int64                  { return k }
+func (x *intKeyer) appendKey(cols []row.Column, k int64) { cols[0].Ints = append(cols[0].Ints, k) }
+func (x *intKeyer) appendBin(dst []byte, k int64) []byte { return binary.AppendVarint(dst, k) }
+func (x *intKeyer) memSize(int64) int                    { return 8 }
+func (x *intKeyer) readBin(src []byte) (int64, int, error) {
+	k, n := binary.Varint(src)
+	if n <= 0 {
+		return 0, 0, errShort
+	}
+	return k, n, nil
+}
+
+// encKeyer: any other key. The encoding is order-preserving (byte order of
+// the strings is the natural order of the key tuples), so sorting encoded
+// keys sorts output by key:
+//
+//	int64, timestamp  8 bytes big-endian, sign bit flipped
+//	float64           8 bytes big-endian, sign-magnitude made monotonic
+//	bool              1 byte
+//	string, bytes     the bytes; unless last, 0x00 escaped as 0x00 0xFF and
+//	                  ended by 0x00 0x00
+type encKeyer struct {
+	cols   []int
+	types  []row.Type
+	maxPar uint64
+	buf    []byte
+	offs   []int
+}
+
+func (x *encKeyer) prepare(b *row.Batch, p *keyed[string]) {
+	n := b.Len
+	p.kg = grow(p.kg, n)
+	p.sh = grow(p.sh, n)
+	p.keys = grow(p.keys, n)
+	x.offs = grow(x.offs, n+1)
+	x.buf = x.buf[:0]
+	for i := 0; i < n; i++ {
+		x.offs[i] = len(x.buf)
+		x.buf = x.encodeRow(x.buf, b, i)
+		p.kg[i] = int32(state.HashRow(b, x.cols, i) % x.maxPar)
+	}
+	x.offs[n] = len(x.buf)
+	for i := 0; i < n; i++ {
+		a, e := x.offs[i], x.offs[i+1]
+		if a == e {
+			p.keys[i] = ""
+		} else {
+			// Points into x.buf, valid until the next prepare: lookups do
+			// not retain it, inserts clone it.
+			p.keys[i] = unsafe.String(&x.buf[a], e-a)
+		}
+		p.sh[i] = xxhash.Sum64String(p.keys[i])
+	}
+}
+
+func (x *encKeyer) encodeRow(dst []byte, b *row.Batch, i int) []byte {
+	last := len(x.cols) - 1
+	for n, c := range x.cols {
+		col := &b.Cols[c]
+		switch col.Type {
+		case row.Int64, row.Timestamp:
+			dst = binary.BigEndian.AppendUint64(dst, uint64(col.Ints[i])^(1<<63))
+		case row.Float64:
+			dst = binary.BigEndian.AppendUint64(dst, floatOrder(col.Floats[i]))
+		case row.Bool:
+			v := byte(0)
+			if col.Bools[i] {
+				v = 1
+			}
+			dst = append(dst, v)
+		case row.String:
+			dst = appendEscaped(dst, col.Strs[i], n == last)
+		case row.Bytes:
+			dst = appendEscaped(dst, unsafe.String(unsafe.SliceData(col.Bytes[i]), len(col.Bytes[i])), n == last)
+		}
+	}
+	return dst
+}
+
+func floatOrder(f float64) uint64 {
+	u := math.Float64bits(f)
+	if u&(1<<63) != 0 {
+		return ^u
+	}
+	return u | 1<<63
+}
+
+func floatUnorder(u uint64) float64 {
+	if u&(1<<63) != 0 {
+		return math.Float64frombits(u &^ (1 << 63))
+	}
+	return math.Float64frombits(^u)
+}
+
+func appendEscaped(dst []byte, s string, last bool) []byte {
+	if last {
+		return append(dst, s...)
+	}
+	for {
+		j := strings.IndexByte(s, 0)
+		if j < 0 {
+			break
+		}
+		dst = append(dst, s[:j+1]...)
+		dst = append(dst, 0xFF)
+		s = s[j+1:]
+	}
+	dst = append(dst, s...)
+	return append(dst, 0, 0)
+}
+
+// field decodes the field of type t at the front of k; it returns the
+// field's value as a string (for string and bytes fields; a substring of k
+// when nothing was escaped) or its 8/1 raw bytes, and the rest of k.
+func cutField(k string, t row.Type, last bool) (v string, rest string, ok bool) {
+	switch t {
+	case row.Int64, row.Timestamp, row.Float64:
+		if len(k) < 8 {
+			return "", "", false
+		}
+		return k[:8], k[8:], true
+	case row.Bool:
+		if len(k) < 1 {
+			return "", "", false
+		}
+		return k[:1], k[1:], true
+	case row.String, row.Bytes:
+		if last {
+			return k, "", true
+		}
+		var sb []byte
+		s := k
+		for {
+			j := strings.IndexByte(s, 0)
+			if j < 0 || j+1 >= len(s) {
+				return "", "", false
+			}
+			switch s[j+1] {
+			case 0:
+				if sb == nil {
+					return k[:len(k)-len(s)+j], s[j+2:], true
+				}
+				sb = append(sb, s[:j]...)
+				return string(sb), s[j+2:], true
+			case 0xFF:
+				sb = append(sb, s[:j+1]...)
+				s = s[j+2:]
+			default:
+				return "", "", false
+			}
+		}
+	}
+	return "", "", false
+}
+
+func (x *encKeyer) segHash(k string) uint64 { return xxhash.Sum64String(k) }
+func (x *encKeyer) clone(k string) string   { return strings.Clone(k) }
+func (x *encKeyer) memSize(k string) int    { return 16 + len(k) }
+
+// keyGroup decodes k and hashes the fields as state.HashRow does.
+func (x *encKeyer) keyGroup(k string) (int, error) {
+	var h uint64
+	last := len(x.types) - 1
+	for n, t := range x.types {
+		v, rest, ok := cutField(k, t, n == last)
+		if !ok {
+			return 0, errors.New("window: malformed key")
+		}
+		k = rest
+		var fh uint64
+		switch t {
+		case row.Int64, row.Timestamp:
+			fh = state.HashInt(int64(be64(v) ^ (1 << 63)))
+		case row.Float64:
+			fh = state.HashInt(int64(math.Float64bits(floatUnorder(be64(v)))))
+		case row.String, row.Bytes:
+			fh = xxhash.Sum64String(v)
+		case row.Bool:
+			fh = state.HashInt(int64(v[0]))
+		}
+		if n == 0 {
+			h = fh
+		} else {
+			h = h*0x9e3779b97f4a7c15 ^ fh
+		}
+	}
+	if k != "" {
+		return 0, errors.New("window: malformed key")
+	}
+	return int(h % x.maxPar), nil
+}
+
+func (x *encKeyer) appendKey(cols []row.Column, k string) {
+	last := len(x.types) - 1
+	for n, t := range x.types {
+		v, rest, _ := cutField(k, t, n == last)
+		k = rest
+		c := &cols[n]
+		switch t {
+		case row.Int64, row.Timestamp:
+			c.Ints = append(c.Ints, int64(be64(v)^(1<<63)))
+		case row.Float64:
+			c.Floats = append(c.Floats, floatUnorder(be64(v)))
+		case row.Bool:
+			c.Bools = append(c.Bools, v[0] != 0)
+		case row.String:
+			c.Strs = append(c.Strs, v)
+		case row.Bytes:
+			c.Bytes = append(c.Bytes, []byte(v))
+		}
+	}
+}
+
+func be64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[7]) | uint64(s[6])<<8 | uint64(s[5])<<16 | uint64(s[4])<<24 |
+		uint64(s[3])<<32 | uint64(s[2])<<40 | uint64(s[1])<<48 | uint64(s[0])<<56
+}
+
+func (x *encKeyer) appendBin(dst []byte, k string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(k)))
+	return append(dst, k...)
+}
+
+func (x *encKeyer) readBin(src []byte) (string, int, error) {
+	l, n := binary.Uvarint(src)
+	if n <= 0 || uint64(len(src)-n) < l {
+		return "", 0, errShort
+	}
+	return string(src[n : n+int(l)]), n + int(l), nil
+}
+
+// grow returns s with length n, reusing its array when it is big enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	return s[:n]
+}

@@ -1,0 +1,369 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// registry tracks live snapshots. The task goroutine reads frozen once per
+// call; Release may run on any goroutine.
+type registry struct {
+	mu     sync.Mutex
+	live   map[uint64]int
+	frozen atomic.Uint64 // newest live snapshot version, 0 if none
+}
+
+func newRegistry() *registry { return &registry{live: map[uint64]int{}} }
+
+func (r *registry) freeze(v uint64) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.live[v]++
+	r.frozen.Store(v)
+	return v
+}
+
+func (r *registry) release(v uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.live[v]--; r.live[v] <= 0 {
+		delete(r.live, v)
+	}
+	var m uint64
+	for lv := range r.live {
+		m = max(m, lv)
+	}
+	r.frozen.Store(m)
+}
+
+// Snapshot is a frozen view of an operator's state. Its methods are safe to
+// call from any goroutine (one at a time), concurrently with the operator.
+type Snapshot struct {
+	data    snapData
+	reg     *registry
+	ver     uint64
+	wm      int64
+	release sync.Once
+	done    atomic.Bool
+}
+
+type snapData interface {
+	keyGroups() []int
+	write(kg int, dst []byte) []byte
+}
+
+// Watermark is the operator's watermark when the snapshot was taken.
+func (s *Snapshot) Watermark() int64 { return s.wm }
+
+// KeyGroups lists, in ascending order, the key groups that have state.
+func (s *Snapshot) KeyGroups() []int { return s.data.keyGroups() }
+
+// WriteKeyGroup appends key group kg's state to dst in the stable binary
+// format that Restore reads (empty state if kg has none). Entries are
+// written in key order, so equal state gives equal bytes.
+func (s *Snapshot) WriteKeyGroup(kg int, dst []byte) []byte {
+	if s.done.Load() {
+		panic("window: WriteKeyGroup after Release")
+	}
+	return s.data.write(kg, dst)
+}
+
+// Release lets the operator write frozen segments in place again. The
+// snapshot must not be used afterwards. Calling it twice is harmless.
+func (s *Snapshot) Release() {
+	s.release.Do(func() {
+		s.done.Store(true)
+		s.reg.release(s.ver)
+		s.data = nil
+	})
+}
+
+// The format of one key group, version 1 (all integers varints unless said):
+//
+//	"SLWN" 0x01  uvarint len + fingerprint of the config (kind, sizes, key
+//	             types, accumulator layout)
+//	tumbling, sliding:
+//	  uvarint windows; per window: end, uvarint entries; per entry (by key):
+//	    key, accumulator
+//	session:
+//	  uvarint keys; per key (by key): key, uvarint sessions; per session (by
+//	    start): start, end, accumulator
+//	key:          int64 key: varint; other keys: uvarint len + encoded bytes
+//	accumulator:  uvarint count|dirty<<63, then each further word as 8 bytes
+//	              little-endian
+const magic = "SLWN\x01"
+
+func appendHeader(dst []byte, l *layout) []byte {
+	dst = append(dst, magic...)
+	dst = binary.AppendUvarint(dst, uint64(len(l.fp)))
+	return append(dst, l.fp...)
+}
+
+func readHeader(src []byte, l *layout) ([]byte, error) {
+	if len(src) < len(magic) || string(src[:len(magic)]) != magic {
+		return nil, errors.New("not window state (bad magic or version)")
+	}
+	src = src[len(magic):]
+	n, k := binary.Uvarint(src)
+	if k <= 0 || uint64(len(src)-k) < n {
+		return nil, errShort
+	}
+	if fp := string(src[k : k+int(n)]); fp != l.fp {
+		return nil, fmt.Errorf("state was written by another window configuration (%s, this is %s)", fp, l.fp)
+	}
+	return src[k+int(n):], nil
+}
+
+func appendAcc(dst []byte, acc []uint64) []byte {
+	dst = binary.AppendUvarint(dst, acc[0])
+	for _, w := range acc[1:] {
+		dst = binary.LittleEndian.AppendUint64(dst, w)
+	}
+	return dst
+}
+
+// dec reads the format; the first error sticks.
+type dec struct {
+	b   []byte
+	err error
+}
+
+func (d *dec) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) acc(dst []uint64) {
+	dst[0] = d.uvarint()
+	for i := 1; i < len(dst); i++ {
+		if d.err != nil {
+			return
+		}
+		if len(d.b) < 8 {
+			d.err = errShort
+			return
+		}
+		dst[i] = binary.LittleEndian.Uint64(d.b)
+		d.b = d.b[8:]
+	}
+}
+
+// count reads a count and checks it against what the rest could hold.
+func (d *dec) count(minBytes int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minBytes) {
+		d.err = errShort
+		return 0
+	}
+	return int(n)
+}
+
+func readKey[K keyT](d *dec, kx keyer[K], kg int) K {
+	var k K
+	if d.err != nil {
+		return k
+	}
+	k, n, err := kx.readBin(d.b)
+	if err != nil {
+		d.err = err
+		return k
+	}
+	d.b = d.b[n:]
+	g, err := kx.keyGroup(k)
+	if err != nil {
+		d.err = err
+	} else if g != kg {
+		d.err = fmt.Errorf("a key of key group %d is in the state of key group %d (another key schema or max parallelism?)", g, kg)
+	}
+	return k
+}
+
+// tabSnap is one frozen table: its key group, window end (0 for sessions)
+// and its segments segs[lo:hi] of the snapshot.
+type tabSnap struct {
+	kg     int
+	end    int64
+	lo, hi int
+}
+
+type coreSnap[K keyT] struct {
+	l       *layout
+	kx      keyer[K]
+	stride  int
+	session bool
+	tabs    []tabSnap // by kg, then end
+	segs    []*segment[K]
+}
+
+func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
+	if t == nil || t.n == 0 {
+		return
+	}
+	lo := len(s.segs)
+	s.segs = append(s.segs, t.segs...)
+	s.tabs = append(s.tabs, tabSnap{kg: kg, end: end, lo: lo, hi: len(s.segs)})
+}
+
+func (s *coreSnap[K]) keyGroups() []int {
+	var kgs []int
+	for _, t := range s.tabs {
+		if len(kgs) == 0 || kgs[len(kgs)-1] != t.kg {
+			kgs = append(kgs, t.kg)
+		}
+	}
+	return kgs
+}
+
+type entry[K keyT] struct {
+	key K
+	s   *segment[K]
+	r   int32
+}
+
+func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
+	dst = appendHeader(dst, s.l)
+	i := sort.Search(len(s.tabs), func(i int) bool { return s.tabs[i].kg >= kg })
+	j := i
+	for j < len(s.tabs) && s.tabs[j].kg == kg {
+		j++
+	}
+	if !s.session {
+		dst = binary.AppendUvarint(dst, uint64(j-i))
+	}
+	var ents []entry[K]
+	for _, t := range s.tabs[i:j] {
+		ents = ents[:0]
+		for _, sg := range s.segs[t.lo:t.hi] {
+			for k, r := range sg.idx {
+				ents = append(ents, entry[K]{k, sg, r})
+			}
+		}
+		slices.SortFunc(ents, func(a, b entry[K]) int {
+			if a.key < b.key {
+				return -1
+			}
+			if a.key > b.key {
+				return 1
+			}
+			return 0
+		})
+		if s.session {
+			dst = binary.AppendUvarint(dst, uint64(len(ents)))
+			for _, e := range ents {
+				dst = s.kx.appendBin(dst, e.key)
+				dst = appendSessions(dst, e.s, e.r, s.stride)
+			}
+			continue
+		}
+		dst = binary.AppendVarint(dst, t.end)
+		dst = binary.AppendUvarint(dst, uint64(len(ents)))
+		for _, e := range ents {
+			dst = s.kx.appendBin(dst, e.key)
+			dst = appendAcc(dst, e.s.rec(e.r, s.stride))
+		}
+	}
+	if s.session && i == j {
+		dst = binary.AppendUvarint(dst, 0)
+	}
+	return dst
+}
+
+func (c *windowCore[K]) snapshot() snapData {
+	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride}
+	for kg := 0; kg < c.nkg; kg++ {
+		for _, w := range c.wins {
+			s.add(c.kgStart+kg, w.end, w.tabs[kg])
+		}
+	}
+	return s
+}
+
+func (c *windowCore[K]) restore(kg int, data []byte) error {
+	d := &dec{b: data}
+	ti := kg - c.kgStart
+	tmp := make([]uint64, c.stride)
+	nw := d.count(2)
+	for range nw {
+		end := d.varint()
+		n := d.count(2)
+		if d.err != nil {
+			break
+		}
+		var w *win[K]
+		if end-1+c.l.cfg.AllowedLateness > c.wm {
+			w = c.window(end)
+		}
+		for range n {
+			k := readKey(d, c.kx, kg)
+			d.acc(tmp)
+			if d.err != nil {
+				break
+			}
+			if w == nil {
+				continue // purged under the current watermark
+			}
+			c.merge(w, ti, k, tmp)
+		}
+	}
+	c.last = nil
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	return d.err
+}
+
+// merge adds a restored accumulator for key k (already owned: not cloned).
+func (c *windowCore[K]) merge(w *win[K], ti int, k K, acc []uint64) {
+	t := w.tabs[ti]
+	if t == nil {
+		t = newTable[K](&c.c)
+		w.tabs[ti] = t
+	}
+	sh := c.kx.segHash(k)
+	si := t.segOf(sh)
+	s := t.writable(si, &c.c)
+	r, ok := s.idx[k]
+	if !ok {
+		r = int32(len(s.words) / c.stride)
+		s.words = append(s.words, make([]uint64, c.stride)...)
+		s.idx[k] = r
+		t.n++
+		if t.needSplit() {
+			t.split(&c.c, c.stride, false, c.kx.segHash)
+			s = t.segs[t.segOf(sh)]
+			r = s.idx[k]
+		}
+	}
+	dst := s.rec(r, c.stride)
+	wasDirty := dst[0]&dirtyBit != 0
+	mergeAcc(dst, acc, c.l.ops)
+	if dst[0]&dirtyBit != 0 && !wasDirty {
+		w.dirty = append(w.dirty, ref[K]{key: k, kg: int32(ti)})
+	}
+}
