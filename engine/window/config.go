@@ -141,9 +141,6 @@ func plan(cfg Config, in *row.Schema) (*layout, error) {
 			return nil, fmt.Errorf("window: sliding slide %d ms is larger than size %d ms (rows would be dropped)", cfg.Slide, cfg.Size)
 		}
 	case Session:
-		if cfg.Gap > 0 {
-			return nil, errors.New("window: session windows are not implemented yet")
-		}
 		if cfg.Gap <= 0 {
 			return nil, fmt.Errorf("window: session gap must be > 0 ms, got %d", cfg.Gap)
 		}

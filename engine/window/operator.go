@@ -57,7 +57,7 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 
 func newCore[K keyT](b *base, kx keyer[K]) core {
 	if b.l.cfg.Kind == Session {
-		return &sessionCore[K]{base: b, kx: kx, stride: sessAcc + b.l.accWords}
+		return &sessionCore[K]{base: b, kx: kx, stride: sessAcc + b.l.accWords, tabs: make([]*table[K], b.nkg)}
 	}
 	return &windowCore[K]{base: b, kx: kx, stride: b.l.accWords}
 }

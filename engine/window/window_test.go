@@ -58,9 +58,6 @@ func configs() []Config {
 			{Kind: Session, Gap: 5},
 			{Kind: Session, Gap: 4, AllowedLateness: 6},
 		} {
-			if c.Kind == Session {
-				continue
-			}
 			c.KeyFields, c.TimeField, c.Aggs = ks, "ts", testAggs
 			c.MaxParallelism = 8
 			cfgs = append(cfgs, c)
@@ -156,7 +153,9 @@ func TestBruteForce(t *testing.T) {
 			var out []*row.Batch
 			for i := 0; i < len(all); i += 37 {
 				op.Process(batchOf(t, all[i:min(i+37, len(all))]), nil)
-				op.AdvanceWatermark(all[min(i+37, len(all))-1][5].(int64)-1, collect(&out))
+				// -2: with -1 a session ending at the next row's ts fires and is
+				// purged before that row could touch it (Flink does the same).
+				op.AdvanceWatermark(all[min(i+37, len(all))-1][5].(int64)-2, collect(&out))
 			}
 			op.AdvanceWatermark(math.MaxInt64, collect(&out))
 			sameRows(t, "brute force", rowsOf(out), bruteForce(cfg, all))
@@ -450,7 +449,7 @@ func sortAll(rows [][]any) {
 // TestConcurrentSnapshotWrite serialises a snapshot on another goroutine
 // while the operator keeps processing (run with -race).
 func TestConcurrentSnapshotWrite(t *testing.T) {
-	for _, kind := range []Kind{Tumbling, Sliding} {
+	for _, kind := range []Kind{Tumbling, Sliding, Session} {
 		t.Run(kind.String(), func(t *testing.T) {
 			defer func(v int) { segMax = v }(segMax)
 			segMax = 8
