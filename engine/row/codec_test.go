@@ -1,0 +1,251 @@
+package row
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+var allTypes = MustSchema(
+	Field{"i", Int64},
+	Field{"f", Float64},
+	Field{"s", String},
+	Field{"b", Bool},
+	Field{"y", Bytes},
+	Field{"ts", Timestamp},
+)
+
+func randomBatch(r *rand.Rand, n int) *Batch {
+	b := &Batch{Schema: allTypes, Cols: make([]Column, len(allTypes.Fields))}
+	for i, f := range allTypes.Fields {
+		b.Cols[i].Type = f.Type
+	}
+	ints := []int64{0, 1, -1, math.MaxInt64, math.MinInt64, 1 << 40}
+	floats := []float64{0, math.Copysign(0, -1), 1.5, -3, math.Inf(1), math.Inf(-1), math.MaxFloat64, math.SmallestNonzeroFloat64, 1e-7, 1e21, 0.1}
+	strs := []string{"", "a", "héllo", "quote\"back\\slash", "ctl\x01\n\t", "\u2028", "日本語"}
+	ts := int64(1_700_000_000_000)
+	for range n {
+		var i int64
+		if r.IntN(3) == 0 {
+			i = ints[r.IntN(len(ints))]
+		} else {
+			i = r.Int64() >> r.IntN(64)
+			if r.IntN(2) == 0 {
+				i = -i
+			}
+		}
+		f := floats[r.IntN(len(floats))]
+		if r.IntN(2) == 0 {
+			f = r.NormFloat64() * math.Pow(10, float64(r.IntN(40)-20))
+		}
+		y := make([]byte, r.IntN(5))
+		for j := range y {
+			y[j] = byte(r.IntN(256))
+		}
+		ts += int64(r.IntN(2000) - 500)
+		if err := b.AppendRow(i, f, strs[r.IntN(len(strs))], r.IntN(2) == 0, y, ts); err != nil {
+			panic(err)
+		}
+	}
+	return b
+}
+
+// sameRows compares batches value by value; floats by their bits so that NaN
+// and -0 count.
+func sameRows(t testing.TB, got, want *Batch) {
+	t.Helper()
+	if got.Len != want.Len {
+		t.Fatalf("Len = %d, want %d", got.Len, want.Len)
+	}
+	for c := range want.Cols {
+		for i := 0; i < want.Len; i++ {
+			g, w := got.Value(i, c), want.Value(i, c)
+			if gf, ok := g.(float64); ok {
+				if math.Float64bits(gf) != math.Float64bits(w.(float64)) {
+					t.Fatalf("row %d col %d: %v, want %v", i, c, g, w)
+				}
+				continue
+			}
+			if gb, ok := g.([]byte); ok {
+				if !bytes.Equal(gb, w.([]byte)) {
+					t.Fatalf("row %d col %d: %q, want %q", i, c, g, w)
+				}
+				continue
+			}
+			if g != w {
+				t.Fatalf("row %d col %d: %#v, want %#v", i, c, g, w)
+			}
+		}
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 7, 8, 9, 100, 1000} {
+		b := randomBatch(r, n)
+		enc := AppendBatch([]byte("prefix"), b)
+		enc = append(enc, "tail"...)
+		into := NewBatch(allTypes)
+		rest, err := DecodeBatch(enc[len("prefix"):], into)
+		if err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if string(rest) != "tail" {
+			t.Fatalf("n=%d: rest = %q", n, rest)
+		}
+		sameRows(t, into, b)
+		// Appends to a non-empty batch.
+		if _, err := DecodeBatch(enc[len("prefix"):], into); err != nil {
+			t.Fatal(err)
+		}
+		if into.Len != 2*n {
+			t.Fatalf("Len after second decode = %d", into.Len)
+		}
+	}
+}
+
+func TestBatchEncodingIsCompact(t *testing.T) {
+	s := MustSchema(Field{"k", Int64}, Field{"ts", Timestamp}, Field{"ok", Bool})
+	b := NewBatch(s)
+	for i := range 1000 {
+		b.AppendRow(int64(i%50), int64(1_700_000_000_000+i), i%2 == 0)
+	}
+	enc := AppendBatch(nil, b)
+	// 1 byte per key, ~1 per timestamp delta (after the first), 1 bit per bool.
+	if len(enc) > 1000+1000+8+125+16 {
+		t.Errorf("1000 rows take %d bytes", len(enc))
+	}
+}
+
+func TestDecodeBatchErrors(t *testing.T) {
+	b := randomBatch(rand.New(rand.NewPCG(3, 4)), 50)
+	enc := AppendBatch(nil, b)
+	other := MustSchema(Field{"i", Int64}, Field{"f", Float64})
+	if _, err := DecodeBatch(enc, NewBatch(other)); err == nil || !errors.Is(err, ErrCorrupt) {
+		t.Errorf("wrong schema: err = %v", err)
+	}
+	swapped := MustSchema(Field{"i", Timestamp}, Field{"f", Float64}, Field{"s", String}, Field{"b", Bool}, Field{"y", Bytes}, Field{"ts", Timestamp})
+	if _, err := DecodeBatch(enc, NewBatch(swapped)); err == nil {
+		t.Error("int64 column decoded as timestamp")
+	}
+	// Every truncation fails and leaves the batch untouched.
+	into := randomBatch(rand.New(rand.NewPCG(5, 6)), 3)
+	before := into.Clone()
+	for n := range len(enc) {
+		if _, err := DecodeBatch(enc[:n], into); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", n)
+		} else if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d: error %v does not wrap ErrCorrupt", n, err)
+		}
+		sameRows(t, into, before)
+		for c := range into.Cols {
+			if into.Cols[c].Len() != into.Len {
+				t.Fatalf("truncated to %d: column %d has %d values", n, c, into.Cols[c].Len())
+			}
+		}
+	}
+	// A huge row count must not allocate.
+	huge := []byte{codecVersion, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, byte(Bool), 0}
+	if _, err := DecodeBatch(huge, NewBatch(MustSchema(Field{"b", Bool}))); err == nil {
+		t.Error("huge row count accepted")
+	}
+}
+
+func TestValueRoundTrip(t *testing.T) {
+	b := randomBatch(rand.New(rand.NewPCG(7, 8)), 200)
+	var enc []byte
+	for i := 0; i < b.Len; i++ {
+		enc = AppendRow(enc, b, i)
+	}
+	into := NewBatch(allTypes)
+	p := enc
+	for p2 := p; len(p2) > 0; {
+		var err error
+		if p2, err = DecodeRow(p2, into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sameRows(t, into, b)
+
+	for c := range b.Cols {
+		col := &Column{Type: b.Cols[c].Type}
+		v := AppendValue(nil, &b.Cols[c], 5)
+		rest, err := DecodeValue(append(v, 0xAA), col)
+		if err != nil || !bytes.Equal(rest, []byte{0xAA}) {
+			t.Fatalf("col %d: rest %x err %v", c, rest, err)
+		}
+		if !reflect.DeepEqual(col.Value(0), b.Cols[c].Value(5)) && c != 1 {
+			t.Fatalf("col %d: %v, want %v", c, col.Value(0), b.Cols[c].Value(5))
+		}
+		for n := range len(v) {
+			if _, err := DecodeValue(v[:n], &Column{Type: col.Type}); err == nil {
+				t.Fatalf("col %d truncated to %d: no error", c, n)
+			}
+		}
+	}
+	if _, err := DecodeValue([]byte{2}, &Column{Type: Bool}); err == nil {
+		t.Error("bool 2 accepted")
+	}
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 3, 9, 40} {
+		f.Add(AppendBatch(nil, randomBatch(r, n)))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{codecVersion, 0, 6, 1, 2, 3, 4, 5, 6})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		into := NewBatch(allTypes)
+		into.AppendRow(int64(1), 2.0, "x", true, []byte("y"), int64(3))
+		before := into.Clone()
+		rest, err := DecodeBatch(data, into)
+		if err != nil {
+			sameRows(t, into, before)
+			return
+		}
+		if len(rest) > len(data) {
+			t.Fatal("rest longer than input")
+		}
+		for c := range into.Cols {
+			if into.Cols[c].Len() != into.Len {
+				t.Fatalf("column %d has %d values, Len %d", c, into.Cols[c].Len(), into.Len)
+			}
+		}
+		// Re-encoding the decoded rows and decoding again is the identity.
+		again := NewBatch(allTypes)
+		if _, err := DecodeBatch(AppendBatch(nil, into), again); err != nil {
+			t.Fatal(err)
+		}
+		sameRows(t, again, into)
+	})
+}
+
+func BenchmarkBatchCodec(b *testing.B) {
+	batch := randomBatch(rand.New(rand.NewPCG(11, 12)), DefaultBatchSize)
+	enc := AppendBatch(nil, batch)
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(enc)))
+		buf := make([]byte, 0, len(enc))
+		for b.Loop() {
+			buf = AppendBatch(buf[:0], batch)
+		}
+		b.ReportMetric(float64(batch.Len), "rows/op")
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(enc)))
+		into := NewBatch(allTypes)
+		for b.Loop() {
+			into.Reset()
+			if _, err := DecodeBatch(enc, into); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(batch.Len), "rows/op")
+	})
+}
