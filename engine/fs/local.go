@@ -1,0 +1,163 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Local is the FS of the local filesystem (file://).
+type Local struct{}
+
+var _ FS = Local{}
+
+func osPath(p string) string { return filepath.FromSlash(p) }
+
+// URI returns file:// followed by the absolute form of p.
+func (Local) URI(p string) string {
+	if abs, err := filepath.Abs(osPath(p)); err == nil {
+		p = filepath.ToSlash(abs)
+	}
+	return "file://" + p
+}
+
+// WriteFile implements FS.
+func (Local) WriteFile(ctx context.Context, p string, data []byte) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p = osPath(p)
+	dir, base := filepath.Split(p)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if errors.Is(err, iofs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.CreateTemp(dir, "."+base+".tmp-*")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", p, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err = os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	// The rename is durable only once the directory is synced.
+	if err = syncDir(dir); err != nil {
+		return fmt.Errorf("syncing directory of %s: %w", p, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ReadFile implements FS.
+func (Local) ReadFile(ctx context.Context, p string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(osPath(p))
+}
+
+// List implements FS.
+func (Local) List(ctx context.Context, dir string) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(osPath(dir))
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(des))
+	for _, de := range des {
+		e := Entry{Name: de.Name(), IsDir: de.IsDir()}
+		if !e.IsDir {
+			info, err := de.Info()
+			if errors.Is(err, iofs.ErrNotExist) {
+				continue // removed since ReadDir
+			}
+			if err != nil {
+				return nil, err
+			}
+			e.Size = info.Size()
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// MkdirAll implements FS.
+func (Local) MkdirAll(ctx context.Context, dir string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return os.MkdirAll(osPath(dir), 0o755)
+}
+
+// RemoveAll implements FS.
+func (Local) RemoveAll(ctx context.Context, p string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return os.RemoveAll(osPath(p))
+}
+
+// Rename implements FS.
+func (Local) Rename(ctx context.Context, from, to string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return os.Rename(osPath(from), osPath(to))
+}
+
+// Stat implements FS.
+func (Local) Stat(ctx context.Context, p string) (Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	info, err := os.Stat(osPath(p))
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{Name: info.Name(), IsDir: info.IsDir()}
+	if !e.IsDir {
+		e.Size = info.Size()
+	}
+	return e, nil
+}
