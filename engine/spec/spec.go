@@ -7,6 +7,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ type Checkpoint struct {
 	// TolerableFailures is how many consecutive failed checkpoints the job
 	// survives before it fails over.
 	TolerableFailures int `json:"tolerableFailures,omitempty"`
+	// Incremental makes the badger state backend upload only what changed
+	// since the previous checkpoint (badger only).
+	Incremental bool `json:"incremental,omitempty"`
 }
 
 const (
@@ -131,20 +135,33 @@ func (d *Duration) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &ms); err != nil {
 		return fmt.Errorf("duration must be a string like \"1s\" or a number of milliseconds, got %s", data)
 	}
-	if ms < 0 {
-		return fmt.Errorf("duration %v is negative", ms)
+	v, err := fromMillis(ms, string(data))
+	if err != nil {
+		return err
 	}
-	*d = Duration(time.Duration(ms * float64(time.Millisecond)))
+	*d = v
 	return nil
+}
+
+// maxMillis is the largest number of milliseconds a time.Duration holds.
+const maxMillis = float64(math.MaxInt64 / int64(time.Millisecond))
+
+func fromMillis(ms float64, text string) (Duration, error) {
+	switch {
+	case math.IsNaN(ms) || math.IsInf(ms, 0):
+		return 0, fmt.Errorf("duration %q is not a number", text)
+	case ms < 0:
+		return 0, fmt.Errorf("duration %s is negative", text)
+	case ms > maxMillis:
+		return 0, fmt.Errorf("duration %s ms is too large", text)
+	}
+	return Duration(time.Duration(ms * float64(time.Millisecond))), nil
 }
 
 // ParseDuration parses "1s", "1m30s", "250ms" or a bare number of milliseconds.
 func ParseDuration(s string) (Duration, error) {
-	if ms, err := strconv.ParseFloat(s, 64); err == nil {
-		if ms < 0 {
-			return 0, fmt.Errorf("duration %q is negative", s)
-		}
-		return Duration(time.Duration(ms * float64(time.Millisecond))), nil
+	if ms, err := strconv.ParseFloat(s, 64); err == nil && looksNumeric(s) {
+		return fromMillis(ms, strconv.Quote(s))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
@@ -154,4 +171,15 @@ func ParseDuration(s string) (Duration, error) {
 		return 0, fmt.Errorf("duration %q is negative", s)
 	}
 	return Duration(v), nil
+}
+
+// looksNumeric rejects what strconv.ParseFloat accepts beyond decimal
+// numbers ("NaN", "Inf", "0x1p3", "1_000").
+func looksNumeric(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E') {
+			return false
+		}
+	}
+	return true
 }
