@@ -31,8 +31,8 @@ func TestLateness(t *testing.T) {
 		}},
 		{Config{Kind: Sliding, Size: 10, Slide: 5, AllowedLateness: 2}, []step{
 			{rows: []refRow{r(7, 1)}, wm: 9, want: "[[1 0 10 1 1]]"},
-			{rows: []refRow{r(2, 2)}, wm: 11, want: "[[1 0 10 2 3]]"}, // [0,10) within lateness, [-5,5) past it
-			{rows: []refRow{r(3, 2)}, wm: 11, wantLate: 1, want: "[]"},         // [0,10) purged at 11
+			{rows: []refRow{r(2, 2)}, wm: 11, want: "[[1 0 10 2 3]]"},  // [0,10) within lateness, [-5,5) past it
+			{rows: []refRow{r(3, 2)}, wm: 11, wantLate: 1, want: "[]"}, // [0,10) purged at 11
 			{rows: []refRow{r(6, 4)}, wm: 14, want: "[[1 5 15 2 5]]"},
 			{rows: []refRow{r(6, 8)}, wm: 14, want: "[[1 5 15 3 13]]"},
 			{rows: []refRow{r(1, 8)}, wm: 20, wantLate: 1, want: "[]"},

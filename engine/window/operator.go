@@ -113,8 +113,8 @@ func (o *Operator) RestoreWatermark(wm int64) { o.wm = wm }
 func (o *Operator) LateRows() int64 { return o.late }
 
 // Snapshot freezes the current state for a checkpoint and returns it. Its
-// cost is one pointer copy per segment; entries are not copied. After it,
-// the first write to a frozen segment copies that segment. The snapshot may
+// cost is one slice header per table (key group × window); entries are not
+// copied. After it, the first write to a frozen segment copies that segment. The snapshot may
 // be serialised from another goroutine while the operator keeps running;
 // call Release when done with it, so that writes stop copying.
 func (o *Operator) Snapshot() *Snapshot {

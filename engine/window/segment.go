@@ -7,9 +7,11 @@ import (
 
 // segMax is the number of keys a segment holds on average before its table
 // doubles its segments. It bounds the cost of one copy-on-write copy (a map
-// clone and a slab copy of about this many entries, tens of µs) and makes
-// Snapshot's work about state/segMax pointer copies.
-var segMax = 1024
+// clone and a slab copy of about this many entries). With 1024, the batches
+// right after a snapshot of 16M keys took up to seconds (a 1024-row batch
+// of random keys copied ~1M entries); 128 keeps them near 10 ms and small
+// maps are also faster to fill. A var so tests can force splits.
+var segMax = 128
 
 // noNext ends a chain of records.
 const noNext = ^uint64(0)
@@ -63,14 +65,19 @@ type cow struct {
 // sliding): 2^bits segments chosen by the top bits of the key's segment
 // hash. The table itself is private to the operator; snapshots copy its
 // segment pointers.
+//
+// Snapshots share the segs array itself too (Snapshot copies one slice
+// header per table, not one pointer per segment): segsVer is the array's
+// version, and the array is cloned before a segment pointer in it changes.
 type table[K keyT] struct {
-	segs []*segment[K]
-	bits uint8
-	n    int // keys
+	segs    []*segment[K]
+	segsVer uint64
+	bits    uint8
+	n       int // keys
 }
 
 func newTable[K keyT](c *cow) *table[K] {
-	return &table[K]{segs: []*segment[K]{newSegment[K](c.ver, 0)}}
+	return &table[K]{segs: []*segment[K]{newSegment[K](c.ver, 0)}, segsVer: c.ver}
 }
 
 func (t *table[K]) segOf(sh uint64) int { return int(sh >> (64 - uint(t.bits)) & (1<<t.bits - 1)) }
@@ -85,6 +92,10 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 	if n.idx == nil {
 		n.idx = map[K]int32{}
 	}
+	if t.segsVer <= c.frozen {
+		t.segs = slices.Clone(t.segs)
+		t.segsVer = c.ver
+	}
 	t.segs[i] = n
 	return n
 }
@@ -97,6 +108,7 @@ func (t *table[K]) split(c *cow, stride int, chained bool, hash func(K) uint64) 
 	old := t.segs
 	t.bits++
 	t.segs = make([]*segment[K], len(old)*2)
+	t.segsVer = c.ver
 	for i := range t.segs {
 		t.segs[i] = newSegment[K](c.ver, segMax/2+segMax/8)
 	}

@@ -38,7 +38,6 @@ type sessionCore[K keyT] struct {
 	timers timerHeap[K]
 	fire   []fired[K]
 	nsess  int
-	tmp    []uint64
 }
 
 type timer[K keyT] struct {
@@ -274,7 +273,7 @@ func (c *sessionCore[K]) advance(old int64) {
 }
 
 func (c *sessionCore[K]) snapshot() snapData {
-	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride, session: true}
+	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride, session: true, tabs: make([]tabSnap[K], 0, c.nkg)}
 	for kg, t := range c.tabs {
 		s.add(c.kgStart+kg, 0, t)
 	}

@@ -55,6 +55,7 @@ type Snapshot struct {
 type snapData interface {
 	keyGroups() []int
 	write(kg int, dst []byte) []byte
+	release()
 }
 
 // Watermark is the operator's watermark when the snapshot was taken.
@@ -79,6 +80,7 @@ func (s *Snapshot) Release() {
 	s.release.Do(func() {
 		s.done.Store(true)
 		s.reg.release(s.ver)
+		s.data.release()
 		s.data = nil
 	})
 }
@@ -205,11 +207,11 @@ func readKey[K keyT](d *dec, kx keyer[K], kg int) K {
 }
 
 // tabSnap is one frozen table: its key group, window end (0 for sessions)
-// and its segments segs[lo:hi] of the snapshot.
-type tabSnap struct {
-	kg     int
-	end    int64
-	lo, hi int
+// and its segment array, shared with the table until the table changes it.
+type tabSnap[K keyT] struct {
+	kg   int
+	end  int64
+	segs []*segment[K]
 }
 
 type coreSnap[K keyT] struct {
@@ -217,18 +219,17 @@ type coreSnap[K keyT] struct {
 	kx      keyer[K]
 	stride  int
 	session bool
-	tabs    []tabSnap // by kg, then end
-	segs    []*segment[K]
+	tabs    []tabSnap[K] // by kg, then end
 }
 
 func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
 	if t == nil || t.n == 0 {
 		return
 	}
-	lo := len(s.segs)
-	s.segs = append(s.segs, t.segs...)
-	s.tabs = append(s.tabs, tabSnap{kg: kg, end: end, lo: lo, hi: len(s.segs)})
+	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, segs: t.segs})
 }
+
+func (s *coreSnap[K]) release() { s.tabs = nil }
 
 func (s *coreSnap[K]) keyGroups() []int {
 	var kgs []int
@@ -259,7 +260,7 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 	var ents []entry[K]
 	for _, t := range s.tabs[i:j] {
 		ents = ents[:0]
-		for _, sg := range s.segs[t.lo:t.hi] {
+		for _, sg := range t.segs {
 			for k, r := range sg.idx {
 				ents = append(ents, entry[K]{k, sg, r})
 			}
@@ -295,7 +296,7 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 }
 
 func (c *windowCore[K]) snapshot() snapData {
-	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride}
+	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride, tabs: make([]tabSnap[K], 0, len(c.wins)*c.nkg)}
 	for kg := 0; kg < c.nkg; kg++ {
 		for _, w := range c.wins {
 			s.add(c.kgStart+kg, w.end, w.tabs[kg])
