@@ -1,0 +1,114 @@
+package runtime
+
+import (
+	"log/slog"
+	"math"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
+)
+
+// Watermark values.
+const (
+	MinWatermark int64 = math.MinInt64
+	MaxWatermark int64 = math.MaxInt64
+)
+
+// Output is where an operator or source sends what it produces. Collect takes
+// ownership of the batch. Outputs are not goroutine-safe: they belong to the
+// task that runs the node.
+type Output interface {
+	Collect(b *row.Batch)
+	// Watermark forwards event-time progress downstream.
+	Watermark(wm int64)
+}
+
+// Context is what a subtask knows about itself.
+type Context struct {
+	JobName        string
+	NodeID         string
+	Subtask        int
+	Parallelism    int
+	MaxParallelism int
+	KeyGroups      state.KeyGroupRange
+	ExactlyOnce    bool
+	// Attempt is unique per run of the job (restarts included); sinks use it
+	// to name files that must not collide with an earlier attempt's.
+	Attempt string
+	Out     Output
+	// Side outputs by name (e.g. a window's "late"); nil when unused.
+	Side    map[string]Output
+	Log     *slog.Logger
+	Metrics *NodeMetrics
+}
+
+// Restored is a subtask's share of a checkpoint.
+type Restored struct {
+	CheckpointID int64
+	// KeyGroups holds keyed state by key group, only for this subtask's range.
+	KeyGroups map[int][]byte
+	// OperatorState is the union of every old subtask's list entries
+	// (Flink's union list state): each subtask picks what it owns.
+	OperatorState [][]byte
+}
+
+// StateWriter receives a snapshot's serialised state.
+type StateWriter interface {
+	AddKeyGroup(kg int, data []byte)
+	AddOperatorState(data []byte)
+}
+
+// Snapshot is the asynchronous part of a snapshot: Write runs on another
+// goroutine while the task keeps processing, so it may only read state that
+// the synchronous part froze (copy-on-write) or copied.
+type Snapshot interface {
+	Write(w StateWriter) error
+}
+
+// SnapshotFunc adapts a function to Snapshot.
+type SnapshotFunc func(w StateWriter) error
+
+func (f SnapshotFunc) Write(w StateWriter) error { return f(w) }
+
+// Operator is a node with inputs. Every method runs on the task goroutine.
+type Operator interface {
+	Open(ctx *Context, restored *Restored) error
+	// Process handles a batch from input `input` (index into the node's
+	// inputs) and owns it.
+	Process(input int, b *row.Batch) error
+	// Watermark is called when the minimum watermark over the inputs
+	// advances. The operator must forward it (ctx.Out.Watermark) after
+	// emitting what it fires.
+	Watermark(wm int64) error
+	// Snapshot is the synchronous part of checkpoint id; return nil for no state.
+	Snapshot(id int64) (Snapshot, error)
+	// CheckpointComplete is called once the checkpoint is durable (sinks commit).
+	CheckpointComplete(id int64) error
+	// EndInput is called after the last input ended (and after the final watermark).
+	EndInput() error
+	Close() error
+}
+
+// Source produces batches. Every method runs on the task goroutine.
+type Source interface {
+	Open(ctx *Context, restored *Restored) error
+	// Poll emits at most about one batch to ctx.Out and says whether the
+	// source has ended. It should not block for long (rate limits: a few ms).
+	Poll() (done bool, err error)
+	// Watermark is the source subtask's current watermark; Idle reports that
+	// it has had nothing to emit for its idle timeout.
+	Watermark() (wm int64, idle bool)
+	Snapshot(id int64) (Snapshot, error)
+	CheckpointComplete(id int64) error
+	Close() error
+}
+
+// BaseOperator gives no-op defaults; embed it.
+type BaseOperator struct{ Ctx *Context }
+
+func (o *BaseOperator) Open(ctx *Context, _ *Restored) error { o.Ctx = ctx; return nil }
+func (o *BaseOperator) Watermark(wm int64) error             { o.Ctx.Out.Watermark(wm); return nil }
+func (o *BaseOperator) Snapshot(int64) (Snapshot, error)     { return nil, nil }
+func (o *BaseOperator) CheckpointComplete(int64) error       { return nil }
+func (o *BaseOperator) EndInput() error                      { return nil }
+func (o *BaseOperator) Close() error                         { return nil }

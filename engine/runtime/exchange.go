@@ -1,0 +1,179 @@
+package runtime
+
+import (
+	"context"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
+)
+
+type msgKind uint8
+
+const (
+	msgData msgKind = iota
+	msgWatermark
+	msgIdle
+	msgBarrier
+	msgEnd
+)
+
+// message is what travels between tasks: a batch or a control element.
+type message struct {
+	kind    msgKind
+	ch      int32 // input channel at the receiver
+	batch   *row.Batch
+	wm      int64
+	barrier Trigger
+}
+
+// creditsPerChannel bounds the batches in flight from one sender to one
+// receiver: a full window blocks the sender (back-pressure), and a channel
+// held back during barrier alignment stops its sender instead of growing a
+// buffer.
+const creditsPerChannel = 8
+
+// inbox is a task's receiving end: one Go channel shared by all its input
+// channels, each limited by its own credits.
+type inbox struct {
+	ch      chan message
+	credits []chan struct{}
+	input   []int // input channel → index of the node's logical input
+}
+
+func newInbox(channelsPerInput []int) *inbox {
+	n := 0
+	for _, c := range channelsPerInput {
+		n += c
+	}
+	in := &inbox{ch: make(chan message, n*creditsPerChannel), credits: make([]chan struct{}, n), input: make([]int, 0, n)}
+	for i := range in.credits {
+		in.credits[i] = make(chan struct{}, creditsPerChannel)
+	}
+	for inp, c := range channelsPerInput {
+		for range c {
+			in.input = append(in.input, inp)
+		}
+	}
+	return in
+}
+
+// release returns the credit of a message the receiver has processed.
+func (in *inbox) release(ch int32) { <-in.credits[ch] }
+
+// sender is one input channel seen from the producing subtask.
+type sender struct {
+	in  *inbox
+	ch  int32
+	ctx context.Context
+}
+
+func (s *sender) send(m message) bool {
+	m.ch = s.ch
+	select {
+	case s.in.credits[s.ch] <- struct{}{}:
+	case <-s.ctx.Done():
+		if m.batch != nil {
+			m.batch.Release()
+		}
+		return false
+	}
+	s.in.ch <- m // never blocks: capacity covers every credit
+	return true
+}
+
+// edgeOutput sends a subtask's output over one edge to the consumer's
+// subtasks according to the edge's partitioning.
+type edgeOutput struct {
+	part     Partition
+	keyCols  []int
+	maxPar   int
+	targets  []*sender
+	rr       int
+	builders []*row.Batch
+	metrics  *NodeMetrics
+}
+
+func (e *edgeOutput) Collect(b *row.Batch) {
+	if b.Len == 0 {
+		b.Release()
+		return
+	}
+	n := len(e.targets)
+	switch {
+	case n == 1:
+		e.targets[0].send(message{kind: msgData, batch: b})
+	case e.part == Rebalance || e.part == Forward:
+		e.targets[e.rr%n].send(message{kind: msgData, batch: b})
+		e.rr++
+	case e.part == Broadcast:
+		for i, t := range e.targets {
+			if i == n-1 {
+				t.send(message{kind: msgData, batch: b})
+			} else {
+				t.send(message{kind: msgData, batch: b.Clone()})
+			}
+		}
+	default: // Hash: split rows by the subtask owning their key group
+		for i := 0; i < b.Len; i++ {
+			kg := state.KeyGroup(state.HashRow(b, e.keyCols, i), e.maxPar)
+			t := state.SubtaskForKeyGroup(kg, e.maxPar, n)
+			if e.builders[t] == nil {
+				e.builders[t] = row.NewBatch(b.Schema)
+			}
+			e.builders[t].AppendFrom(b, i)
+		}
+		b.Release()
+		for t, nb := range e.builders {
+			if nb != nil {
+				e.builders[t] = nil
+				e.targets[t].send(message{kind: msgData, batch: nb})
+			}
+		}
+	}
+}
+
+func (e *edgeOutput) Watermark(wm int64) { e.control(message{kind: msgWatermark, wm: wm}) }
+
+func (e *edgeOutput) control(m message) {
+	for _, t := range e.targets {
+		t.send(m)
+	}
+}
+
+// fanOut sends to several outputs; all but the last get a copy.
+type fanOut []Output
+
+func (f fanOut) Collect(b *row.Batch) {
+	for i, o := range f {
+		if i == len(f)-1 {
+			o.Collect(b)
+		} else {
+			o.Collect(b.Clone())
+		}
+	}
+}
+
+func (f fanOut) Watermark(wm int64) {
+	for _, o := range f {
+		o.Watermark(wm)
+	}
+}
+
+// discardOutput is the output of a node nobody consumes.
+type discardOutput struct{}
+
+func (discardOutput) Collect(b *row.Batch) { b.Release() }
+func (discardOutput) Watermark(int64)      {}
+
+// countingOutput counts rows a node emits.
+type countingOutput struct {
+	out Output
+	m   *NodeMetrics
+}
+
+func (c countingOutput) Collect(b *row.Batch) {
+	c.m.RowsOut.Add(int64(b.Len))
+	c.out.Collect(b)
+}
+
+func (c countingOutput) Watermark(wm int64) { c.out.Watermark(wm) }

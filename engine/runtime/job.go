@@ -1,0 +1,464 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sluice-stream/sluice/engine/checkpoint"
+	"github.com/sluice-stream/sluice/engine/state"
+)
+
+// Options configure a run of a job.
+type Options struct {
+	Storage *checkpoint.Storage
+	// Restore is "", "latest" or the path of a checkpoint or savepoint.
+	Restore           string
+	Interval          time.Duration
+	Timeout           time.Duration
+	MinPause          time.Duration
+	Retained          int
+	TolerableFailures int
+	// RestartAttempts is how many times a failed run is restarted from the
+	// latest checkpoint; RestartDelay waits between attempts.
+	RestartAttempts int
+	RestartDelay    time.Duration
+	// Savepoints receives savepoint requests while the job runs.
+	Savepoints <-chan SavepointRequest
+	Log        *slog.Logger
+}
+
+// SavepointRequest asks the running job for a savepoint; Stop ends the job
+// once it is written.
+type SavepointRequest struct {
+	Stop  bool
+	Reply chan<- SavepointResult
+}
+
+// SavepointResult answers a SavepointRequest.
+type SavepointResult struct {
+	Path string
+	Err  error
+}
+
+// Result describes a finished run.
+type Result struct {
+	Checkpoints int
+	Restarts    int
+	// Stopped is set when the job ended by stop-with-savepoint.
+	Stopped bool
+	Metrics map[string]*NodeMetrics
+}
+
+// Run executes g until its sources end (bounded job), it is stopped with a
+// savepoint, ctx is cancelled, or it fails more often than the restart
+// strategy allows.
+func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Storage == nil {
+		return nil, errors.New("no checkpoint storage")
+	}
+	res := &Result{Metrics: make(map[string]*NodeMetrics)}
+	for _, n := range g.Nodes {
+		res.Metrics[n.ID] = &NodeMetrics{}
+	}
+	restore := opts.Restore
+	for {
+		md, dir, err := resolveRestore(ctx, opts.Storage, restore)
+		if err != nil {
+			return res, err
+		}
+		if md != nil {
+			opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
+		}
+		e, err := newExecution(ctx, g, opts, md, dir, res.Metrics)
+		if err == nil {
+			err = e.run(ctx, res)
+		}
+		if err == nil || ctx.Err() != nil {
+			return res, err
+		}
+		if res.Restarts >= opts.RestartAttempts {
+			return res, fmt.Errorf("%w after %d restarts: %w", ErrJobFailed, res.Restarts, err)
+		}
+		res.Restarts++
+		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "of", opts.RestartAttempts, "err", err)
+		select {
+		case <-time.After(opts.RestartDelay):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		if latest, _, _ := opts.Storage.Latest(ctx); latest != nil {
+			restore = "latest"
+		}
+	}
+}
+
+func resolveRestore(ctx context.Context, st *checkpoint.Storage, restore string) (*checkpoint.Metadata, string, error) {
+	switch restore {
+	case "":
+		return nil, "", nil
+	case "latest":
+		md, dir, err := st.Latest(ctx)
+		if err != nil {
+			return nil, "", fmt.Errorf("finding the latest checkpoint: %w", err)
+		}
+		return md, dir, nil
+	default:
+		md, err := st.Load(ctx, restore)
+		if err != nil {
+			return nil, "", fmt.Errorf("restoring from %s: %w", restore, err)
+		}
+		return md, restore, nil
+	}
+}
+
+type evKind uint8
+
+const (
+	evAck evKind = iota
+	evDecline
+	evSourceFinished
+)
+
+type event struct {
+	kind   evKind
+	task   int
+	id     int64
+	err    error
+	states []nodeSubtaskState
+}
+
+type nodeSubtaskState struct {
+	node  string
+	par   int
+	state checkpoint.SubtaskState
+}
+
+// execution is one attempt at running the job.
+type execution struct {
+	g           *Graph
+	opts        Options
+	exactlyOnce bool
+	attempt     string
+	tasks       []*task
+	sources     int
+	events      chan event
+	ctx         context.Context
+	cancel      context.CancelFunc
+	uploads     sync.WaitGroup
+	metrics     map[string]*NodeMetrics
+	firstID     int64
+}
+
+func (e *execution) event(ev event) {
+	select {
+	case e.events <- ev:
+	case <-e.ctx.Done():
+	}
+}
+
+func newAttemptID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Metadata, dir string, metrics map[string]*NodeMetrics) (*execution, error) {
+	e := &execution{g: g, opts: opts, exactlyOnce: g.ExactlyOnce, attempt: newAttemptID(), metrics: metrics, events: make(chan event, 1024)}
+	e.ctx, e.cancel = context.WithCancel(ctx)
+	id, err := opts.Storage.NextCheckpointID(ctx)
+	if err != nil {
+		e.cancel()
+		return nil, fmt.Errorf("reading checkpoint storage: %w", err)
+	}
+	e.firstID = id
+	if err := e.build(md, dir); err != nil {
+		e.cancel()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *execution) run(ctx context.Context, res *Result) error {
+	defer e.cancel()
+	now := time.Now().UnixMilli()
+	coord := NewCoordinator(CoordinatorConfig{
+		Interval:          e.opts.Interval.Milliseconds(),
+		Timeout:           e.opts.Timeout.Milliseconds(),
+		MinPause:          e.opts.MinPause.Milliseconds(),
+		Tasks:             len(e.tasks),
+		SourceTasks:       e.sources,
+		TolerableFailures: e.opts.TolerableFailures,
+		FirstID:           e.firstID,
+	}, now)
+
+	errs := make(chan error, len(e.tasks))
+	var running sync.WaitGroup
+	for _, t := range e.tasks {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			if err := t.run(e.ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	allExited := make(chan struct{})
+	go func() { running.Wait(); close(allExited) }()
+	stop := func() {
+		e.cancel()
+		<-allExited
+		e.uploads.Wait()
+	}
+
+	tick := e.opts.Interval / 4
+	if tick <= 0 || tick > 100*time.Millisecond {
+		tick = 100 * time.Millisecond
+	}
+	if tick < 5*time.Millisecond {
+		tick = 5 * time.Millisecond
+	}
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+
+	var waiting []SavepointRequest // replied when the savepoint in flight ends
+	var finished, stopped bool
+	var apply func(a Actions) error
+	apply = func(a Actions) error {
+		now := time.Now().UnixMilli()
+		for _, id := range a.Abort {
+			e.opts.Storage.Abort(e.ctx, id, false)
+			e.opts.Storage.Abort(e.ctx, id, true)
+		}
+		if a.Failed != nil {
+			e.opts.Log.Warn("checkpoint failed", "err", a.Failed)
+			for _, w := range waiting {
+				w.Reply <- SavepointResult{Err: a.Failed}
+			}
+			waiting = nil
+		}
+		if a.Fail != nil {
+			return a.Fail
+		}
+		if p := a.Commit; p != nil {
+			path, err := e.commit(p)
+			if err != nil {
+				return apply(coord.CommitFailed(now, p.ID, err))
+			}
+			if p.Savepoint {
+				e.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
+				for _, w := range waiting {
+					w.Reply <- SavepointResult{Path: path}
+				}
+				waiting = nil
+			} else {
+				res.Checkpoints++
+				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
+				if err := e.opts.Storage.Prune(e.ctx, e.opts.Retained); err != nil {
+					e.opts.Log.Warn("pruning old checkpoints", "err", err)
+				}
+			}
+			if err := apply(coord.Committed(now, p.ID)); err != nil {
+				return err
+			}
+		}
+		if a.Notify != 0 {
+			for _, t := range e.tasks {
+				if !e.send(t, ctrlMsg{kind: ctrlNotify, id: a.Notify}) {
+					return e.ctx.Err()
+				}
+			}
+		}
+		if a.Trigger != nil {
+			for _, t := range e.tasks {
+				if t.source != nil && !e.send(t, ctrlMsg{kind: ctrlTrigger, trigger: *a.Trigger}) {
+					return e.ctx.Err()
+				}
+			}
+		}
+		finished = finished || a.Finished
+		stopped = stopped || a.Stopped
+		return nil
+	}
+
+	for !finished && !stopped {
+		var err error
+		select {
+		case ev := <-e.events:
+			now := time.Now().UnixMilli()
+			switch ev.kind {
+			case evAck:
+				err = apply(coord.Ack(now, ev.id, ev.task, ev.states))
+			case evDecline:
+				err = apply(coord.Decline(now, ev.id, ev.err))
+			case evSourceFinished:
+				err = apply(coord.SourceFinished(now))
+			}
+		case <-ticker.C:
+			err = apply(coord.Tick(time.Now().UnixMilli()))
+		case req := <-e.opts.Savepoints:
+			waiting = append(waiting, req)
+			err = apply(coord.RequestSavepoint(time.Now().UnixMilli(), req.Stop))
+		case err = <-errs:
+		case <-allExited:
+			err = errors.New("every task exited before the job finished")
+		case <-ctx.Done():
+			stop()
+			return ctx.Err()
+		}
+		if err != nil {
+			stop()
+			for _, w := range waiting {
+				w.Reply <- SavepointResult{Err: err}
+			}
+			return err
+		}
+	}
+	if stopped {
+		res.Stopped = true
+		stop()
+		return nil
+	}
+	// Finished: tasks exit once told the final checkpoint completed.
+	select {
+	case <-allExited:
+	case err := <-errs:
+		stop()
+		return err
+	case <-ctx.Done():
+		stop()
+		return ctx.Err()
+	}
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	e.uploads.Wait()
+	return nil
+}
+
+func (e *execution) send(t *task, m ctrlMsg) bool {
+	select {
+	case t.ctrl <- m:
+		return true
+	case <-e.ctx.Done():
+		return false
+	}
+}
+
+// upload writes a task's snapshots asynchronously and acknowledges.
+func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
+	e.uploads.Add(1)
+	go func() {
+		defer e.uploads.Done()
+		var states []nodeSubtaskState
+		for i, s := range snaps {
+			if s == nil {
+				continue
+			}
+			n := t.members[i].node
+			w := checkpoint.NewWriter()
+			if err := s.Write(w); err != nil {
+				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: writing snapshot: %w", n.ID, t.subtask, err)})
+				return
+			}
+			data, st := w.Finish()
+			st.Subtask = t.subtask
+			st, err := e.opts.Storage.WriteState(e.ctx, tr.ID, tr.Savepoint, n.ID, t.subtask, data, st)
+			if err != nil {
+				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
+				return
+			}
+			states = append(states, nodeSubtaskState{node: n.ID, par: n.Parallelism, state: st})
+		}
+		e.event(event{kind: evAck, task: t.idx, id: tr.ID, states: states})
+	}()
+}
+
+// commit writes the checkpoint's metadata, last.
+func (e *execution) commit(p *Pending) (string, error) {
+	md := &checkpoint.Metadata{
+		Version:        1,
+		JobName:        e.g.JobName,
+		CheckpointID:   p.ID,
+		Savepoint:      p.Savepoint,
+		TimestampMs:    time.Now().UnixMilli(),
+		MaxParallelism: e.g.MaxParallelism,
+	}
+	byNode := map[string]*checkpoint.NodeState{}
+	var order []string
+	for _, payload := range p.Acks {
+		for _, s := range payload.([]nodeSubtaskState) {
+			ns := byNode[s.node]
+			if ns == nil {
+				ns = &checkpoint.NodeState{NodeID: s.node, Parallelism: s.par}
+				byNode[s.node] = ns
+				order = append(order, s.node)
+			}
+			ns.Subtasks = append(ns.Subtasks, s.state)
+		}
+	}
+	sort.Strings(order)
+	for _, id := range order {
+		ns := byNode[id]
+		sort.Slice(ns.Subtasks, func(i, j int) bool { return ns.Subtasks[i].Subtask < ns.Subtasks[j].Subtask })
+		md.Nodes = append(md.Nodes, *ns)
+	}
+	return e.opts.Storage.Commit(e.ctx, md)
+}
+
+// restored collects a new subtask's share of the checkpoint's state for node.
+func restoredFor(ctx context.Context, st *checkpoint.Storage, md *checkpoint.Metadata, dir string, cache map[string][]byte, node string, r state.KeyGroupRange) (*Restored, error) {
+	if md == nil {
+		return nil, nil
+	}
+	var ns *checkpoint.NodeState
+	for i := range md.Nodes {
+		if md.Nodes[i].NodeID == node {
+			ns = &md.Nodes[i]
+		}
+	}
+	if ns == nil {
+		return nil, nil
+	}
+	res := &Restored{CheckpointID: md.CheckpointID, KeyGroups: map[int][]byte{}}
+	for _, sub := range ns.Subtasks {
+		need := len(sub.OperatorState) > 0
+		for _, kg := range sub.KeyGroups {
+			if r.Contains(kg.KeyGroup) {
+				need = true
+			}
+		}
+		if !need {
+			continue
+		}
+		data, ok := cache[sub.File]
+		if !ok {
+			var err error
+			data, err = st.ReadState(ctx, dir, sub)
+			if err != nil {
+				return nil, fmt.Errorf("reading state of %s#%d: %w", node, sub.Subtask, err)
+			}
+			cache[sub.File] = data
+		}
+		for _, kg := range sub.KeyGroups {
+			if r.Contains(kg.KeyGroup) {
+				res.KeyGroups[kg.KeyGroup] = data[kg.Offset : kg.Offset+kg.Length]
+			}
+		}
+		for _, os := range sub.OperatorState {
+			res.OperatorState = append(res.OperatorState, data[os.Offset:os.Offset+os.Length])
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,416 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluice-stream/sluice/engine/row"
+)
+
+// member is one node's subtask inside a task's chain.
+type member struct {
+	node *Node
+	ctx  *Context
+	op   Operator // nil for a source head
+}
+
+// chainLink delivers a producer's output straight into a chained operator.
+type chainLink struct {
+	t     *task
+	op    Operator
+	input int
+	m     *NodeMetrics
+}
+
+func (c *chainLink) Collect(b *row.Batch) {
+	if c.t.err != nil {
+		b.Release()
+		return
+	}
+	c.m.RowsIn.Add(int64(b.Len))
+	if err := c.op.Process(c.input, b); err != nil {
+		c.t.fail(err)
+	}
+}
+
+func (c *chainLink) Watermark(wm int64) {
+	if c.t.err != nil {
+		return
+	}
+	if err := c.op.Watermark(wm); err != nil {
+		c.t.fail(err)
+	}
+}
+
+type ctrlKind uint8
+
+const (
+	ctrlTrigger ctrlKind = iota
+	ctrlNotify
+)
+
+type ctrlMsg struct {
+	kind    ctrlKind
+	trigger Trigger
+	id      int64
+}
+
+// task runs a chain of subtasks on one goroutine.
+type task struct {
+	idx     int
+	subtask int
+	members []*member // head first, in topological order
+	source  Source    // head is a source
+	in      *inbox    // head is an operator
+	ctrl    chan ctrlMsg
+	edges   []*edgeOutput // every network output of the chain
+	job     *execution
+	err     error
+
+	// alignment
+	aligning   bool
+	align      Trigger // barrier being aligned, or the last one aligned
+	blocked    []bool
+	buffered   [][]message
+	seen       []bool
+	ended      []bool
+	wms        []int64
+	idle       []bool
+	currentWM  int64
+	replay     []message
+	finalID    int64 // id of the final (or stopping) checkpoint once passed
+	stopped    bool
+	sourceDone bool
+	sourceWM   int64
+	sourceIdle bool
+}
+
+func (t *task) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+func (t *task) name() string {
+	return fmt.Sprintf("%s#%d", t.members[0].node.ID, t.subtask)
+}
+
+// run is the task goroutine.
+func (t *task) run(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("task %s panicked: %v", t.name(), r)
+		}
+		for _, m := range t.members {
+			var cerr error
+			if m.op != nil {
+				cerr = m.op.Close()
+			}
+			if cerr != nil && err == nil {
+				err = fmt.Errorf("closing %s#%d: %w", m.node.ID, t.subtask, cerr)
+			}
+		}
+		if t.source != nil {
+			if cerr := t.source.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("closing %s: %w", t.name(), cerr)
+			}
+		}
+	}()
+	if t.source != nil {
+		err = t.runSource(ctx)
+	} else {
+		err = t.runOperator(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("task %s: %w", t.name(), err)
+	}
+	return nil
+}
+
+func (t *task) runSource(ctx context.Context) error {
+	t.sourceWM = MinWatermark
+	for {
+		if t.err != nil {
+			return t.err
+		}
+		if t.finalID != 0 || t.stopped || t.sourceDone {
+			// Nothing left to emit: serve checkpoints until the job ends.
+			select {
+			case c := <-t.ctrl:
+				if done := t.handleCtrl(c); done {
+					return t.err
+				}
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		select {
+		case c := <-t.ctrl:
+			if done := t.handleCtrl(c); done {
+				return t.err
+			}
+			continue
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+		done, err := t.source.Poll()
+		if err != nil {
+			return err
+		}
+		if t.err != nil {
+			return t.err
+		}
+		if done {
+			t.sourceDone = true
+			t.emitWatermark(MaxWatermark)
+			t.job.event(event{kind: evSourceFinished, task: t.idx})
+			continue
+		}
+		wm, idle := t.source.Watermark()
+		if idle && !t.sourceIdle {
+			t.sourceIdle = true
+			t.broadcast(message{kind: msgIdle})
+		}
+		if !idle {
+			t.sourceIdle = false
+			if wm > t.sourceWM {
+				t.emitWatermark(wm)
+			}
+		}
+	}
+}
+
+func (t *task) emitWatermark(wm int64) {
+	if wm <= t.sourceWM {
+		return
+	}
+	t.sourceWM = wm
+	t.members[0].ctx.Out.Watermark(wm)
+}
+
+func (t *task) broadcast(m message) {
+	for _, e := range t.edges {
+		e.control(m)
+	}
+}
+
+// handleCtrl runs a control message; it returns true when the task is done.
+func (t *task) handleCtrl(c ctrlMsg) bool {
+	switch c.kind {
+	case ctrlTrigger: // sources only
+		t.checkpoint(c.trigger)
+		if c.trigger.Final {
+			t.finalID = c.trigger.ID
+			t.broadcast(message{kind: msgEnd})
+		} else if c.trigger.Stop {
+			t.stopped = true
+		}
+	case ctrlNotify:
+		t.notify(c.id)
+		if t.finalID != 0 && c.id >= t.finalID {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *task) notify(id int64) {
+	if t.source != nil {
+		if err := t.source.CheckpointComplete(id); err != nil {
+			t.fail(fmt.Errorf("completing checkpoint %d: %w", id, err))
+		}
+	}
+	for _, m := range t.members {
+		if m.op != nil {
+			if err := m.op.CheckpointComplete(id); err != nil {
+				t.fail(fmt.Errorf("%s: completing checkpoint %d: %w", m.node.ID, id, err))
+			}
+		}
+	}
+}
+
+// checkpoint takes the synchronous snapshot of every member, forwards the
+// barrier and hands the asynchronous part to an uploader goroutine.
+func (t *task) checkpoint(tr Trigger) {
+	snaps := make([]Snapshot, len(t.members))
+	for i, m := range t.members {
+		var s Snapshot
+		var err error
+		if i == 0 && t.source != nil {
+			s, err = t.source.Snapshot(tr.ID)
+		} else {
+			s, err = m.op.Snapshot(tr.ID)
+		}
+		if err != nil {
+			t.job.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: snapshot: %w", m.node.ID, t.subtask, err)})
+			snaps = nil
+			break
+		}
+		snaps[i] = s
+	}
+	t.broadcast(message{kind: msgBarrier, barrier: tr})
+	if snaps != nil {
+		t.job.upload(t, tr, snaps)
+	}
+}
+
+func (t *task) runOperator(ctx context.Context) error {
+	n := len(t.in.credits)
+	t.blocked = make([]bool, n)
+	t.buffered = make([][]message, n)
+	t.ended = make([]bool, n)
+	t.seen = make([]bool, n)
+	t.wms = make([]int64, n)
+	t.idle = make([]bool, n)
+	for i := range t.wms {
+		t.wms[i] = MinWatermark
+	}
+	t.currentWM = MinWatermark
+	for {
+		if t.err != nil {
+			return t.err
+		}
+		if len(t.replay) > 0 {
+			m := t.replay[0]
+			t.replay = t.replay[1:]
+			t.handle(m)
+			continue
+		}
+		select {
+		case m := <-t.in.ch:
+			t.handle(m)
+		case c := <-t.ctrl:
+			if done := t.handleCtrl(c); done {
+				return t.err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (t *task) head() *member { return t.members[0] }
+
+// handle processes one message from an input channel. Replayed messages
+// (buffered during alignment) already hold their credit until processed.
+func (t *task) handle(m message) {
+	if t.blocked[m.ch] {
+		t.buffered[m.ch] = append(t.buffered[m.ch], m)
+		return
+	}
+	t.in.release(m.ch)
+	h := t.head()
+	switch m.kind {
+	case msgData:
+		h.ctx.Metrics.RowsIn.Add(int64(m.batch.Len))
+		if err := h.op.Process(t.in.input[m.ch], m.batch); err != nil {
+			t.fail(fmt.Errorf("%s#%d: %w", h.node.ID, t.subtask, err))
+		}
+	case msgWatermark:
+		t.idle[m.ch] = false
+		if m.wm > t.wms[m.ch] {
+			t.wms[m.ch] = m.wm
+		}
+		t.advanceWatermark()
+	case msgIdle:
+		t.idle[m.ch] = true
+		t.advanceWatermark()
+	case msgBarrier:
+		t.onBarrier(m)
+	case msgEnd:
+		t.ended[m.ch] = true
+		if t.aligning {
+			t.maybeAligned()
+		}
+	}
+}
+
+func (t *task) advanceWatermark() {
+	min := MaxWatermark
+	active := false
+	for i, wm := range t.wms {
+		if t.idle[i] || t.ended[i] && wm == MaxWatermark {
+			continue
+		}
+		active = true
+		if wm < min {
+			min = wm
+		}
+	}
+	if !active {
+		// Every input idle: hold the watermark (Flink does the same).
+		allMax := true
+		for _, wm := range t.wms {
+			if wm != MaxWatermark {
+				allMax = false
+			}
+		}
+		if !allMax {
+			return
+		}
+		min = MaxWatermark
+	}
+	if min > t.currentWM {
+		t.currentWM = min
+		h := t.head()
+		if err := h.op.Watermark(min); err != nil {
+			t.fail(fmt.Errorf("%s#%d: watermark: %w", h.node.ID, t.subtask, err))
+		}
+	}
+}
+
+func (t *task) onBarrier(m message) {
+	id := m.barrier.ID
+	if t.aligning && id > t.align.ID {
+		// The checkpoint being aligned was abandoned: let its channels go.
+		t.unblock()
+	}
+	if !t.aligning {
+		if id <= t.finalID || id <= t.align.ID {
+			return // a barrier of a checkpoint already passed
+		}
+		t.aligning = true
+		t.align = m.barrier
+		clear(t.seen)
+	}
+	if id < t.align.ID {
+		return
+	}
+	t.seen[m.ch] = true
+	if t.job.exactlyOnce {
+		t.blocked[m.ch] = true
+	}
+	t.maybeAligned()
+}
+
+// maybeAligned completes the checkpoint once every channel has delivered
+// its barrier (or ended before sending one).
+func (t *task) maybeAligned() {
+	for ch := range t.seen {
+		if !t.seen[ch] && !t.ended[ch] {
+			return
+		}
+	}
+	tr := t.align
+	t.aligning = false
+	t.checkpoint(tr)
+	if tr.Final {
+		t.finalID = tr.ID
+	}
+	t.unblock()
+	if tr.Final {
+		// Everything upstream ended; the End messages follow the barrier.
+		t.broadcast(message{kind: msgEnd})
+	}
+}
+
+func (t *task) unblock() {
+	t.aligning = false
+	for ch, msgs := range t.buffered {
+		t.blocked[ch] = false
+		t.replay = append(t.replay, msgs...)
+		t.buffered[ch] = msgs[:0]
+	}
+}
