@@ -1,0 +1,28 @@
+# Sluice. `make run` runs the example job, `make test` runs every test.
+GO      ?= go
+BIN     := bin/sluice
+PKGS    := ./...
+# Packages whose concurrency bugs would lose data: always under the race detector.
+RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/checkpoint/... ./engine/fs/...
+
+.PHONY: build run test vet bench fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/sluice
+
+run: build
+	./$(BIN) run examples/clicks.json
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+test: vet
+	$(GO) test -race -timeout 15m $(RACE)
+	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/checkpoint -e /engine/fs)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS) | tee bench.txt
+
+clean:
+	rm -rf bin bench.txt

@@ -1,0 +1,41 @@
+// Command sluice is Sluice's one binary: `sluice run JOB` runs a job in this
+// process; later commands start the dispatcher, framework and taskmanagers.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+const usage = `usage: sluice <command> [flags] [args]
+
+commands:
+  run JOB        run a job in this process (the embedded default: no cluster needed)
+  validate JOB   check a job spec and print its plan, or the first error
+  help           this text
+
+Run 'sluice <command> -h' for a command's flags.
+`
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:])
+	case "validate":
+		return cmdValidate(args[1:])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-stream/sluice/engine/plan"
+	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/engine/spec"
+)
+
+// setFlags collects repeated --set KEY=VALUE flags.
+type setFlags []string
+
+func (s *setFlags) String() string { return strings.Join(*s, ",") }
+func (s *setFlags) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*s = append(*s, v)
+	return nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func loadJob(fs *flag.FlagSet, sets []string) (*spec.Job, error) {
+	if fs.NArg() != 1 {
+		return nil, fmt.Errorf("want exactly one job file, got %d arguments", fs.NArg())
+	}
+	return spec.ParseFile(fs.Arg(0), sets)
+}
+
+func cmdValidate(args []string) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	var sets setFlags
+	fs.Var(&sets, "set", "override a spec value by dotted path, KEY=VALUE (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	j, err := loadJob(fs, sets)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice validate: %v\n", err)
+		return 1
+	}
+	g, err := plan.Build(j)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice validate: %s: %v\n", fs.Arg(0), err)
+		return 1
+	}
+	fmt.Printf("job %q is valid: %d nodes\n", j.Name, len(g.Nodes))
+	for _, n := range g.Nodes {
+		schema := "(sink)"
+		if n.Schema != nil {
+			schema = n.Schema.String()
+		}
+		fmt.Printf("  %-12s %-10s parallelism %-3d %s\n", n.ID, n.Type, n.Parallelism, schema)
+	}
+	return 0
+}
+
+func cmdRun(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var sets setFlags
+	fs.Var(&sets, "set", "override a spec value by dotted path, KEY=VALUE (repeatable), like Flink's -D")
+	restore := fs.String("restore", env("SLUICE_RESTORE", ""), `restore from "latest" (newest complete checkpoint) or a checkpoint/savepoint path`)
+	spOnStop := fs.Bool("savepoint-on-stop", false, "on SIGTERM, write a final savepoint and stop")
+	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice run:", err)
+		return 2
+	}
+	j, err := loadJob(fs, sets)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice run: %v\n", err)
+		return 1
+	}
+	g, err := plan.Build(j)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice run: %s: %v\n", fs.Arg(0), err)
+		return 1
+	}
+	opts, err := plan.Options(j)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice run: %s: %v\n", fs.Arg(0), err)
+		return 1
+	}
+	opts.Restore = *restore
+	opts.Log = log
+	savepoints := make(chan runtime.SavepointRequest)
+	opts.Savepoints = savepoints
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for sig := range sigs {
+			stop := sig != syscall.SIGUSR1
+			if stop && !*spOnStop {
+				log.Info("stopping without a savepoint", "signal", sig)
+				cancel()
+				return
+			}
+			reply := make(chan runtime.SavepointResult, 1)
+			select {
+			case savepoints <- runtime.SavepointRequest{Stop: stop, Reply: reply}:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				r := <-reply
+				if r.Err != nil {
+					log.Error("savepoint failed", "err", r.Err)
+					return
+				}
+				fmt.Fprintf(os.Stderr, "savepoint: %s\n", r.Path)
+			}()
+		}
+	}()
+
+	start := time.Now()
+	res, err := runtime.Run(ctx, g, opts)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "sluice run: cancelled")
+			return 130
+		}
+		fmt.Fprintf(os.Stderr, "sluice run: job %q failed: %v\n", j.Name, err)
+		return 1
+	}
+	state := "finished"
+	if res.Stopped {
+		state = "stopped with a savepoint"
+		time.Sleep(50 * time.Millisecond) // let the savepoint path print first
+	}
+	attrs := []any{"job", j.Name, "took", time.Since(start).Round(time.Millisecond), "checkpoints", res.Checkpoints, "restarts", res.Restarts}
+	for _, n := range g.Nodes {
+		m := res.Metrics[n.ID]
+		attrs = append(attrs, n.ID, fmt.Sprintf("in=%d out=%d", m.RowsIn.Load(), m.RowsOut.Load()))
+	}
+	log.Info(state, attrs...)
+	return 0
+}

@@ -1,0 +1,246 @@
+package nodes
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/runtime"
+)
+
+func init() {
+	Register("file", Factory{Kind: Source, Plan: planFileSource})
+}
+
+type schemaField struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+type fileSourceParams struct {
+	Path      string          `json:"path"`
+	Fields    []schemaField   `json:"fields"`
+	EventTime string          `json:"eventTime"`
+	Watermark WatermarkParams `json:"watermark"`
+}
+
+func parseFields(fs []schemaField) (*row.Schema, error) {
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("params.fields: required (the schema: a list of {name, type})")
+	}
+	fields := make([]row.Field, len(fs))
+	for i, f := range fs {
+		t, err := row.ParseType(f.Type)
+		if err != nil {
+			return nil, fmt.Errorf("params.fields[%d] (%q).type: %w", i, f.Name, err)
+		}
+		fields[i] = row.Field{Name: f.Name, Type: t}
+	}
+	s, err := row.NewSchema(fields...)
+	if err != nil {
+		return nil, fmt.Errorf("params.fields: %w", err)
+	}
+	return s, nil
+}
+
+// listFiles expands a file, a directory (its regular, non-hidden files) or a glob, sorted.
+func listFiles(path string) ([]string, error) {
+	path = strings.TrimPrefix(path, "file://")
+	if st, err := os.Stat(path); err == nil {
+		if !st.IsDir() {
+			return []string{path}, nil
+		}
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		var files []string
+		for _, e := range entries {
+			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+		return files, nil
+	}
+	files, err := filepath.Glob(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no file matches %q", path)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func planFileSource(c *PlanContext) (*Planned, error) {
+	var p fileSourceParams
+	if err := c.Params(&p); err != nil {
+		return nil, err
+	}
+	if p.Path == "" {
+		return nil, fmt.Errorf("params.path: required (a file, a directory or a glob)")
+	}
+	schema, err := parseFields(p.Fields)
+	if err != nil {
+		return nil, err
+	}
+	timeCol := -1
+	if p.EventTime != "" {
+		timeCol = schema.Index(p.EventTime)
+		if timeCol < 0 || !schema.Fields[timeCol].Type.IsInt() {
+			return nil, fmt.Errorf("params.eventTime: %q is not a timestamp or int64 field of %s", p.EventTime, schema)
+		}
+	}
+	files, err := listFiles(p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("params.path: %w", err)
+	}
+	ooo := p.Watermark.OutOfOrderness.Millis()
+	return &Planned{Schema: schema, NewSource: func() runtime.Source {
+		return &fileSource{schema: schema, files: files, timeCol: timeCol, ooo: ooo}
+	}}, nil
+}
+
+// fileSource reads JSON lines. Files are its splits: file k belongs to
+// subtask k mod parallelism, and a file's position is a byte offset.
+type fileSource struct {
+	schema  *row.Schema
+	files   []string
+	timeCol int
+	ooo     int64
+	ctx     *runtime.Context
+	mine    []int
+	offsets map[string]int64
+	cur     int // index into mine
+	f       *os.File
+	r       *bufio.Reader
+	off     int64
+	maxTS   int64
+	bad     int64
+}
+
+func (s *fileSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
+	s.ctx = ctx
+	s.offsets = map[string]int64{}
+	s.maxTS = runtime.MinWatermark
+	if r != nil {
+		for _, e := range r.OperatorState {
+			if len(e) < 16 {
+				return fmt.Errorf("file source state entry has %d bytes", len(e))
+			}
+			s.offsets[string(e[16:])] = int64(binary.BigEndian.Uint64(e))
+			if ts := int64(binary.BigEndian.Uint64(e[8:])); ts > s.maxTS {
+				s.maxTS = ts
+			}
+		}
+	}
+	for k := ctx.Subtask; k < len(s.files); k += ctx.Parallelism {
+		s.mine = append(s.mine, k)
+	}
+	return nil
+}
+
+func (s *fileSource) Poll() (bool, error) {
+	if s.r == nil {
+		if s.cur >= len(s.mine) {
+			return true, nil
+		}
+		name := s.files[s.mine[s.cur]]
+		f, err := os.Open(name)
+		if err != nil {
+			return false, fmt.Errorf("file source: %w", err)
+		}
+		s.off = s.offsets[name]
+		if _, err := f.Seek(s.off, io.SeekStart); err != nil {
+			f.Close()
+			return false, fmt.Errorf("file source: %s: %w", name, err)
+		}
+		s.f, s.r = f, bufio.NewReaderSize(f, 256<<10)
+	}
+	name := s.files[s.mine[s.cur]]
+	b := row.NewBatch(s.schema)
+	for b.Len < row.DefaultBatchSize {
+		line, err := s.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			return false, fmt.Errorf("file source: %s: line at byte %d is longer than 256 KiB", name, s.off)
+		}
+		if err == io.EOF && len(line) > 0 {
+			err = nil // a last line without a newline
+		}
+		if err == io.EOF {
+			s.f.Close()
+			s.f, s.r = nil, nil
+			s.offsets[name] = s.off
+			s.cur++
+			break
+		}
+		if err != nil {
+			return false, fmt.Errorf("file source: %s: %w", name, err)
+		}
+		s.off += int64(len(line))
+		line = []byte(strings.TrimSpace(string(line)))
+		if len(line) == 0 {
+			continue
+		}
+		if err := row.ParseJSON(line, b); err != nil {
+			s.bad++
+			s.ctx.Metrics.Invalid.Add(1)
+			if s.bad <= 10 {
+				s.ctx.Log.Warn("skipping a line that does not parse", "file", name, "offset", s.off-int64(len(line)), "err", err)
+			}
+			continue
+		}
+	}
+	s.offsets[name] = s.off
+	if s.timeCol >= 0 {
+		for _, ts := range b.Cols[s.timeCol].Ints {
+			s.maxTS = max(s.maxTS, ts)
+		}
+	}
+	if b.Len == 0 {
+		b.Release()
+		return false, nil
+	}
+	s.ctx.Out.Collect(b)
+	return false, nil
+}
+
+func (s *fileSource) Watermark() (int64, bool) {
+	if s.timeCol < 0 || s.maxTS == runtime.MinWatermark {
+		return runtime.MinWatermark, false
+	}
+	return s.maxTS - s.ooo - 1, false
+}
+
+func (s *fileSource) Snapshot(int64) (runtime.Snapshot, error) {
+	var entries [][]byte
+	for _, k := range s.mine {
+		name := s.files[k]
+		e := make([]byte, 16, 16+len(name))
+		binary.BigEndian.PutUint64(e, uint64(s.offsets[name]))
+		binary.BigEndian.PutUint64(e[8:], uint64(s.maxTS))
+		entries = append(entries, append(e, name...))
+	}
+	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
+		for _, e := range entries {
+			w.AddOperatorState(e)
+		}
+		return nil
+	}), nil
+}
+
+func (s *fileSource) CheckpointComplete(int64) error { return nil }
+
+func (s *fileSource) Close() error {
+	if s.f != nil {
+		return s.f.Close()
+	}
+	return nil
+}
