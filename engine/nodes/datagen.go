@@ -196,7 +196,7 @@ func (d *datagen) Watermark() (int64, bool) {
 	if !d.hasTime {
 		return runtime.MinWatermark, false
 	}
-	return d.ids.watermark(d.start, d.interval, d.ooo), false
+	return d.ids.watermark(d.start, timeStep{num: d.interval, den: 1}, d.ooo), false
 }
 
 func (d *datagen) Snapshot(int64) (runtime.Snapshot, error) { return d.ids.snapshot(), nil }

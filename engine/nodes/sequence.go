@@ -22,7 +22,7 @@ type SequenceParams struct {
 	Rows       *int64          `json:"rows"`
 	Keys       int64           `json:"keys"`
 	Start      int64           `json:"start"`
-	IntervalMs *int64          `json:"intervalMs"`
+	IntervalMs *float64        `json:"intervalMs"`
 	Rate       float64         `json:"rate"`
 	Watermark  WatermarkParams `json:"watermark"`
 }
@@ -52,12 +52,13 @@ func planSequence(c *PlanContext) (*Planned, error) {
 	if p.Keys < 1 {
 		return nil, fmt.Errorf("params.keys: must be ≥ 1, got %d", p.Keys)
 	}
-	interval := int64(1)
+	interval := 1.0
 	if p.IntervalMs != nil {
 		interval = *p.IntervalMs
 	}
-	if interval < 0 {
-		return nil, fmt.Errorf("params.intervalMs: must be ≥ 0, got %d", interval)
+	step, err := newTimeStep(interval)
+	if err != nil {
+		return nil, fmt.Errorf("params.intervalMs: %w", err)
 	}
 	if p.Rate < 0 {
 		return nil, fmt.Errorf("params.rate: must be > 0 rows/s, got %v", p.Rate)
@@ -66,15 +67,41 @@ func planSequence(c *PlanContext) (*Planned, error) {
 	if p.Rows != nil {
 		rows = *p.Rows
 	}
-	cfg := sequenceConfig{rows: rows, keys: p.Keys, start: p.Start, interval: interval, rate: p.Rate,
+	cfg := sequenceConfig{rows: rows, keys: p.Keys, start: p.Start, step: step, rate: p.Rate,
 		outOfOrder: p.Watermark.OutOfOrderness.Millis()}
 	return &Planned{Schema: SequenceSchema, NewSource: func() runtime.Source { return &sequence{cfg: cfg} }}, nil
 }
 
 type sequenceConfig struct {
-	rows, keys, start, interval int64
-	rate                        float64
-	outOfOrder                  int64
+	rows, keys, start int64
+	step              timeStep
+	rate              float64
+	outOfOrder        int64
+}
+
+// timeStep is a row interval in milliseconds as an exact fraction num/den,
+// so sub-millisecond intervals (0.01 = 100 rows per ms) give the same
+// timestamps on every run and in every test oracle: ts = start + id·num/den.
+type timeStep struct{ num, den int64 }
+
+func newTimeStep(ms float64) (timeStep, error) {
+	if ms < 0 || math.IsNaN(ms) || math.IsInf(ms, 0) {
+		return timeStep{}, fmt.Errorf("must be a number ≥ 0, got %v", ms)
+	}
+	for den := int64(1); den <= 1_000_000; den *= 10 {
+		if num := ms * float64(den); num == math.Trunc(num) {
+			return timeStep{num: int64(num), den: den}, nil
+		}
+	}
+	return timeStep{}, fmt.Errorf("%v has more than 6 decimals", ms)
+}
+
+// at is the timestamp of row id.
+func (t timeStep) at(start, id int64) int64 {
+	if t.den == 1 {
+		return start + id*t.num
+	}
+	return start + id*t.num/t.den
 }
 
 // sequence emits rows id, key = id % keys, ts = start + id×interval.
@@ -93,7 +120,7 @@ func (s *sequence) Poll() (bool, error) {
 	ids = s.ids.next(ids)
 	for _, id := range ids {
 		keys = append(keys, id%s.cfg.keys)
-		tss = append(tss, s.cfg.start+id*s.cfg.interval)
+		tss = append(tss, s.cfg.step.at(s.cfg.start, id))
 	}
 	b.Cols[0].Ints, b.Cols[1].Ints, b.Cols[2].Ints = ids, keys, tss
 	b.SetLen(len(ids))
@@ -101,7 +128,7 @@ func (s *sequence) Poll() (bool, error) {
 }
 
 func (s *sequence) Watermark() (int64, bool) {
-	return s.ids.watermark(s.cfg.start, s.cfg.interval, s.cfg.outOfOrder), false
+	return s.ids.watermark(s.cfg.start, s.cfg.step, s.cfg.outOfOrder), false
 }
 
 func (s *sequence) Snapshot(int64) (runtime.Snapshot, error) { return s.ids.snapshot(), nil }
@@ -166,6 +193,21 @@ func (s *idSplits) next(ids []int64) []int64 {
 	}
 	s.budget = budget
 	per := max(1, budget/n)
+	if s.S%int64(s.ctx.Parallelism) == 0 && s.inStep() {
+		// Every owned split is at the same round and they are evenly
+		// spaced: the ids are one strided range, emitted in order.
+		p := int64(s.ctx.Parallelism)
+		r := s.rounds[0]
+		end := min(s.rows, (r+int64(per))*s.S)
+		for id := r*s.S + s.splits[0]; id < end; id += p {
+			ids = append(ids, id)
+		}
+		for i := range s.rounds {
+			s.rounds[i] = r + int64(per)
+		}
+		s.emitted += int64(len(ids))
+		return ids
+	}
 	for i := range s.splits {
 		j, r := s.splits[i], s.rounds[i]
 		for k := 0; k < per; k++ {
@@ -182,6 +224,16 @@ func (s *idSplits) next(ids []int64) []int64 {
 	return ids
 }
 
+// inStep reports whether every owned split is at the same round.
+func (s *idSplits) inStep() bool {
+	for _, r := range s.rounds[1:] {
+		if r != s.rounds[0] {
+			return false
+		}
+	}
+	return true
+}
+
 // emit sends b, or reports the end when next produced nothing.
 func (s *idSplits) emit(b *row.Batch) (bool, error) {
 	if b.Len == 0 {
@@ -194,14 +246,14 @@ func (s *idSplits) emit(b *row.Batch) (bool, error) {
 
 // watermark: every split emits in id order, so the next id of the slowest
 // split bounds every future timestamp.
-func (s *idSplits) watermark(start, interval, outOfOrder int64) int64 {
+func (s *idSplits) watermark(start int64, step timeStep, outOfOrder int64) int64 {
 	wm := runtime.MaxWatermark
 	for i := range s.splits {
 		id := s.rounds[i]*s.S + s.splits[i]
 		if id >= s.rows || id < 0 {
 			continue
 		}
-		wm = min(wm, start+id*interval-1-outOfOrder)
+		wm = min(wm, step.at(start, id)-1-outOfOrder)
 	}
 	if wm == runtime.MaxWatermark {
 		return runtime.MaxWatermark - 1 // the end itself is signalled by Poll

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
-	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/state"
 )
 
@@ -185,6 +184,5 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 	if part == Forward {
 		eo.part = Rebalance
 	}
-	eo.builders = make([]*row.Batch, len(eo.targets))
 	return eo
 }

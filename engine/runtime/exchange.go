@@ -84,13 +84,13 @@ func (s *sender) send(m message) bool {
 // edgeOutput sends a subtask's output over one edge to the consumer's
 // subtasks according to the edge's partitioning.
 type edgeOutput struct {
-	part     Partition
-	keyCols  []int
-	maxPar   int
-	targets  []*sender
-	rr       int
-	builders []*row.Batch
-	metrics  *NodeMetrics
+	part    Partition
+	keyCols []int
+	maxPar  int
+	targets []*sender
+	rr      int
+	sels    [][]int32 // per target: rows of the batch being split
+	metrics *NodeMetrics
 }
 
 func (e *edgeOutput) Collect(b *row.Batch) {
@@ -114,22 +114,43 @@ func (e *edgeOutput) Collect(b *row.Batch) {
 			}
 		}
 	default: // Hash: split rows by the subtask owning their key group
+		e.hashSplit(b)
+	}
+}
+
+// hashSplit sends each row of b to the subtask that owns its key group,
+// building one batch per target column by column.
+func (e *edgeOutput) hashSplit(b *row.Batch) {
+	n := len(e.targets)
+	if cap(e.sels) < n {
+		e.sels = make([][]int32, n)
+	}
+	sels := e.sels[:n]
+	for t := range sels {
+		sels[t] = sels[t][:0]
+	}
+	if len(e.keyCols) == 1 && b.Cols[e.keyCols[0]].Type.IsInt() {
+		for i, k := range b.Cols[e.keyCols[0]].Ints {
+			kg := state.KeyGroup(state.HashInt(k), e.maxPar)
+			t := state.SubtaskForKeyGroup(kg, e.maxPar, n)
+			sels[t] = append(sels[t], int32(i))
+		}
+	} else {
 		for i := 0; i < b.Len; i++ {
 			kg := state.KeyGroup(state.HashRow(b, e.keyCols, i), e.maxPar)
 			t := state.SubtaskForKeyGroup(kg, e.maxPar, n)
-			if e.builders[t] == nil {
-				e.builders[t] = row.NewBatch(b.Schema)
-			}
-			e.builders[t].AppendFrom(b, i)
-		}
-		b.Release()
-		for t, nb := range e.builders {
-			if nb != nil {
-				e.builders[t] = nil
-				e.targets[t].send(message{kind: msgData, batch: nb})
-			}
+			sels[t] = append(sels[t], int32(i))
 		}
 	}
+	for t, sel := range sels {
+		if len(sel) == 0 {
+			continue
+		}
+		nb := row.NewBatch(b.Schema)
+		nb.AppendSelected(b, sel)
+		e.targets[t].send(message{kind: msgData, batch: nb})
+	}
+	b.Release()
 }
 
 func (e *edgeOutput) Watermark(wm int64) { e.control(message{kind: msgWatermark, wm: wm}) }

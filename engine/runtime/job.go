@@ -54,6 +54,10 @@ type Result struct {
 	// Stopped is set when the job ended by stop-with-savepoint.
 	Stopped bool
 	Metrics map[string]*NodeMetrics
+	// Pauses is every task's checkpoint pause (alignment plus synchronous
+	// snapshot) over every checkpoint of the run.
+	Pauses   Pauses
+	pauseLog pauseLog
 }
 
 // Run executes g until its sources end (bounded job), it is stopped with a
@@ -81,8 +85,10 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		}
 		e, err := newExecution(ctx, g, opts, md, dir, res.Metrics)
 		if err == nil {
+			e.pauses = &res.pauseLog
 			err = e.run(ctx, res)
 		}
+		res.Pauses = summarise(res.pauseLog.pauses)
 		if err == nil || ctx.Err() != nil {
 			return res, err
 		}
@@ -157,6 +163,7 @@ type execution struct {
 	uploads     sync.WaitGroup
 	metrics     map[string]*NodeMetrics
 	firstID     int64
+	pauses      *pauseLog
 }
 
 func (e *execution) event(ev event) {

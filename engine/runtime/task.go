@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
 )
@@ -69,7 +70,8 @@ type task struct {
 
 	// alignment
 	aligning   bool
-	align      Trigger // barrier being aligned, or the last one aligned
+	alignStart time.Time // first barrier of the checkpoint being aligned
+	align      Trigger   // barrier being aligned, or the last one aligned
 	blocked    []bool
 	buffered   [][]message
 	seen       []bool
@@ -234,6 +236,12 @@ func (t *task) notify(id int64) {
 // checkpoint takes the synchronous snapshot of every member, forwards the
 // barrier and hands the asynchronous part to an uploader goroutine.
 func (t *task) checkpoint(tr Trigger) {
+	begin := t.alignStart
+	if t.source != nil || begin.IsZero() {
+		begin = time.Now()
+	}
+	t.alignStart = time.Time{}
+	defer func() { t.job.pauses.record(time.Since(begin)) }()
 	snaps := make([]Snapshot, len(t.members))
 	for i, m := range t.members {
 		var s Snapshot
@@ -372,6 +380,7 @@ func (t *task) onBarrier(m message) {
 			return // a barrier of a checkpoint already passed
 		}
 		t.aligning = true
+		t.alignStart = time.Now()
 		t.align = m.barrier
 		clear(t.seen)
 	}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+)
+
+var sink int64 // keeps the baselines' results alive
+
+func line(scenario, what string, m measurement, loop *measurement) {
+	ratio := "—"
+	if loop != nil {
+		ratio = fmt.Sprintf("%.2f×", m.wall.Seconds()/loop.wall.Seconds())
+	}
+	add(scenario, what, fmt.Sprintf("%d", m.rows), m.wall.Round(time.Millisecond).String(), mrps(m.perSec()), mrps(m.perCPUSec()), ratio)
+}
+
+// (a) sequence → filter → project → discard.
+const specA = `{"name": "bench-a", "parallelism": 1,
+ "nodes": [
+  {"id": "src", "type": "sequence", "params": {"rows": 1, "keys": 1000}},
+  {"id": "f", "type": "filter", "inputs": ["src"], "params": {"expr": "key % 2 == 0 && id > 10"}},
+  {"id": "p", "type": "project", "inputs": ["f"], "params": {"fields": [
+     {"name": "v", "expr": "id * 2 + key"}, {"name": "sec", "expr": "ts - ts % 1000"}]}},
+  {"id": "out", "type": "discard", "inputs": ["p"]}]}`
+
+func scenarioA() {
+	n := int64(50_000_000 * *scale)
+	loop := best(*reps, func() measurement {
+		return timeIt(n, func() {
+			var s int64
+			for id := int64(0); id < n; id++ {
+				key, ts := id%1000, id
+				if key%2 == 0 && id > 10 {
+					s += id*2 + key
+					s ^= ts - ts%1000
+				}
+			}
+			sink += s
+		})
+	})
+	line("(a) filter+project", "hand-written loop", loop, nil)
+	for _, p := range []int{1, 2} {
+		m := best(*reps, func() measurement {
+			return timeIt(n, func() { mustRun(specA, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("parallelism=%d", p)) })
+		})
+		line("(a) filter+project", fmt.Sprintf("engine, parallelism %d", p), m, &loop)
+	}
+}
+
+// (b) keyBy + tumbling 1 s event-time window, count and sum; 1000 keys and
+// 100 rows per ms of event time: 100 rows per key per window.
+const specB = `{"name": "bench-b", "parallelism": 1,
+ "nodes": [
+  {"id": "src", "type": "sequence", "params": {"rows": 1, "keys": 1000, "intervalMs": 0.01}},
+  {"id": "win", "type": "window", "inputs": ["src"], "params": {"keys": ["key"], "type": "tumbling", "size": "1s",
+     "aggregates": [{"name": "count", "fn": "count"}, {"name": "sum", "fn": "sum", "field": "id"}]}},
+  {"id": "out", "type": "discard", "inputs": ["win"]}]}`
+
+func scenarioB() {
+	n := int64(30_000_000 * *scale)
+	type acc struct{ count, sum int64 }
+	loop := best(*reps, func() measurement {
+		return timeIt(n, func() {
+			accs := make(map[int64]acc, 1000)
+			cur := int64(-1)
+			var s int64
+			flush := func() {
+				for k, a := range accs {
+					s += k ^ a.count ^ a.sum ^ cur
+				}
+				clear(accs)
+			}
+			for id := int64(0); id < n; id++ {
+				key, ts := id%1000, id/100 // intervalMs 0.01
+				if w := ts - ts%1000; w != cur {
+					flush()
+					cur = w
+				}
+				a := accs[key]
+				a.count++
+				a.sum += id
+				accs[key] = a
+			}
+			flush()
+			sink += s
+		})
+	})
+	line("(b) tumbling 1 s count+sum", "hand-written loop (Go map per window)", loop, nil)
+	for _, p := range []int{1, 2} {
+		m := best(*reps, func() measurement {
+			return timeIt(n, func() { mustRun(specB, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("parallelism=%d", p)) })
+		})
+		line("(b) tumbling 1 s count+sum", fmt.Sprintf("engine, parallelism %d", p), m, &loop)
+	}
+}
+
+// (c) the sizing article's job: keyBy user, sliding 5 min window every
+// 1 min, 4 aggregates, 1 M distinct keys. 10 M rows over 10 min of event time.
+const specC = `{"name": "bench-c", "parallelism": 1,
+ "nodes": [
+  {"id": "src", "type": "sequence", "params": {"rows": 1, "keys": 1000000, "intervalMs": 0.06}},
+  {"id": "win", "type": "window", "inputs": ["src"], "params": {"keys": ["key"], "type": "sliding", "size": "5m", "slide": "1m",
+     "aggregates": [{"name": "count", "fn": "count"}, {"name": "sum", "fn": "sum", "field": "id"},
+                    {"name": "min", "fn": "min", "field": "id"}, {"name": "max", "fn": "max", "field": "id"}]}},
+  {"id": "out", "type": "discard", "inputs": ["win"]}]}`
+
+func scenarioC() {
+	n := int64(10_000_000 * *scale)
+	type acc struct{ count, sum, min, max int64 }
+	type wk struct{ key, end int64 }
+	loop := best(*reps, func() measurement {
+		return timeIt(n, func() {
+			accs := make(map[wk]acc)
+			var s int64
+			fired := int64(0)
+			for id := int64(0); id < n; id++ {
+				key, ts := id%1_000_000, id*6/100
+				// Fire windows that ended (in order: ids are in event-time order).
+				for ; fired+60_000 <= ts-ts%60_000; fired += 60_000 {
+					for k, a := range accs {
+						if k.end <= fired+60_000 {
+							s += a.count ^ a.sum ^ a.min ^ a.max
+							delete(accs, k)
+						}
+					}
+				}
+				for end := ts - ts%60_000 + 60_000; end <= ts+300_000; end += 60_000 {
+					k := wk{key, end}
+					a, ok := accs[k]
+					if !ok {
+						a = acc{min: id, max: id}
+					}
+					a.count++
+					a.sum += id
+					a.min, a.max = min(a.min, id), max(a.max, id)
+					accs[k] = a
+				}
+			}
+			sink += s + int64(len(accs))
+		})
+	})
+	line("(c) sliding 5 min/1 min, 4 aggs, 1 M keys", "hand-written loop (Go map)", loop, nil)
+	var peak uint64
+	m := best(*reps, func() measurement {
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		stop := sampleHeap(&peak)
+		mm := timeIt(n, func() { mustRun(specC, fmt.Sprintf("nodes.src.params.rows=%d", n)) })
+		stop()
+		peak -= min(peak, before.HeapAlloc)
+		return mm
+	})
+	line("(c) sliding 5 min/1 min, 4 aggs, 1 M keys", "engine, parallelism 1", m, &loop)
+	fmt.Fprintf(os.Stderr, "bench (c): peak heap above idle %.0f MB = %.0f bytes per key (1 M keys, 5 windows each)\n", float64(peak)/1e6, float64(peak)/1e6)
+	add("(c) state", "peak heap per key (engine)", "", "", fmt.Sprintf("%.0f B/key", float64(peak)/1e6), "", "")
+}
+
+// sampleHeap records the peak live heap until stopped.
+func sampleHeap(peak *uint64) func() {
+	done := make(chan struct{})
+	fin := make(chan struct{})
+	go func() {
+		defer close(fin)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				*peak = max(*peak, ms.HeapAlloc)
+			}
+		}
+	}()
+	return func() { close(done); <-fin }
+}
+
+// pause: checkpoint pause (alignment + synchronous snapshot) with about 1 GB
+// of heap window state: 16 M keys in one 1 h window, checkpoints every 2 s.
+const specPause = `{"name": "bench-pause", "parallelism": 1,
+ "checkpoint": {"interval": "2s"},
+ "nodes": [
+  {"id": "src", "type": "sequence", "params": {"rows": 1, "keys": 16000000, "intervalMs": 0.0001}},
+  {"id": "win", "type": "window", "inputs": ["src"], "params": {"keys": ["key"], "type": "tumbling", "size": "1h",
+     "aggregates": [{"name": "count", "fn": "count"}, {"name": "sum", "fn": "sum", "field": "id"}]}},
+  {"id": "out", "type": "discard", "inputs": ["win"]}]}`
+
+func scenarioPause() {
+	n := int64(96_000_000 * *scale)
+	var peak uint64
+	stop := sampleHeap(&peak)
+	var res interface{ String() string }
+	m := timeIt(n, func() {
+		r := mustRun(specPause, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("nodes.src.params.keys=%d", int64(16_000_000**scale)))
+		p := r.Pauses
+		res = pauseString(fmt.Sprintf("%d pauses: p50 %v, p99 %v, max %v", p.N, p.P50, p.P99, p.Max))
+	})
+	stop()
+	line("checkpoint pause, ~1 GB heap state", "engine, parallelism 1", m, nil)
+	add("checkpoint pause", res.String(), "", "", fmt.Sprintf("peak heap %.1f GB", float64(peak)/1e9), "", "")
+}
+
+type pauseString string
+
+func (p pauseString) String() string { return string(p) }
