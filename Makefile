@@ -21,8 +21,11 @@ test: vet
 	$(GO) test -race -timeout 15m $(RACE)
 	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/checkpoint -e /engine/fs)
 
+# Go benchmarks of the hot paths, then the harness that runs whole jobs beside
+# hand-written loops (figures for docs/benchmarks.md).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS) | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... | tee bench.txt
+	$(GO) run ./internal/bench | tee -a bench.txt
 
 clean:
 	rm -rf bin bench.txt

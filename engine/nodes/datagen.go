@@ -3,6 +3,7 @@ package nodes
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
@@ -126,8 +127,9 @@ func planDatagen(c *PlanContext) (*Planned, error) {
 	}
 	hasTime := p.EventTime != ""
 	ooo := p.Watermark.OutOfOrderness.Millis()
+	idle := p.Watermark.IdleTimeout.D()
 	return &Planned{Schema: schema, NewSource: func() runtime.Source {
-		return &datagen{schema: schema, gens: gens, rows: rows, rate: p.Rate, hasTime: hasTime, start: p.Start, interval: interval, ooo: ooo}
+		return &datagen{schema: schema, gens: gens, rows: rows, rate: p.Rate, hasTime: hasTime, start: p.Start, interval: interval, ooo: ooo, idle: idle}
 	}}, nil
 }
 
@@ -139,11 +141,13 @@ type datagen struct {
 	hasTime         bool
 	start, interval int64
 	ooo             int64
+	idle            time.Duration
 	ids             idSplits
 	idbuf           []int64
 }
 
 func (d *datagen) Open(ctx *runtime.Context, r *runtime.Restored) error {
+	d.ids.idle = newIdleness(d.idle)
 	return d.ids.open(ctx, r, d.rows, d.rate)
 }
 
@@ -194,9 +198,9 @@ func (d *datagen) Poll() (bool, error) {
 
 func (d *datagen) Watermark() (int64, bool) {
 	if !d.hasTime {
-		return runtime.MinWatermark, false
+		return runtime.MinWatermark, d.ids.idle.idle()
 	}
-	return d.ids.watermark(d.start, timeStep{num: d.interval, den: 1}, d.ooo), false
+	return d.ids.watermark(d.start, timeStep{num: d.interval, den: 1}, d.ooo), d.ids.idle.idle()
 }
 
 func (d *datagen) Snapshot(int64) (runtime.Snapshot, error) { return d.ids.snapshot(), nil }

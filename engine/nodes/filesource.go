@@ -103,8 +103,9 @@ func planFileSource(c *PlanContext) (*Planned, error) {
 		return nil, fmt.Errorf("params.path: %w", err)
 	}
 	ooo := p.Watermark.OutOfOrderness.Millis()
+	idle := p.Watermark.IdleTimeout.D()
 	return &Planned{Schema: schema, NewSource: func() runtime.Source {
-		return &fileSource{schema: schema, files: files, timeCol: timeCol, ooo: ooo}
+		return &fileSource{schema: schema, files: files, timeCol: timeCol, ooo: ooo, idle: newIdleness(idle)}
 	}}, nil
 }
 
@@ -124,6 +125,7 @@ type fileSource struct {
 	off     int64
 	maxTS   int64
 	bad     int64
+	idle    idleness
 }
 
 func (s *fileSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
@@ -204,6 +206,7 @@ func (s *fileSource) Poll() (bool, error) {
 			s.maxTS = max(s.maxTS, ts)
 		}
 	}
+	s.idle.saw(b.Len)
 	if b.Len == 0 {
 		b.Release()
 		return false, nil
@@ -214,9 +217,9 @@ func (s *fileSource) Poll() (bool, error) {
 
 func (s *fileSource) Watermark() (int64, bool) {
 	if s.timeCol < 0 || s.maxTS == runtime.MinWatermark {
-		return runtime.MinWatermark, false
+		return runtime.MinWatermark, s.idle.idle()
 	}
-	return s.maxTS - s.ooo - 1, false
+	return s.maxTS - s.ooo - 1, s.idle.idle()
 }
 
 func (s *fileSource) Snapshot(int64) (runtime.Snapshot, error) {

@@ -68,7 +68,7 @@ func planSequence(c *PlanContext) (*Planned, error) {
 		rows = *p.Rows
 	}
 	cfg := sequenceConfig{rows: rows, keys: p.Keys, start: p.Start, step: step, rate: p.Rate,
-		outOfOrder: p.Watermark.OutOfOrderness.Millis()}
+		outOfOrder: p.Watermark.OutOfOrderness.Millis(), idle: p.Watermark.IdleTimeout.D()}
 	return &Planned{Schema: SequenceSchema, NewSource: func() runtime.Source { return &sequence{cfg: cfg} }}, nil
 }
 
@@ -77,6 +77,7 @@ type sequenceConfig struct {
 	step              timeStep
 	rate              float64
 	outOfOrder        int64
+	idle              time.Duration
 }
 
 // timeStep is a row interval in milliseconds as an exact fraction num/den,
@@ -111,6 +112,7 @@ type sequence struct {
 }
 
 func (s *sequence) Open(ctx *runtime.Context, r *runtime.Restored) error {
+	s.ids.idle = newIdleness(s.cfg.idle)
 	return s.ids.open(ctx, r, s.cfg.rows, s.cfg.rate)
 }
 
@@ -128,7 +130,7 @@ func (s *sequence) Poll() (bool, error) {
 }
 
 func (s *sequence) Watermark() (int64, bool) {
-	return s.ids.watermark(s.cfg.start, s.cfg.step, s.cfg.outOfOrder), false
+	return s.ids.watermark(s.cfg.start, s.cfg.step, s.cfg.outOfOrder), s.ids.idle.idle()
 }
 
 func (s *sequence) Snapshot(int64) (runtime.Snapshot, error) { return s.ids.snapshot(), nil }
@@ -150,7 +152,7 @@ type idSplits struct {
 	emitted int64
 	perSub  float64
 	budget  int
-	done    bool
+	idle    idleness
 }
 
 func (s *idSplits) open(ctx *runtime.Context, r *runtime.Restored, rows int64, rate float64) error {
@@ -236,6 +238,7 @@ func (s *idSplits) inStep() bool {
 
 // emit sends b, or reports the end when next produced nothing.
 func (s *idSplits) emit(b *row.Batch) (bool, error) {
+	s.idle.saw(b.Len)
 	if b.Len == 0 {
 		b.Release()
 		return s.budget >= 0, nil // an empty batch from the rate limiter is not the end

@@ -176,7 +176,12 @@ func (t *task) runSource(ctx context.Context) error {
 			t.broadcast(message{kind: msgIdle})
 		}
 		if !idle {
-			t.sourceIdle = false
+			if t.sourceIdle {
+				// Active again: downstream counts this channel once it
+				// hears a watermark from it.
+				t.sourceIdle = false
+				t.members[0].ctx.Out.Watermark(max(wm, t.sourceWM))
+			}
 			if wm > t.sourceWM {
 				t.emitWatermark(wm)
 			}
@@ -241,7 +246,6 @@ func (t *task) checkpoint(tr Trigger) {
 		begin = time.Now()
 	}
 	t.alignStart = time.Time{}
-	defer func() { t.job.pauses.record(time.Since(begin)) }()
 	snaps := make([]Snapshot, len(t.members))
 	for i, m := range t.members {
 		var s Snapshot
@@ -258,6 +262,9 @@ func (t *task) checkpoint(tr Trigger) {
 		}
 		snaps[i] = s
 	}
+	// The pause ends here: forwarding the barrier may wait for credits,
+	// which is back-pressure, not checkpointing.
+	t.job.pauses.record(time.Since(begin))
 	t.broadcast(message{kind: msgBarrier, barrier: tr})
 	if snaps != nil {
 		t.job.upload(t, tr, snaps)
