@@ -158,7 +158,7 @@ func cmdRun(args []string) int {
 		state = "stopped with a savepoint"
 		time.Sleep(50 * time.Millisecond) // let the savepoint path print first
 	}
-	attrs := []any{"job", j.Name, "took", time.Since(start).Round(time.Millisecond), "checkpoints", res.Checkpoints, "restarts", res.Restarts}
+	attrs := []any{"job", j.Name, "took", time.Since(start).Round(time.Millisecond), "checkpoints", res.Checkpoints, "failedCheckpoints", res.FailedCheckpoints, "restarts", res.Restarts}
 	for _, n := range g.Nodes {
 		m := res.Metrics[n.ID]
 		attrs = append(attrs, n.ID, fmt.Sprintf("in=%d out=%d", m.RowsIn.Load(), m.RowsOut.Load()))

@@ -47,6 +47,8 @@ type Actions struct {
 	// Completed and Failed report outcomes for logs and metrics.
 	Completed *Pending
 	Failed    error
+	// FailedSavepoint: the checkpoint that failed was a savepoint.
+	FailedSavepoint bool
 }
 
 // Coordinator decides when checkpoints start, complete and fail. It does no
@@ -175,6 +177,7 @@ func (c *Coordinator) fail(now int64, p *Pending, err error) Actions {
 	c.lastEnd = now
 	a.Abort = append(a.Abort, p.ID)
 	a.Failed = err
+	a.FailedSavepoint = p.Savepoint
 	if p.Savepoint && !p.Final {
 		// A failed savepoint is reported, not retried; the job goes on.
 		if p.Stop {

@@ -50,7 +50,9 @@ type SavepointResult struct {
 // Result describes a finished run.
 type Result struct {
 	Checkpoints int
-	Restarts    int
+	// FailedCheckpoints counts checkpoints and savepoints that failed.
+	FailedCheckpoints int
+	Restarts          int
 	// Stopped is set when the job ended by stop-with-savepoint.
 	Stopped bool
 	Metrics map[string]*NodeMetrics
@@ -247,11 +249,14 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 			e.opts.Storage.Abort(e.ctx, id, true)
 		}
 		if a.Failed != nil {
+			res.FailedCheckpoints++
 			e.opts.Log.Warn("checkpoint failed", "err", a.Failed)
-			for _, w := range waiting {
-				w.Reply <- SavepointResult{Err: a.Failed}
+			if a.FailedSavepoint {
+				for _, w := range waiting {
+					w.Reply <- SavepointResult{Err: a.Failed}
+				}
+				waiting = nil
 			}
-			waiting = nil
 		}
 		if a.Fail != nil {
 			return a.Fail
