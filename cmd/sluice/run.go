@@ -159,6 +159,9 @@ func cmdRun(args []string) int {
 		time.Sleep(50 * time.Millisecond) // let the savepoint path print first
 	}
 	attrs := []any{"job", j.Name, "took", time.Since(start).Round(time.Millisecond), "checkpoints", res.Checkpoints, "failedCheckpoints", res.FailedCheckpoints, "restarts", res.Restarts}
+	if p := res.Pauses; p.N > 0 {
+		attrs = append(attrs, "checkpointPause", fmt.Sprintf("p50=%v p99=%v max=%v", p.P50, p.P99, p.Max))
+	}
 	for _, n := range g.Nodes {
 		m := res.Metrics[n.ID]
 		attrs = append(attrs, n.ID, fmt.Sprintf("in=%d out=%d", m.RowsIn.Load(), m.RowsOut.Load()))
