@@ -21,7 +21,7 @@ type keyT interface{ int64 | string }
 type keyed[K keyT] struct {
 	keys []K
 	kg   []int32  // key group of each row
-	sh   []uint64 // segment hash of each row
+	h    []uint32 // segment hash of each row (see slot.h)
 }
 
 // keyer turns rows into keys and keys back into columns and bytes.
@@ -29,7 +29,7 @@ type keyer[K keyT] interface {
 	// prepare fills p for b. String keys point into a scratch buffer that
 	// the next prepare overwrites: clone before storing.
 	prepare(b *row.Batch, p *keyed[K])
-	segHash(k K) uint64
+	segHash(k K) uint32
 	keyGroup(k K) (int, error)
 	clone(k K) K
 	appendKey(cols []row.Column, k K)
@@ -49,17 +49,28 @@ type intKeyer struct {
 
 func (x *intKeyer) prepare(b *row.Batch, p *keyed[int64]) {
 	n := b.Len
-	p.keys = b.Cols[x.col].Ints[:n]
-	p.kg = grow(p.kg, n)
-	p.sh = grow(p.sh, n)
-	for i, k := range p.keys {
+	keys := b.Cols[x.col].Ints[:n]
+	p.keys = keys
+	p.kg = grow(p.kg, n)[:n]
+	p.h = grow(p.h, n)[:n]
+	kgs, hs := p.kg[:len(keys)], p.h[:len(keys)]
+	if x.maxPar&(x.maxPar-1) == 0 {
+		mask := x.maxPar - 1
+		for i, k := range keys {
+			h := state.HashInt(k)
+			hs[i] = uint32(h >> 32)
+			kgs[i] = int32(h & mask)
+		}
+		return
+	}
+	for i, k := range keys {
 		h := state.HashInt(k)
-		p.sh[i] = h
-		p.kg[i] = int32(h % x.maxPar)
+		hs[i] = uint32(h >> 32)
+		kgs[i] = int32(h % x.maxPar)
 	}
 }
 
-func (x *intKeyer) segHash(k int64) uint64 { return state.HashInt(k) }
+func (x *intKeyer) segHash(k int64) uint32 { return uint32(state.HashInt(k) >> 32) }
 func (x *intKeyer) keyGroup(k int64) (int, error) {
 	return int(state.HashInt(k) % x.maxPar), nil
 }
@@ -95,7 +106,7 @@ type encKeyer struct {
 func (x *encKeyer) prepare(b *row.Batch, p *keyed[string]) {
 	n := b.Len
 	p.kg = grow(p.kg, n)
-	p.sh = grow(p.sh, n)
+	p.h = grow(p.h, n)
 	p.keys = grow(p.keys, n)
 	x.offs = grow(x.offs, n+1)
 	x.buf = x.buf[:0]
@@ -114,7 +125,7 @@ func (x *encKeyer) prepare(b *row.Batch, p *keyed[string]) {
 			// not retain it, inserts clone it.
 			p.keys[i] = unsafe.String(&x.buf[a], e-a)
 		}
-		p.sh[i] = xxhash.Sum64String(p.keys[i])
+		p.h[i] = uint32(xxhash.Sum64String(p.keys[i]) >> 32)
 	}
 }
 
@@ -218,7 +229,7 @@ func cutField(k string, t row.Type, last bool) (v string, rest string, ok bool) 
 	return "", "", false
 }
 
-func (x *encKeyer) segHash(k string) uint64 { return xxhash.Sum64String(k) }
+func (x *encKeyer) segHash(k string) uint32 { return uint32(xxhash.Sum64String(k) >> 32) }
 func (x *encKeyer) clone(k string) string   { return strings.Clone(k) }
 func (x *encKeyer) memSize(k string) int    { return 16 + len(k) }
 

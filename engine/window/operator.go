@@ -59,7 +59,7 @@ func newCore[K keyT](b *base, kx keyer[K]) core {
 	if b.l.cfg.Kind == Session {
 		return &sessionCore[K]{base: b, kx: kx, stride: sessAcc + b.l.accWords, tabs: make([]*table[K], b.nkg)}
 	}
-	return &windowCore[K]{base: b, kx: kx, stride: b.l.accWords}
+	return newWindowCore[K](b, kx)
 }
 
 // Schema is the output schema (see OutputSchema).
@@ -163,6 +163,7 @@ type fired[K keyT] struct {
 	key        K
 	start, end int64
 	acc        []uint64
+	off        int // position of acc in the window core's arena, -1 if elsewhere
 }
 
 func emitSorted[K keyT](b *base, kx keyer[K], ents []fired[K]) {

@@ -1,34 +1,55 @@
 package window
 
 import (
-	"maps"
 	"slices"
+	"unsafe"
 )
 
 // segMax is the number of keys a segment holds on average before its table
-// doubles its segments. It bounds the cost of one copy-on-write copy (a map
-// clone and a slab copy of about this many entries). With 1024, the batches
-// right after a snapshot of 16M keys took up to seconds (a 1024-row batch
-// of random keys copied ~1M entries); 128 keeps them near 10 ms and small
-// maps are also faster to fill. A var so tests can force splits.
-var segMax = 128
+// doubles its segments. It bounds the cost of one copy-on-write copy (two
+// memcpys: the slot array and the record slab of about this many keys).
+// With Go maps and 128 keys per segment, the batches right after a
+// snapshot of 16M keys took up to ~70 ms (a 1024-row batch of random keys
+// cloned ~1000 maps); flat segments of 32 keys copy ~1000 × ~2 KB. A var
+// so tests can force splits.
+var segMax = 32
 
 // noNext ends a chain of records.
 const noNext = ^uint64(0)
 
-// segment is a small hash map from key to record number; a record is
-// stride words of words. Records of removed sessions are chained on free.
-// A segment with ver <= the newest live snapshot's version is frozen: it is
-// shared with that snapshot and is copied before any write.
+// slot is one entry of a segment's open-addressing index. rec is the
+// record number plus one (0: empty); h is the top 32 bits of the key's
+// segment hash: its top bits chose the segment, its low bits the slot.
+type slot[K keyT] struct {
+	key K
+	rec int32
+	h   uint32
+}
+
+// segment is a small open-addressing hash table (linear probing, at most
+// 3/4 full, deletion by backward shift) from key to record number; a record
+// is stride words of words. Records of removed sessions are chained on
+// free. A segment with ver <= the newest live snapshot's version is frozen:
+// it is shared with that snapshot and is copied before any write.
 type segment[K keyT] struct {
-	idx   map[K]int32
+	slots []slot[K] // power-of-two length, or empty
+	n     int32     // keys
+	free  int32     // first free record, -1 if none (sessions only)
 	words []uint64
-	free  int32 // first free record, -1 if none (sessions only)
 	ver   uint64
 }
 
-func newSegment[K keyT](ver uint64, hint int) *segment[K] {
-	return &segment[K]{idx: make(map[K]int32, hint), free: -1, ver: ver}
+func newSegment[K keyT](ver uint64, hint, stride int) *segment[K] {
+	s := &segment[K]{free: -1, ver: ver}
+	if hint > 0 {
+		n := 8
+		for n*3/4 < hint {
+			n *= 2
+		}
+		s.slots = make([]slot[K], n)
+		s.words = make([]uint64, 0, hint*stride)
+	}
+	return s
 }
 
 func (s *segment[K]) rec(r int32, stride int) []uint64 {
@@ -36,7 +57,105 @@ func (s *segment[K]) rec(r int32, stride int) []uint64 {
 	return s.words[o : o+stride : o+stride]
 }
 
-// alloc returns a zeroed record.
+// find returns key's record.
+func (s *segment[K]) find(key K, h uint32) (int32, bool) {
+	if len(s.slots) == 0 {
+		return -1, false
+	}
+	mask := uint32(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &s.slots[i]
+		if sl.rec == 0 {
+			return -1, false
+		}
+		if sl.h == h && sl.key == key {
+			return sl.rec - 1, true
+		}
+	}
+}
+
+// insert adds key (absent, owned) with record r.
+func (s *segment[K]) insert(key K, h uint32, r int32) {
+	if int(s.n+1) > len(s.slots)*3/4 {
+		s.grow()
+	}
+	mask := uint32(len(s.slots) - 1)
+	i := h & mask
+	for s.slots[i].rec != 0 {
+		i = (i + 1) & mask
+	}
+	s.slots[i] = slot[K]{key: key, rec: r + 1, h: h}
+	s.n++
+}
+
+// set changes the record of key, which is present.
+func (s *segment[K]) set(key K, h uint32, r int32) {
+	mask := uint32(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if sl := &s.slots[i]; sl.h == h && sl.key == key {
+			sl.rec = r + 1
+			return
+		}
+	}
+}
+
+// del removes key, which is present, shifting later entries of its probe
+// run back so that no tombstones are needed.
+func (s *segment[K]) del(key K, h uint32) {
+	mask := uint32(len(s.slots) - 1)
+	i := h & mask
+	for {
+		if sl := &s.slots[i]; sl.h == h && sl.key == key {
+			break
+		}
+		i = (i + 1) & mask
+	}
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		sl := &s.slots[j]
+		if sl.rec == 0 {
+			break
+		}
+		// Move sl to the hole at i unless its home lies cyclically in (i, j].
+		home := sl.h & mask
+		if (j-home)&mask >= (j-i)&mask {
+			s.slots[i] = *sl
+			i = j
+		}
+	}
+	s.slots[i] = slot[K]{}
+	s.n--
+}
+
+func (s *segment[K]) grow() {
+	old := s.slots
+	n := max(8, len(old)*2)
+	s.slots = make([]slot[K], n)
+	mask := uint32(n - 1)
+	for _, sl := range old {
+		if sl.rec == 0 {
+			continue
+		}
+		i := sl.h & mask
+		for s.slots[i].rec != 0 {
+			i = (i + 1) & mask
+		}
+		s.slots[i] = sl
+	}
+}
+
+// newRec appends a zeroed record.
+func (s *segment[K]) newRec(stride int) int32 {
+	r := int32(len(s.words) / stride)
+	if len(s.words)+stride <= cap(s.words) {
+		s.words = s.words[:len(s.words)+stride]
+		clear(s.words[len(s.words)-stride:])
+	} else {
+		s.words = append(s.words, make([]uint64, stride)...)
+	}
+	return r
+}
+
+// alloc returns a zeroed record, reusing a free one.
 func (s *segment[K]) alloc(stride int) int32 {
 	if r := s.free; r >= 0 {
 		w := s.rec(r, stride)
@@ -44,9 +163,7 @@ func (s *segment[K]) alloc(stride int) int32 {
 		clear(w)
 		return r
 	}
-	r := int32(len(s.words) / stride)
-	s.words = append(s.words, make([]uint64, stride)...)
-	return r
+	return s.newRec(stride)
 }
 
 func (s *segment[K]) release(r int32, stride int) {
@@ -55,16 +172,21 @@ func (s *segment[K]) release(r int32, stride int) {
 	s.free = r
 }
 
+// clone copies the segment for writing at version ver.
+func (s *segment[K]) clone(ver uint64) *segment[K] {
+	return &segment[K]{slots: slices.Clone(s.slots), n: s.n, free: s.free, words: slices.Clone(s.words), ver: ver}
+}
+
 // cow is the copy-on-write state shared by an operator's tables.
 type cow struct {
 	ver    uint64 // version of segments created or copied now
 	frozen uint64 // segments with ver <= frozen belong to a live snapshot
 }
 
-// table is the state of one key group (of one window, for tumbling and
-// sliding): 2^bits segments chosen by the top bits of the key's segment
-// hash. The table itself is private to the operator; snapshots copy its
-// segment pointers.
+// table is the state of one key group (of one pane, for tumbling and
+// sliding): 2^bits segments chosen by the top bits of the key's hash. The
+// table itself is private to the operator; snapshots copy its segment
+// pointers.
 //
 // Snapshots share the segs array itself too (Snapshot copies one slice
 // header per table, not one pointer per segment): segsVer is the array's
@@ -72,15 +194,16 @@ type cow struct {
 type table[K keyT] struct {
 	segs    []*segment[K]
 	segsVer uint64
+	shift   uint8 // 32 - bits: h >> shift is the segment (0 when bits is 0)
 	bits    uint8
 	n       int // keys
 }
 
 func newTable[K keyT](c *cow) *table[K] {
-	return &table[K]{segs: []*segment[K]{newSegment[K](c.ver, 0)}, segsVer: c.ver}
+	return &table[K]{segs: []*segment[K]{newSegment[K](c.ver, 0, 0)}, segsVer: c.ver, shift: 32}
 }
 
-func (t *table[K]) segOf(sh uint64) int { return int(sh >> (64 - uint(t.bits)) & (1<<t.bits - 1)) }
+func (t *table[K]) segOf(h uint32) int { return int(uint64(h) >> t.shift) }
 
 // writable returns segment i, copying it first if a snapshot shares it.
 func (t *table[K]) writable(i int, c *cow) *segment[K] {
@@ -88,10 +211,7 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 	if s.ver > c.frozen {
 		return s
 	}
-	n := &segment[K]{idx: maps.Clone(s.idx), words: slices.Clone(s.words), free: s.free, ver: c.ver}
-	if n.idx == nil {
-		n.idx = map[K]int32{}
-	}
+	n := s.clone(c.ver)
 	if t.segsVer <= c.frozen {
 		t.segs = slices.Clone(t.segs)
 		t.segsVer = c.ver
@@ -104,30 +224,36 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 // (one record for windows; a session list, linked through sessNext, for
 // sessions) to the segment its next hash bit picks. Old segments are left
 // untouched for any snapshot that holds them.
-func (t *table[K]) split(c *cow, stride int, chained bool, hash func(K) uint64) {
+func (t *table[K]) split(c *cow, stride int, chained bool) {
 	old := t.segs
 	t.bits++
+	t.shift = 32 - t.bits
 	t.segs = make([]*segment[K], len(old)*2)
 	t.segsVer = c.ver
+	hint := segMax/2 + segMax/8
 	for i := range t.segs {
-		t.segs[i] = newSegment[K](c.ver, segMax/2+segMax/8)
+		t.segs[i] = newSegment[K](c.ver, hint, stride)
 	}
 	for _, s := range old {
-		for k, r := range s.idx {
-			d := t.segs[t.segOf(hash(k))]
+		for _, sl := range s.slots {
+			if sl.rec == 0 {
+				continue
+			}
+			d := t.segs[t.segOf(sl.h)]
+			r := sl.rec - 1
 			if !chained {
-				nr := int32(len(d.words) / stride)
-				d.words = append(d.words, s.rec(r, stride)...)
-				d.idx[k] = nr
+				nr := d.newRec(stride)
+				copy(d.rec(nr, stride), s.rec(r, stride))
+				d.insert(sl.key, sl.h, nr)
 				continue
 			}
 			prev := int32(-1)
 			for r >= 0 {
 				src := s.rec(r, stride)
-				nr := int32(len(d.words) / stride)
-				d.words = append(d.words, src...)
+				nr := d.newRec(stride)
+				copy(d.rec(nr, stride), src)
 				if prev < 0 {
-					d.idx[k] = nr
+					d.insert(sl.key, sl.h, nr)
 				} else {
 					d.rec(prev, stride)[sessNext] = uint64(int64(nr))
 				}
@@ -142,18 +268,19 @@ func (t *table[K]) split(c *cow, stride int, chained bool, hash func(K) uint64) 
 // needSplit reports whether the table has outgrown its segments.
 func (t *table[K]) needSplit() bool { return t.n > len(t.segs)*segMax && t.bits < 24 }
 
-// memBytes estimates the table's heap size: map slots (key, int32 value,
-// control byte, at ~75% load), slabs, and key bytes for string keys.
+// memBytes estimates the table's heap size: slot arrays, slabs, segment
+// headers and pointers, and key bytes for string keys.
 func (t *table[K]) memBytes(kx keyer[K], countKeys bool) int64 {
 	var b int64
+	slotSize := int64(unsafe.Sizeof(slot[K]{}))
 	for _, s := range t.segs {
-		b += int64(cap(s.words))*8 + 64
+		b += int64(cap(s.words))*8 + int64(len(s.slots))*slotSize + int64(unsafe.Sizeof(*s)) + 8
 		if countKeys {
-			for k := range s.idx {
-				b += int64(kx.memSize(k)+5) * 4 / 3
+			for _, sl := range s.slots {
+				if sl.rec != 0 {
+					b += int64(kx.memSize(sl.key)) - 16
+				}
 			}
-		} else {
-			b += int64(len(s.idx)) * (8 + 5) * 4 / 3
 		}
 	}
 	return b

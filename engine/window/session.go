@@ -96,7 +96,7 @@ func (c *sessionCore[K]) process(b, late *row.Batch) int {
 	nlate := 0
 	for i, t := range ts {
 		kg := c.kgIndex(c.p.kg[i])
-		if c.insert(kg, c.p.keys[i], c.p.sh[i], t, t+c.l.cfg.Gap, i, nil) {
+		if c.insert(kg, c.p.keys[i], c.p.h[i], t, t+c.l.cfg.Gap, i, nil) {
 			continue
 		}
 		nlate++
@@ -115,7 +115,7 @@ func (s *segment[K]) next(r int32, stride int) int32 {
 // row i of the current batch if src is nil, else the accumulator src. It
 // merges every session the window overlaps or touches (Flink's rule). It
 // returns false, changing nothing, if the window is new and past lateness.
-func (c *sessionCore[K]) insert(ti int, key K, sh uint64, start, end int64, i int, src []uint64) bool {
+func (c *sessionCore[K]) insert(ti int, key K, sh uint32, start, end int64, i int, src []uint64) bool {
 	L := c.l.cfg.AllowedLateness
 	t := c.tabs[ti]
 	if t == nil {
@@ -125,7 +125,7 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint64, start, end int64, i in
 	st := c.stride
 	si := t.segOf(sh)
 	s := t.segs[si]
-	head, ok := s.idx[key]
+	head, ok := s.find(key, sh)
 	if !ok {
 		if end-1+L <= c.wm {
 			return false
@@ -139,12 +139,12 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint64, start, end int64, i in
 		c.fold(rec[sessAcc:], i, src)
 		rec[sessTimer] = uint64(c.need(rec))
 		k := c.kx.clone(key)
-		s.idx[k] = r
+		s.insert(k, sh, r)
 		c.timers.push(timer[K]{t: int64(rec[sessTimer]), key: k, kg: int32(ti)})
 		t.n++
 		c.nsess++
 		if t.needSplit() {
-			t.split(&c.c, st, true, c.kx.segHash)
+			t.split(&c.c, st, true)
 		}
 		return true
 	}
@@ -223,9 +223,10 @@ func (c *sessionCore[K]) advance(old int64) {
 	for len(c.timers) > 0 && c.timers[0].t <= wm {
 		tm := c.timers.pop()
 		t := c.tabs[tm.kg]
-		si := t.segOf(c.kx.segHash(tm.key))
+		h := c.kx.segHash(tm.key)
+		si := t.segOf(h)
 		s := t.segs[si]
-		head, ok := s.idx[tm.key]
+		head, ok := s.find(tm.key, h)
 		if !ok || int64(s.rec(head, st)[sessTimer]) != tm.t {
 			continue // stale
 		}
@@ -256,13 +257,13 @@ func (c *sessionCore[K]) advance(old int64) {
 			r = nx
 		}
 		if first < 0 {
-			delete(s.idx, tm.key)
+			s.del(tm.key, h)
 			t.n--
 			continue
 		}
 		s.rec(prev, st)[sessNext] = noNext
 		if first != head {
-			s.idx[tm.key] = first // tm.key is an owned copy
+			s.set(tm.key, h, first)
 		}
 		s.rec(first, st)[sessTimer] = uint64(need)
 		c.timers.push(timer[K]{t: need, key: tm.key, kg: tm.kg})

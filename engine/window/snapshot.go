@@ -85,20 +85,21 @@ func (s *Snapshot) Release() {
 	})
 }
 
-// The format of one key group, version 1 (all integers varints unless said):
+// The format of one key group, version 2 (all integers varints unless said):
 //
-//	"SLWN" 0x01  uvarint len + fingerprint of the config (kind, sizes, key
+//	"SLWN" 0x02  uvarint len + fingerprint of the config (kind, sizes, key
 //	             types, accumulator layout)
 //	tumbling, sliding:
-//	  uvarint windows; per window: end, uvarint entries; per entry (by key):
-//	    key, accumulator
+//	  uvarint panes; per pane (by end): end, uvarint entries; per entry (by
+//	    key): key, accumulator (the dirty flag: a window containing the pane
+//	    must fire again for the key)
 //	session:
 //	  uvarint keys; per key (by key): key, uvarint sessions; per session (by
 //	    start): start, end, accumulator
 //	key:          int64 key: varint; other keys: uvarint len + encoded bytes
 //	accumulator:  uvarint count|dirty<<63, then each further word as 8 bytes
 //	              little-endian
-const magic = "SLWN\x01"
+const magic = "SLWN\x02"
 
 func appendHeader(dst []byte, l *layout) []byte {
 	dst = append(dst, magic...)
@@ -261,8 +262,10 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 	for _, t := range s.tabs[i:j] {
 		ents = ents[:0]
 		for _, sg := range t.segs {
-			for k, r := range sg.idx {
-				ents = append(ents, entry[K]{k, sg, r})
+			for _, sl := range sg.slots {
+				if sl.rec != 0 {
+					ents = append(ents, entry[K]{sl.key, sg, sl.rec - 1})
+				}
 			}
 		}
 		slices.SortFunc(ents, func(a, b entry[K]) int {
@@ -296,10 +299,10 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 }
 
 func (c *windowCore[K]) snapshot() snapData {
-	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride, tabs: make([]tabSnap[K], 0, len(c.wins)*c.nkg)}
+	s := &coreSnap[K]{l: c.l, kx: c.kx, stride: c.stride, tabs: make([]tabSnap[K], 0, len(c.panes)*c.nkg)}
 	for kg := 0; kg < c.nkg; kg++ {
-		for _, w := range c.wins {
-			s.add(c.kgStart+kg, w.end, w.tabs[kg])
+		for _, p := range c.panes {
+			s.add(c.kgStart+kg, p.end, p.tabs[kg])
 		}
 	}
 	return s
@@ -316,9 +319,13 @@ func (c *windowCore[K]) restore(kg int, data []byte) error {
 		if d.err != nil {
 			break
 		}
-		var w *win[K]
-		if end-1+c.l.cfg.AllowedLateness > c.wm {
-			w = c.window(end)
+		var w *pane[K]
+		if ps := end - c.pane; ps-floorMod(ps, c.slide)+c.wsize-1+c.l.cfg.AllowedLateness > c.wm {
+			if floorMod(end, c.pane) != 0 {
+				d.err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, c.pane)
+				break
+			}
+			w = c.paneAt(end)
 		}
 		for range n {
 			k := readKey(d, c.kx, kg)
@@ -340,7 +347,7 @@ func (c *windowCore[K]) restore(kg int, data []byte) error {
 }
 
 // merge adds a restored accumulator for key k (already owned: not cloned).
-func (c *windowCore[K]) merge(w *win[K], ti int, k K, acc []uint64) {
+func (c *windowCore[K]) merge(w *pane[K], ti int, k K, acc []uint64) {
 	t := w.tabs[ti]
 	if t == nil {
 		t = newTable[K](&c.c)
@@ -349,16 +356,15 @@ func (c *windowCore[K]) merge(w *win[K], ti int, k K, acc []uint64) {
 	sh := c.kx.segHash(k)
 	si := t.segOf(sh)
 	s := t.writable(si, &c.c)
-	r, ok := s.idx[k]
+	r, ok := s.find(k, sh)
 	if !ok {
-		r = int32(len(s.words) / c.stride)
-		s.words = append(s.words, make([]uint64, c.stride)...)
-		s.idx[k] = r
+		r = s.newRec(c.stride)
+		s.insert(k, sh, r)
 		t.n++
 		if t.needSplit() {
-			t.split(&c.c, c.stride, false, c.kx.segHash)
+			t.split(&c.c, c.stride, false)
 			s = t.segs[t.segOf(sh)]
-			r = s.idx[k]
+			r, _ = s.find(k, sh)
 		}
 	}
 	dst := s.rec(r, c.stride)

@@ -1,29 +1,45 @@
 package window
 
 import (
+	"math"
 	"slices"
 
 	"github.com/sluice-stream/sluice/engine/row"
 )
 
-// windowCore holds tumbling and sliding state, organised by window end.
+// windowCore holds tumbling and sliding state as panes (Flink's and
+// Arroyo's slicing): the time axis is cut into panes of gcd(Size, Slide)
+// ms, a row updates the one accumulator of (its key, its pane), and a
+// window [E-Size, E) is computed when it fires by merging its Size/pane
+// panes per key. For tumbling windows a pane is a window.
+//
+// Dirty flags live on pane accumulators: a pane accumulator updated after a
+// window containing it fired (a late row within lateness) is dirty, and
+// every fired, unpurged window containing it fires again for that key at
+// the next AdvanceWatermark, after which the flag is cleared.
 type windowCore[K keyT] struct {
 	*base
-	kx     keyer[K]
-	stride int
-	p      keyed[K]
-	ops    []colRef
-	wins   []*win[K] // live windows by ascending end
-	last   *win[K]   // the window the previous row went to
-	fire   []fired[K]
+	kx                 keyer[K]
+	stride             int
+	wsize, slide, pane int64
+	fast               fastKind
+	p                  keyed[K]
+	ops                []colRef
+	panes              []*pane[K] // live panes by ascending end
+	last               *pane[K]   // the pane the previous run of rows went to
+	fire               []fired[K]
+	arena              []uint64    // merged accumulators of the window being fired
+	scratch            *segment[K] // merge table (key → arena record)
+	mtabs              []*table[K]
 }
 
-// win is one window: a table per owned key group, and the keys updated
-// after the window fired (by rows within the allowed lateness).
-type win[K keyT] struct {
-	end   int64
-	tabs  []*table[K]
-	dirty []ref[K]
+// pane is the state of one pane: a table per owned key group, and the
+// keys whose accumulator became dirty.
+type pane[K keyT] struct {
+	end         int64
+	first, last int64 // ends of the first and the last window containing the pane
+	tabs        []*table[K]
+	dirty       []ref[K]
 }
 
 type ref[K keyT] struct {
@@ -31,160 +47,405 @@ type ref[K keyT] struct {
 	kg  int32 // table index
 }
 
-func (c *windowCore[K]) process(b, late *row.Batch) int {
-	c.kx.prepare(b, &c.p)
-	c.ops = bindOps(c.l.ops, b, c.ops)
-	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
-	size, slide := c.l.cfg.Size, c.l.cfg.Slide
-	nlate := 0
-	for i, t := range ts {
-		if c.l.cfg.Kind == Tumbling {
-			if c.add(t-floorMod(t, size)+size, i) {
-				continue
-			}
-		} else {
-			in := false
-			for s := t - floorMod(t, slide); s > t-size; s -= slide {
-				if c.add(s+size, i) {
-					in = true
-				}
-			}
-			if in {
-				continue
-			}
-		}
-		nlate++
-		if late != nil {
-			late.AppendFrom(b, i)
-		}
+func newWindowCore[K keyT](b *base, kx keyer[K]) *windowCore[K] {
+	cfg := &b.l.cfg
+	c := &windowCore[K]{base: b, kx: kx, stride: b.l.accWords, wsize: cfg.Size, slide: cfg.Size, pane: cfg.Size}
+	if cfg.Kind == Sliding {
+		c.slide = cfg.Slide
+		c.pane = gcd(cfg.Size, cfg.Slide)
 	}
-	return nlate
+	c.fast = fastOf(b.l.ops)
+	c.scratch = newSegment[K](0, 0, 0)
+	return c
 }
 
-// add folds row i into window end; false if that window is past lateness.
-func (c *windowCore[K]) add(end int64, i int) bool {
-	if end-1+c.l.cfg.AllowedLateness <= c.wm {
-		return false
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
 	}
-	w := c.last
-	if w == nil || w.end != end {
-		w = c.window(end)
-		c.last = w
-	}
-	kg := c.kgIndex(c.p.kg[i])
-	t := w.tabs[kg]
-	if t == nil {
-		t = newTable[K](&c.c)
-		w.tabs[kg] = t
-	}
-	key, sh := c.p.keys[i], c.p.sh[i]
-	si := t.segOf(sh)
-	s := t.segs[si]
-	if s.ver <= c.c.frozen {
-		s = t.writable(si, &c.c)
-	}
-	r, ok := s.idx[key]
-	if !ok {
-		r = int32(len(s.words) / c.stride)
-		s.words = append(s.words, make([]uint64, c.stride)...)
-		s.idx[c.kx.clone(key)] = r
-		t.n++
-		if t.needSplit() {
-			t.split(&c.c, c.stride, false, c.kx.segHash)
-			s = t.segs[t.segOf(sh)]
-			r = s.idx[key]
-		}
-	}
-	acc := s.rec(r, c.stride)
-	addRow(acc, c.ops, i)
-	if end-1 <= c.wm && acc[0]&dirtyBit == 0 {
-		acc[0] |= dirtyBit
-		w.dirty = append(w.dirty, ref[K]{key: c.kx.clone(key), kg: int32(kg)})
-	}
-	return true
+	return a
 }
 
-// window finds or creates the window ending at end.
-func (c *windowCore[K]) window(end int64) *win[K] {
-	i, found := slices.BinarySearchFunc(c.wins, end, func(w *win[K], e int64) int {
+// windowEndAtLeast is the smallest window end >= x.
+func (c *windowCore[K]) windowEndAtLeast(x int64) int64 {
+	return x + floorMod(c.wsize-x, c.slide)
+}
+
+func (c *windowCore[K]) paneAt(end int64) *pane[K] {
+	i, found := slices.BinarySearchFunc(c.panes, end, func(p *pane[K], e int64) int {
 		switch {
-		case w.end < e:
+		case p.end < e:
 			return -1
-		case w.end > e:
+		case p.end > e:
 			return 1
 		}
 		return 0
 	})
 	if found {
-		return c.wins[i]
+		return c.panes[i]
 	}
-	w := &win[K]{end: end, tabs: make([]*table[K], c.nkg)}
-	c.wins = slices.Insert(c.wins, i, w)
-	return w
+	ps := end - c.pane
+	p := &pane[K]{end: end, first: c.windowEndAtLeast(end), last: ps - floorMod(ps, c.slide) + c.wsize, tabs: make([]*table[K], c.nkg)}
+	c.panes = slices.Insert(c.panes, i, p)
+	return p
+}
+
+func (c *windowCore[K]) process(b, late *row.Batch) int {
+	c.kx.prepare(b, &c.p)
+	c.ops = bindOps(c.l.ops, b, c.ops)
+	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
+	L, pn := c.l.cfg.AllowedLateness, c.pane
+	nlate := 0
+	for i := 0; i < len(ts); {
+		t := ts[i]
+		pe := t - floorMod(t, pn) + pn
+		lo := pe - pn
+		j := i + 1
+		for j < len(ts) && ts[j] >= lo && ts[j] < pe {
+			j++
+		}
+		p := c.last
+		if p == nil || p.end != pe {
+			ps := pe - pn
+			if ps-floorMod(ps, c.slide)+c.wsize-1+L <= c.wm {
+				nlate += j - i
+				if late != nil {
+					for k := i; k < j; k++ {
+						late.AppendFrom(b, k)
+					}
+				}
+				i = j
+				continue
+			}
+			p = c.paneAt(pe)
+			c.last = p
+		}
+		c.addRun(p, i, j, p.first-1 <= c.wm)
+		i = j
+	}
+	return nlate
+}
+
+// fastKind names accumulator layouts with a specialised update loop.
+type fastKind uint8
+
+const (
+	fastNone     fastKind = iota
+	fastCount             // count only
+	fastCountSum          // count, sum of one int column
+	fastCSMM              // count, sum, min, max of one int column
+)
+
+func fastOf(ops []updOp) fastKind {
+	switch {
+	case len(ops) == 0:
+		return fastCount
+	case len(ops) == 1 && ops[0].code == opSumI && ops[0].word == 1:
+		return fastCountSum
+	case len(ops) == 3 && ops[0].code == opSumI && ops[1].code == opMinI && ops[2].code == opMaxI &&
+		ops[0].col == ops[1].col && ops[1].col == ops[2].col &&
+		ops[0].word == 1 && ops[1].word == 2 && ops[2].word == 3:
+		return fastCSMM
+	}
+	return fastNone
+}
+
+// addRun folds rows [i0, i1) of the batch into pane p; dirty says that a
+// window containing p has fired.
+func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
+	keys, kgs, hs := c.p.keys[:i1], c.p.kg[:i1], c.p.h[:i1]
+	stride, frozen, tabs, kgStart := c.stride, c.c.frozen, p.tabs, c.kgStart
+	var vals []int64
+	if c.fast >= fastCountSum {
+		vals = c.ops[0].ints[:i1]
+	}
+	for i := i0; i < i1; i++ {
+		kg := int(kgs[i]) - kgStart
+		if uint(kg) >= uint(len(tabs)) {
+			c.kgIndex(kgs[i]) // panics
+		}
+		t := tabs[kg]
+		if t == nil {
+			t = newTable[K](&c.c)
+			tabs[kg] = t
+		}
+		h, key := hs[i], keys[i]
+		si := t.segOf(h)
+		s := t.segs[si]
+		if s.ver <= frozen {
+			s = t.writable(si, &c.c)
+		}
+		r := int32(-1)
+		if len(s.slots) > 0 {
+			mask := uint32(len(s.slots) - 1)
+			for j := h & mask; ; j = (j + 1) & mask {
+				sl := &s.slots[j]
+				if sl.rec == 0 {
+					break
+				}
+				if sl.h == h && sl.key == key {
+					r = sl.rec - 1
+					break
+				}
+			}
+		}
+		if r < 0 {
+			r = s.newRec(stride)
+			s.insert(c.kx.clone(key), h, r)
+			t.n++
+			if t.needSplit() {
+				t.split(&c.c, stride, false)
+				s = t.segs[t.segOf(h)]
+				r, _ = s.find(key, h)
+			}
+		}
+		o := int(r) * stride
+		acc := s.words[o : o+stride : o+stride]
+		switch c.fast {
+		case fastCount:
+			acc[0]++
+		case fastCountSum:
+			acc[0]++
+			acc[1] = uint64(int64(acc[1]) + vals[i])
+		case fastCSMM:
+			v := vals[i]
+			if acc[0]&countMask == 0 {
+				acc[2], acc[3] = uint64(v), uint64(v)
+			} else {
+				acc[2] = uint64(min(int64(acc[2]), v))
+				acc[3] = uint64(max(int64(acc[3]), v))
+			}
+			acc[0]++
+			acc[1] = uint64(int64(acc[1]) + v)
+		default:
+			addRow(acc, c.ops, i)
+		}
+		if dirty && acc[0]&dirtyBit == 0 {
+			acc[0] |= dirtyBit
+			p.dirty = append(p.dirty, ref[K]{key: c.kx.clone(key), kg: int32(kg)})
+		}
+	}
 }
 
 func (c *windowCore[K]) advance(old int64) {
-	wm, size := c.wm, c.l.cfg.Size
-	for _, w := range c.wins {
-		if w.end-1 > wm {
-			break
+	wm, L := c.wm, c.l.cfg.AllowedLateness
+	c.last = nil
+	if len(c.panes) > 0 {
+		anyDirty := false
+		for _, p := range c.panes {
+			anyDirty = anyDirty || len(p.dirty) > 0
 		}
+		e := c.panes[0].first
+		if old != math.MinInt64 {
+			lo := old + 2 // windows not fired yet: e-1 > old
+			if anyDirty {
+				lo = old + 2 - L // and fired windows not purged: e-1+L > old
+			}
+			if lo > e {
+				e = c.windowEndAtLeast(lo)
+			}
+		}
+		pi := 0
+		for e-1 <= wm {
+			for pi < len(c.panes) && c.panes[pi].end <= e-c.wsize {
+				pi++
+			}
+			if pi == len(c.panes) {
+				break
+			}
+			pj := pi
+			for pj < len(c.panes) && c.panes[pj].end <= e {
+				pj++
+			}
+			if pj == pi {
+				e = c.panes[pi].first
+				continue
+			}
+			c.fire = c.fire[:0]
+			if e-1 > old {
+				c.fireFull(e, c.panes[pi:pj])
+			} else {
+				c.fireDirty(e, c.panes[pi:pj])
+			}
+			emitSorted(c.base, c.kx, c.fire)
+			e += c.slide
+		}
+		clear(c.fire)
 		c.fire = c.fire[:0]
-		start := w.end - size
-		if w.end-1 > old {
-			// Dirty flags can only predate the full firing after a restore
-			// with an older watermark; the full firing covers them.
-			c.clearDirty(w)
-			for _, t := range w.tabs {
-				if t == nil {
-					continue
-				}
-				for _, s := range t.segs {
-					for k, r := range s.idx {
-						c.fire = append(c.fire, fired[K]{key: k, start: start, end: w.end, acc: s.rec(r, c.stride)})
-					}
-				}
-			}
-		} else {
-			for _, d := range w.dirty {
-				t := w.tabs[d.kg]
-				si := t.segOf(c.kx.segHash(d.key))
-				s := t.writable(si, &c.c)
-				acc := s.rec(s.idx[d.key], c.stride)
-				acc[0] &^= dirtyBit
-				c.fire = append(c.fire, fired[K]{key: d.key, start: start, end: w.end, acc: acc})
+		if anyDirty {
+			for _, p := range c.panes {
+				c.clearDirty(p)
 			}
 		}
-		clear(w.dirty)
-		w.dirty = w.dirty[:0]
-		emitSorted(c.base, c.kx, c.fire)
 	}
-	clear(c.fire)
-	c.fire = c.fire[:0]
 	n := 0
-	for n < len(c.wins) && c.wins[n].end-1+c.l.cfg.AllowedLateness <= wm {
+	for n < len(c.panes) && c.panes[n].last-1+L <= wm {
 		n++
 	}
 	if n > 0 {
-		clear(c.wins[:n])
-		c.wins = c.wins[n:]
-		c.last = nil
+		clear(c.panes[:n])
+		c.panes = c.panes[n:]
 	}
 }
 
-func (c *windowCore[K]) clearDirty(w *win[K]) {
-	for _, d := range w.dirty {
-		t := w.tabs[d.kg]
-		s := t.writable(t.segOf(c.kx.segHash(d.key)), &c.c)
-		s.rec(s.idx[d.key], c.stride)[0] &^= dirtyBit
+// fireFull appends every key of window end e (made of panes ps) to c.fire.
+func (c *windowCore[K]) fireFull(e int64, ps []*pane[K]) {
+	start, st := e-c.wsize, c.stride
+	c.arena = c.arena[:0]
+	merged := false
+	for kg := 0; kg < c.nkg; kg++ {
+		c.mtabs = c.mtabs[:0]
+		n := 0
+		for _, p := range ps {
+			if t := p.tabs[kg]; t != nil && t.n > 0 {
+				c.mtabs = append(c.mtabs, t)
+				n += t.n
+			}
+		}
+		switch len(c.mtabs) {
+		case 0:
+			continue
+		case 1:
+			for _, s := range c.mtabs[0].segs {
+				for _, sl := range s.slots {
+					if sl.rec != 0 {
+						c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, acc: s.rec(sl.rec-1, st), off: -1})
+					}
+				}
+			}
+			continue
+		}
+		merged = true
+		sc := c.resetScratch(n)
+		for _, t := range c.mtabs {
+			for _, s := range t.segs {
+				for _, sl := range s.slots {
+					if sl.rec == 0 {
+						continue
+					}
+					src := s.rec(sl.rec-1, st)
+					if r, ok := sc.find(sl.key, sl.h); ok {
+						mergeAcc(sc.rec(r, st), src, c.l.ops)
+						continue
+					}
+					r := sc.newRec(st)
+					copy(sc.rec(r, st), src)
+					sc.insert(sl.key, sl.h, r)
+				}
+			}
+		}
+		base := len(c.arena)
+		c.arena = append(c.arena, sc.words...)
+		for _, sl := range sc.slots {
+			if sl.rec != 0 {
+				c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, off: base + int(sl.rec-1)*st})
+			}
+		}
 	}
+	if merged {
+		c.bindArena()
+	}
+}
+
+// fireDirty appends to c.fire the keys of the fired window e (made of
+// panes ps) that have a dirty pane accumulator.
+func (c *windowCore[K]) fireDirty(e int64, ps []*pane[K]) {
+	start, st := e-c.wsize, c.stride
+	c.arena = c.arena[:0]
+	if len(ps) == 1 {
+		for _, d := range ps[0].dirty {
+			t := ps[0].tabs[d.kg]
+			h := c.kx.segHash(d.key)
+			s := t.segs[t.segOf(h)]
+			r, _ := s.find(d.key, h)
+			c.fire = append(c.fire, fired[K]{key: d.key, start: start, end: e, acc: s.rec(r, st), off: -1})
+		}
+		return
+	}
+	n := 0
+	for _, p := range ps {
+		n += len(p.dirty)
+	}
+	if n == 0 {
+		return
+	}
+	// Dirty keys, each once: scratch maps key → a record holding its kg.
+	sc := c.resetScratch(n)
+	for _, p := range ps {
+		for _, d := range p.dirty {
+			h := c.kx.segHash(d.key)
+			if _, ok := sc.find(d.key, h); !ok {
+				r := sc.newRec(1)
+				sc.words[r] = uint64(d.kg)
+				sc.insert(d.key, h, r)
+			}
+		}
+	}
+	for _, sl := range sc.slots {
+		if sl.rec == 0 {
+			continue
+		}
+		kg := int(sc.words[sl.rec-1])
+		base := len(c.arena)
+		c.arena = append(c.arena, make([]uint64, st)...)
+		for _, p := range ps {
+			t := p.tabs[kg]
+			if t == nil {
+				continue
+			}
+			s := t.segs[t.segOf(sl.h)]
+			if r, ok := s.find(sl.key, sl.h); ok {
+				mergeAcc(c.arena[base:base+st], s.rec(r, st), c.l.ops)
+			}
+		}
+		c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, off: base})
+	}
+	c.bindArena()
+}
+
+// bindArena points the merged entries of c.fire at their accumulators.
+func (c *windowCore[K]) bindArena() {
+	for i := range c.fire {
+		if f := &c.fire[i]; f.off >= 0 {
+			f.acc = c.arena[f.off : f.off+c.stride : f.off+c.stride]
+		}
+	}
+}
+
+// resetScratch empties the merge table, sized for n keys.
+func (c *windowCore[K]) resetScratch(n int) *segment[K] {
+	sc := c.scratch
+	want := 8
+	for want*3/4 < n {
+		want *= 2
+	}
+	if len(sc.slots) < want || len(sc.slots) > 4*want {
+		sc.slots = make([]slot[K], want)
+	} else {
+		clear(sc.slots)
+	}
+	sc.n = 0
+	sc.words = sc.words[:0]
+	return sc
+}
+
+func (c *windowCore[K]) clearDirty(p *pane[K]) {
+	for _, d := range p.dirty {
+		t := p.tabs[d.kg]
+		h := c.kx.segHash(d.key)
+		s := t.writable(t.segOf(h), &c.c)
+		r, _ := s.find(d.key, h)
+		s.rec(r, c.stride)[0] &^= dirtyBit
+	}
+	clear(p.dirty)
+	p.dirty = p.dirty[:0]
 }
 
 func (c *windowCore[K]) size() (keys int, bytes int64) {
 	_, strKeys := any(c.kx).(*encKeyer)
-	for _, w := range c.wins {
-		bytes += 64 + int64(len(w.tabs))*8
-		for _, t := range w.tabs {
+	for _, p := range c.panes {
+		bytes += 64 + int64(len(p.tabs))*8
+		for _, t := range p.tabs {
 			if t != nil {
 				keys += t.n
 				bytes += t.memBytes(c.kx, strKeys) + 48
