@@ -163,7 +163,6 @@ type fired[K keyT] struct {
 	key        K
 	start, end int64
 	acc        []uint64
-	off        int // position of acc in the window core's arena, -1 if elsewhere
 }
 
 func emitSorted[K keyT](b *base, kx keyer[K], ents []fired[K]) {

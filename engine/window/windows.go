@@ -1,6 +1,7 @@
 package window
 
 import (
+	"cmp"
 	"math"
 	"slices"
 
@@ -25,9 +26,9 @@ type windowCore[K keyT] struct {
 	fast               fastKind
 	p                  keyed[K]
 	ops                []colRef
-	panes              []*pane[K] // live panes by ascending end
-	last               *pane[K]   // the pane the previous run of rows went to
-	fire               []fired[K]
+	panes              []*pane[K]  // live panes by ascending end
+	last               *pane[K]    // the pane the previous run of rows went to
+	fk, fkTmp          []fk[K]     // keys of the window being fired
 	arena              []uint64    // merged accumulators of the window being fired
 	scratch            *segment[K] // merge table (key → arena record)
 	mtabs              []*table[K]
@@ -261,17 +262,17 @@ func (c *windowCore[K]) advance(old int64) {
 				e = c.panes[pi].first
 				continue
 			}
-			c.fire = c.fire[:0]
+			c.fk, c.arena = c.fk[:0], c.arena[:0]
 			if e-1 > old {
-				c.fireFull(e, c.panes[pi:pj])
+				c.fireFull(c.panes[pi:pj])
 			} else {
-				c.fireDirty(e, c.panes[pi:pj])
+				c.fireDirty(c.panes[pi:pj])
 			}
-			emitSorted(c.base, c.kx, c.fire)
+			c.emitWindow(e-c.wsize, e)
 			e += c.slide
 		}
-		clear(c.fire)
-		c.fire = c.fire[:0]
+		clear(c.fk)
+		c.fk = c.fk[:0]
 		if anyDirty {
 			for _, p := range c.panes {
 				c.clearDirty(p)
@@ -288,11 +289,17 @@ func (c *windowCore[K]) advance(old int64) {
 	}
 }
 
-// fireFull appends every key of window end e (made of panes ps) to c.fire.
-func (c *windowCore[K]) fireFull(e int64, ps []*pane[K]) {
-	start, st := e-c.wsize, c.stride
-	c.arena = c.arena[:0]
-	merged := false
+// fk is one key of the window being fired; its accumulator is at off in
+// the arena.
+type fk[K keyT] struct {
+	key K
+	off int
+}
+
+// fireFull puts every key of the window made of panes ps, with its merged
+// accumulator, in c.fk and c.arena.
+func (c *windowCore[K]) fireFull(ps []*pane[K]) {
+	st := c.stride
 	for kg := 0; kg < c.nkg; kg++ {
 		c.mtabs = c.mtabs[:0]
 		n := 0
@@ -309,13 +316,13 @@ func (c *windowCore[K]) fireFull(e int64, ps []*pane[K]) {
 			for _, s := range c.mtabs[0].segs {
 				for _, sl := range s.slots {
 					if sl.rec != 0 {
-						c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, acc: s.rec(sl.rec-1, st), off: -1})
+						c.fk = append(c.fk, fk[K]{key: sl.key, off: len(c.arena)})
+						c.arena = append(c.arena, s.rec(sl.rec-1, st)...)
 					}
 				}
 			}
 			continue
 		}
-		merged = true
 		sc := c.resetScratch(n)
 		for _, t := range c.mtabs {
 			for _, s := range t.segs {
@@ -338,27 +345,24 @@ func (c *windowCore[K]) fireFull(e int64, ps []*pane[K]) {
 		c.arena = append(c.arena, sc.words...)
 		for _, sl := range sc.slots {
 			if sl.rec != 0 {
-				c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, off: base + int(sl.rec-1)*st})
+				c.fk = append(c.fk, fk[K]{key: sl.key, off: base + int(sl.rec-1)*st})
 			}
 		}
 	}
-	if merged {
-		c.bindArena()
-	}
 }
 
-// fireDirty appends to c.fire the keys of the fired window e (made of
-// panes ps) that have a dirty pane accumulator.
-func (c *windowCore[K]) fireDirty(e int64, ps []*pane[K]) {
-	start, st := e-c.wsize, c.stride
-	c.arena = c.arena[:0]
+// fireDirty puts in c.fk and c.arena the keys of the fired window made of
+// panes ps that have a dirty pane accumulator.
+func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
+	st := c.stride
 	if len(ps) == 1 {
 		for _, d := range ps[0].dirty {
 			t := ps[0].tabs[d.kg]
 			h := c.kx.segHash(d.key)
 			s := t.segs[t.segOf(h)]
 			r, _ := s.find(d.key, h)
-			c.fire = append(c.fire, fired[K]{key: d.key, start: start, end: e, acc: s.rec(r, st), off: -1})
+			c.fk = append(c.fk, fk[K]{key: d.key, off: len(c.arena)})
+			c.arena = append(c.arena, s.rec(r, st)...)
 		}
 		return
 	}
@@ -398,18 +402,122 @@ func (c *windowCore[K]) fireDirty(e int64, ps []*pane[K]) {
 				mergeAcc(c.arena[base:base+st], s.rec(r, st), c.l.ops)
 			}
 		}
-		c.fire = append(c.fire, fired[K]{key: sl.key, start: start, end: e, off: base})
+		c.fk = append(c.fk, fk[K]{key: sl.key, off: base})
 	}
-	c.bindArena()
 }
 
-// bindArena points the merged entries of c.fire at their accumulators.
-func (c *windowCore[K]) bindArena() {
-	for i := range c.fire {
-		if f := &c.fire[i]; f.off >= 0 {
-			f.acc = c.arena[f.off : f.off+c.stride : f.off+c.stride]
+// emitWindow sorts c.fk by key and appends the window's rows to the output,
+// column by column.
+func (c *windowCore[K]) emitWindow(start, end int64) {
+	ents := c.sortFK()
+	nk := len(c.l.keyCols)
+	for len(ents) > 0 {
+		if c.out == nil {
+			c.out = row.NewBatch(c.l.out)
+		}
+		out := c.out
+		n := min(len(ents), row.DefaultBatchSize-out.Len)
+		chunk := ents[:n]
+		ents = ents[n:]
+		if ik, ok := any(&chunk).(*[]fk[int64]); ok && nk == 1 {
+			col := &out.Cols[0]
+			for _, f := range *ik {
+				col.Ints = append(col.Ints, f.key)
+			}
+		} else {
+			for _, f := range chunk {
+				c.kx.appendKey(out.Cols[:nk], f.key)
+			}
+		}
+		cs, ce := &out.Cols[nk], &out.Cols[nk+1]
+		for range chunk {
+			cs.Ints = append(cs.Ints, start)
+			ce.Ints = append(ce.Ints, end)
+		}
+		for k, o := range c.l.outs {
+			col := &out.Cols[nk+2+k]
+			w := o.word
+			switch {
+			case o.fn == Count:
+				for _, f := range chunk {
+					col.Ints = append(col.Ints, int64(c.arena[f.off]&countMask))
+				}
+			case o.fn == Avg:
+				for _, f := range chunk {
+					v := c.arena[f.off+w]
+					var sum float64
+					if o.float {
+						sum = math.Float64frombits(v)
+					} else {
+						sum = float64(int64(v))
+					}
+					col.Floats = append(col.Floats, sum/float64(c.arena[f.off]&countMask))
+				}
+			case o.float:
+				for _, f := range chunk {
+					col.Floats = append(col.Floats, math.Float64frombits(c.arena[f.off+w]))
+				}
+			default:
+				for _, f := range chunk {
+					col.Ints = append(col.Ints, int64(c.arena[f.off+w]))
+				}
+			}
+		}
+		out.Len += n
+		if out.Len >= row.DefaultBatchSize {
+			c.emit(out)
+			c.out = nil
 		}
 	}
+}
+
+// sortFK sorts c.fk by key: int64 keys by radix sort.
+func (c *windowCore[K]) sortFK() []fk[K] {
+	if ik, ok := any(&c.fk).(*[]fk[int64]); ok {
+		tmp := any(&c.fkTmp).(*[]fk[int64])
+		*tmp = grow(*tmp, len(*ik))
+		res := radixSortFK(*ik, *tmp)
+		return *any(&res).(*[]fk[K])
+	}
+	slices.SortFunc(c.fk, func(a, b fk[K]) int { return cmp.Compare(a.key, b.key) })
+	return c.fk
+}
+
+// radixSortFK sorts a by key (LSD, 8-bit digits, skipping digits that are
+// the same for every key) using tmp (of a's length); it returns the sorted
+// slice, a or tmp.
+func radixSortFK(a, tmp []fk[int64]) []fk[int64] {
+	if len(a) < 256 {
+		slices.SortFunc(a, func(x, y fk[int64]) int { return cmp.Compare(x.key, y.key) })
+		return a
+	}
+	var counts [8][256]int
+	for _, f := range a {
+		u := uint64(f.key) ^ 1<<63
+		for d := range 8 {
+			counts[d][byte(u>>(8*d))]++
+		}
+	}
+	src, dst := a, tmp
+	for d := range 8 {
+		cnt := &counts[d]
+		if cnt[byte((uint64(a[0].key)^1<<63)>>(8*d))] == len(a) {
+			continue // every key has this digit
+		}
+		pos := 0
+		for i, n := range cnt {
+			cnt[i] = pos
+			pos += n
+		}
+		shift := uint(8 * d)
+		for _, f := range src {
+			b := byte((uint64(f.key) ^ 1<<63) >> shift)
+			dst[cnt[b]] = f
+			cnt[b]++
+		}
+		src, dst = dst, src
+	}
+	return src
 }
 
 // resetScratch empties the merge table, sized for n keys.
