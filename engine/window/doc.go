@@ -20,23 +20,28 @@
 //
 // State layout, and why:
 //
-//   - Tumbling and sliding state is organised by window end: a short sorted
-//     list of live windows, each with one table per owned key group. Firing a
-//     window reads one list element; purging drops it whole.
+//   - Tumbling and sliding state is organised by pane: the time axis is cut
+//     into panes of gcd(Size, Slide) ms (a tumbling window is one pane), a
+//     row updates the one accumulator of (key, pane), and a window is the
+//     merge of its Size/pane panes, computed per key when it fires (Flink's
+//     and Arroyo's slicing). A short sorted list of live panes, each with
+//     one table per owned key group; purging drops a pane whole.
 //   - Session state is one table per key group; a key maps to a short linked
 //     list of sessions. A min-heap of timers (rebuilt on restore, never
 //     snapshotted) says which keys to look at when the watermark moves.
-//   - A table is split into segments: small hash maps from key to a record in
-//     a flat []uint64 slab. Segments double in number as a table grows. A
-//     single int64/timestamp key uses map[int64]; every other key shape uses
-//     an order-preserving byte encoding of the key fields as a string.
-//   - Snapshot copies one slice header per table (the table's array of
-//     segment pointers) and bumps a version. A segment, or a table's segment
-//     array, whose version is not newer than the newest live snapshot is
-//     copied before it is written (copy-on-write), so a snapshot never sees
-//     later writes and the pause does not grow with the state's size (tens
-//     of µs with 1 GB). The price is paid by the first writes after it: each
-//     first write to a segment copies that segment (segMax keys).
+//   - A table is split into segments: small open-addressing hash tables
+//     (no Go maps) from key to a record in a flat []uint64 slab, about
+//     segMax keys each. Segments double in number as a table grows and are
+//     held in chunks of 64 pointers. A single int64/timestamp key is stored
+//     as int64; every other key shape uses an order-preserving byte encoding
+//     of the key fields as a string.
+//   - Snapshot copies one slice header per table (the table's chunk array)
+//     and bumps a version. A segment, a chunk or a chunk array whose version
+//     is not newer than the newest live snapshot is copied before it is
+//     written (copy-on-write), so a snapshot never sees later writes and the
+//     pause does not grow with the state's size (tens of µs with 1 GB). The
+//     price is paid by the first writes after it: each first write to a
+//     segment copies that segment (two memcpys of ~2 KB) and its chunk.
 //
 // Semantics follow Flink: window [start, end) fires when the watermark
 // reaches end-1; a row is late when every window it belongs to has

@@ -184,39 +184,72 @@ type cow struct {
 }
 
 // table is the state of one key group (of one pane, for tumbling and
-// sliding): 2^bits segments chosen by the top bits of the key's hash. The
-// table itself is private to the operator; snapshots copy its segment
-// pointers.
+// sliding): 2^bits segments chosen by the top bits of the key's hash, held
+// in chunks of chunkLen segment pointers. The table itself is private to
+// the operator; snapshots copy its chunk array (one slice header).
 //
-// Snapshots share the segs array itself too (Snapshot copies one slice
-// header per table, not one pointer per segment): segsVer is the array's
-// version, and the array is cloned before a segment pointer in it changes.
+// Copy-on-write happens at three levels, each with a version: a segment, a
+// chunk and the chunk array are copied before they are written if a live
+// snapshot shares them. Chunks keep the first write after a snapshot from
+// copying a table's whole pointer array (4096 pointers at 125k keys).
 type table[K keyT] struct {
-	segs    []*segment[K]
-	segsVer uint64
-	shift   uint8 // 32 - bits: h >> shift is the segment (0 when bits is 0)
-	bits    uint8
-	n       int // keys
+	chunks    []*segChunk[K]
+	chunksVer uint64
+	shift     uint8 // 32 - bits: h >> shift is the segment (0 when bits is 0)
+	bits      uint8
+	n         int // keys
+}
+
+const (
+	chunkBits = 6
+	chunkLen  = 1 << chunkBits
+)
+
+type segChunk[K keyT] struct {
+	segs [chunkLen]*segment[K]
+	ver  uint64
 }
 
 func newTable[K keyT](c *cow) *table[K] {
-	return &table[K]{segs: []*segment[K]{newSegment[K](c.ver, 0, 0)}, segsVer: c.ver, shift: 32}
+	ch := &segChunk[K]{ver: c.ver}
+	ch.segs[0] = newSegment[K](c.ver, 0, 0)
+	return &table[K]{chunks: []*segChunk[K]{ch}, chunksVer: c.ver, shift: 32}
 }
 
 func (t *table[K]) segOf(h uint32) int { return int(uint64(h) >> t.shift) }
 
+func (t *table[K]) seg(i int) *segment[K] { return t.chunks[i>>chunkBits].segs[i&(chunkLen-1)] }
+
+// segsOf calls f for each of the 2^bits segments in chunks.
+func segsOf[K keyT](chunks []*segChunk[K], bits uint8, f func(*segment[K])) {
+	n := min(1<<bits, chunkLen)
+	for _, ch := range chunks {
+		for _, s := range ch.segs[:n] {
+			f(s)
+		}
+	}
+}
+
 // writable returns segment i, copying it first if a snapshot shares it.
 func (t *table[K]) writable(i int, c *cow) *segment[K] {
-	s := t.segs[i]
+	ci := i >> chunkBits
+	ch := t.chunks[ci]
+	s := ch.segs[i&(chunkLen-1)]
 	if s.ver > c.frozen {
 		return s
 	}
 	n := s.clone(c.ver)
-	if t.segsVer <= c.frozen {
-		t.segs = slices.Clone(t.segs)
-		t.segsVer = c.ver
+	if ch.ver <= c.frozen {
+		if t.chunksVer <= c.frozen {
+			t.chunks = slices.Clone(t.chunks)
+			t.chunksVer = c.ver
+		}
+		nc := *ch
+		nc.ver = c.ver
+		ch = &nc
+		t.chunks[ci] = ch
 	}
-	t.segs[i] = n
+	ch.segs[i&(chunkLen-1)] = n
 	return n
 }
 
@@ -225,21 +258,26 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 // sessions) to the segment its next hash bit picks. Old segments are left
 // untouched for any snapshot that holds them.
 func (t *table[K]) split(c *cow, stride int, chained bool) {
-	old := t.segs
+	old, oldBits := t.chunks, t.bits
 	t.bits++
 	t.shift = 32 - t.bits
-	t.segs = make([]*segment[K], len(old)*2)
-	t.segsVer = c.ver
+	nsegs := 1 << t.bits
+	t.chunks = make([]*segChunk[K], max(1, nsegs>>chunkBits))
+	t.chunksVer = c.ver
 	hint := segMax/2 + segMax/8
-	for i := range t.segs {
-		t.segs[i] = newSegment[K](c.ver, hint, stride)
+	for ci := range t.chunks {
+		ch := &segChunk[K]{ver: c.ver}
+		for j := range min(nsegs, chunkLen) {
+			ch.segs[j] = newSegment[K](c.ver, hint, stride)
+		}
+		t.chunks[ci] = ch
 	}
-	for _, s := range old {
+	segsOf(old, oldBits, func(s *segment[K]) {
 		for _, sl := range s.slots {
 			if sl.rec == 0 {
 				continue
 			}
-			d := t.segs[t.segOf(sl.h)]
+			d := t.seg(t.segOf(sl.h))
 			r := sl.rec - 1
 			if !chained {
 				nr := d.newRec(stride)
@@ -262,19 +300,20 @@ func (t *table[K]) split(c *cow, stride int, chained bool) {
 				r = int32(int64(src[sessNext]))
 			}
 		}
-	}
+	})
 }
 
 // needSplit reports whether the table has outgrown its segments.
-func (t *table[K]) needSplit() bool { return t.n > len(t.segs)*segMax && t.bits < 24 }
+func (t *table[K]) needSplit() bool { return t.n > segMax<<t.bits && t.bits < 24 }
 
 // memBytes estimates the table's heap size: slot arrays, slabs, segment
 // headers and pointers, and key bytes for string keys.
 func (t *table[K]) memBytes(kx keyer[K], countKeys bool) int64 {
 	var b int64
 	slotSize := int64(unsafe.Sizeof(slot[K]{}))
-	for _, s := range t.segs {
-		b += int64(cap(s.words))*8 + int64(len(s.slots))*slotSize + int64(unsafe.Sizeof(*s)) + 8
+	b += int64(len(t.chunks)) * int64(unsafe.Sizeof(segChunk[K]{})+8)
+	segsOf(t.chunks, t.bits, func(s *segment[K]) {
+		b += int64(cap(s.words))*8 + int64(len(s.slots))*slotSize + int64(unsafe.Sizeof(*s))
 		if countKeys {
 			for _, sl := range s.slots {
 				if sl.rec != 0 {
@@ -282,6 +321,6 @@ func (t *table[K]) memBytes(kx keyer[K], countKeys bool) int64 {
 				}
 			}
 		}
-	}
+	})
 	return b
 }

@@ -124,7 +124,7 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint32, start, end int64, i in
 	}
 	st := c.stride
 	si := t.segOf(sh)
-	s := t.segs[si]
+	s := t.seg(si)
 	head, ok := s.find(key, sh)
 	if !ok {
 		if end-1+L <= c.wm {
@@ -225,7 +225,7 @@ func (c *sessionCore[K]) advance(old int64) {
 		t := c.tabs[tm.kg]
 		h := c.kx.segHash(tm.key)
 		si := t.segOf(h)
-		s := t.segs[si]
+		s := t.seg(si)
 		head, ok := s.find(tm.key, h)
 		if !ok || int64(s.rec(head, st)[sessTimer]) != tm.t {
 			continue // stale

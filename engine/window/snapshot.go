@@ -210,9 +210,10 @@ func readKey[K keyT](d *dec, kx keyer[K], kg int) K {
 // tabSnap is one frozen table: its key group, window end (0 for sessions)
 // and its segment array, shared with the table until the table changes it.
 type tabSnap[K keyT] struct {
-	kg   int
-	end  int64
-	segs []*segment[K]
+	kg     int
+	end    int64
+	chunks []*segChunk[K]
+	bits   uint8
 }
 
 type coreSnap[K keyT] struct {
@@ -227,7 +228,7 @@ func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
 	if t == nil || t.n == 0 {
 		return
 	}
-	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, segs: t.segs})
+	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, chunks: t.chunks, bits: t.bits})
 }
 
 func (s *coreSnap[K]) release() { s.tabs = nil }
@@ -261,13 +262,13 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 	var ents []entry[K]
 	for _, t := range s.tabs[i:j] {
 		ents = ents[:0]
-		for _, sg := range t.segs {
+		segsOf(t.chunks, t.bits, func(sg *segment[K]) {
 			for _, sl := range sg.slots {
 				if sl.rec != 0 {
 					ents = append(ents, entry[K]{sl.key, sg, sl.rec - 1})
 				}
 			}
-		}
+		})
 		slices.SortFunc(ents, func(a, b entry[K]) int {
 			if a.key < b.key {
 				return -1
@@ -363,7 +364,7 @@ func (c *windowCore[K]) merge(w *pane[K], ti int, k K, acc []uint64) {
 		t.n++
 		if t.needSplit() {
 			t.split(&c.c, c.stride, false)
-			s = t.segs[t.segOf(sh)]
+			s = t.seg(t.segOf(sh))
 			r, _ = s.find(k, sh)
 		}
 	}

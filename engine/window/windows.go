@@ -172,7 +172,7 @@ func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
 		}
 		h, key := hs[i], keys[i]
 		si := t.segOf(h)
-		s := t.segs[si]
+		s := t.chunks[si>>chunkBits].segs[si&(chunkLen-1)]
 		if s.ver <= frozen {
 			s = t.writable(si, &c.c)
 		}
@@ -196,7 +196,7 @@ func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
 			t.n++
 			if t.needSplit() {
 				t.split(&c.c, stride, false)
-				s = t.segs[t.segOf(h)]
+				s = t.seg(t.segOf(h))
 				r, _ = s.find(key, h)
 			}
 		}
@@ -313,19 +313,19 @@ func (c *windowCore[K]) fireFull(ps []*pane[K]) {
 		case 0:
 			continue
 		case 1:
-			for _, s := range c.mtabs[0].segs {
+			segsOf(c.mtabs[0].chunks, c.mtabs[0].bits, func(s *segment[K]) {
 				for _, sl := range s.slots {
 					if sl.rec != 0 {
 						c.fk = append(c.fk, fk[K]{key: sl.key, off: len(c.arena)})
 						c.arena = append(c.arena, s.rec(sl.rec-1, st)...)
 					}
 				}
-			}
+			})
 			continue
 		}
 		sc := c.resetScratch(n)
 		for _, t := range c.mtabs {
-			for _, s := range t.segs {
+			segsOf(t.chunks, t.bits, func(s *segment[K]) {
 				for _, sl := range s.slots {
 					if sl.rec == 0 {
 						continue
@@ -339,7 +339,7 @@ func (c *windowCore[K]) fireFull(ps []*pane[K]) {
 					copy(sc.rec(r, st), src)
 					sc.insert(sl.key, sl.h, r)
 				}
-			}
+			})
 		}
 		base := len(c.arena)
 		c.arena = append(c.arena, sc.words...)
@@ -359,7 +359,7 @@ func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
 		for _, d := range ps[0].dirty {
 			t := ps[0].tabs[d.kg]
 			h := c.kx.segHash(d.key)
-			s := t.segs[t.segOf(h)]
+			s := t.seg(t.segOf(h))
 			r, _ := s.find(d.key, h)
 			c.fk = append(c.fk, fk[K]{key: d.key, off: len(c.arena)})
 			c.arena = append(c.arena, s.rec(r, st)...)
@@ -397,7 +397,7 @@ func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
 			if t == nil {
 				continue
 			}
-			s := t.segs[t.segOf(sl.h)]
+			s := t.seg(t.segOf(sl.h))
 			if r, ok := s.find(sl.key, sl.h); ok {
 				mergeAcc(c.arena[base:base+st], s.rec(r, st), c.l.ops)
 			}
