@@ -175,7 +175,7 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 	}
 	eo := &edgeOutput{part: part, keyCols: in.KeyCols, maxPar: e.g.MaxParallelism}
 	if pointwise(e.g, c, in) {
-		eo.targets = []*sender{{in: consumers[s].in, ch: int32(offset), ctx: e.ctx}}
+		eo.targets = []channelWriter{&sender{in: consumers[s].in, ch: int32(offset), ctx: e.ctx}}
 		return eo
 	}
 	for _, t := range consumers {

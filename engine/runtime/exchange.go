@@ -60,7 +60,16 @@ func newInbox(channelsPerInput []int) *inbox {
 // release returns the credit of a message the receiver has processed.
 func (in *inbox) release(ch int32) { <-in.credits[ch] }
 
-// sender is one input channel seen from the producing subtask.
+// channelWriter is one input channel seen from its producer. The in-process
+// sender is the only one today; between TaskManagers a TCP stream with the
+// same credit rule will implement it, feeding the remote task's inbox.
+type channelWriter interface {
+	// send delivers m in order, blocking while the channel has no credit;
+	// it returns false (and drops m) when the job is being cancelled.
+	send(m message) bool
+}
+
+// sender is an in-process input channel seen from the producing subtask.
 type sender struct {
 	in  *inbox
 	ch  int32
@@ -87,7 +96,7 @@ type edgeOutput struct {
 	part    Partition
 	keyCols []int
 	maxPar  int
-	targets []*sender
+	targets []channelWriter
 	rr      int
 	sels    [][]int32 // per target: rows of the batch being split
 	metrics *NodeMetrics
