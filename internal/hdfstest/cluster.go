@@ -53,6 +53,45 @@ type Cluster struct {
 	wg      sync.WaitGroup
 	nn      *namenode
 	dn      *datanode
+	pending map[*time.Timer]func() // block deletions to come
+}
+
+// blockDeleteDelay is how long the replicas of deleted blocks remain.
+const blockDeleteDelay = time.Second
+
+func (c *Cluster) deleteLater(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		c.pending = map[*time.Timer]func(){}
+	}
+	var t *time.Timer
+	t = time.AfterFunc(blockDeleteDelay, func() {
+		c.mu.Lock()
+		_, ok := c.pending[t]
+		delete(c.pending, t)
+		c.mu.Unlock()
+		if ok {
+			f()
+		}
+	})
+	c.pending[t] = f
+}
+
+// flushDeletes runs the pending block deletions now.
+func (c *Cluster) flushDeletes() {
+	c.mu.Lock()
+	var fs []func()
+	for t, f := range c.pending {
+		if t.Stop() {
+			fs = append(fs, f)
+		}
+		delete(c.pending, t)
+	}
+	c.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 // Start starts a namenode and a datanode whose namespace and blocks persist
@@ -114,6 +153,7 @@ func (c *Cluster) Stop() {
 	c.lns = nil
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.flushDeletes()
 }
 
 // Restart stops the cluster if it runs, then starts it again on the same

@@ -74,13 +74,22 @@ func (dn *datanode) finalizedLen(id uint64) (int64, bool) {
 	return st.Size(), true
 }
 
-// removeBlocks deletes blocks of deleted files (HDFS does it later, on a
-// heartbeat; here it is immediate).
+// removeBlocks deletes the blocks of deleted files. As in HDFS, where the
+// namenode tells datanodes on their next heartbeat, the replicas go a
+// moment later: readers that located them just before still read them.
+// Blocks being written go at once.
 func (dn *datanode) removeBlocks(ids []uint64) {
+	if len(ids) == 0 {
+		return
+	}
 	for _, id := range ids {
-		os.Remove(dn.finalPath(id))
 		os.Remove(dn.rbwPath(id))
 	}
+	dn.c.deleteLater(func() {
+		for _, id := range ids {
+			os.Remove(dn.finalPath(id))
+		}
+	})
 }
 
 func (c *Cluster) serveXceiver(conn net.Conn, dn *datanode) {
