@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -115,6 +116,103 @@ type fileSink struct {
 	seq     int
 	buf     []byte
 	pending []pendingFile // closed, awaiting their checkpoint's completion
+	// lineage (subtask 0 only) carries the restored checkpoint's lineage
+	// entries into every snapshot of this attempt.
+	lineage [][]byte
+}
+
+// Besides pending file names (".part-….inprogress"), the exactly-once file
+// sink's operator state holds lineage entries that let a restore remove what
+// checkpoints after the restored one committed (a restore from a savepoint or
+// from an older checkpoint when the newest is corrupt rewinds the output too):
+//
+//	"\x00seq <attempt> <subtask> <n>": that subtask of that attempt had opened
+//	    part files 0…n-1 when the checkpoint was taken; its committed part
+//	    files numbered n or more came later.
+//	"\x00keep <attempt>": part files of an attempt that were in the directory
+//	    before the job's first run: never touched.
+//
+// Every subtask writes its own seq entry; subtask 0 carries the restored
+// entries forward. Committed part files of an attempt that no entry names
+// were written by an attempt after the restored checkpoint.
+const (
+	lineageSeq  = "\x00seq "
+	lineageKeep = "\x00keep "
+)
+
+// partFile parses "<prefix>-<attempt>-<subtask>-<n>".
+func (s *fileSink) partFile(name string) (attempt string, subtask, n int, ok bool) {
+	rest, ok := strings.CutPrefix(name, s.p.Prefix+"-")
+	if !ok {
+		return "", 0, 0, false
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) != 3 || parts[0] == "" {
+		return "", 0, 0, false
+	}
+	subtask, err1 := strconv.Atoi(parts[1])
+	n, err2 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, false
+	}
+	return parts[0], subtask, n, true
+}
+
+// rewind removes committed part files that the restored checkpoint does not
+// cover, and returns the lineage entries to carry forward. Without lineage
+// entries (a fresh start, or a checkpoint written before they existed) it
+// removes nothing and marks every attempt present as kept.
+func (s *fileSink) rewind(r *runtime.Restored, entries []os.DirEntry) ([][]byte, error) {
+	type sub struct {
+		attempt string
+		subtask int
+	}
+	next := map[sub]int{}
+	known := map[string]bool{}
+	keep := map[string]bool{}
+	var carried [][]byte
+	if r != nil {
+		for _, e := range r.OperatorState {
+			switch {
+			case strings.HasPrefix(string(e), lineageSeq):
+				var k sub
+				var n int
+				if _, err := fmt.Sscanf(string(e[len(lineageSeq):]), "%s %d %d", &k.attempt, &k.subtask, &n); err != nil {
+					return nil, fmt.Errorf("file sink: bad state entry %q: %w", e, err)
+				}
+				next[k] = max(next[k], n)
+				known[k.attempt] = true
+			case strings.HasPrefix(string(e), lineageKeep):
+				keep[string(e[len(lineageKeep):])] = true
+			default:
+				continue
+			}
+			carried = append(carried, e)
+		}
+	}
+	if len(carried) == 0 {
+		for _, e := range entries {
+			if att, _, _, ok := s.partFile(e.Name()); ok && !keep[att] {
+				keep[att] = true
+				carried = append(carried, []byte(lineageKeep+att))
+			}
+		}
+		return carried, nil
+	}
+	for _, e := range entries {
+		att, st, n, ok := s.partFile(e.Name())
+		if !ok || keep[att] {
+			continue
+		}
+		if hw, seen := next[sub{att, st}]; (seen && n < hw) || (!seen && known[att]) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.p.Path, e.Name())); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("file sink: removing %s, committed after the restored checkpoint: %w", e.Name(), err)
+		}
+		s.Ctx.Log.Info("removed a part file committed after the restored checkpoint", "file", e.Name())
+	}
+	return carried, nil
 }
 
 type pendingFile struct {
@@ -140,19 +238,27 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	// Subtask 0 finishes what the restored checkpoint committed to and
 	// removes what earlier attempts left uncommitted. Open runs before any
 	// subtask of this attempt writes, so there is no race.
+	entries, err := os.ReadDir(s.p.Path)
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	if ctx.ExactlyOnce {
+		if s.lineage, err = s.rewind(r, entries); err != nil {
+			return err
+		}
+	}
 	keep := map[string]bool{}
 	if r != nil {
 		for _, e := range r.OperatorState {
 			name := string(e)
+			if strings.HasPrefix(name, "\x00") {
+				continue // a lineage entry
+			}
 			keep[name] = true
 			if err := s.commit(name); err != nil {
 				return err
 			}
 		}
-	}
-	entries, err := os.ReadDir(s.p.Path)
-	if err != nil {
-		return fmt.Errorf("file sink: %w", err)
 	}
 	mine := "." + s.p.Prefix + "-"
 	for _, e := range entries {
@@ -246,9 +352,15 @@ func (s *fileSink) Snapshot(id int64) (runtime.Snapshot, error) {
 	for i, p := range s.pending {
 		names[i] = p.name
 	}
+	seq := fmt.Sprintf("%s%s %d %d", lineageSeq, s.Ctx.Attempt, s.Ctx.Subtask, s.seq)
+	lineage := s.lineage // never modified after Open
 	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
 		for _, n := range names {
 			w.AddOperatorState([]byte(n))
+		}
+		w.AddOperatorState([]byte(seq))
+		for _, e := range lineage {
+			w.AddOperatorState(e)
 		}
 		return nil
 	}), nil

@@ -92,6 +92,9 @@ func planWindow(c *PlanContext) (*Planned, error) {
 		cfg.Aggs = append(cfg.Aggs, window.Agg{Name: a.Name, Fn: fn, Field: a.Field})
 	}
 	in := c.Inputs[0]
+	if err := checkWindowFields(cfg, p, in); err != nil {
+		return nil, err
+	}
 	out, err := window.OutputSchema(cfg, in)
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
@@ -103,6 +106,39 @@ func planWindow(c *PlanContext) (*Planned, error) {
 	// The window needs its input partitioned by its keys.
 	pl.PartitionBy = cfg.KeyFields
 	return pl, nil
+}
+
+// checkWindowFields checks the fields the window reads against its input,
+// so that an error names the param (window.OutputSchema checks them too, but
+// names only the aggregate).
+func checkWindowFields(cfg window.Config, p windowParams, in *row.Schema) error {
+	for i, k := range cfg.KeyFields {
+		if in.Index(k) < 0 {
+			at := "params.keys"
+			if len(p.Keys) > 0 {
+				at = fmt.Sprintf("params.keys[%d]", i)
+			}
+			return fmt.Errorf("%s: field %q is not in the input %s", at, k, in)
+		}
+	}
+	if c := in.Index(cfg.TimeField); c < 0 {
+		return fmt.Errorf("params.timeField: field %q is not in the input %s", cfg.TimeField, in)
+	} else if t := in.Fields[c].Type; !t.IsInt() {
+		return fmt.Errorf("params.timeField: field %q is %s, want timestamp or int64", cfg.TimeField, t)
+	}
+	for i, a := range p.Aggregates {
+		if a.Field == "" {
+			continue
+		}
+		c := in.Index(a.Field)
+		if c < 0 {
+			return fmt.Errorf("params.aggregates[%d].field: field %q is not in the input %s", i, a.Field, in)
+		}
+		if t := in.Fields[c].Type; a.Fn != "count" && t != row.Int64 && t != row.Timestamp && t != row.Float64 {
+			return fmt.Errorf("params.aggregates[%d].field: %s of %s field %q (want int64, float64 or timestamp)", i, a.Fn, t, a.Field)
+		}
+	}
+	return nil
 }
 
 type windowOp struct {
