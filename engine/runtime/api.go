@@ -35,7 +35,11 @@ type Context struct {
 	// Attempt is unique per run of the job (restarts included); sinks use it
 	// to name files that must not collide with an earlier attempt's.
 	Attempt string
-	Out     Output
+	// LocalDir is this subtask's own directory on local disk for state
+	// larger than memory (badger); created on demand by whoever uses it and
+	// removed when the run ends.
+	LocalDir string
+	Out      Output
 	// Side outputs by name (e.g. a window's "late"); nil when unused.
 	Side    map[string]Output
 	Log     *slog.Logger

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
 	"github.com/sluice-stream/sluice/engine/state"
@@ -63,6 +64,7 @@ func (e *execution) build(md *checkpoint.Metadata, dir string) error {
 					KeyGroups:      state.RangeForSubtask(s, g.MaxParallelism, cn.Parallelism),
 					ExactlyOnce:    g.ExactlyOnce,
 					Attempt:        e.attempt,
+					LocalDir:       filepath.Join(e.localDir, fmt.Sprintf("%s-%d", cn.ID, s)),
 					Log:            e.opts.Log.With("node", cn.ID, "subtask", s),
 					Metrics:        e.metrics[cn.ID],
 				}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -29,6 +31,9 @@ type Options struct {
 	// latest checkpoint; RestartDelay waits between attempts.
 	RestartAttempts int
 	RestartDelay    time.Duration
+	// LocalStateDir holds subtasks' local state directories (default: the
+	// system temp directory); each run gets its own subdirectory.
+	LocalStateDir string
 	// Savepoints receives savepoint requests while the job runs.
 	Savepoints <-chan SavepointRequest
 	Log        *slog.Logger
@@ -166,6 +171,7 @@ type execution struct {
 	metrics     map[string]*NodeMetrics
 	firstID     int64
 	pauses      *pauseLog
+	localDir    string // this attempt's local state directory
 }
 
 func (e *execution) event(ev event) {
@@ -190,6 +196,11 @@ func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Me
 		return nil, fmt.Errorf("reading checkpoint storage: %w", err)
 	}
 	e.firstID = id
+	base := opts.LocalStateDir
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "sluice-local")
+	}
+	e.localDir = filepath.Join(base, g.JobName, e.attempt)
 	if err := e.build(md, dir); err != nil {
 		e.cancel()
 		return nil, err
@@ -199,6 +210,7 @@ func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Me
 
 func (e *execution) run(ctx context.Context, res *Result) error {
 	defer e.cancel()
+	defer os.RemoveAll(e.localDir) // after the tasks closed their state
 	now := time.Now().UnixMilli()
 	coord := NewCoordinator(CoordinatorConfig{
 		Interval:          e.opts.Interval.Milliseconds(),
