@@ -203,16 +203,21 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// close closes the client's connections, which fails its calls in
-// progress, then the client.
-func (g *hdfsClient) close() {
+// closeConns closes the client's connections, which fails its calls in
+// progress, and keeps it from dialling more.
+func (g *hdfsClient) closeConns() {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.closed = true
 	for conn := range g.conns {
 		conn.Close()
 	}
 	g.conns = nil
-	g.mu.Unlock()
+}
+
+// close closes the connections, then the client.
+func (g *hdfsClient) close() {
+	g.closeConns()
 	g.closeOnce.Do(func() {
 		if g.cl != nil {
 			// Close waits for calls in progress, which fail now.
@@ -221,9 +226,13 @@ func (g *hdfsClient) close() {
 	})
 }
 
+// hdfsConnectTimeout bounds connecting a client: dialling, the handshake and
+// the first call.
+const hdfsConnectTimeout = 20 * time.Second
+
 // client returns the current client, connecting a new one if needed;
 // fresh reports a new one.
-func (h *HDFS) client() (g *hdfsClient, fresh bool, err error) {
+func (h *HDFS) client(ctx context.Context) (g *hdfsClient, fresh bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.gen != nil {
@@ -238,14 +247,19 @@ func (h *HDFS) client() (g *hdfsClient, fresh bool, err error) {
 			return nil, false, fmt.Errorf("hdfs: kerberos: %w", err)
 		}
 	}
+	cctx, cancel := context.WithTimeout(ctx, hdfsConnectTimeout)
+	defer cancel()
+	stop := context.AfterFunc(cctx, g.closeConns)
 	g.cl, err = hdfs.NewClient(options)
-	if err != nil {
-		g.close()
-		return nil, false, fmt.Errorf("hdfs: connecting to %s: %w", strings.Join(options.Addresses, ","), err)
+	if err == nil {
+		// Fetch the server defaults now: the client caches them on first
+		// use without a lock, so concurrent calls must not fetch them.
+		_, err = g.cl.ServerDefaults()
 	}
-	// Fetch the server defaults now: the client caches them on first use
-	// without a lock, so they must not be fetched by concurrent calls.
-	if _, err := g.cl.ServerDefaults(); err != nil {
+	if !stop() && err != nil {
+		err = fmt.Errorf("%w (%v)", cctx.Err(), err)
+	}
+	if err != nil {
 		g.close()
 		return nil, false, fmt.Errorf("hdfs: connecting to %s: %w", strings.Join(options.Addresses, ","), err)
 	}
@@ -317,7 +331,7 @@ func (h *HDFS) do(ctx context.Context, idempotent bool, fn func(cl *hdfs.Client)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		g, fresh, err := h.client()
+		g, fresh, err := h.client(ctx)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,7 +209,7 @@ func TestHDFSMultiBlock(t *testing.T) {
 			}
 		}
 	}()
-	for range 3 {
+	for range 2 {
 		if err := f.WriteFile(ctx, p, exact); err != nil {
 			t.Fatal(err)
 		}
@@ -356,6 +358,36 @@ func TestHDFSContext(t *testing.T) {
 	}
 	if got, err := f.ReadFile(context.Background(), "/f"); err != nil || string(got) != "x" {
 		t.Fatalf("ReadFile = %q, %v", got, err)
+	}
+}
+
+// TestHDFSUnresponsiveNamenode: a namenode that accepts connections but never
+// answers fails calls when their context ends instead of hanging them.
+func TestHDFSUnresponsiveNamenode(t *testing.T) {
+	startHDFS(t) // for the environment
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, conn); conn.Close() }()
+		}
+	}()
+	f, _ := openHDFS(t, "hdfs://"+ln.Addr().String()+"/")
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		start := time.Now()
+		_, err := f.Stat(ctx, "/x")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+			t.Fatalf("Stat = %v after %v", err, time.Since(start))
+		}
 	}
 }
 
