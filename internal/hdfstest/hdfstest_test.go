@@ -8,6 +8,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/colinmarc/hdfs/v2"
 )
@@ -318,5 +319,45 @@ func TestDeleteWhileWriting(t *testing.T) {
 	}
 	if err := w.Close(); err == nil {
 		t.Fatal("Close of a deleted file succeeded")
+	}
+}
+
+func TestStopDuringWrite(t *testing.T) {
+	c := start(t)
+	cl := client(t, c)
+	data := randomBytes(3<<20, 5)
+	w, err := cl.Create("/partial")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data[:1<<20+1000]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop hangs with a write in progress")
+	}
+	_, werr := w.Write(data[1<<20+1000:])
+	if cerr := w.Close(); werr == nil && cerr == nil {
+		t.Fatal("a write across the outage succeeded")
+	}
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	cl2 := client(t, c)
+	// The completed first block survives; the file stays under
+	// construction (leases are not recovered) and cannot be created anew.
+	got, err := cl2.ReadFile("/partial")
+	if err != nil || !bytes.Equal(got, data[:1<<20]) {
+		t.Fatalf("ReadFile = %d bytes, %v", len(got), err)
+	}
+	if _, err := cl2.Create("/partial"); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Create = %v", err)
+	}
+	if err := cl2.Remove("/partial"); err != nil {
+		t.Fatal(err)
 	}
 }
