@@ -512,9 +512,11 @@ func (h *HDFS) RemoveAll(ctx context.Context, p string) error {
 // Rename implements FS; an existing file at to is replaced. A rename is not
 // retried: whether a failed one took effect is unknown.
 func (h *HDFS) Rename(ctx context.Context, from, to string) error {
-	return h.wrap("renaming to "+to, from, h.do(ctx, false, func(cl *hdfs.Client) error {
-		return cl.Rename(from, to)
-	}))
+	err := h.do(ctx, false, func(cl *hdfs.Client) error { return cl.Rename(from, to) })
+	if err != nil {
+		return fmt.Errorf("hdfs: renaming %s to %s: %w", h.URI(from), h.URI(to), err)
+	}
+	return nil
 }
 
 // Stat implements FS.
