@@ -104,8 +104,9 @@ func compareWindows(t *testing.T, got, want map[windowKey]windowAgg) {
 // runCrashTest runs examples/exactly-once.json as a separate process, kills
 // it with SIGKILL at random moments, restarts it with --restore latest each
 // time (with the parallelism parallelisms[i] on run i), and checks the
-// committed output once the job has finished.
-func runCrashTest(t *testing.T, kills int, parallelisms []int) {
+// committed output once the job has finished. extra are more sluice run
+// arguments (they come after the defaults, so --set overrides win).
+func runCrashTest(t *testing.T, kills int, parallelisms []int, extra ...string) {
 	const rows, keys = 200_000, 100
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
@@ -126,6 +127,7 @@ func runCrashTest(t *testing.T, kills int, parallelisms []int) {
 		if len(parallelisms) > 0 {
 			args = append(args, "--set", fmt.Sprintf("parallelism=%d", parallelisms[run%len(parallelisms)]))
 		}
+		args = append(args, extra...)
 		args = append(args, repoFile(t, "examples/exactly-once.json"))
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		cmd := exec.CommandContext(ctx, sluiceBin, args...)
