@@ -69,8 +69,11 @@ type NodeState struct {
 // SubtaskState locates a subtask's state file and its sections.
 type SubtaskState struct {
 	Subtask int `json:"subtask"`
-	// File is relative to the checkpoint directory.
-	File   string `json:"file"`
+	// File is relative to the checkpoint directory, or to Dir when set.
+	File string `json:"file"`
+	// Dir is the absolute directory of File on the checkpoint's filesystem
+	// when it is not the checkpoint directory (entropy injection).
+	Dir    string `json:"dir,omitempty"`
 	Size   int64  `json:"size"`
 	CRC32C uint32 `json:"crc32c"`
 	// KeyGroups holds keyed state, one section per key group, ascending.
@@ -180,12 +183,14 @@ type Storage struct {
 
 	mu         sync.Mutex
 	savepoints map[int64]string // savepoint id → its directory, while in progress
+
+	entropy *entropy // nil: no entropy injection
 }
 
 // Open returns the storage for checkpoints under checkpointURI and
 // savepoints under savepointURI (default <checkpointURI>/savepoints). Both
 // are URIs that engine/fs.Open accepts. Nothing is created until written.
-func Open(checkpointURI, savepointURI string) (*Storage, error) {
+func Open(checkpointURI, savepointURI string, opts ...Option) (*Storage, error) {
 	if checkpointURI == "" {
 		return nil, errors.New("no checkpoint storage URI")
 	}
@@ -200,7 +205,11 @@ func Open(checkpointURI, savepointURI string) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("savepoints: %w", err)
 	}
-	return &Storage{fs: cfs, base: base, spFS: sfs, spBase: spBase, savepoints: map[int64]string{}}, nil
+	s := &Storage{fs: cfs, base: base, spFS: sfs, spBase: spBase, savepoints: map[int64]string{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // CheckpointDir is the URI under which chk-<id> directories are written.
@@ -326,6 +335,12 @@ func (s *Storage) WriteState(ctx context.Context, id int64, savepoint bool, node
 	st.File = stateFileName(node, subtask)
 	st.Size = int64(len(data))
 	st.CRC32C = crc32.Checksum(data, castagnoli)
+	if s.entropy != nil && !savepoint {
+		if dir, err = s.entropy.dataDir(id); err != nil {
+			return st, err
+		}
+		st.Dir = dir
+	}
 	if err := fsys.WriteFile(ctx, fs.Join(dir, st.File), data); err != nil {
 		return st, fmt.Errorf("writing state of %s#%d: %w", node, subtask, err)
 	}
@@ -359,10 +374,13 @@ func validate(md *Metadata) error {
 				return fmt.Errorf("node %s: subtask %d is out of range or repeated", n.NodeID, st.Subtask)
 			}
 			subs[st.Subtask] = true
-			if st.File == "" || st.File == "." || st.File == ".." || st.File == MetadataFile || strings.ContainsAny(st.File, `/\`) || files[st.File] {
+			if st.File == "" || st.File == "." || st.File == ".." || st.File == MetadataFile || strings.ContainsAny(st.File, `/\`) || files[st.Dir+"/"+st.File] {
 				return fmt.Errorf("node %s#%d: bad or repeated file name %q", n.NodeID, st.Subtask, st.File)
 			}
-			files[st.File] = true
+			if st.Dir != "" && (!path.IsAbs(st.Dir) || path.Clean(st.Dir) != st.Dir || strings.Contains(st.Dir, "..")) {
+				return fmt.Errorf("node %s#%d: bad state directory %q", n.NodeID, st.Subtask, st.Dir)
+			}
+			files[st.Dir+"/"+st.File] = true
 			if st.Size < 0 {
 				return fmt.Errorf("node %s#%d: size %d", n.NodeID, st.Subtask, st.Size)
 			}
@@ -480,6 +498,11 @@ func (s *Storage) Abort(ctx context.Context, id int64, savepoint bool) {
 	if err := fsys.RemoveAll(ctx, dir); err != nil {
 		s.log().Warn("removing a failed checkpoint's files", "checkpoint", id, "dir", fs.URI(fsys, dir), "err", err)
 	}
+	if !savepoint {
+		if err := s.removeData(ctx, id, nil); err != nil {
+			s.log().Warn("removing a failed checkpoint's files", "checkpoint", id, "err", err)
+		}
+	}
 }
 
 // chkIDs returns the ids of the chk-<id> directories, newest first.
@@ -532,6 +555,9 @@ func (s *Storage) verify(ctx context.Context, fsys fs.FS, dir string, wantID int
 func readState(ctx context.Context, fsys fs.FS, dir string, st SubtaskState) ([]byte, error) {
 	if st.File == "" || st.File == "." || st.File == ".." || strings.ContainsAny(st.File, `/\`) {
 		return nil, corruptf("bad state file name %q", st.File)
+	}
+	if st.Dir != "" {
+		dir = st.Dir
 	}
 	data, err := fsys.ReadFile(ctx, fs.Join(dir, st.File))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -656,11 +682,14 @@ func (s *Storage) Prune(ctx context.Context, retained int) error {
 	for _, id := range ids {
 		dir := fs.Join(s.base, chkName(id))
 		complete := false
+		var dirs []string // entropy data of this checkpoint; nil = look for it
 		data, err := s.fs.ReadFile(ctx, fs.Join(dir, MetadataFile))
 		switch {
 		case err == nil:
-			_, derr := decodeMetadata(data)
-			complete = derr == nil
+			md, derr := decodeMetadata(data)
+			if complete = derr == nil; complete {
+				dirs = dataDirs(md)
+			}
 		case errors.Is(err, fs.ErrNotExist):
 		default:
 			// Unreadable for another reason: judge nothing, delete nothing.
@@ -676,6 +705,9 @@ func (s *Storage) Prune(ctx context.Context, retained int) error {
 		}
 		if newest < 0 {
 			continue // newer than every completed checkpoint: maybe in progress
+		}
+		if err := s.removeData(ctx, id, dirs); err != nil {
+			errs = append(errs, err)
 		}
 		if err := s.fs.RemoveAll(ctx, dir); err != nil {
 			errs = append(errs, fmt.Errorf("removing checkpoint %d: %w", id, err))

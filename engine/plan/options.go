@@ -13,7 +13,7 @@ import (
 // restart settings, opening the checkpoint storage.
 func Options(j *spec.Job) (runtime.Options, error) {
 	cp := j.Checkpoint
-	st, err := checkpoint.Open(cp.Storage, cp.Savepoints)
+	st, err := checkpoint.Open(cp.Storage, cp.Savepoints, checkpoint.WithEntropy(cp.EntropyKey, cp.EntropyLength))
 	if err != nil {
 		return runtime.Options{}, fmt.Errorf("checkpoint.storage: %w", err)
 	}

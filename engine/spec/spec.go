@@ -46,6 +46,11 @@ type Checkpoint struct {
 	// Incremental makes the badger state backend upload only what changed
 	// since the previous checkpoint (badger only).
 	Incremental bool `json:"incremental,omitempty"`
+	// EntropyKey is a path segment of Storage (e.g. "_entropy_") replaced
+	// by EntropyLength random hex characters in state files' paths and
+	// removed from the metadata's path.
+	EntropyKey    string `json:"entropyKey,omitempty"`
+	EntropyLength int    `json:"entropyLength,omitempty"`
 }
 
 const (

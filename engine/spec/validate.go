@@ -175,6 +175,12 @@ func (j *Job) Validate() error {
 			add("checkpoint.storage: %v", err)
 		}
 	}
+	if cp.EntropyLength < 0 || cp.EntropyLength > 32 {
+		add("checkpoint.entropyLength: must be 1 to 32, got %d", cp.EntropyLength)
+	}
+	if cp.EntropyKey != "" && (strings.Contains(cp.EntropyKey, "/") || cp.EntropyKey == "." || cp.EntropyKey == "..") {
+		add("checkpoint.entropyKey: %q must be one path segment", cp.EntropyKey)
+	}
 	if cp.Savepoints != "" {
 		if err := checkStorageURI(cp.Savepoints); err != nil {
 			add("checkpoint.savepoints: %v", err)
