@@ -84,16 +84,19 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 	restore := opts.Restore
 	for {
 		md, dir, err := resolveRestore(ctx, opts.Storage, restore)
-		if err != nil {
-			return res, err
+		if err != nil && res.Restarts == 0 {
+			return res, err // the restore asked for is not there: nothing starts
 		}
-		if md != nil {
-			opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
-		}
-		e, err := newExecution(ctx, g, opts, md, dir, res.Metrics)
 		if err == nil {
-			e.pauses = &res.pauseLog
-			err = e.run(ctx, res)
+			if md != nil {
+				opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
+			}
+			var e *execution
+			e, err = newExecution(ctx, g, opts, md, dir, res.Metrics)
+			if err == nil {
+				e.pauses = &res.pauseLog
+				err = e.run(ctx, res)
+			}
 		}
 		res.Pauses = summarise(res.pauseLog.pauses)
 		if err == nil || ctx.Err() != nil {
@@ -109,7 +112,11 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		case <-ctx.Done():
 			return res, ctx.Err()
 		}
-		if latest, _, _ := opts.Storage.Latest(ctx); latest != nil {
+		// Once this run has completed a checkpoint, restart from the latest
+		// one; before that, from where the run began: checkpoints in the
+		// storage may be an earlier run's. A storage error then fails the
+		// attempt (and uses up a restart), not a silent fresh start.
+		if res.Checkpoints > 0 {
 			restore = "latest"
 		}
 	}
