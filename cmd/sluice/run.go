@@ -111,6 +111,7 @@ func cmdRun(args []string) int {
 	}
 	opts.Restore = *restore
 	opts.Log = log
+	opts.Storage.Log = log
 	savepoints := make(chan runtime.SavepointRequest)
 	opts.Savepoints = savepoints
 
