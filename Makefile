@@ -2,8 +2,8 @@
 GO      ?= go
 BIN     := bin/sluice
 PKGS    := ./...
-# Packages whose concurrency bugs would lose data: always under the race detector.
-RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/checkpoint/... ./engine/fs/...
+# Packages whose concurrency bugs would lose data (engine/plan: whole jobs in-process): always under the race detector.
+RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/checkpoint/... ./engine/fs/... ./engine/plan/...
 
 .PHONY: build run test vet bench fuzz clean
 
@@ -19,7 +19,7 @@ vet:
 
 test: vet
 	$(GO) test -race -timeout 15m $(RACE)
-	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/checkpoint -e /engine/fs)
+	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/checkpoint -e /engine/fs -e /engine/plan)
 
 # Go benchmarks of the hot paths, then the harness that runs whole jobs beside
 # hand-written loops (figures for docs/benchmarks.md).
