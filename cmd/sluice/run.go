@@ -85,6 +85,7 @@ func cmdRun(args []string) int {
 	fs.Var(&sets, "set", "override a spec value by dotted path, KEY=VALUE (repeatable), like Flink's -D")
 	restore := fs.String("restore", env("SLUICE_RESTORE", ""), `restore from "latest" (newest complete checkpoint) or a checkpoint/savepoint path`)
 	spOnStop := fs.Bool("savepoint-on-stop", false, "on SIGTERM, write a final savepoint and stop")
+	localDir := fs.String("local-dir", env("SLUICE_LOCAL_DIR", ""), "directory for local state (badger) and local recovery copies (default: the system temp directory)")
 	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -110,6 +111,7 @@ func cmdRun(args []string) int {
 		return 1
 	}
 	opts.Restore = *restore
+	opts.LocalStateDir = *localDir
 	opts.Log = log
 	opts.Storage.Log = log
 	savepoints := make(chan runtime.SavepointRequest)
@@ -160,6 +162,9 @@ func cmdRun(args []string) int {
 		time.Sleep(50 * time.Millisecond) // let the savepoint path print first
 	}
 	attrs := []any{"job", j.Name, "took", time.Since(start).Round(time.Millisecond), "checkpoints", res.Checkpoints, "failedCheckpoints", res.FailedCheckpoints, "restarts", res.Restarts}
+	if l, r := res.Restored.LocalBytes.Load(), res.Restored.RemoteBytes.Load(); l+r > 0 {
+		attrs = append(attrs, "restoredLocalBytes", l, "restoredRemoteBytes", r)
+	}
 	if p := res.Pauses; p.N > 0 {
 		attrs = append(attrs, "checkpointPause", fmt.Sprintf("p50=%v p99=%v max=%v", p.P50, p.P99, p.Max))
 	}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -528,6 +529,13 @@ var errIncomplete = errors.New("no " + MetadataFile)
 // verify reads and checks the metadata of dir and every state file it lists.
 // wantID > 0 also checks the recorded id.
 func (s *Storage) verify(ctx context.Context, fsys fs.FS, dir string, wantID int64) (*Metadata, error) {
+	return s.check(ctx, fsys, dir, wantID, true)
+}
+
+// check is verify; deep=false only checks that each state file exists with
+// the recorded size, leaving the checksums to ReadState (which a restore
+// does anyway, or skips entirely when it has a local copy).
+func (s *Storage) check(ctx context.Context, fsys fs.FS, dir string, wantID int64, deep bool) (*Metadata, error) {
 	data, err := fsys.ReadFile(ctx, fs.Join(dir, MetadataFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errIncomplete
@@ -544,12 +552,35 @@ func (s *Storage) verify(ctx context.Context, fsys fs.FS, dir string, wantID int
 	}
 	for _, n := range md.Nodes {
 		for _, st := range n.Subtasks {
-			if _, err := readState(ctx, fsys, dir, st); err != nil {
+			var err error
+			if deep {
+				_, err = readState(ctx, fsys, dir, st)
+			} else {
+				err = statState(ctx, fsys, dir, st)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("state of %s#%d: %w", n.NodeID, st.Subtask, err)
 			}
 		}
 	}
 	return md, nil
+}
+
+func statState(ctx context.Context, fsys fs.FS, dir string, st SubtaskState) error {
+	if st.Dir != "" {
+		dir = st.Dir
+	}
+	e, err := fsys.Stat(ctx, fs.Join(dir, st.File))
+	if errors.Is(err, fs.ErrNotExist) {
+		return corruptf("state file %s is missing", st.File)
+	}
+	if err != nil {
+		return err
+	}
+	if e.Size != st.Size {
+		return corruptf("state file %s has %d bytes, want %d", st.File, e.Size, st.Size)
+	}
+	return nil
 }
 
 func readState(ctx context.Context, fsys fs.FS, dir string, st SubtaskState) ([]byte, error) {
@@ -579,13 +610,27 @@ func readState(ctx context.Context, fsys fs.FS, dir string, st SubtaskState) ([]
 // verify, and its directory as a URI. Newer incomplete or corrupt ones are
 // skipped with a warning. It returns (nil, "", nil) when there is none.
 func (s *Storage) Latest(ctx context.Context) (*Metadata, string, error) {
-	ids, err := s.chkIDs(ctx)
+	return s.LatestBefore(ctx, math.MaxInt64, true)
+}
+
+// LatestBefore is Latest among the checkpoints with an id below before.
+// With deep=false only the metadata and the state files' sizes are checked
+// (no state file is read); a restore then checks the checksums as it reads
+// and comes back for an older one if a file turns out corrupt.
+func (s *Storage) LatestBefore(ctx context.Context, before int64, deep bool) (*Metadata, string, error) {
+	all, err := s.chkIDs(ctx)
 	if err != nil {
 		return nil, "", err
 	}
+	var ids []int64
+	for _, id := range all {
+		if id < before {
+			ids = append(ids, id)
+		}
+	}
 	for k, id := range ids {
 		dir := fs.Join(s.base, chkName(id))
-		md, err := s.verify(ctx, s.fs, dir, id)
+		md, err := s.check(ctx, s.fs, dir, id, deep)
 		if err == nil {
 			return md, fs.URI(s.fs, dir), nil
 		}

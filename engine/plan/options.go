@@ -24,6 +24,7 @@ func Options(j *spec.Job) (runtime.Options, error) {
 		MinPause:          cp.MinPause.D(),
 		Retained:          cp.Retained,
 		TolerableFailures: cp.TolerableFailures,
+		LocalRecovery:     cp.LocalRecovery,
 	}
 	if o.Retained < 1 {
 		o.Retained = 1

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/sluice-stream/sluice/engine/checkpoint"
 	"github.com/sluice-stream/sluice/engine/state"
 )
 
@@ -20,7 +19,7 @@ func chainable(g *Graph, n *Node) bool {
 
 // build creates the tasks of this execution, wires their inputs and
 // outputs, and opens every operator and source with its restored state.
-func (e *execution) build(md *checkpoint.Metadata, dir string) error {
+func (e *execution) build(rr *restoreReader) error {
 	g := e.g
 	headOf := map[string]string{} // node → its chain's head
 	chains := map[string][]*Node{}
@@ -112,10 +111,9 @@ func (e *execution) build(md *checkpoint.Metadata, dir string) error {
 		}
 	}
 	// Open with restored state.
-	cache := map[string][]byte{}
 	for _, n := range g.Nodes {
 		for s, m := range memberOf[n.ID] {
-			r, err := restoredFor(e.ctx, e.opts.Storage, md, dir, cache, n.ID, m.ctx.KeyGroups)
+			r, err := rr.restoredFor(e.ctx, n.ID, m.ctx.KeyGroups)
 			if err != nil {
 				return err
 			}
@@ -133,7 +131,7 @@ func (e *execution) build(md *checkpoint.Metadata, dir string) error {
 			}
 		}
 	}
-	if md != nil {
+	if md := rr.md; md != nil {
 		for _, ns := range md.Nodes {
 			if g.node(ns.NodeID) == nil {
 				e.opts.Log.Warn("checkpoint has state for a node the job no longer has; ignoring it", "node", ns.NodeID)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
-	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // Options configure a run of a job.
@@ -31,6 +31,9 @@ type Options struct {
 	// latest checkpoint; RestartDelay waits between attempts.
 	RestartAttempts int
 	RestartDelay    time.Duration
+	// LocalRecovery keeps a local copy of each subtask's latest state so a
+	// restart on this machine restores without reading remote storage.
+	LocalRecovery bool
 	// LocalStateDir holds subtasks' local state directories (default: the
 	// system temp directory); each run gets its own subdirectory.
 	LocalStateDir string
@@ -65,6 +68,8 @@ type Result struct {
 	// snapshot) over every checkpoint of the run.
 	Pauses   Pauses
 	pauseLog pauseLog
+	// Restored counts the state bytes restores read, locally and remotely.
+	Restored RestoreStats
 }
 
 // Run executes g until its sources end (bounded job), it is stopped with a
@@ -82,8 +87,9 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		res.Metrics[n.ID] = &NodeMetrics{}
 	}
 	restore := opts.Restore
+	before := int64(math.MaxInt64) // "latest" means the newest below this
 	for {
-		md, dir, err := resolveRestore(ctx, opts.Storage, restore)
+		md, dir, err := resolveRestore(ctx, opts.Storage, restore, before)
 		if err != nil && res.Restarts == 0 {
 			return res, err // the restore asked for is not there: nothing starts
 		}
@@ -92,7 +98,22 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 				opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
 			}
 			var e *execution
-			e, err = newExecution(ctx, g, opts, md, dir, res.Metrics)
+			e, err = newExecution(ctx, g, opts, md, dir, res)
+			if err != nil && md != nil && restore == "latest" && isCorrupt(err) {
+				// A state file failed its checksum while restoring: try the
+				// next older checkpoint, as Latest would have.
+				next := "no older checkpoint to fall back to"
+				if older, _, lerr := opts.Storage.LatestBefore(ctx, md.CheckpointID, false); lerr == nil && older != nil {
+					next = fmt.Sprintf("falling back to checkpoint %d", older.CheckpointID)
+				}
+				opts.Log.Warn(fmt.Sprintf("checkpoint %d is corrupt: %v; %s", md.CheckpointID, err, next), "checkpoint", md.CheckpointID)
+				before = md.CheckpointID
+				continue
+			}
+			if err == nil && md != nil {
+				opts.Log.Info("state restored", "checkpoint", md.CheckpointID,
+					"localBytes", res.Restored.LocalBytes.Load(), "remoteBytes", res.Restored.RemoteBytes.Load())
+			}
 			if err == nil {
 				e.pauses = &res.pauseLog
 				err = e.run(ctx, res)
@@ -118,16 +139,19 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		// attempt (and uses up a restart), not a silent fresh start.
 		if res.Checkpoints > 0 {
 			restore = "latest"
+			before = math.MaxInt64
 		}
 	}
 }
 
-func resolveRestore(ctx context.Context, st *checkpoint.Storage, restore string) (*checkpoint.Metadata, string, error) {
+func resolveRestore(ctx context.Context, st *checkpoint.Storage, restore string, before int64) (*checkpoint.Metadata, string, error) {
 	switch restore {
 	case "":
 		return nil, "", nil
 	case "latest":
-		md, dir, err := st.Latest(ctx)
+		// State files' checksums are checked as they are read (or their
+		// local copies are used): no need to read them all here first.
+		md, dir, err := st.LatestBefore(ctx, before, false)
 		if err != nil {
 			return nil, "", fmt.Errorf("finding the latest checkpoint: %w", err)
 		}
@@ -179,6 +203,7 @@ type execution struct {
 	firstID     int64
 	pauses      *pauseLog
 	localDir    string // this attempt's local state directory
+	recovery    localRecovery
 }
 
 func (e *execution) event(ev event) {
@@ -194,8 +219,8 @@ func newAttemptID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Metadata, dir string, metrics map[string]*NodeMetrics) (*execution, error) {
-	e := &execution{g: g, opts: opts, exactlyOnce: g.ExactlyOnce, attempt: newAttemptID(), metrics: metrics, events: make(chan event, 1024)}
+func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Metadata, dir string, res *Result) (*execution, error) {
+	e := &execution{g: g, opts: opts, exactlyOnce: g.ExactlyOnce, attempt: newAttemptID(), metrics: res.Metrics, events: make(chan event, 1024)}
 	e.ctx, e.cancel = context.WithCancel(ctx)
 	id, err := opts.Storage.NextCheckpointID(ctx)
 	if err != nil {
@@ -208,7 +233,12 @@ func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Me
 		base = filepath.Join(os.TempDir(), "sluice-local")
 	}
 	e.localDir = filepath.Join(base, g.JobName, e.attempt)
-	if err := e.build(md, dir); err != nil {
+	e.recovery = localRecovery{log: opts.Log}
+	if opts.LocalRecovery {
+		e.recovery.dir = filepath.Join(base, g.JobName, "recovery")
+	}
+	rr := &restoreReader{st: opts.Storage, md: md, dir: dir, local: e.recovery, cache: map[string][]byte{}, stats: &res.Restored}
+	if err := e.build(rr); err != nil {
 		e.cancel()
 		return nil, err
 	}
@@ -294,6 +324,7 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 			} else {
 				res.Checkpoints++
 				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
+				e.recovery.prune(p.ID)
 				if err := e.opts.Storage.Prune(e.ctx, e.opts.Retained); err != nil {
 					e.opts.Log.Warn("pruning old checkpoints", "err", err)
 				}
@@ -410,6 +441,9 @@ func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
 				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
 				return
 			}
+			if !tr.Savepoint {
+				e.recovery.keep(tr.ID, st.File, data)
+			}
 			states = append(states, nodeSubtaskState{node: n.ID, par: n.Parallelism, state: st})
 		}
 		e.event(event{kind: evAck, task: t.idx, id: tr.ID, states: states})
@@ -446,50 +480,4 @@ func (e *execution) commit(p *Pending) (string, error) {
 		md.Nodes = append(md.Nodes, *ns)
 	}
 	return e.opts.Storage.Commit(e.ctx, md)
-}
-
-// restored collects a new subtask's share of the checkpoint's state for node.
-func restoredFor(ctx context.Context, st *checkpoint.Storage, md *checkpoint.Metadata, dir string, cache map[string][]byte, node string, r state.KeyGroupRange) (*Restored, error) {
-	if md == nil {
-		return nil, nil
-	}
-	var ns *checkpoint.NodeState
-	for i := range md.Nodes {
-		if md.Nodes[i].NodeID == node {
-			ns = &md.Nodes[i]
-		}
-	}
-	if ns == nil {
-		return nil, nil
-	}
-	res := &Restored{CheckpointID: md.CheckpointID, KeyGroups: map[int][]byte{}}
-	for _, sub := range ns.Subtasks {
-		need := len(sub.OperatorState) > 0
-		for _, kg := range sub.KeyGroups {
-			if r.Contains(kg.KeyGroup) {
-				need = true
-			}
-		}
-		if !need {
-			continue
-		}
-		data, ok := cache[sub.File]
-		if !ok {
-			var err error
-			data, err = st.ReadState(ctx, dir, sub)
-			if err != nil {
-				return nil, fmt.Errorf("reading state of %s#%d: %w", node, sub.Subtask, err)
-			}
-			cache[sub.File] = data
-		}
-		for _, kg := range sub.KeyGroups {
-			if r.Contains(kg.KeyGroup) {
-				res.KeyGroups[kg.KeyGroup] = data[kg.Offset : kg.Offset+kg.Length]
-			}
-		}
-		for _, os := range sub.OperatorState {
-			res.OperatorState = append(res.OperatorState, data[os.Offset:os.Offset+os.Length])
-		}
-	}
-	return res, nil
 }

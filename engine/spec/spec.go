@@ -46,6 +46,9 @@ type Checkpoint struct {
 	// Incremental makes the badger state backend upload only what changed
 	// since the previous checkpoint (badger only).
 	Incremental bool `json:"incremental,omitempty"`
+	// LocalRecovery keeps each subtask's latest state on local disk too, so
+	// that a restart on the same machine restores without remote reads.
+	LocalRecovery bool `json:"localRecovery,omitempty"`
 	// EntropyKey is a path segment of Storage (e.g. "_entropy_") replaced
 	// by EntropyLength random hex characters in state files' paths and
 	// removed from the metadata's path.
