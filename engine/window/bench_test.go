@@ -231,7 +231,7 @@ func BenchmarkSnapshotPause(b *testing.B) {
 // nothing, for int and encoded keys and every kind.
 func TestProcessAllocs(t *testing.T) {
 	if testing.Short() {
-		t.Skip()
+		t.Skip("allocation counts need a full run: skipped only with -short")
 	}
 	for _, ks := range [][]string{{"ki"}, {"ki", "ks"}} {
 		for _, cfg := range []Config{{Kind: Tumbling, Size: 1000}, {Kind: Sliding, Size: 1000, Slide: 250}, {Kind: Session, Gap: 1000}} {
