@@ -70,6 +70,9 @@ type Result struct {
 	pauseLog pauseLog
 	// Restored counts the state bytes restores read, locally and remotely.
 	Restored RestoreStats
+	// RestoreTime is how long restoring took: reading the checkpoint's
+	// state and opening every operator with it.
+	RestoreTime time.Duration
 }
 
 // Run executes g until its sources end (bounded job), it is stopped with a
@@ -98,7 +101,11 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 				opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
 			}
 			var e *execution
+			began := time.Now()
 			e, err = newExecution(ctx, g, opts, md, dir, res)
+			if md != nil {
+				res.RestoreTime += time.Since(began)
+			}
 			if err != nil && md != nil && restore == "latest" && isCorrupt(err) {
 				// A state file failed its checksum while restoring: try the
 				// next older checkpoint, as Latest would have.

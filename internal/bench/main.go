@@ -25,7 +25,7 @@ import (
 )
 
 var (
-	only  = flag.String("only", "", "comma-separated scenarios to run (a,b,c,pause); empty = all")
+	only  = flag.String("only", "", "comma-separated scenarios to run (a,b,c,pause,restore); empty = all")
 	reps  = flag.Int("reps", 3, "repetitions per measurement; the best is reported")
 	scale = flag.Float64("scale", 1, "multiply row counts (e.g. 0.1 for a quick run)")
 	prof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -98,11 +98,11 @@ func mustRun(specJSON string, sets ...string) *rt.Result {
 	return res
 }
 
-type row struct{ cells []string }
+type tableRow struct{ cells []string }
 
-var table []row
+var table []tableRow
 
-func add(cells ...string) { table = append(table, row{cells}) }
+func add(cells ...string) { table = append(table, tableRow{cells}) }
 
 func mrps(v float64) string { return fmt.Sprintf("%.1f M", v/1e6) }
 
@@ -130,6 +130,9 @@ func main() {
 	}
 	if want("pause") {
 		scenarioPause()
+	}
+	if want("restore") {
+		scenarioRestore()
 	}
 	fmt.Println("| scenario | what | rows | wall | rows/s | rows per CPU-second | vs loop (time) |")
 	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
