@@ -99,6 +99,9 @@ func planWindow(c *PlanContext) (*Planned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
+	if c.Job.StateBackend == spec.Badger {
+		cfg.Backend = window.BackendBadger
+	}
 	pl := &Planned{Schema: out, NewOperator: func() runtime.Operator { return &windowOp{cfg: cfg, in: in, late: p.LateOutput} }}
 	if p.LateOutput != "" {
 		pl.Side = map[string]*row.Schema{p.LateOutput: in}
@@ -154,6 +157,10 @@ func (w *windowOp) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	w.Ctx = ctx
 	w.cfg.KeyGroups = ctx.KeyGroups
 	w.cfg.MaxParallelism = ctx.MaxParallelism
+	if w.cfg.Backend == window.BackendBadger {
+		// The subtask's own directory: badger keeps the keyed state there.
+		w.cfg.Dir = ctx.LocalDir
+	}
 	op, err := window.New(w.cfg, w.in)
 	if err != nil {
 		return err
@@ -212,6 +219,15 @@ func (w *windowOp) Watermark(wm int64) error {
 	return nil
 }
 
+// Close closes the window's state (the badger database, removing its
+// directory).
+func (w *windowOp) Close() error {
+	if w.op == nil {
+		return nil
+	}
+	return w.op.Close()
+}
+
 func (w *windowOp) Snapshot(int64) (runtime.Snapshot, error) {
 	s := w.op.Snapshot()
 	wm := w.wm
@@ -220,7 +236,13 @@ func (w *windowOp) Snapshot(int64) (runtime.Snapshot, error) {
 		var buf []byte
 		for _, kg := range s.KeyGroups() {
 			buf = s.WriteKeyGroup(kg, buf[:0])
+			if err := s.Err(); err != nil {
+				return err
+			}
 			sw.AddKeyGroup(kg, append([]byte(nil), buf...))
+		}
+		if err := s.Err(); err != nil {
+			return err
 		}
 		e := make([]byte, 8)
 		binary.BigEndian.PutUint64(e, uint64(wm))

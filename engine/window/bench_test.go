@@ -2,6 +2,7 @@ package window
 
 import (
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -52,12 +53,25 @@ func discard(b *row.Batch) { b.Release() }
 // BenchmarkTumblingCountSum: int64 key, 1000 keys, 1-minute windows with
 // 100 rows per key per window; the watermark follows each batch, so firing
 // and purging are included. One op is one 1024-row batch.
-func BenchmarkTumblingCountSum(b *testing.B) {
-	op, err := New(Config{Kind: Tumbling, Size: 60_000, KeyFields: []string{"k"}, TimeField: "ts",
-		Aggs: []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}}}, benchSchema)
+func BenchmarkTumblingCountSum(b *testing.B) { benchTumbling(b, BackendHeap) }
+
+// BenchmarkTumblingCountSumBadger is the same with the state in badger.
+func BenchmarkTumblingCountSumBadger(b *testing.B) { benchTumbling(b, BackendBadger) }
+
+func benchTumbling(b *testing.B, backend string) {
+	cfg := Config{Kind: Tumbling, Size: 60_000, KeyFields: []string{"k"}, TimeField: "ts",
+		Aggs: []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}}, Backend: backend}
+	if backend == BackendBadger {
+		saved := badgerMem
+		defer func() { badgerMem = saved }()
+		badgerMem = defaultBadgerMem
+		cfg.Dir = b.TempDir()
+	}
+	op, err := New(cfg, benchSchema)
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer op.Close()
 	r := rand.New(rand.NewPCG(1, 1))
 	f := newFeed(60_000.0/100_000, func(int64) int64 { return r.Int64N(1000) })
 	for range 200 { // keys exist
@@ -119,32 +133,56 @@ func BenchmarkTumblingStringKey(b *testing.B) {
 	b.ReportMetric(float64(b.N)*row.DefaultBatchSize/time.Since(start).Seconds(), "rows/s")
 }
 
-var sliding struct {
+var sliding = map[string]*struct {
 	op   *Operator
 	feed *benchFeed
-}
+}{}
 
 // BenchmarkSliding5m1m4Aggs: 5-minute windows sliding by 1 minute (each row
 // updates 5 accumulators), 1M distinct keys, 2M rows per minute of event
 // time, count/sum/avg/max. The operator is warmed up once (6 minutes of
 // event time) and kept across runs, so state is in its steady size.
-func BenchmarkSliding5m1m4Aggs(b *testing.B) {
+func BenchmarkSliding5m1m4Aggs(b *testing.B) { benchSliding(b, BackendHeap) }
+
+// BenchmarkSliding5m1m4AggsBadger is the same with the state in badger
+// (production memory settings); heap-MiB is the Go heap in use at the end,
+// state-MiB the database's size on disk.
+func BenchmarkSliding5m1m4AggsBadger(b *testing.B) { benchSliding(b, BackendBadger) }
+
+func benchSliding(b *testing.B, backend string) {
 	const keys = 1_000_000
-	if sliding.op == nil {
-		op, err := New(Config{Kind: Sliding, Size: 5 * 60_000, Slide: 60_000, KeyFields: []string{"k"}, TimeField: "ts",
-			Aggs: []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}, {Name: "a", Fn: Avg, Field: "f"}, {Name: "m", Fn: Max, Field: "v"}}}, benchSchema)
+	sl := sliding[backend]
+	if sl == nil {
+		cfg := Config{Kind: Sliding, Size: 5 * 60_000, Slide: 60_000, KeyFields: []string{"k"}, TimeField: "ts",
+			Aggs:    []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}, {Name: "a", Fn: Avg, Field: "f"}, {Name: "m", Fn: Max, Field: "v"}},
+			Backend: backend}
+		if backend == BackendBadger {
+			saved := badgerMem
+			defer func() { badgerMem = saved }()
+			badgerMem = defaultBadgerMem
+			dir, err := os.MkdirTemp("", "sluice-bench-badger")
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.Dir = dir
+		}
+		op, err := New(cfg, benchSchema)
 		if err != nil {
 			b.Fatal(err)
 		}
 		r := rand.New(rand.NewPCG(2, 2))
-		sliding.op, sliding.feed = op, newFeed(60_000.0/2_000_000, func(int64) int64 { return r.Int64N(keys) })
+		sl = &struct {
+			op   *Operator
+			feed *benchFeed
+		}{op, newFeed(60_000.0/2_000_000, func(int64) int64 { return r.Int64N(keys) })}
+		sliding[backend] = sl
 		for range 6 * 2_000_000 / row.DefaultBatchSize {
-			bt, wm := sliding.feed.next()
+			bt, wm := sl.feed.next()
 			op.Process(bt, nil)
 			op.AdvanceWatermark(wm, discard)
 		}
 	}
-	op, f := sliding.op, sliding.feed
+	op, f := sl.op, sl.feed
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -164,6 +202,10 @@ func BenchmarkSliding5m1m4Aggs(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ms.HeapAlloc)/keys, "heap-B/key")
+	if backend == BackendBadger {
+		b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+		b.ReportMetric(float64(bytes)/(1<<20), "state-MiB")
+	}
 }
 
 var big struct {

@@ -74,7 +74,20 @@ type Config struct {
 	// (default: all of them).
 	MaxParallelism int
 	KeyGroups      state.KeyGroupRange
+
+	// Backend is where keyed state lives: BackendHeap (the default, also
+	// "") or BackendBadger, a badger database in Dir (created, emptied
+	// first, and removed by Close) for state larger than memory. Both
+	// give the same output and the same snapshot format.
+	Backend string
+	Dir     string
 }
+
+// State backends.
+const (
+	BackendHeap   = "heap"
+	BackendBadger = "badger"
+)
 
 // Names of the two window columns in the output.
 const (
@@ -146,6 +159,11 @@ func plan(cfg Config, in *row.Schema) (*layout, error) {
 		}
 	default:
 		return nil, fmt.Errorf("window: unknown kind %d", int(cfg.Kind))
+	}
+	switch cfg.Backend {
+	case "", BackendHeap, BackendBadger: // badger's Dir is checked by New
+	default:
+		return nil, fmt.Errorf("window: unknown state backend %q (want %s or %s)", cfg.Backend, BackendHeap, BackendBadger)
 	}
 	if cfg.AllowedLateness < 0 {
 		return nil, fmt.Errorf("window: allowed lateness must be >= 0 ms, got %d", cfg.AllowedLateness)

@@ -10,6 +10,10 @@ import (
 // TestLateness walks one key through on-time, late-within-lateness
 // (re-fire with the updated result) and too-late rows, for each kind.
 func TestLateness(t *testing.T) {
+	forBackends(t, testLateness)
+}
+
+func testLateness(t *testing.T, be string) {
 	aggs := []Agg{{Name: "n", Fn: Count}, {Name: "sv", Fn: Sum, Field: "v"}}
 	r := func(ts, v int64) refRow { return refRow{int64(1), "", int64(0), 0.0, false, ts, v, 0.0} }
 	type step struct {
@@ -48,8 +52,8 @@ func TestLateness(t *testing.T) {
 	} {
 		t.Run(c.cfg.Kind.String(), func(t *testing.T) {
 			cfg := c.cfg
-			cfg.KeyFields, cfg.TimeField, cfg.Aggs = []string{"ki"}, "ts", aggs
-			op, err := New(cfg, testSchema)
+			cfg.KeyFields, cfg.TimeField, cfg.Aggs, cfg.Backend = []string{"ki"}, "ts", aggs, be
+			op, err := newOp(t, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -15,6 +15,7 @@ type Operator struct {
 	base
 	core core
 	reg  *registry
+	st   *bstore // badger backend, else nil
 }
 
 // base is what the cores share with the operator.
@@ -47,12 +48,36 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 	o := &Operator{reg: newRegistry()}
 	o.base = base{l: l, wm: math.MinInt64, c: cow{ver: 1}, kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
 	maxPar := uint64(l.cfg.MaxParallelism)
+	if l.cfg.Backend == BackendBadger {
+		st, err := openStore(l.cfg.Dir)
+		if err != nil {
+			return nil, err
+		}
+		o.st = st
+		if l.intKey {
+			o.core = newBadgerCore[int64](&o.base, &intKeyer{col: l.keyCols[0], maxPar: maxPar}, st)
+		} else {
+			o.core = newBadgerCore[string](&o.base, &encKeyer{cols: l.keyCols, types: l.keyTypes, maxPar: maxPar}, st)
+		}
+		return o, nil
+	}
 	if l.intKey {
 		o.core = newCore[int64](&o.base, &intKeyer{col: l.keyCols[0], maxPar: maxPar})
 	} else {
 		o.core = newCore[string](&o.base, &encKeyer{cols: l.keyCols, types: l.keyTypes, maxPar: maxPar})
 	}
 	return o, nil
+}
+
+// Close releases the operator's resources: with the badger backend it
+// closes the database and removes its directory. A snapshot still being
+// written fails (see Snapshot.Err). Calling Close twice is harmless; the
+// operator must not be used afterwards.
+func (o *Operator) Close() error {
+	if o.st == nil {
+		return nil
+	}
+	return o.st.close()
 }
 
 func newCore[K keyT](b *base, kx keyer[K]) core {

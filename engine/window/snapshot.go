@@ -56,6 +56,7 @@ type snapData interface {
 	keyGroups() []int
 	write(kg int, dst []byte) []byte
 	release()
+	err() error
 }
 
 // Watermark is the operator's watermark when the snapshot was taken.
@@ -72,6 +73,16 @@ func (s *Snapshot) WriteKeyGroup(kg int, dst []byte) []byte {
 		panic("window: WriteKeyGroup after Release")
 	}
 	return s.data.write(kg, dst)
+}
+
+// Err reports a failure to read the state while writing the snapshot
+// (badger backend: a read error, or the operator closed under it); the
+// bytes written are then incomplete. It is nil for the heap backend.
+func (s *Snapshot) Err() error {
+	if s.done.Load() {
+		return nil
+	}
+	return s.data.err()
 }
 
 // Release lets the operator write frozen segments in place again. The
@@ -231,7 +242,8 @@ func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
 	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, chunks: t.chunks, bits: t.bits})
 }
 
-func (s *coreSnap[K]) release() { s.tabs = nil }
+func (s *coreSnap[K]) release()   { s.tabs = nil }
+func (s *coreSnap[K]) err() error { return nil }
 
 func (s *coreSnap[K]) keyGroups() []int {
 	var kgs []int

@@ -77,21 +77,25 @@ func collect(bs *[]*row.Batch) func(*row.Batch) {
 // TestAgainstModel steps the operator and the reference model through the
 // same random, out-of-order script and compares every output and late row.
 func TestAgainstModel(t *testing.T) {
-	for _, small := range []bool{false, true} {
-		for _, cfg := range configs() {
-			t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
-				if small {
-					defer func(v int) { segMax = v }(segMax)
-					segMax = 2
-				}
-				runScript(t, cfg, 1)
-			})
+	forBackends(t, func(t *testing.T, be string) {
+		for _, small := range smallSegs(be) {
+			for _, cfg := range configs() {
+				cfg.Backend = be
+				t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
+					parallelBadger(t, be)
+					if small {
+						defer func(v int) { segMax = v }(segMax)
+						segMax = 2
+					}
+					runScript(t, cfg, 1)
+				})
+			}
 		}
-	}
+	})
 }
 
 func runScript(t *testing.T, cfg Config, seed uint64) {
-	op, err := New(cfg, testSchema)
+	op, err := newOp(t, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +138,17 @@ func toAny(rows []refRow) [][]any {
 // TestBruteForce checks in-order streams against a plain group-by over all
 // rows, independently of the model.
 func TestBruteForce(t *testing.T) {
+	forBackends(t, func(t *testing.T, be string) { testBruteForce(t, be) })
+}
+
+func testBruteForce(t *testing.T, be string) {
 	for _, cfg := range configs() {
 		if cfg.AllowedLateness != 0 {
 			continue
 		}
+		cfg.Backend = be
 		t.Run(name(cfg), func(t *testing.T) {
+			parallelBadger(t, be)
 			g := &gen{r: rand.New(rand.NewPCG(3, 4))}
 			var all []refRow
 			for range 50 {
@@ -146,7 +156,7 @@ func TestBruteForce(t *testing.T) {
 				all = append(all, g.rows(20, 0)...)
 			}
 			slices.SortStableFunc(all, func(a, b refRow) int { return int(a[5].(int64) - b[5].(int64)) })
-			op, err := New(cfg, testSchema)
+			op, err := newOp(t, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -278,17 +288,21 @@ func TestOutputSchema(t *testing.T) {
 // and checks that (1) the snapshot's bytes did not change, (2) restoring
 // them gives an operator that behaves like one that stopped at the snapshot.
 func TestSnapshotCOW(t *testing.T) {
-	for _, small := range []bool{false, true} {
-		for _, cfg := range configs() {
-			t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
-				if small {
-					defer func(v int) { segMax = v }(segMax)
-					segMax = 2
-				}
-				testSnapshotCOW(t, cfg)
-			})
+	forBackends(t, func(t *testing.T, be string) {
+		for _, small := range smallSegs(be) {
+			for _, cfg := range configs() {
+				cfg.Backend = be
+				t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
+					parallelBadger(t, be)
+					if small {
+						defer func(v int) { segMax = v }(segMax)
+						segMax = 2
+					}
+					testSnapshotCOW(t, cfg)
+				})
+			}
 		}
-	}
+	})
 }
 
 type step struct {
@@ -332,7 +346,7 @@ func snapBytes(s *Snapshot, maxPar int) map[int][]byte {
 func testSnapshotCOW(t *testing.T, cfg Config) {
 	steps := script(5, 100)
 	const at = 60
-	a, _ := New(cfg, testSchema)
+	a, _ := newOp(t, cfg)
 	run(t, a, steps[:at])
 	snap := a.Snapshot()
 	before := snapBytes(snap, cfg.MaxParallelism)
@@ -351,14 +365,14 @@ func testSnapshotCOW(t *testing.T, cfg Config) {
 	}
 	// Restore into a new operator and compare with one replayed to the
 	// snapshot point.
-	r, _ := New(cfg, testSchema)
+	r, _ := newOp(t, cfg)
 	for kg, b := range before {
 		if err := r.Restore(kg, b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r.RestoreWatermark(snap.Watermark())
-	ref, _ := New(cfg, testSchema)
+	ref, _ := newOp(t, cfg)
 	run(t, ref, steps[:at])
 	rs := r.Snapshot()
 	for kg, b := range snapBytes(rs, cfg.MaxParallelism) {
@@ -375,13 +389,19 @@ func testSnapshotCOW(t *testing.T, cfg Config) {
 // groups into 3 subtasks and finishes there; the union of outputs equals
 // one subtask's.
 func TestRescale(t *testing.T) {
+	forBackends(t, testRescale)
+}
+
+func testRescale(t *testing.T, be string) {
 	for _, cfg := range configs() {
+		cfg.Backend = be
 		t.Run(name(cfg), func(t *testing.T) {
+			parallelBadger(t, be)
 			cfg.MaxParallelism = 16
 			steps := script(11, 90)
 			const at = 50
 			rest := append(slices.Clone(steps[at:]), step{wm: math.MaxInt64})
-			single, _ := New(cfg, testSchema)
+			single, _ := newOp(t, cfg)
 			want := run(t, single, append(slices.Clone(steps), step{wm: math.MaxInt64}))
 
 			l, _ := plan(cfg, testSchema)
@@ -407,7 +427,7 @@ func TestRescale(t *testing.T) {
 			for i, ss := range routed(steps[:at], 2) {
 				c := cfg
 				c.KeyGroups = state.RangeForSubtask(i, cfg.MaxParallelism, 2)
-				op, err := New(c, testSchema)
+				op, err := newOp(t, c)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -422,7 +442,7 @@ func TestRescale(t *testing.T) {
 			for i, ss := range routed(rest, 3) {
 				c := cfg
 				c.KeyGroups = state.RangeForSubtask(i, cfg.MaxParallelism, 3)
-				op, _ := New(c, testSchema)
+				op, _ := newOp(t, c)
 				for kg := c.KeyGroups.Start; kg < c.KeyGroups.End; kg++ {
 					if b, ok := saved[kg]; ok {
 						if err := op.Restore(kg, b); err != nil {
@@ -449,13 +469,17 @@ func sortAll(rows [][]any) {
 // TestConcurrentSnapshotWrite serialises a snapshot on another goroutine
 // while the operator keeps processing (run with -race).
 func TestConcurrentSnapshotWrite(t *testing.T) {
+	forBackends(t, testConcurrentSnapshotWrite)
+}
+
+func testConcurrentSnapshotWrite(t *testing.T, be string) {
 	for _, kind := range []Kind{Tumbling, Sliding, Session} {
 		t.Run(kind.String(), func(t *testing.T) {
 			defer func(v int) { segMax = v }(segMax)
 			segMax = 8
-			cfg := Config{Kind: kind, Size: 10, Slide: 5, Gap: 5, AllowedLateness: 5, KeyFields: []string{"ki", "ks"}, TimeField: "ts", Aggs: testAggs, MaxParallelism: 4}
+			cfg := Config{Kind: kind, Size: 10, Slide: 5, Gap: 5, AllowedLateness: 5, KeyFields: []string{"ki", "ks"}, TimeField: "ts", Aggs: testAggs, MaxParallelism: 4, Backend: be}
 			steps := script(21, 200)
-			op, _ := New(cfg, testSchema)
+			op, _ := newOp(t, cfg)
 			run(t, op, steps[:100])
 			s := op.Snapshot()
 			want := snapBytes(s, 4)
@@ -481,8 +505,12 @@ func TestConcurrentSnapshotWrite(t *testing.T) {
 }
 
 func TestRestoreErrors(t *testing.T) {
-	cfg := Config{Kind: Tumbling, Size: 10, KeyFields: []string{"ki"}, TimeField: "ts", Aggs: testAggs, MaxParallelism: 4}
-	op, _ := New(cfg, testSchema)
+	forBackends(t, testRestoreErrors)
+}
+
+func testRestoreErrors(t *testing.T, be string) {
+	cfg := Config{Kind: Tumbling, Size: 10, KeyFields: []string{"ki"}, TimeField: "ts", Aggs: testAggs, MaxParallelism: 4, Backend: be}
+	op, _ := newOp(t, cfg)
 	op.Process(batchOf(t, script(1, 1)[0].rows), nil)
 	s := op.Snapshot()
 	kg := s.KeyGroups()[0]
@@ -490,11 +518,11 @@ func TestRestoreErrors(t *testing.T) {
 	s.Release()
 	other := cfg
 	other.Size = 20
-	o2, _ := New(other, testSchema)
+	o2, _ := newOp(t, other)
 	if err := o2.Restore(kg, b); err == nil {
 		t.Fatal("restored state of another window size")
 	}
-	o3, _ := New(cfg, testSchema)
+	o3, _ := newOp(t, cfg)
 	if err := o3.Restore((kg+1)%4, b); err == nil {
 		t.Fatal("restored state into the wrong key group")
 	}

@@ -1,0 +1,1138 @@
+package window
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sync"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/sluice-stream/sluice/engine/row"
+)
+
+// The badger backend keeps the keyed state in a badger database (an LSM
+// tree on local disk) instead of heap segments, for state larger than
+// memory. Semantics, output and the snapshot bytes per key group are those
+// of the heap backend (snapshot.go's format), so state moves between the
+// two backends and across parallelisms.
+//
+// Keys:
+//
+//	tumbling, sliding  0x00 kg(2, BE) paneEnd(8, BE, sign flipped) key
+//	session            0x00 kg(2, BE) key
+//	session timer      0x01 time(8, BE, sign flipped) kg(2, BE) key
+//
+// where key is the order-preserving key encoding (keys.go; an int64 key is
+// its 8 bytes big-endian with the sign flipped), so iterating a prefix
+// visits keys in output and snapshot order. A pane value is the
+// accumulator's words (8 bytes little-endian each); a session value is the
+// key's timer, its session count, then per session (by start) start, end
+// and the accumulator, all as such words.
+//
+// What stays in memory: the sorted list of live panes (end, which key
+// groups have entries, the keys made dirty by late rows), and per batch a
+// map of the accumulators it touches. Process loads each touched
+// accumulator once (read-modify-write), folds the batch's rows into it in
+// row order (so float sums round as on the heap) and writes the batch back
+// in one WriteBatch. Session timers live in the database, one per key (no
+// stale entries), and AdvanceWatermark scans them up to the watermark.
+//
+// A snapshot is a read-only transaction opened by Snapshot (badger is
+// MVCC: a consistent view for free); WriteKeyGroup serialises from it on
+// any goroutine, Release discards it. A database error in Process or
+// AdvanceWatermark panics (the runtime fails the task and restarts the
+// job from its last checkpoint); in a snapshot it is reported by Err.
+
+const (
+	tagState = 0
+	tagTimer = 1
+)
+
+// badgerMem sizes the database's memory: memtables (each also the size of
+// a write-ahead log file created at open), block cache and index cache.
+// A var so tests can shrink it: opening a database allocates and maps its
+// memtables.
+var badgerMem = defaultBadgerMem
+
+var defaultBadgerMem = struct{ memTable, baseTable, blockCache, indexCache int64 }{32 << 20, 4 << 20, 64 << 20, 32 << 20}
+
+// badgerOptions bounds memory: small memtables, small caches, values kept
+// in the LSM tree (they are tens of bytes), no compression, no fsync (the
+// database is rebuilt from a checkpoint after a crash), no conflict
+// detection (one writer).
+func badgerOptions(dir string) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(nil).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false).
+		WithCompression(options.None).
+		WithMemTableSize(badgerMem.memTable).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(badgerMem.baseTable).
+		WithBaseLevelSize(64 << 20).
+		WithBlockCacheSize(badgerMem.blockCache).
+		WithIndexCacheSize(badgerMem.indexCache).
+		WithValueThreshold(1 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithNumVersionsToKeep(1).
+		WithCompactL0OnClose(false)
+}
+
+// bstore is the database and a guard that keeps snapshot writers off it
+// once it is closed.
+type bstore struct {
+	db     *badger.DB
+	dir    string
+	mu     sync.RWMutex
+	closed bool
+}
+
+func openStore(dir string) (*bstore, error) {
+	if dir == "" {
+		return nil, errors.New("window: the badger state backend needs a directory")
+	}
+	// The directory is this operator's: anything in it is a dead run's.
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("window: badger state directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("window: badger state directory: %w", err)
+	}
+	db, err := badger.Open(badgerOptions(dir))
+	if err != nil {
+		return nil, fmt.Errorf("window: opening badger state in %s: %w", dir, err)
+	}
+	return &bstore{db: db, dir: dir}, nil
+}
+
+func (s *bstore) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.db.Close()
+	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("window: closing badger state: %w", err)
+	}
+	return nil
+}
+
+// size is the database's size on disk (badger's own figure is refreshed
+// only every minute).
+func (s *bstore) size() int64 {
+	ents, _ := os.ReadDir(s.dir)
+	var n int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+func dbFail(what string, err error) {
+	panic(fmt.Sprintf("window: badger state: %s: %v", what, err))
+}
+
+// writer collects a batch's writes; keys and values live in buf until
+// flush (a WriteBatch keeps references to them until it commits).
+type writer struct {
+	st   *bstore
+	wb   *badger.WriteBatch
+	bufs [][]byte
+	cur  []byte
+}
+
+func (w *writer) alloc(n int) []byte {
+	if cap(w.cur)-len(w.cur) < n {
+		if w.cur != nil {
+			w.bufs = append(w.bufs, w.cur)
+		}
+		w.cur = make([]byte, 0, max(n, 64<<10))
+	}
+	b := w.cur[len(w.cur) : len(w.cur)+n : len(w.cur)+n]
+	w.cur = w.cur[:len(w.cur)+n]
+	return b[:0]
+}
+
+func (w *writer) batch() *badger.WriteBatch {
+	if w.wb == nil {
+		w.wb = w.st.db.NewWriteBatch()
+	}
+	return w.wb
+}
+
+func (w *writer) set(k, v []byte) {
+	if err := w.batch().Set(k, v); err != nil {
+		dbFail("write", err)
+	}
+}
+
+func (w *writer) del(k []byte) {
+	if err := w.batch().Delete(k); err != nil {
+		dbFail("delete", err)
+	}
+}
+
+func (w *writer) flush() {
+	if w.wb != nil {
+		if err := w.wb.Flush(); err != nil {
+			dbFail("write", err)
+		}
+		w.wb = nil
+	}
+	// Keep the largest buffer for the next batch.
+	w.bufs = w.bufs[:0]
+	w.cur = w.cur[:0]
+}
+
+func appendOrd(dst []byte, v int64) []byte {
+	return binary.BigEndian.AppendUint64(dst, uint64(v)^(1<<63))
+}
+
+func readOrd(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+// appendKeyBytes appends k's order-preserving encoding.
+func appendKeyBytes[K keyT](dst []byte, k K) []byte {
+	switch v := any(k).(type) {
+	case int64:
+		return appendOrd(dst, v)
+	case string:
+		return append(dst, v...)
+	}
+	return dst
+}
+
+func keyFromBytes[K keyT](b []byte) (K, error) {
+	var k K
+	switch p := any(&k).(type) {
+	case *int64:
+		if len(b) != 8 {
+			return k, errors.New("window: malformed int key in badger state")
+		}
+		*p = readOrd(b)
+	case *string:
+		*p = string(b)
+	}
+	return k, nil
+}
+
+func stateKey(dst []byte, kg int) []byte {
+	return binary.BigEndian.AppendUint16(append(dst, tagState), uint16(kg))
+}
+
+func appendWords(dst []byte, ws []uint64) []byte {
+	for _, w := range ws {
+		dst = binary.LittleEndian.AppendUint64(dst, w)
+	}
+	return dst
+}
+
+func readWords(dst []uint64, b []byte) {
+	for i := range dst {
+		dst[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+}
+
+// scan calls f for each live entry under prefix. The iterator is bounded
+// by the prefix: badger skips deleted entries while looking ahead, and an
+// unbounded iterator would walk the tombstones of purged panes beyond it.
+func scan(txn *badger.Txn, prefix []byte, f func(item *badger.Item) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+	defer it.Close()
+	for it.Seek(prefix); it.Valid(); it.Next() {
+		if err := f(it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getValue(txn *badger.Txn, key []byte, f func([]byte)) bool {
+	item, err := txn.Get(key)
+	if err == badger.ErrKeyNotFound {
+		return false
+	}
+	if err != nil {
+		dbFail("read", err)
+	}
+	if err := item.Value(func(v []byte) error { f(v); return nil }); err != nil {
+		dbFail("read", err)
+	}
+	return true
+}
+
+func newBadgerCore[K keyT](b *base, kx keyer[K], st *bstore) core {
+	if b.l.cfg.Kind == Session {
+		return &bsessCore[K]{base: b, kx: kx, st: st, stride: b.l.accWords, w: writer{st: st}, batch: map[skey[K]]int{},
+			kgKeys: make([]int, b.nkg), scanFrom: math.MinInt64}
+	}
+	return &bwinCore[K]{base: b, kx: kx, st: st, w: writer{st: st}, geo: newWindowCore(b, kx), batch: map[wkey[K]]int{}}
+}
+
+// ---- tumbling and sliding ----
+
+type bwinCore[K keyT] struct {
+	*base
+	kx    keyer[K]
+	st    *bstore
+	w     writer
+	geo   *windowCore[K] // pane geometry, and the fired-window arena and emitter
+	panes []*bpane[K]
+	p     keyed[K]
+	ops   []colRef
+	n     int // accumulators in the database
+	kbuf  []byte
+
+	// the batch being processed: (pane, key group, key) → accumulator
+	batch map[wkey[K]]int
+	ents  []bent[K]
+	slab  []uint64
+}
+
+type bpane[K keyT] struct {
+	end, first, last int64
+	has              []bool // by table index: the key group has entries
+	dirty            []ref[K]
+}
+
+type wkey[K keyT] struct {
+	end int64
+	kg  int32 // table index
+	key K
+}
+
+type bent[K keyT] struct {
+	wkey[K]
+	p     *bpane[K]
+	isNew bool
+}
+
+func (c *bwinCore[K]) dbKey(dst []byte, ti int, end int64, key K) []byte {
+	dst = appendOrd(stateKey(dst, c.kgStart+ti), end)
+	return appendKeyBytes(dst, key)
+}
+
+func (c *bwinCore[K]) paneAt(end int64) *bpane[K] {
+	lo, hi := 0, len(c.panes)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if c.panes[m].end < end {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(c.panes) && c.panes[lo].end == end {
+		return c.panes[lo]
+	}
+	g := c.geo
+	ps := end - g.pane
+	p := &bpane[K]{end: end, first: g.windowEndAtLeast(end), last: ps - floorMod(ps, g.slide) + g.wsize, has: make([]bool, c.nkg)}
+	c.panes = append(c.panes, nil)
+	copy(c.panes[lo+1:], c.panes[lo:])
+	c.panes[lo] = p
+	return p
+}
+
+// acc returns the batch's accumulator of (p, ti, key), loading it from the
+// database the first time.
+func (c *bwinCore[K]) acc(txn *badger.Txn, p *bpane[K], ti int, key K) []uint64 {
+	st := c.l.accWords
+	wk := wkey[K]{end: p.end, kg: int32(ti), key: key}
+	if i, ok := c.batch[wk]; ok {
+		return c.slab[i*st : (i+1)*st : (i+1)*st]
+	}
+	wk.key = c.kx.clone(key)
+	i := len(c.ents)
+	c.batch[wk] = i
+	c.slab = append(c.slab, make([]uint64, st)...)
+	acc := c.slab[i*st : (i+1)*st : (i+1)*st]
+	c.kbuf = c.dbKey(c.kbuf[:0], ti, p.end, key)
+	found := getValue(txn, c.kbuf, func(v []byte) { readWords(acc, v) })
+	c.ents = append(c.ents, bent[K]{wkey: wk, p: p, isNew: !found})
+	return acc
+}
+
+// flushBatch writes the batch's accumulators.
+func (c *bwinCore[K]) flushBatch() {
+	st := c.l.accWords
+	for i, e := range c.ents {
+		k := c.dbKey(c.w.alloc(11+16+len(c.kbuf)), int(e.kg), e.end, e.key)
+		v := appendWords(c.w.alloc(8*st), c.slab[i*st:(i+1)*st])
+		c.w.set(k, v)
+		if e.isNew {
+			c.n++
+			e.p.has[e.kg] = true
+		}
+	}
+	c.w.flush()
+	clear(c.batch)
+	clear(c.ents)
+	c.ents = c.ents[:0]
+	c.slab = c.slab[:0]
+}
+
+func (c *bwinCore[K]) process(b, late *row.Batch) int {
+	c.kx.prepare(b, &c.p)
+	c.ops = bindOps(c.l.ops, b, c.ops)
+	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
+	g := c.geo
+	L, pn := c.l.cfg.AllowedLateness, g.pane
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	nlate := 0
+	var p *bpane[K]
+	for i, t := range ts {
+		pe := t - floorMod(t, pn) + pn
+		if p == nil || p.end != pe {
+			ps := pe - pn
+			if ps-floorMod(ps, g.slide)+g.wsize-1+L <= c.wm {
+				nlate++
+				if late != nil {
+					late.AppendFrom(b, i)
+				}
+				p = nil
+				continue
+			}
+			p = c.paneAt(pe)
+		}
+		ti := c.kgIndex(c.p.kg[i])
+		acc := c.acc(txn, p, ti, c.p.keys[i])
+		addRow(acc, c.ops, i)
+		if p.first-1 <= c.wm && acc[0]&dirtyBit == 0 {
+			acc[0] |= dirtyBit
+			p.dirty = append(p.dirty, ref[K]{key: c.kx.clone(c.p.keys[i]), kg: int32(ti)})
+		}
+	}
+	c.flushBatch()
+	return nlate
+}
+
+func (c *bwinCore[K]) advance(old int64) {
+	wm, L := c.wm, c.l.cfg.AllowedLateness
+	g := c.geo
+	// The transaction and iterator are opened only if something fires:
+	// most watermarks fire nothing.
+	var txn *badger.Txn
+	open := func() {
+		if txn == nil {
+			txn = c.st.db.NewTransaction(false)
+		}
+	}
+	if len(c.panes) > 0 {
+		anyDirty := false
+		for _, p := range c.panes {
+			anyDirty = anyDirty || len(p.dirty) > 0
+		}
+		e := c.panes[0].first
+		if old != math.MinInt64 {
+			lo := old + 2
+			if anyDirty {
+				lo = old + 2 - L
+			}
+			if lo > e {
+				e = g.windowEndAtLeast(lo)
+			}
+		}
+		pi := 0
+		for e-1 <= wm {
+			for pi < len(c.panes) && c.panes[pi].end <= e-g.wsize {
+				pi++
+			}
+			if pi == len(c.panes) {
+				break
+			}
+			pj := pi
+			for pj < len(c.panes) && c.panes[pj].end <= e {
+				pj++
+			}
+			if pj == pi {
+				e = c.panes[pi].first
+				continue
+			}
+			open()
+			g.fk, g.arena = g.fk[:0], g.arena[:0]
+			if e-1 > old {
+				c.fireFull(txn, c.panes[pi:pj])
+			} else {
+				c.fireDirty(txn, c.panes[pi:pj])
+			}
+			g.emitWindow(e-g.wsize, e)
+			e += g.slide
+		}
+		clear(g.fk)
+		g.fk = g.fk[:0]
+		if anyDirty {
+			open()
+			for _, p := range c.panes {
+				c.clearDirty(txn, p)
+			}
+			c.w.flush()
+		}
+		if txn != nil {
+			txn.Discard()
+		}
+	}
+	n := 0
+	for n < len(c.panes) && c.panes[n].last-1+L <= wm {
+		n++
+	}
+	if n > 0 {
+		c.purge(c.panes[:n])
+		clear(c.panes[:n])
+		c.panes = c.panes[n:]
+	}
+}
+
+// fireFull puts every key of the window made of panes ps, with its merged
+// accumulator, in the arena: per key group, panes merged in pane order as
+// on the heap.
+func (c *bwinCore[K]) fireFull(txn *badger.Txn, ps []*bpane[K]) {
+	g := c.geo
+	st := c.l.accWords
+	idx := map[K]int{}
+	src := make([]uint64, st)
+	for ti := 0; ti < c.nkg; ti++ {
+		np := 0
+		for _, p := range ps {
+			if p.has[ti] {
+				np++
+			}
+		}
+		if np == 0 {
+			continue
+		}
+		if np > 1 {
+			clear(idx)
+		}
+		for _, p := range ps {
+			if !p.has[ti] {
+				continue
+			}
+			pre := appendOrd(stateKey(nil, c.kgStart+ti), p.end)
+			err := scan(txn, pre, func(item *badger.Item) error {
+				k, err := keyFromBytes[K](item.Key()[len(pre):])
+				if err != nil {
+					return err
+				}
+				off, seen := 0, false
+				if np > 1 {
+					off, seen = idx[k]
+				}
+				if !seen {
+					off = len(g.arena)
+					g.arena = append(g.arena, make([]uint64, st)...)
+					g.fk = append(g.fk, fk[K]{key: k, off: off})
+					if np > 1 {
+						idx[k] = off
+					}
+				}
+				dst := g.arena[off : off+st]
+				return item.Value(func(v []byte) error {
+					if !seen {
+						readWords(dst, v)
+						return nil
+					}
+					readWords(src, v)
+					mergeAcc(dst, src, c.l.ops)
+					return nil
+				})
+			})
+			if err != nil {
+				dbFail("fire", err)
+			}
+		}
+	}
+}
+
+// fireDirty puts in the arena the keys of the fired window made of panes ps
+// that have a dirty pane accumulator, merged over all of ps.
+func (c *bwinCore[K]) fireDirty(txn *badger.Txn, ps []*bpane[K]) {
+	g := c.geo
+	st := c.l.accWords
+	seen := map[ref[K]]bool{}
+	tmp := make([]uint64, st)
+	for _, p := range ps {
+		for _, d := range p.dirty {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			off := len(g.arena)
+			g.arena = append(g.arena, make([]uint64, st)...)
+			for _, q := range ps {
+				c.kbuf = c.dbKey(c.kbuf[:0], int(d.kg), q.end, d.key)
+				if getValue(txn, c.kbuf, func(v []byte) { readWords(tmp, v) }) {
+					mergeAcc(g.arena[off:off+st], tmp, c.l.ops)
+				}
+			}
+			g.fk = append(g.fk, fk[K]{key: d.key, off: off})
+		}
+	}
+}
+
+func (c *bwinCore[K]) clearDirty(txn *badger.Txn, p *bpane[K]) {
+	st := c.l.accWords
+	tmp := make([]uint64, st)
+	for _, d := range p.dirty {
+		c.kbuf = c.dbKey(c.kbuf[:0], int(d.kg), p.end, d.key)
+		if !getValue(txn, c.kbuf, func(v []byte) { readWords(tmp, v) }) {
+			continue
+		}
+		tmp[0] &^= dirtyBit
+		c.w.set(append(c.w.alloc(len(c.kbuf)), c.kbuf...), appendWords(c.w.alloc(8*st), tmp))
+	}
+	clear(p.dirty)
+	p.dirty = p.dirty[:0]
+}
+
+// purge deletes the entries of panes ps.
+func (c *bwinCore[K]) purge(ps []*bpane[K]) {
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	for _, p := range ps {
+		for ti, has := range p.has {
+			if !has {
+				continue
+			}
+			pre := appendOrd(stateKey(nil, c.kgStart+ti), p.end)
+			err := scan(txn, pre, func(item *badger.Item) error {
+				k := item.Key()
+				c.w.del(append(c.w.alloc(len(k)), k...))
+				c.n--
+				return nil
+			})
+			if err != nil {
+				dbFail("purge", err)
+			}
+		}
+	}
+	c.w.flush()
+}
+
+func (c *bwinCore[K]) restore(kg int, data []byte) error {
+	d := &dec{b: data}
+	ti := kg - c.kgStart
+	g := c.geo
+	tmp := make([]uint64, c.l.accWords)
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	nw := d.count(2)
+	for range nw {
+		end := d.varint()
+		n := d.count(2)
+		if d.err != nil {
+			break
+		}
+		var w *bpane[K]
+		if ps := end - g.pane; ps-floorMod(ps, g.slide)+g.wsize-1+c.l.cfg.AllowedLateness > c.wm {
+			if floorMod(end, g.pane) != 0 {
+				d.err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, g.pane)
+				break
+			}
+			w = c.paneAt(end)
+		}
+		for range n {
+			k := readKey(d, c.kx, kg)
+			d.acc(tmp)
+			if d.err != nil {
+				break
+			}
+			if w == nil {
+				continue
+			}
+			dst := c.acc(txn, w, ti, k)
+			wasDirty := dst[0]&dirtyBit != 0
+			mergeAcc(dst, tmp, c.l.ops)
+			if dst[0]&dirtyBit != 0 && !wasDirty {
+				w.dirty = append(w.dirty, ref[K]{key: k, kg: int32(ti)})
+			}
+		}
+	}
+	c.flushBatch()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	return d.err
+}
+
+func (c *bwinCore[K]) size() (int, int64) { return c.n, c.st.size() }
+
+func (c *bwinCore[K]) snapshot() snapData {
+	s := newBsnap(c.st, c.l, c.kx, c.kgStart, c.nkg, false)
+	for _, p := range c.panes {
+		s.panes = append(s.panes, snapPane{end: p.end, has: slices.Clone(p.has)})
+	}
+	for ti := range c.nkg {
+		for _, p := range c.panes {
+			if p.has[ti] {
+				s.kgs = append(s.kgs, c.kgStart+ti)
+				break
+			}
+		}
+	}
+	return s
+}
+
+// ---- sessions ----
+
+type bsessCore[K keyT] struct {
+	*base
+	kx     keyer[K]
+	st     *bstore
+	w      writer
+	stride int
+	p      keyed[K]
+	ops    []colRef
+	nsess  int
+	kgKeys []int // keys with sessions, by table index
+	kbuf   []byte
+	fire   []fired[K]
+	// Timers below scanFrom were all handled (deleted or moved past the
+	// watermark): the scan starts there, not at the tombstones of timers
+	// that fired long ago.
+	scanFrom int64
+
+	// the batch being processed: (key group, key) → its sessions
+	batch map[skey[K]]int
+	keys  []*skeyState[K]
+}
+
+type skey[K keyT] struct {
+	kg  int32 // table index
+	key K
+}
+
+type bsess struct {
+	start, end int64
+	acc        []uint64
+}
+
+type skeyState[K keyT] struct {
+	skey[K]
+	timer, oldTimer int64 // oldTimer: the one in the database, if had
+	had             bool
+	sess            []bsess // by start
+}
+
+func (c *bsessCore[K]) dbKey(dst []byte, ti int, key K) []byte {
+	return appendKeyBytes(stateKey(dst, c.kgStart+ti), key)
+}
+
+func timerKey[K keyT](dst []byte, t int64, kg int, key K) []byte {
+	dst = appendOrd(append(dst, tagTimer), t)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(kg))
+	return appendKeyBytes(dst, key)
+}
+
+func (c *bsessCore[K]) decode(s *skeyState[K], v []byte) {
+	s.timer = int64(binary.LittleEndian.Uint64(v))
+	n := int(binary.LittleEndian.Uint64(v[8:]))
+	v = v[16:]
+	s.sess = s.sess[:0]
+	for range n {
+		acc := make([]uint64, c.stride)
+		start, end := int64(binary.LittleEndian.Uint64(v)), int64(binary.LittleEndian.Uint64(v[8:]))
+		readWords(acc, v[16:])
+		v = v[16+8*c.stride:]
+		s.sess = append(s.sess, bsess{start: start, end: end, acc: acc})
+	}
+	s.oldTimer, s.had = s.timer, true
+}
+
+func (c *bsessCore[K]) encode(dst []byte, s *skeyState[K]) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(s.timer))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(s.sess)))
+	for _, x := range s.sess {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(x.start))
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(x.end))
+		dst = appendWords(dst, x.acc)
+	}
+	return dst
+}
+
+// state returns the batch's sessions of (ti, key), loading them first.
+func (c *bsessCore[K]) state(txn *badger.Txn, ti int, key K) *skeyState[K] {
+	sk := skey[K]{kg: int32(ti), key: key}
+	if i, ok := c.batch[sk]; ok {
+		return c.keys[i]
+	}
+	sk.key = c.kx.clone(key)
+	s := &skeyState[K]{skey: sk, timer: math.MaxInt64}
+	c.kbuf = c.dbKey(c.kbuf[:0], ti, key)
+	getValue(txn, c.kbuf, func(v []byte) { c.decode(s, v) })
+	c.batch[sk] = len(c.keys)
+	c.keys = append(c.keys, s)
+	return s
+}
+
+// put writes s back (deleting it if it has no sessions) and moves its
+// timer.
+func (c *bsessCore[K]) put(s *skeyState[K]) {
+	if !s.had && len(s.sess) == 0 {
+		return // a late row of a key without state
+	}
+	k := c.dbKey(c.w.alloc(3+len(c.kbuf)+16), int(s.kg), s.key)
+	if len(s.sess) == 0 {
+		c.w.del(k)
+	} else {
+		c.w.set(k, c.encode(c.w.alloc(16+len(s.sess)*(16+8*c.stride)), s))
+	}
+	if s.had && (len(s.sess) == 0 || s.oldTimer != s.timer) {
+		c.w.del(timerKey(c.w.alloc(11+len(k)), s.oldTimer, c.kgStart+int(s.kg), s.key))
+	}
+	if len(s.sess) > 0 && (!s.had || s.oldTimer != s.timer) {
+		c.w.set(timerKey(c.w.alloc(11+len(k)), s.timer, c.kgStart+int(s.kg), s.key), nil)
+		c.scanFrom = min(c.scanFrom, s.timer)
+	}
+	switch {
+	case !s.had && len(s.sess) > 0:
+		c.kgKeys[s.kg]++
+	case s.had && len(s.sess) == 0:
+		c.kgKeys[s.kg]--
+	}
+}
+
+func (c *bsessCore[K]) flushBatch() {
+	for _, s := range c.keys {
+		c.put(s)
+	}
+	c.w.flush()
+	clear(c.batch)
+	clear(c.keys)
+	c.keys = c.keys[:0]
+}
+
+func (c *bsessCore[K]) need(x *bsess) int64 {
+	if x.acc[0]&dirtyBit != 0 {
+		return x.end - 1
+	}
+	return x.end - 1 + c.l.cfg.AllowedLateness
+}
+
+// insert adds the window [start, end) to s: row i of the current batch if
+// src is nil, else the accumulator src, merging every session it overlaps
+// or touches. It returns false, changing nothing, if the window is new and
+// past lateness.
+func (c *bsessCore[K]) insert(s *skeyState[K], start, end int64, i int, src []uint64) bool {
+	fold := func(acc []uint64) {
+		if src == nil {
+			addRow(acc, c.ops, i)
+			acc[0] |= dirtyBit
+		} else {
+			mergeAcc(acc, src, c.l.ops)
+		}
+	}
+	m := -1
+	for j := range s.sess {
+		if x := &s.sess[j]; x.start <= end && start <= x.end {
+			m = j
+			break
+		}
+	}
+	if m < 0 {
+		if end-1+c.l.cfg.AllowedLateness <= c.wm {
+			return false
+		}
+		x := bsess{start: start, end: end, acc: make([]uint64, c.stride)}
+		fold(x.acc)
+		j := 0
+		for j < len(s.sess) && s.sess[j].start < start {
+			j++
+		}
+		s.sess = append(s.sess, bsess{})
+		copy(s.sess[j+1:], s.sess[j:])
+		s.sess[j] = x
+		c.nsess++
+		s.timer = min(s.timer, c.need(&x))
+		return true
+	}
+	x := &s.sess[m]
+	start, end = min(start, x.start), max(end, x.end)
+	fold(x.acc)
+	j := m + 1
+	for j < len(s.sess) && s.sess[j].start <= end && start <= s.sess[j].end {
+		o := &s.sess[j]
+		start, end = min(start, o.start), max(end, o.end)
+		mergeAcc(x.acc, o.acc, c.l.ops)
+		x.acc[0] |= dirtyBit
+		j++
+	}
+	if j > m+1 {
+		c.nsess -= j - m - 1
+		s.sess = append(s.sess[:m+1], s.sess[j:]...)
+		x = &s.sess[m]
+	}
+	x.start, x.end = start, end
+	s.timer = min(s.timer, c.need(x))
+	return true
+}
+
+func (c *bsessCore[K]) process(b, late *row.Batch) int {
+	c.kx.prepare(b, &c.p)
+	c.ops = bindOps(c.l.ops, b, c.ops)
+	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	nlate := 0
+	for i, t := range ts {
+		ti := c.kgIndex(c.p.kg[i])
+		s := c.state(txn, ti, c.p.keys[i])
+		if c.insert(s, t, t+c.l.cfg.Gap, i, nil) {
+			continue
+		}
+		nlate++
+		if late != nil {
+			late.AppendFrom(b, i)
+		}
+	}
+	c.flushBatch()
+	return nlate
+}
+
+func (c *bsessCore[K]) advance(int64) {
+	wm, L := c.wm, c.l.cfg.AllowedLateness
+	c.fire = c.fire[:0]
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	var due [][]byte
+	if c.scanFrom <= wm {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{tagTimer}})
+		for it.Seek(appendOrd([]byte{tagTimer}, c.scanFrom)); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if readOrd(k[1:9]) > wm {
+				break
+			}
+			due = append(due, append([]byte(nil), k...))
+		}
+		it.Close()
+		c.scanFrom = wm + 1 // timers set below are > wm, or lower scanFrom
+	}
+	for _, tk := range due {
+		t := readOrd(tk[1:9])
+		kg := int(binary.BigEndian.Uint16(tk[9:11]))
+		key, err := keyFromBytes[K](tk[11:])
+		if err != nil {
+			dbFail("timer", err)
+		}
+		s := c.state(txn, kg-c.kgStart, key)
+		if !s.had || s.timer != t {
+			c.w.del(tk) // stale (not written by this backend)
+			continue
+		}
+		keep := s.sess[:0]
+		need := int64(math.MaxInt64)
+		for _, x := range s.sess {
+			if x.acc[0]&dirtyBit != 0 && x.end-1 <= wm {
+				x.acc[0] &^= dirtyBit
+				c.fire = append(c.fire, fired[K]{key: s.key, start: x.start, end: x.end, acc: x.acc})
+			}
+			if x.end-1+L <= wm {
+				c.nsess--
+				continue
+			}
+			keep = append(keep, x)
+			need = min(need, c.need(&x))
+		}
+		s.sess = keep
+		s.timer = need
+	}
+	c.flushBatch()
+	emitSorted(c.base, c.kx, c.fire)
+	clear(c.fire)
+	c.fire = c.fire[:0]
+}
+
+func (c *bsessCore[K]) restore(kg int, data []byte) error {
+	d := &dec{b: data}
+	ti := kg - c.kgStart
+	txn := c.st.db.NewTransaction(false)
+	defer txn.Discard()
+	nk := d.count(2)
+	for range nk {
+		k := readKey(d, c.kx, kg)
+		ns := d.count(3)
+		if d.err != nil {
+			break
+		}
+		s := c.state(txn, ti, k)
+		for range ns {
+			start, end := d.varint(), d.varint()
+			acc := make([]uint64, c.stride)
+			d.acc(acc)
+			if d.err != nil {
+				break
+			}
+			c.insert(s, start, end, 0, acc)
+		}
+		if d.err != nil {
+			break
+		}
+	}
+	c.flushBatch()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	return d.err
+}
+
+func (c *bsessCore[K]) size() (int, int64) { return c.nsess, c.st.size() }
+
+func (c *bsessCore[K]) snapshot() snapData {
+	s := newBsnap(c.st, c.l, c.kx, c.kgStart, c.nkg, true)
+	for ti, n := range c.kgKeys {
+		if n > 0 {
+			s.kgs = append(s.kgs, c.kgStart+ti)
+		}
+	}
+	return s
+}
+
+// ---- snapshots ----
+
+type bsnap[K keyT] struct {
+	st       *bstore
+	txn      *badger.Txn
+	l        *layout
+	kx       keyer[K]
+	kgStart  int
+	nkg      int
+	session  bool
+	kgs      []int      // key groups with state, from memory
+	panes    []snapPane // live panes (tumbling, sliding)
+	e        error
+	released bool
+}
+
+type snapPane struct {
+	end int64
+	has []bool
+}
+
+func newBsnap[K keyT](st *bstore, l *layout, kx keyer[K], kgStart, nkg int, session bool) *bsnap[K] {
+	return &bsnap[K]{st: st, txn: st.db.NewTransaction(false), l: l, kx: kx, kgStart: kgStart, nkg: nkg, session: session}
+}
+
+func (s *bsnap[K]) err() error { return s.e }
+
+// use runs f with the database guaranteed open, or records an error.
+func (s *bsnap[K]) use(f func() error) {
+	s.st.mu.RLock()
+	defer s.st.mu.RUnlock()
+	if s.st.closed {
+		if s.e == nil {
+			s.e = errors.New("window: snapshot written after the operator closed")
+		}
+		return
+	}
+	if err := f(); err != nil && s.e == nil {
+		s.e = fmt.Errorf("window: reading badger state for a snapshot: %w", err)
+	}
+}
+
+func (s *bsnap[K]) keyGroups() []int { return s.kgs }
+
+func (s *bsnap[K]) write(kg int, dst []byte) []byte {
+	dst = appendHeader(dst, s.l)
+	s.use(func() error {
+		var err error
+		dst, err = s.writeKG(kg, dst)
+		return err
+	})
+	return dst
+}
+
+func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
+	st := s.l.accWords
+	acc := make([]uint64, st)
+	var ents []byte
+	n := 0
+	entry := func(pre []byte) func(item *badger.Item) error {
+		return func(item *badger.Item) error {
+			key, err := keyFromBytes[K](item.Key()[len(pre):])
+			if err != nil {
+				return err
+			}
+			ents = s.kx.appendBin(ents, key)
+			n++
+			return item.Value(func(v []byte) error {
+				if !s.session {
+					if len(v) != 8*st {
+						return errors.New("malformed accumulator")
+					}
+					readWords(acc, v)
+					ents = appendAcc(ents, acc)
+					return nil
+				}
+				if len(v) < 16 {
+					return errors.New("malformed sessions")
+				}
+				ns := int(binary.LittleEndian.Uint64(v[8:]))
+				v = v[16:]
+				if len(v) != ns*(16+8*st) {
+					return errors.New("malformed sessions")
+				}
+				ents = binary.AppendUvarint(ents, uint64(ns))
+				for range ns {
+					ents = binary.AppendVarint(ents, int64(binary.LittleEndian.Uint64(v)))
+					ents = binary.AppendVarint(ents, int64(binary.LittleEndian.Uint64(v[8:])))
+					readWords(acc, v[16:])
+					ents = appendAcc(ents, acc)
+					v = v[16+8*st:]
+				}
+				return nil
+			})
+		}
+	}
+	if s.session {
+		pre := stateKey(nil, kg)
+		if err := scan(s.txn, pre, entry(pre)); err != nil {
+			return dst, err
+		}
+		dst = binary.AppendUvarint(dst, uint64(n))
+		return append(dst, ents...), nil
+	}
+	var body []byte
+	groups := 0
+	if ti := kg - s.kgStart; ti >= 0 && ti < s.nkg {
+		for _, p := range s.panes {
+			if !p.has[ti] {
+				continue
+			}
+			pre := appendOrd(stateKey(nil, kg), p.end)
+			ents, n = ents[:0], 0
+			if err := scan(s.txn, pre, entry(pre)); err != nil {
+				return dst, err
+			}
+			body = binary.AppendVarint(body, p.end)
+			body = binary.AppendUvarint(body, uint64(n))
+			body = append(body, ents...)
+			groups++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(groups))
+	return append(dst, body...), nil
+}
+
+func (s *bsnap[K]) release() {
+	s.st.mu.RLock()
+	defer s.st.mu.RUnlock()
+	if !s.st.closed && !s.released {
+		s.txn.Discard()
+	}
+	s.released = true
+}
