@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-stream/sluice/internal/kafkatest"
+)
+
+const kafkaCrashJob = `{
+  "name": "kafka-crash", "parallelism": 2, "maxParallelism": 64,
+  "checkpoint": {"interval": "100ms", "mode": "exactly-once", "retained": 2},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"], "bounded": true,
+      "fields": [{"name": "id", "type": "int64"}, {"name": "pad", "type": "string"}]}},
+    {"id": "even", "type": "project", "inputs": ["src"], "params": {"fields": [
+      {"name": "id", "expr": "id"}, {"name": "double", "expr": "id * 2"}]}},
+    {"id": "out", "type": "kafka", "inputs": [{"from": "even", "partition": "rebalance"}],
+      "params": {"brokers": [], "topic": "out", "keyField": "id"}}
+  ]
+}`
+
+// TestKafkaCrashExactlyOnce runs a kafka-to-kafka job as a separate process
+// against a kfake cluster on a fixed loopback port, kills it with SIGKILL
+// several times, restarts it with --restore latest (at another parallelism
+// each time), and checks that a read_committed consumer sees every input
+// record's result exactly once.
+func TestKafkaCrashExactlyOnce(t *testing.T) {
+	const n, parts = 200_000, 4
+	port := kafkatest.FreePort(t)
+	c := kafkatest.Start(t, port, parts, "in", "out")
+	pad := string(bytes.Repeat([]byte("p"), 100))
+	for p := 0; p < parts; p++ {
+		var recs []kafkatest.Record
+		for i := p; i < n; i += parts {
+			recs = append(recs, kafkatest.Record{Value: fmt.Appendf(nil, `{"id":%d,"pad":%q}`, i, pad)})
+		}
+		c.Produce(t, "in", int32(p), recs)
+	}
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(spec, []byte(kafkaCrashJob), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	brokers := fmt.Sprintf(`["127.0.0.1:%d"]`, port)
+	base := []string{"run",
+		"--set", "nodes.src.params.brokers=" + brokers,
+		"--set", "nodes.out.params.brokers=" + brokers,
+		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+	}
+	parallelisms := []int{2, 3, 1, 4}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	const kills = 4
+	killed := 0
+	for run := 0; ; run++ {
+		args := append([]string{}, base...)
+		if run > 0 {
+			args = append(args, "--restore", "latest")
+		}
+		args = append(args, "--set", fmt.Sprintf("parallelism=%d", parallelisms[run%len(parallelisms)]), spec)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		cmd := exec.CommandContext(ctx, sluiceBin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if killed < kills {
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				// The job finished before the kill: fine, if it succeeded.
+				cancel()
+				if err != nil {
+					t.Fatalf("run %d failed: %v\n%s", run, err, stderr.String())
+				}
+				t.Logf("run %d finished before its kill", run)
+			case <-time.After(time.Duration(600+rng.IntN(1200)) * time.Millisecond):
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+				err := <-exited
+				cancel()
+				killed++
+				t.Logf("run %d killed (%v); stderr tail: %s", run, err, tail(stderr.String(), 300))
+				continue
+			}
+		} else {
+			err := cmd.Wait()
+			cancel()
+			if err != nil {
+				t.Fatalf("final run failed: %v\n%s", err, stderr.String())
+			}
+			t.Logf("final run: %s", tail(stderr.String(), 400))
+		}
+		break
+	}
+	if killed == 0 {
+		t.Log("warning: every run finished before its kill")
+	}
+	seen := make([]int, n)
+	for _, r := range c.ReadCommitted(t, "out", parts) {
+		var v struct{ ID, Double int64 }
+		if err := json.Unmarshal(r.Value, &v); err != nil || v.ID < 0 || v.ID >= n || v.Double != 2*v.ID {
+			t.Fatalf("bad record %q (%v)", r.Value, err)
+		}
+		seen[v.ID]++
+	}
+	bad := 0
+	for id, k := range seen {
+		if k != 1 {
+			if bad++; bad <= 5 {
+				t.Errorf("id %d seen %d times", id, k)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d ids not seen exactly once (%d kills)", bad, n, killed)
+	}
+}
+
+// TestKeystoneRouter runs examples/keystone-router.json on kfake: events
+// fan out by type to the playback and error topics, all go to the archive,
+// records that do not parse to the dead-letter topic.
+func TestKeystoneRouter(t *testing.T) {
+	const parts = 3
+	c := kafkatest.Start(t, 0, parts, "keystone-events", "keystone-playback", "keystone-errors", "keystone-archive", "keystone-dlq")
+	types := []string{"play", "stop", "error", "browse"}
+	const n = 4000
+	var recs []kafkatest.Record
+	for i := 0; i < n; i++ {
+		recs = append(recs, kafkatest.Record{Value: fmt.Appendf(nil,
+			`{"event_id":"e%d","type":%q,"device":"d%d","country":"NL","duration_ms":%d,"ts":%d}`, i, types[i%4], i%17, i, 1_700_000_000_000+int64(i))})
+	}
+	recs = append(recs, kafkatest.Record{Value: []byte(`{"event_id":1}`)}, kafkatest.Record{Value: []byte(`garbage`)})
+	c.Produce(t, "keystone-events", -1, recs)
+	brokers, _ := json.Marshal(c.Addrs)
+	args := []string{"run", "--set", "checkpoint.storage=file://" + filepath.Join(t.TempDir(), "chk"),
+		"--set", "nodes.events.params.bounded=true", "--set", "checkpoint.interval=100ms"}
+	for _, id := range []string{"events", "to-playback", "to-errors", "to-archive", "to-dlq"} {
+		args = append(args, "--set", fmt.Sprintf("nodes.%s.params.brokers=%s", id, brokers))
+	}
+	args = append(args, repoFile(t, "examples/keystone-router.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, sluiceBin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sluice run: %v\n%s", err, out)
+	}
+	count := func(topic string) map[string]int {
+		m := map[string]int{}
+		for _, r := range c.ReadCommitted(t, topic, parts) {
+			var v map[string]any
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				m["raw"]++
+				continue
+			}
+			if _, ok := v["country"]; ok && topic == "keystone-playback" {
+				t.Fatalf("playback record not projected: %s", r.Value)
+			}
+			m[fmt.Sprint(v["type"])]++
+		}
+		return m
+	}
+	if got := count("keystone-playback"); got["play"] != n/4 || got["stop"] != n/4 || len(got) != 2 {
+		t.Errorf("playback: %v", got)
+	}
+	if got := count("keystone-errors"); got["<nil>"] != n/4 || len(got) != 1 {
+		t.Errorf("errors: %v", got) // projected without type
+	}
+	if got := count("keystone-archive"); got["play"]+got["stop"]+got["error"]+got["browse"] != n {
+		t.Errorf("archive: %v", got)
+	}
+	if got := count("keystone-dlq"); got["raw"] != 1 || got["<nil>"] != 1 || len(got) != 2 {
+		t.Errorf("dlq: %v", got)
+	}
+}

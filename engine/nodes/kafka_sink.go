@@ -1,0 +1,479 @@
+package nodes
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/engine/spec"
+)
+
+func init() {
+	Register("kafka", Factory{Kind: Sink, MinInputs: 1, MaxInputs: 1, Plan: planKafkaSink})
+}
+
+type kafkaSinkParams struct {
+	kafkaClientParams
+	Topic      string `json:"topic"`
+	TopicField string `json:"topicField"`
+	KeyField   string `json:"keyField"`
+	// Format json writes each row as a JSON object; raw writes valueField.
+	Format     string `json:"format"`
+	ValueField string `json:"valueField"`
+	// Delivery is at-least-once or exactly-once; default the job's
+	// checkpoint mode.
+	Delivery string `json:"delivery"`
+	// TransactionalIDPrefix names this sink's transactional ids
+	// ("<prefix>-<subtask>-<n>"); default "<job>-<node>".
+	TransactionalIDPrefix string        `json:"transactionalIdPrefix"`
+	TransactionTimeout    spec.Duration `json:"transactionTimeout"`
+}
+
+type kafkaSinkConfig struct {
+	p          kafkaSinkParams
+	topicCol   int
+	keyCol     int
+	valueCol   int
+	exactly    bool
+	txnTimeout time.Duration
+}
+
+func planKafkaSink(c *PlanContext) (*Planned, error) {
+	var p kafkaSinkParams
+	if err := c.Params(&p); err != nil {
+		return nil, err
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	in := c.Inputs[0]
+	cfg := &kafkaSinkConfig{p: p, topicCol: -1, keyCol: -1, valueCol: -1}
+	switch {
+	case p.Topic != "" && p.TopicField != "":
+		return nil, fmt.Errorf("params.topicField: give topic or topicField, not both")
+	case p.Topic == "" && p.TopicField == "":
+		return nil, fmt.Errorf("params.topic: required (or topicField)")
+	case p.TopicField != "":
+		if cfg.topicCol = in.Index(p.TopicField); cfg.topicCol < 0 || in.Fields[cfg.topicCol].Type != row.String {
+			return nil, fmt.Errorf("params.topicField: %q is not a string field of %s", p.TopicField, in)
+		}
+	}
+	if p.KeyField != "" {
+		if cfg.keyCol = in.Index(p.KeyField); cfg.keyCol < 0 {
+			return nil, fmt.Errorf("params.keyField: %q is not a field of %s", p.KeyField, in)
+		}
+	}
+	switch p.Format {
+	case "", "json":
+		if p.ValueField != "" {
+			return nil, fmt.Errorf("params.valueField: only with format raw")
+		}
+	case "raw":
+		cfg.valueCol = in.Index(p.ValueField)
+		if cfg.valueCol < 0 || (in.Fields[cfg.valueCol].Type != row.Bytes && in.Fields[cfg.valueCol].Type != row.String) {
+			return nil, fmt.Errorf("params.valueField: %q is not a bytes or string field of %s", p.ValueField, in)
+		}
+	default:
+		return nil, fmt.Errorf("params.format: %q is not json or raw", p.Format)
+	}
+	switch p.Delivery {
+	case "":
+		cfg.exactly = c.Job.Checkpoint.Mode != spec.AtLeastOnce
+	case spec.ExactlyOnce:
+		cfg.exactly = true
+	case spec.AtLeastOnce:
+	default:
+		return nil, fmt.Errorf("params.delivery: %q is not at-least-once or exactly-once", p.Delivery)
+	}
+	cfg.txnTimeout = p.TransactionTimeout.D()
+	if cfg.txnTimeout == 0 {
+		cfg.txnTimeout = 10 * time.Minute
+	}
+	if cfg.txnTimeout < time.Second {
+		return nil, fmt.Errorf("params.transactionTimeout: %v is too short", cfg.txnTimeout)
+	}
+	// A transaction stays open from one checkpoint barrier until the next
+	// checkpoint completes: if the broker aborts it first, its rows are lost.
+	if iv := c.Job.Checkpoint.Interval.D(); cfg.exactly && iv > 0 && cfg.txnTimeout < 2*iv {
+		return nil, fmt.Errorf("params.transactionTimeout: %v is shorter than two checkpoint intervals (%v): transactions would be aborted before their checkpoint completes", cfg.txnTimeout, 2*iv)
+	}
+	return &Planned{NewOperator: func() runtime.Operator { return &kafkaSink{cfg: cfg} }}, nil
+}
+
+// acks counts a producer's messages in flight.
+type acks struct {
+	wg   sync.WaitGroup // the goroutines reading the producer's results
+	mu   sync.Mutex
+	cond *sync.Cond
+	sent int64
+	done int64
+	err  error
+}
+
+func newAcks(p sarama.AsyncProducer) *acks {
+	a := &acks{}
+	a.cond = sync.NewCond(&a.mu)
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		for range p.Successes() {
+			a.ack(nil)
+		}
+	}()
+	go func() {
+		defer a.wg.Done()
+		for e := range p.Errors() {
+			a.ack(e)
+		}
+	}()
+	return a
+}
+
+func (a *acks) ack(err *sarama.ProducerError) {
+	a.mu.Lock()
+	a.done++
+	if err != nil && a.err == nil {
+		a.err = fmt.Errorf("kafka sink: writing to %s: %w", err.Msg.Topic, err.Err)
+	}
+	a.cond.Broadcast()
+	a.mu.Unlock()
+}
+
+func (a *acks) failed() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// wait blocks until every message sent is acknowledged.
+func (a *acks) wait() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for a.done < a.sent {
+		a.cond.Wait()
+	}
+	return a.err
+}
+
+// kafkaTxn is one transactional producer of an exactly-once sink subtask.
+type kafkaTxn struct {
+	id    string
+	p     sarama.AsyncProducer
+	acks  *acks
+	n     int64 // messages in the open transaction
+	cp    int64 // checkpoint that pre-committed it, 0: open or free
+	pid   int64
+	epoch int16
+}
+
+// kafkaSink writes rows to Kafka. At-least-once: one idempotent producer,
+// flushed (acks=all) at every checkpoint barrier. Exactly-once: a small pool
+// of transactional producers per subtask; the rows between two barriers go
+// into one transaction, pre-committed (flushed) at the barrier and committed
+// when the checkpoint completes, while the next producer of the pool takes
+// the rows after the barrier.
+type kafkaSink struct {
+	runtime.BaseOperator
+	cfg    *kafkaSinkConfig
+	client sarama.Client
+	// at-least-once
+	prod sarama.AsyncProducer
+	acks *acks
+	// exactly-once
+	prefix  string
+	pool    []*kafkaTxn
+	cur     *kafkaTxn
+	pending []*kafkaTxn
+	buf     []byte
+}
+
+// State entries of the exactly-once sink:
+//
+//	"txn <transactional id> <producer id> <epoch> <checkpoint>": a
+//	    pre-committed transaction, committed by the restore.
+const kafkaTxnEntry = "txn "
+
+func (s *kafkaSink) producerConfig() *sarama.Config {
+	c := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", s.Ctx.JobName, s.Ctx.NodeID, s.Ctx.Subtask))
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Return.Successes = true
+	c.Producer.Return.Errors = true
+	c.Producer.Idempotent = true
+	c.Net.MaxOpenRequests = 1
+	c.Producer.Retry.Max = 10
+	c.Producer.Retry.Backoff = 100 * time.Millisecond
+	c.Producer.Partitioner = sarama.NewReferenceHashPartitioner // the Java client's murmur2
+	c.Producer.Flush.Bytes = 1 << 20
+	c.Producer.Flush.Frequency = 5 * time.Millisecond
+	c.Producer.MaxMessageBytes = 1 << 20
+	return c
+}
+
+func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
+	s.Ctx = ctx
+	var err error
+	if s.client, err = sarama.NewClient(s.cfg.p.Brokers, s.cfg.p.config("")); err != nil {
+		return fmt.Errorf("kafka sink: connecting to %v: %w", s.cfg.p.Brokers, err)
+	}
+	if !s.cfg.exactly {
+		if s.prod, err = sarama.NewAsyncProducer(s.cfg.p.Brokers, s.producerConfig()); err != nil {
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+		s.acks = newAcks(s.prod)
+		return nil
+	}
+	s.prefix = s.cfg.p.TransactionalIDPrefix
+	if s.prefix == "" {
+		s.prefix = ctx.JobName + "-" + ctx.NodeID
+	}
+	if r != nil {
+		if err := s.recover(r); err != nil {
+			return err
+		}
+	}
+	if err := s.fenceAll(); err != nil {
+		return err
+	}
+	// Creating the first producer fences its id: a transaction an earlier
+	// attempt left open under it is aborted now, not at the first row.
+	return s.begin()
+}
+
+// recover commits the transactions the restored checkpoint pre-committed.
+// Every subtask commits every recorded transaction before it fences any id
+// (fenceAll, creating a producer), so a commit that finds its epoch fenced
+// was done by another subtask or attempt. Every subtask commits
+// every recorded transaction before it creates a producer, so a commit
+// that finds its epoch fenced was done by another subtask (or attempt).
+func (s *kafkaSink) recover(r *runtime.Restored) error {
+	for _, e := range r.OperatorState {
+		rest, ok := strings.CutPrefix(string(e), kafkaTxnEntry)
+		if !ok {
+			continue
+		}
+		var id string
+		var pid, cp int64
+		var epoch int16
+		if _, err := fmt.Sscanf(rest, "%s %d %d %d", &id, &pid, &epoch, &cp); err != nil {
+			return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
+		}
+		fenced, err := endTxn(s.client, id, pid, epoch, true)
+		if err != nil {
+			return err
+		}
+		s.Ctx.Log.Info("kafka sink: committed the transaction of a restored checkpoint", "transactionalId", id, "producerId", pid, "epoch", epoch, "checkpoint", cp, "alreadyDone", fenced)
+	}
+	return nil
+}
+
+// kafkaTxnPool is the most transactional producers a subtask has: pending
+// transactions of checkpoints that did not complete yet, plus the open one.
+const kafkaTxnPool = 4
+
+// fenceAll fences every transactional id any earlier attempt can have used:
+// "<prefix>-<s>-<n>" for s below maxParallelism and n below kafkaTxnPool,
+// split among the subtasks by s mod parallelism. Ids used by an attempt
+// that crashed before its first checkpoint are in no checkpoint, so the
+// ids are fenced by range (a transaction left open would hold back every
+// read_committed consumer until the transaction timeout).
+func (s *kafkaSink) fenceAll() error {
+	for sub := s.Ctx.Subtask; sub < max(s.Ctx.MaxParallelism, s.Ctx.Parallelism); sub += s.Ctx.Parallelism {
+		for n := 0; n < kafkaTxnPool; n++ {
+			if sub == s.Ctx.Subtask && n == 0 {
+				continue // the first producer, created next, fences it
+			}
+			if err := fenceTxnID(s.client, fmt.Sprintf("%s-%d-%d", s.prefix, sub, n), s.cfg.txnTimeout); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// begin makes sure a transaction is open for the next rows. A committed
+// transaction's producer is closed and its id gets a new producer (and so a
+// new epoch) for its next transaction: a checkpoint records a transaction by
+// (transactional id, producer id, epoch), and a restore that commits a
+// recorded transaction must never find a later one under the same triple.
+func (s *kafkaSink) begin() error {
+	if s.cur != nil {
+		return nil
+	}
+	var t *kafkaTxn
+	for _, u := range s.pool {
+		if u.cp == 0 && (t == nil || t.p == nil && u.p != nil) {
+			t = u
+		}
+	}
+	if t == nil {
+		if len(s.pool) >= kafkaTxnPool {
+			return fmt.Errorf("kafka sink: %d transactions wait for their checkpoints to complete", len(s.pool))
+		}
+		t = &kafkaTxn{id: fmt.Sprintf("%s-%d-%d", s.prefix, s.Ctx.Subtask, len(s.pool))}
+		s.pool = append(s.pool, t)
+	}
+	if t.p == nil {
+		c := s.producerConfig()
+		c.Producer.Transaction.ID = t.id
+		c.Producer.Transaction.Timeout = s.cfg.txnTimeout
+		c.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
+		p, err := sarama.NewAsyncProducer(s.cfg.p.Brokers, c)
+		if err != nil {
+			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
+		}
+		t.p, t.acks = p, newAcks(p)
+	}
+	if err := t.p.BeginTxn(); err != nil {
+		return fmt.Errorf("kafka sink: beginning a transaction on %s: %w", t.id, err)
+	}
+	t.n = 0
+	s.cur = t
+	return nil
+}
+
+func (s *kafkaSink) Process(_ int, b *row.Batch) error {
+	defer b.Release()
+	prod, a := s.prod, s.acks
+	if s.cfg.exactly {
+		if err := s.begin(); err != nil {
+			return err
+		}
+		prod, a = s.cur.p, s.cur.acks
+		s.cur.n += int64(b.Len)
+	}
+	if err := a.failed(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.sent += int64(b.Len)
+	a.mu.Unlock()
+	in := prod.Input()
+	for i := 0; i < b.Len; i++ {
+		m := &sarama.ProducerMessage{Topic: s.cfg.p.Topic}
+		if s.cfg.topicCol >= 0 {
+			m.Topic = b.Cols[s.cfg.topicCol].Strs[i]
+		}
+		if s.cfg.keyCol >= 0 {
+			m.Key = keyEncoder(&b.Cols[s.cfg.keyCol], i)
+		}
+		if s.cfg.valueCol >= 0 {
+			c := &b.Cols[s.cfg.valueCol]
+			if c.Type == row.Bytes {
+				m.Value = sarama.ByteEncoder(c.Bytes[i])
+			} else {
+				m.Value = sarama.StringEncoder(c.Strs[i])
+			}
+		} else {
+			start := len(s.buf)
+			s.buf = row.AppendJSON(s.buf, b, i)
+			m.Value = sarama.ByteEncoder(s.buf[start:len(s.buf):len(s.buf)])
+		}
+		in <- m
+	}
+	s.buf = nil // the messages own their bytes until acknowledged
+	return nil
+}
+
+func keyEncoder(c *row.Column, i int) sarama.Encoder {
+	switch c.Type {
+	case row.String:
+		return sarama.StringEncoder(c.Strs[i])
+	case row.Bytes:
+		return sarama.ByteEncoder(c.Bytes[i])
+	case row.Int64, row.Timestamp:
+		return sarama.StringEncoder(strconv.FormatInt(c.Ints[i], 10))
+	case row.Float64:
+		return sarama.StringEncoder(strconv.FormatFloat(c.Floats[i], 'g', -1, 64))
+	case row.Bool:
+		return sarama.StringEncoder(strconv.FormatBool(c.Bools[i]))
+	}
+	return nil
+}
+
+func (s *kafkaSink) Watermark(int64) error { return nil }
+
+// Snapshot flushes: at-least-once, every row so far is acknowledged;
+// exactly-once, the open transaction is pre-committed and recorded.
+func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
+	if !s.cfg.exactly {
+		return nil, s.acks.wait()
+	}
+	if t := s.cur; t != nil && t.n > 0 {
+		if err := t.acks.wait(); err != nil {
+			return nil, err
+		}
+		pid, epoch, err := producerIDEpoch(t.p)
+		if err != nil {
+			return nil, err
+		}
+		t.cp, t.pid, t.epoch = id, pid, epoch
+		s.pending = append(s.pending, t)
+		s.cur = nil
+	}
+	var entries []string
+	for _, t := range s.pending {
+		entries = append(entries, fmt.Sprintf("%s%s %d %d %d", kafkaTxnEntry, t.id, t.pid, t.epoch, t.cp))
+	}
+	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
+		for _, e := range entries {
+			w.AddOperatorState([]byte(e))
+		}
+		return nil
+	}), nil
+}
+
+// CheckpointComplete commits the transactions pre-committed at checkpoints
+// up to id.
+func (s *kafkaSink) CheckpointComplete(id int64) error {
+	k := 0
+	for _, t := range s.pending {
+		if t.cp > id {
+			s.pending[k] = t
+			k++
+			continue
+		}
+		if err := t.p.CommitTxn(); err != nil {
+			return fmt.Errorf("kafka sink: committing %s (checkpoint %d): %w", t.id, t.cp, err)
+		}
+		if err := closeProducer(t.p, t.acks); err != nil {
+			return err
+		}
+		t.p, t.acks, t.cp = nil, nil, 0
+	}
+	s.pending = s.pending[:k]
+	return nil
+}
+
+// closeProducer closes p and waits for its last results.
+func closeProducer(p sarama.AsyncProducer, a *acks) error {
+	p.AsyncClose()
+	a.wg.Wait()
+	return a.failed()
+}
+
+func (s *kafkaSink) Close() error {
+	// Pre-committed transactions stay open: the next attempt commits them
+	// from its checkpoint. The open one is aborted by the next attempt's
+	// producer of the same id, or by the transaction timeout.
+	var first error
+	if s.prod != nil {
+		first = closeProducer(s.prod, s.acks)
+	}
+	for _, t := range s.pool {
+		if t.p != nil {
+			if err := closeProducer(t.p, t.acks); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	if s.client != nil {
+		_ = s.client.Close()
+	}
+	return first
+}
