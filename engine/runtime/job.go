@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
@@ -211,6 +212,7 @@ type execution struct {
 	pauses      *pauseLog
 	localDir    string // this attempt's local state directory
 	recovery    localRecovery
+	pruning     atomic.Bool // a Prune is running in the background
 }
 
 func (e *execution) event(ev event) {
@@ -301,8 +303,10 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 	apply = func(a Actions) error {
 		now := time.Now().UnixMilli()
 		for _, id := range a.Abort {
-			e.opts.Storage.Abort(e.ctx, id, false)
-			e.opts.Storage.Abort(e.ctx, id, true)
+			e.background(func(ctx context.Context) {
+				e.opts.Storage.Abort(ctx, id, false)
+				e.opts.Storage.Abort(ctx, id, true)
+			})
 		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
@@ -332,8 +336,13 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 				res.Checkpoints++
 				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
 				e.recovery.prune(p.ID)
-				if err := e.opts.Storage.Prune(e.ctx, e.opts.Retained); err != nil {
-					e.opts.Log.Warn("pruning old checkpoints", "err", err)
+				if e.pruning.CompareAndSwap(false, true) {
+					e.background(func(ctx context.Context) {
+						defer e.pruning.Store(false)
+						if err := e.opts.Storage.Prune(ctx, e.opts.Retained); err != nil {
+							e.opts.Log.Warn("pruning old checkpoints", "err", err)
+						}
+					})
 				}
 			}
 			if err := apply(coord.Committed(now, p.ID)); err != nil {
@@ -416,6 +425,28 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 	return nil
 }
 
+// storageTimeout bounds one call to checkpoint storage from the driver, so
+// that a storage that hangs (rather than failing) cannot stall the
+// coordinator: the checkpoint fails and the job goes on.
+func (e *execution) storageTimeout() time.Duration {
+	if e.opts.Timeout > 0 {
+		return e.opts.Timeout
+	}
+	return time.Minute
+}
+
+// background runs storage housekeeping (aborts, pruning) off the driver
+// goroutine, bounded by storageTimeout; the run waits for it before ending.
+func (e *execution) background(f func(ctx context.Context)) {
+	e.uploads.Add(1)
+	go func() {
+		defer e.uploads.Done()
+		ctx, cancel := context.WithTimeout(e.ctx, e.storageTimeout())
+		defer cancel()
+		f(ctx)
+	}()
+}
+
 func (e *execution) send(t *task, m ctrlMsg) bool {
 	select {
 	case t.ctrl <- m:
@@ -486,5 +517,7 @@ func (e *execution) commit(p *Pending) (string, error) {
 		sort.Slice(ns.Subtasks, func(i, j int) bool { return ns.Subtasks[i].Subtask < ns.Subtasks[j].Subtask })
 		md.Nodes = append(md.Nodes, *ns)
 	}
-	return e.opts.Storage.Commit(e.ctx, md)
+	ctx, cancel := context.WithTimeout(e.ctx, e.storageTimeout())
+	defer cancel()
+	return e.opts.Storage.Commit(ctx, md)
 }
