@@ -107,6 +107,15 @@ type Source interface {
 	Close() error
 }
 
+// BacklogSkipper is a source that can jump over its backlog to the newest
+// data without a restart (Kuaishou's "skip backlog"): sources such as kafka
+// seek every partition to its latest offset. SkipBacklog runs on the task
+// goroutine between two polls, so the next checkpoint records the new
+// positions.
+type BacklogSkipper interface {
+	SkipBacklog() error
+}
+
 // BaseOperator gives no-op defaults; embed it.
 type BaseOperator struct{ Ctx *Context }
 
