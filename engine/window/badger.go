@@ -1016,6 +1016,7 @@ type bsnap[K keyT] struct {
 	panes    []snapPane // live panes (tumbling, sliding)
 	e        error
 	released bool
+	kept     bool // the transaction belongs to the operator's incr
 }
 
 type snapPane struct {
@@ -1131,7 +1132,7 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 func (s *bsnap[K]) release() {
 	s.st.mu.RLock()
 	defer s.st.mu.RUnlock()
-	if !s.st.closed && !s.released {
+	if !s.st.closed && !s.released && !s.kept {
 		s.txn.Discard()
 	}
 	s.released = true

@@ -16,6 +16,9 @@ type Operator struct {
 	core core
 	reg  *registry
 	st   *bstore // badger backend, else nil
+	inc  *incr   // incremental snapshots (badger), created on first use
+	// rebuild: a delta was restored; FinishRestore rebuilds the index.
+	rebuild bool
 }
 
 // base is what the cores share with the operator.
@@ -76,6 +79,9 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 func (o *Operator) Close() error {
 	if o.st == nil {
 		return nil
+	}
+	if o.inc != nil {
+		o.inc.close()
 	}
 	return o.st.close()
 }
@@ -142,11 +148,13 @@ func (o *Operator) LateRows() int64 { return o.late }
 // copied. After it, the first write to a frozen segment copies that segment. The snapshot may
 // be serialised from another goroutine while the operator keeps running;
 // call Release when done with it, so that writes stop copying.
-func (o *Operator) Snapshot() *Snapshot {
+func (o *Operator) Snapshot() *Snapshot { return o.snapshotOf(o.core.snapshot()) }
+
+func (o *Operator) snapshotOf(data snapData) *Snapshot {
 	v := o.c.ver
 	o.c.frozen = o.reg.freeze(v)
 	o.c.ver++
-	return &Snapshot{data: o.core.snapshot(), reg: o.reg, ver: v, wm: o.wm}
+	return &Snapshot{data: data, reg: o.reg, ver: v, wm: o.wm}
 }
 
 // Restore adds the state of key group kg from bytes written by

@@ -50,6 +50,11 @@ type Snapshot struct {
 	wm      int64
 	release sync.Once
 	done    atomic.Bool
+	// Incremental snapshots: the checkpoint this one is a delta on (0: a
+	// full snapshot), the bytes written, and who to tell on Release.
+	base      int64
+	bytes     int64
+	onRelease func(bytes int64, ok bool)
 }
 
 type snapData interface {
@@ -72,8 +77,16 @@ func (s *Snapshot) WriteKeyGroup(kg int, dst []byte) []byte {
 	if s.done.Load() {
 		panic("window: WriteKeyGroup after Release")
 	}
-	return s.data.write(kg, dst)
+	n := len(dst)
+	dst = s.data.write(kg, dst)
+	s.bytes += int64(len(dst) - n)
+	return dst
 }
+
+// Base is the checkpoint whose snapshot this one is a delta on (see
+// SnapshotIncremental), 0 for a full snapshot. A delta's key groups are
+// read back with RestoreDelta, not Restore.
+func (s *Snapshot) Base() int64 { return s.base }
 
 // Err reports a failure to read the state while writing the snapshot
 // (badger backend: a read error, or the operator closed under it); the
@@ -89,6 +102,9 @@ func (s *Snapshot) Err() error {
 // snapshot must not be used afterwards. Calling it twice is harmless.
 func (s *Snapshot) Release() {
 	s.release.Do(func() {
+		if s.onRelease != nil {
+			s.onRelease(s.bytes, s.data.err() == nil)
+		}
 		s.done.Store(true)
 		s.reg.release(s.ver)
 		s.data.release()
