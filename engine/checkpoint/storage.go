@@ -82,6 +82,52 @@ type SubtaskState struct {
 	// OperatorState holds the list entries of non-keyed state (source
 	// positions, sinks' pending files); their KeyGroup is unused.
 	OperatorState []Section `json:"operatorState,omitempty"`
+	// Delta marks an incremental checkpoint's state: KeyGroups hold the
+	// changes since the state in Chain, which a restore reads first.
+	Delta bool `json:"delta,omitempty"`
+	// Chain lists the earlier state files (of earlier checkpoints) that a
+	// delta builds on, oldest first: a full snapshot, then deltas. Prune
+	// keeps the checkpoints they belong to while a retained one refers to
+	// them.
+	Chain []StateFile `json:"chain,omitempty"`
+}
+
+// StateFile is the keyed state of a state file written by an earlier
+// checkpoint, referred to by an incremental checkpoint.
+type StateFile struct {
+	CheckpointID int64 `json:"checkpointId"`
+	// Dir is the file's absolute directory on the checkpoint filesystem.
+	Dir       string    `json:"dir"`
+	File      string    `json:"file"`
+	Size      int64     `json:"size"`
+	CRC32C    uint32    `json:"crc32c"`
+	KeyGroups []Section `json:"keyGroups,omitempty"`
+	Delta     bool      `json:"delta,omitempty"`
+}
+
+// Located is the file as a SubtaskState, for ReadState.
+func (f StateFile) Located() SubtaskState {
+	return SubtaskState{File: f.File, Dir: f.Dir, Size: f.Size, CRC32C: f.CRC32C, KeyGroups: f.KeyGroups}
+}
+
+// Ref describes the keyed state of st, written for checkpoint id, for the
+// Chain of a later incremental checkpoint.
+func (s *Storage) Ref(id int64, st SubtaskState) StateFile {
+	dir := st.Dir
+	if dir == "" {
+		dir = fs.Join(s.base, chkName(id))
+	}
+	return StateFile{CheckpointID: id, Dir: dir, File: st.File, Size: st.Size, CRC32C: st.CRC32C, KeyGroups: st.KeyGroups, Delta: st.Delta}
+}
+
+// Files lists the state files st's state is read from: its chain, then
+// its own file.
+func (st SubtaskState) Files() []SubtaskState {
+	out := make([]SubtaskState, 0, len(st.Chain)+1)
+	for _, f := range st.Chain {
+		out = append(out, f.Located())
+	}
+	return append(out, st)
 }
 
 // Section is a byte range of a state file.
@@ -391,6 +437,18 @@ func validate(md *Metadata) error {
 			if err := checkSections(st.OperatorState, st.Size, 0, false); err != nil {
 				return fmt.Errorf("node %s#%d: %w", n.NodeID, st.Subtask, err)
 			}
+			if st.Delta != (len(st.Chain) > 0) {
+				return fmt.Errorf("node %s#%d: a delta needs a chain, and only a delta has one", n.NodeID, st.Subtask)
+			}
+			for i, f := range st.Chain {
+				if f.CheckpointID <= 0 || f.CheckpointID >= md.CheckpointID || f.Delta != (i > 0) || !path.IsAbs(f.Dir) || path.Clean(f.Dir) != f.Dir ||
+					f.File == "" || strings.ContainsAny(f.File, `/\`) || f.Size < 0 || (i > 0 && f.CheckpointID <= st.Chain[i-1].CheckpointID) {
+					return fmt.Errorf("node %s#%d: bad chain element %d (checkpoint %d, %s/%s)", n.NodeID, st.Subtask, i, f.CheckpointID, f.Dir, f.File)
+				}
+				if err := checkSections(f.KeyGroups, f.Size, md.MaxParallelism, true); err != nil {
+					return fmt.Errorf("node %s#%d, chain element %d: %w", n.NodeID, st.Subtask, i, err)
+				}
+			}
 		}
 	}
 	return nil
@@ -551,15 +609,17 @@ func (s *Storage) check(ctx context.Context, fsys fs.FS, dir string, wantID int6
 		return nil, corruptf("metadata records checkpoint %d", md.CheckpointID)
 	}
 	for _, n := range md.Nodes {
-		for _, st := range n.Subtasks {
-			var err error
-			if deep {
-				_, err = readState(ctx, fsys, dir, st)
-			} else {
-				err = statState(ctx, fsys, dir, st)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("state of %s#%d: %w", n.NodeID, st.Subtask, err)
+		for _, sub := range n.Subtasks {
+			for _, st := range sub.Files() {
+				var err error
+				if deep {
+					_, err = readState(ctx, fsys, dir, st)
+				} else {
+					err = statState(ctx, fsys, dir, st)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("state of %s#%d: %w", n.NodeID, sub.Subtask, err)
+				}
 			}
 		}
 	}
@@ -710,8 +770,12 @@ func (s *Storage) ReadState(ctx context.Context, dir string, st SubtaskState) ([
 	return readState(ctx, fsys, d, st)
 }
 
-// Prune keeps the newest `retained` (at least 1) completed checkpoints and
-// deletes older checkpoint directories, completed or not. Incomplete ones
+// Prune keeps the newest `retained` (at least 1) completed checkpoints, and
+// the older ones whose files their chains refer to (incremental
+// checkpoints: shared files are counted by the retained checkpoints that
+// refer to them, as in Flink's shared state registry, rebuilt from the
+// metadata each time), and deletes older checkpoint directories, completed
+// or not. Incomplete ones
 // newer than the newest completed one may be in progress and are kept.
 // Completion is judged by the metadata alone (its checksum), not by reading
 // every state file.
@@ -724,14 +788,17 @@ func (s *Storage) Prune(ctx context.Context, retained int) error {
 	var errs []error
 	kept := 0
 	newest := int64(-1)
+	referenced := map[int64]bool{} // by the chains of retained checkpoints
 	for _, id := range ids {
 		dir := fs.Join(s.base, chkName(id))
 		complete := false
+		var md *Metadata
 		var dirs []string // entropy data of this checkpoint; nil = look for it
 		data, err := s.fs.ReadFile(ctx, fs.Join(dir, MetadataFile))
 		switch {
 		case err == nil:
-			md, derr := decodeMetadata(data)
+			var derr error
+			md, derr = decodeMetadata(data)
 			if complete = derr == nil; complete {
 				dirs = dataDirs(md)
 			}
@@ -746,10 +813,20 @@ func (s *Storage) Prune(ctx context.Context, retained int) error {
 			if newest < 0 {
 				newest = id
 			}
+			for _, n := range md.Nodes {
+				for _, st := range n.Subtasks {
+					for _, f := range st.Chain {
+						referenced[f.CheckpointID] = true
+					}
+				}
+			}
 			continue
 		}
 		if newest < 0 {
 			continue // newer than every completed checkpoint: maybe in progress
+		}
+		if referenced[id] {
+			continue // a retained incremental checkpoint reads its files
 		}
 		if err := s.removeData(ctx, id, dirs); err != nil {
 			errs = append(errs, err)

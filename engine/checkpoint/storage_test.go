@@ -509,3 +509,92 @@ func TestConcurrentSavepointUploads(t *testing.T) {
 		t.Fatalf("Load = %+v, %v", md, err)
 	}
 }
+
+// incremental writes checkpoint id of one keyed subtask: a full snapshot
+// when base is nil, else a delta whose chain is base's chain plus base.
+func (f *fixture) incremental(id int64, base *Metadata) *Metadata {
+	f.t.Helper()
+	w := NewWriter()
+	w.AddKeyGroup(1, fmt.Appendf(nil, "kg1@%d", id))
+	data, ss := w.Finish()
+	if base != nil {
+		b := base.Nodes[0].Subtasks[0]
+		ss.Delta = true
+		ss.Chain = append(append([]StateFile(nil), b.Chain...), f.st.Ref(base.CheckpointID, b))
+	}
+	ss, err := f.st.WriteState(f.ctx, id, false, "agg", 0, data, ss)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	md := &Metadata{JobName: "job", CheckpointID: id, MaxParallelism: 8, Nodes: []NodeState{{NodeID: "agg", Parallelism: 1, Subtasks: []SubtaskState{ss}}}}
+	if _, err := f.st.Commit(f.ctx, md); err != nil {
+		f.t.Fatal(err)
+	}
+	return md
+}
+
+// TestIncrementalChain: a delta's chain is verified with it, and Prune
+// keeps the checkpoints a retained chain refers to, deleting them once no
+// retained checkpoint does.
+func TestIncrementalChain(t *testing.T) {
+	f := newFixture(t)
+	m1 := f.incremental(1, nil)
+	m2 := f.incremental(2, m1)
+	m3 := f.incremental(3, m2)
+	if got := m3.Nodes[0].Subtasks[0].Chain; len(got) != 2 || got[0].CheckpointID != 1 || got[1].CheckpointID != 2 || got[0].Delta || !got[1].Delta {
+		t.Fatalf("chain %+v", got)
+	}
+	if err := f.st.Prune(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	md, dir, err := f.st.Latest(f.ctx)
+	if err != nil || md == nil || md.CheckpointID != 3 {
+		t.Fatalf("Latest = %v, %v", md, err)
+	}
+	for i, st := range md.Nodes[0].Subtasks[0].Files() {
+		data, err := f.st.ReadState(f.ctx, dir, st)
+		if err != nil {
+			t.Fatalf("file %d of the chain: %v", i, err)
+		}
+		s := st.KeyGroups[0]
+		if got, want := string(data[s.Offset:s.Offset+s.Length]), fmt.Sprintf("kg1@%d", i+1); got != want {
+			t.Fatalf("file %d of the chain holds %q, want %q", i, got, want)
+		}
+	}
+	// A full checkpoint 4 ends the chain: Prune(1) deletes 1 to 3.
+	f.incremental(4, nil)
+	if err := f.st.Prune(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 3; id++ {
+		if _, err := os.Stat(filepath.Join(f.dir, fmt.Sprintf("chk-%d", id))); !os.IsNotExist(err) {
+			t.Errorf("chk-%d survived although no retained checkpoint refers to it", id)
+		}
+	}
+	// A missing chain file makes the checkpoint unusable: Latest falls
+	// back to an older one.
+	m5 := f.incremental(5, must(f.st.Load(f.ctx, filepath.Join(f.dir, "chk-4"))))
+	_ = m5
+	if err := os.Remove(f.chk(4, "agg-0")); err != nil {
+		t.Fatal(err)
+	}
+	if md, _, _ := f.st.Latest(f.ctx); md != nil {
+		t.Fatalf("Latest = checkpoint %d with a chain file missing", md.CheckpointID)
+	}
+	// Chains that do not fit the checkpoint are rejected at commit.
+	bad := &Metadata{JobName: "job", CheckpointID: 9, MaxParallelism: 8, Nodes: []NodeState{{NodeID: "agg", Parallelism: 1, Subtasks: []SubtaskState{{File: "agg-0", Delta: true}}}}}
+	if _, err := f.st.Commit(f.ctx, bad); err == nil || !strings.Contains(err.Error(), "chain") {
+		t.Fatalf("a delta without a chain: %v", err)
+	}
+	bad.Nodes[0].Subtasks[0].Chain = []StateFile{{CheckpointID: 12, Dir: "/x", File: "f"}}
+	if _, err := f.st.Commit(f.ctx, bad); err == nil || !strings.Contains(err.Error(), "chain") {
+		t.Fatalf("a chain element newer than the checkpoint: %v", err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
