@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,7 +107,13 @@ func compareWindows(t *testing.T, got, want map[windowKey]windowAgg) {
 // time (with the parallelism parallelisms[i] on run i), and checks the
 // committed output once the job has finished. extra are more sluice run
 // arguments (they come after the defaults, so --set overrides win).
-func runCrashTest(t *testing.T, kills int, parallelisms []int, extra ...string) {
+// incrementalRe matches the debug log of a checkpoint that builds on
+// earlier ones.
+var incrementalRe = regexp.MustCompile(`checkpoint complete.* builds_on=[1-9]`)
+
+// runCrashTest returns the stderr of every run.
+func runCrashTest(t *testing.T, kills int, parallelisms []int, extra ...string) string {
+	var logs strings.Builder
 	const rows, keys = 200_000, 100
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
@@ -143,6 +150,7 @@ func runCrashTest(t *testing.T, kills int, parallelisms []int, extra ...string) 
 			err := cmd.Wait()
 			cancel()
 			t.Logf("run %d killed (%v); stderr tail: %s", run, err, tail(stderr.String(), 300))
+			logs.WriteString(stderr.String())
 			continue
 		}
 		err := cmd.Wait()
@@ -151,9 +159,11 @@ func runCrashTest(t *testing.T, kills int, parallelisms []int, extra ...string) 
 			t.Fatalf("final run failed: %v\n%s", err, stderr.String())
 		}
 		t.Logf("final run: %s", tail(stderr.String(), 600))
+		logs.WriteString(stderr.String())
 		break
 	}
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+	return logs.String()
 }
 
 func tail(s string, n int) string {

@@ -173,6 +173,17 @@ func (w *windowOp) Open(ctx *runtime.Context, r *runtime.Restored) error {
 				return fmt.Errorf("restoring key group %d: %w", kg, err)
 			}
 		}
+		// An incremental checkpoint: each key group's deltas, in order.
+		for kg, ds := range r.KeyGroupDeltas {
+			for i, d := range ds {
+				if err := op.RestoreDelta(kg, d); err != nil {
+					return fmt.Errorf("restoring delta %d of key group %d: %w", i+1, kg, err)
+				}
+			}
+		}
+		if err := op.FinishRestore(); err != nil {
+			return err
+		}
 		// Operator state holds each old subtask's watermark; the lowest is
 		// the one every restored key group had reached.
 		wm := runtime.MaxWatermark
@@ -228,10 +239,15 @@ func (w *windowOp) Close() error {
 	return w.op.Close()
 }
 
-func (w *windowOp) Snapshot(int64) (runtime.Snapshot, error) {
-	s := w.op.Snapshot()
+func (w *windowOp) Snapshot(id int64) (runtime.Snapshot, error) {
+	var s *window.Snapshot
+	if w.Ctx.Incremental && !w.Ctx.InSavepoint() {
+		s = w.op.SnapshotIncremental(id, w.Ctx.LastCompleted())
+	} else {
+		s = w.op.Snapshot()
+	}
 	wm := w.wm
-	return runtime.SnapshotFunc(func(sw runtime.StateWriter) error {
+	return deltaSnapshot{base: s.Base(), f: func(sw runtime.StateWriter) error {
 		defer s.Release()
 		var buf []byte
 		for _, kg := range s.KeyGroups() {
@@ -248,5 +264,20 @@ func (w *windowOp) Snapshot(int64) (runtime.Snapshot, error) {
 		binary.BigEndian.PutUint64(e, uint64(wm))
 		sw.AddOperatorState(e)
 		return nil
-	}), nil
+	}}, nil
 }
+
+// CheckpointComplete lets an incremental snapshot build on checkpoint id.
+func (w *windowOp) CheckpointComplete(id int64) error {
+	w.op.Confirm(id)
+	return nil
+}
+
+// deltaSnapshot is a runtime.DeltaSnapshot (base 0: a full snapshot).
+type deltaSnapshot struct {
+	base int64
+	f    runtime.SnapshotFunc
+}
+
+func (d deltaSnapshot) Write(w runtime.StateWriter) error { return d.f(w) }
+func (d deltaSnapshot) DeltaBase() int64                  { return d.base }

@@ -25,6 +25,7 @@ func Options(j *spec.Job) (runtime.Options, error) {
 		Retained:          cp.Retained,
 		TolerableFailures: cp.TolerableFailures,
 		LocalRecovery:     cp.LocalRecovery,
+		Incremental:       cp.Incremental,
 	}
 	if o.Retained < 1 {
 		o.Retained = 1

@@ -38,7 +38,10 @@ type failingParams struct {
 	After int64 `json:"after"` // rows a subtask passes on before it fails
 	// AfterCheckpoint: fail only once a checkpoint of this attempt has
 	// completed, so that the restart has one to restore from.
-	AfterCheckpoint bool   `json:"afterCheckpoint"`
+	AfterCheckpoint bool `json:"afterCheckpoint"`
+	// AfterCheckpoints: fail only once this many checkpoints of this
+	// attempt have completed.
+	AfterCheckpoints int    `json:"afterCheckpoints"`
 	Times           int64  `json:"times"` // failures in all (over every attempt)
 	Flag            string `json:"flag"`
 }
@@ -65,14 +68,18 @@ type failing struct {
 	p         failingParams
 	failed    *atomic.Int64
 	rows      int64
-	completed bool
+	completed int
 }
 
-func (f *failing) CheckpointComplete(int64) error { f.completed = true; return nil }
+func (f *failing) CheckpointComplete(int64) error { f.completed++; return nil }
 
 func (f *failing) Process(_ int, b *row.Batch) error {
 	f.rows += int64(b.Len)
-	if f.Ctx.Subtask == 0 && f.rows >= f.p.After && (f.completed || !f.p.AfterCheckpoint) {
+	need := f.p.AfterCheckpoints
+	if f.p.AfterCheckpoint {
+		need = max(need, 1)
+	}
+	if f.Ctx.Subtask == 0 && f.rows >= f.p.After && f.completed >= need {
 		if n := f.failed.Add(1); n <= f.p.Times {
 			b.Release()
 			return fmt.Errorf("injected failure %d of %d", n, f.p.Times)
@@ -532,6 +539,30 @@ func TestRestartFromCheckpoint(t *testing.T) {
 		t.Errorf("restarts = %d, want 2", res.Restarts)
 	}
 	checkWindows(t, j.readOut(t, "out"), windows(sequence(20000, 20, 0, 1)))
+}
+
+// TestRestartIncremental: with badger state and incremental checkpoints, a
+// node that fails after the second checkpoint of each attempt makes every
+// restart restore from a delta (an attempt's first checkpoint is full, its
+// second builds on it); output stays exactly once.
+func TestRestartIncremental(t *testing.T) {
+	failures.Store(t.Name(), new(atomic.Int64))
+	j := newJob(t, fmt.Sprintf(`{"name": "incremental", "parallelism": 2, "stateBackend": "badger",
+		"checkpoint": {"interval": "20ms", "incremental": true, "retained": 2},
+		"restart": {"strategy": "fixed-delay", "attempts": 4, "delay": "1ms"},
+		"nodes": [
+		{"id": "src", "type": "sequence", "params": {"rows": 60000, "keys": 2000, "rate": 40000}},
+		{"id": "f", "type": "failing", "inputs": ["src"], "params": {"after": 1, "afterCheckpoints": 2, "times": 2, "flag": %q}},
+		`+windowNode+`,
+		{"id": "out", "type": "file", "inputs": ["win"], "params": {"path": "x"}}]}`, t.Name(), "f"))
+	res := j.mustRun(t)
+	if res.Restarts < 1 {
+		t.Errorf("restarts = %d, want 1 or 2", res.Restarts)
+	}
+	if n := res.Restored.Deltas.Load(); n == 0 {
+		t.Errorf("no restore read a delta")
+	}
+	checkWindows(t, j.readOut(t, "out"), windows(sequence(60000, 2000, 0, 1)))
 }
 
 // TestRestartAttemptsExhausted: a node that keeps failing fails the job

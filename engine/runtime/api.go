@@ -39,12 +39,28 @@ type Context struct {
 	// larger than memory (badger); created on demand by whoever uses it and
 	// removed when the run ends.
 	LocalDir string
-	Out      Output
+	// Incremental: the job takes incremental checkpoints, so operators
+	// that can may return a DeltaSnapshot (except for savepoints, see
+	// InSavepoint).
+	Incremental bool
+	Out         Output
 	// Side outputs by name (e.g. a window's "late"); nil when unused.
 	Side    map[string]Output
 	Log     *slog.Logger
 	Metrics *NodeMetrics
+
+	savepoint     bool  // a savepoint's Snapshot is running
+	lastCompleted int64 // the last checkpoint or savepoint notified
 }
+
+// LastCompleted is the id of the last completed checkpoint (or savepoint)
+// this subtask was told of. A DeltaSnapshot may only build on it: older
+// checkpoints may already be pruned.
+func (c *Context) LastCompleted() int64 { return c.lastCompleted }
+
+// InSavepoint reports, during Snapshot, whether the snapshot is for a
+// savepoint: savepoints are always full, self-contained and portable.
+func (c *Context) InSavepoint() bool { return c.savepoint }
 
 // Restored is a subtask's share of a checkpoint.
 type Restored struct {
@@ -54,6 +70,10 @@ type Restored struct {
 	// OperatorState is the union of every old subtask's list entries
 	// (Flink's union list state): each subtask picks what it owns.
 	OperatorState [][]byte
+	// KeyGroupDeltas holds, for an incremental checkpoint, the deltas to
+	// apply per key group after KeyGroups, oldest first (what a
+	// DeltaSnapshot wrote).
+	KeyGroupDeltas map[int][][]byte
 }
 
 // StateWriter receives a snapshot's serialised state.
@@ -67,6 +87,17 @@ type StateWriter interface {
 // the synchronous part froze (copy-on-write) or copied.
 type Snapshot interface {
 	Write(w StateWriter) error
+}
+
+// DeltaSnapshot is a Snapshot whose keyed state is the changes since the
+// state the same subtask wrote for checkpoint DeltaBase (an incremental
+// checkpoint); DeltaBase 0 means full. The base must be a checkpoint the
+// operator was told completed (CheckpointComplete). The runtime records
+// the chain of files in the checkpoint, and a restore hands the deltas
+// over in Restored.KeyGroupDeltas.
+type DeltaSnapshot interface {
+	Snapshot
+	DeltaBase() int64
 }
 
 // SnapshotFunc adapts a function to Snapshot.

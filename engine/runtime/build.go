@@ -63,6 +63,7 @@ func (e *execution) build(rr *restoreReader) error {
 					KeyGroups:      state.RangeForSubtask(s, g.MaxParallelism, cn.Parallelism),
 					ExactlyOnce:    g.ExactlyOnce,
 					Attempt:        e.attempt,
+					Incremental:    e.opts.Incremental,
 					LocalDir:       filepath.Join(e.localDir, fmt.Sprintf("%s-%d", cn.ID, s)),
 					Log:            e.opts.Log.With("node", cn.ID, "subtask", s),
 					Metrics:        e.metrics[cn.ID],

@@ -35,6 +35,9 @@ type Options struct {
 	// LocalRecovery keeps a local copy of each subtask's latest state so a
 	// restart on this machine restores without reading remote storage.
 	LocalRecovery bool
+	// Incremental lets operators take incremental checkpoints
+	// (Context.Incremental).
+	Incremental bool
 	// LocalStateDir holds subtasks' local state directories (default: the
 	// system temp directory); each run gets its own subdirectory.
 	LocalStateDir string
@@ -213,6 +216,7 @@ type execution struct {
 	localDir    string // this attempt's local state directory
 	recovery    localRecovery
 	pruning     atomic.Bool // a Prune is running in the background
+	written     writtenFiles
 }
 
 func (e *execution) event(ev event) {
@@ -334,8 +338,10 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 				waiting = nil
 			} else {
 				res.Checkpoints++
-				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
-				e.recovery.prune(p.ID)
+				chains := chainIDs(p)
+				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path, "builds_on", len(chains))
+				e.written.completed(p.ID)
+				e.recovery.prune(p.ID, chains)
 				if e.pruning.CompareAndSwap(false, true) {
 					e.background(func(ctx context.Context) {
 						defer e.pruning.Store(false)
@@ -474,6 +480,14 @@ func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
 			}
 			data, st := w.Finish()
 			st.Subtask = t.subtask
+			if d, ok := s.(DeltaSnapshot); ok && d.DeltaBase() > 0 && !tr.Savepoint {
+				chain, err := e.written.chain(e.opts.Storage, n.ID, t.subtask, d.DeltaBase())
+				if err != nil {
+					e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
+					return
+				}
+				st.Delta, st.Chain = true, chain
+			}
 			st, err := e.opts.Storage.WriteState(e.ctx, tr.ID, tr.Savepoint, n.ID, t.subtask, data, st)
 			if err != nil {
 				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
@@ -481,6 +495,7 @@ func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
 			}
 			if !tr.Savepoint {
 				e.recovery.keep(tr.ID, st.File, data)
+				e.written.add(n.ID, t.subtask, tr.ID, st)
 			}
 			states = append(states, nodeSubtaskState{node: n.ID, par: n.Parallelism, state: st})
 		}

@@ -53,31 +53,33 @@ func (l localRecovery) keep(id int64, file string, data []byte) {
 	}
 }
 
-// prune drops local copies of checkpoints older than id.
-func (l localRecovery) prune(id int64) {
+// prune drops local copies of checkpoints older than id, except those of
+// the checkpoints in keep (an incremental checkpoint's chain).
+func (l localRecovery) prune(id int64, keep map[int64]bool) {
 	if l.dir == "" {
 		return
 	}
 	es, _ := os.ReadDir(l.dir)
 	for _, e := range es {
 		n, ok := strings.CutPrefix(e.Name(), "chk-")
-		if v, err := strconv.ParseInt(n, 10, 64); ok && err == nil && v < id {
+		if v, err := strconv.ParseInt(n, 10, 64); ok && err == nil && v < id && !keep[v] {
 			os.RemoveAll(filepath.Join(l.dir, e.Name()))
 		}
 	}
 }
 
-// read returns the verified local copy of a state file, or nil.
-func (l localRecovery) read(md *checkpoint.Metadata, sub checkpoint.SubtaskState) []byte {
-	if l.dir == "" || md.Savepoint {
+// read returns the verified local copy of a state file of checkpoint id,
+// or nil.
+func (l localRecovery) read(id int64, sub checkpoint.SubtaskState) []byte {
+	if l.dir == "" {
 		return nil
 	}
-	data, err := os.ReadFile(l.path(md.CheckpointID, sub.File))
+	data, err := os.ReadFile(l.path(id, sub.File))
 	if err != nil {
 		return nil
 	}
 	if int64(len(data)) != sub.Size || crc32.Checksum(data, castagnoli) != sub.CRC32C {
-		l.log.Warn("local recovery: the local copy is corrupt; reading the remote state file", "checkpoint", md.CheckpointID, "file", sub.File)
+		l.log.Warn("local recovery: the local copy is corrupt; reading the remote state file", "checkpoint", id, "file", sub.File)
 		return nil
 	}
 	return data
@@ -98,14 +100,22 @@ type restoreReader struct {
 type RestoreStats struct {
 	LocalBytes  atomic.Int64
 	RemoteBytes atomic.Int64
+	// Deltas counts the key group deltas of incremental checkpoints
+	// handed to operators.
+	Deltas atomic.Int64
 }
 
-func (r *restoreReader) file(ctx context.Context, sub checkpoint.SubtaskState) ([]byte, error) {
+// file reads a state file of checkpoint id (the restored one, or one its
+// chains refer to).
+func (r *restoreReader) file(ctx context.Context, id int64, sub checkpoint.SubtaskState) ([]byte, error) {
 	key := sub.Dir + "/" + sub.File
 	if data, ok := r.cache[key]; ok {
 		return data, nil
 	}
-	data := r.local.read(r.md, sub)
+	var data []byte
+	if !r.md.Savepoint {
+		data = r.local.read(id, sub)
+	}
 	if data != nil {
 		r.stats.LocalBytes.Add(int64(len(data)))
 	} else {
@@ -135,26 +145,46 @@ func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.
 	}
 	res := &Restored{CheckpointID: r.md.CheckpointID, KeyGroups: map[int][]byte{}}
 	for _, sub := range ns.Subtasks {
-		need := len(sub.OperatorState) > 0
-		for _, kg := range sub.KeyGroups {
-			if kgs.Contains(kg.KeyGroup) {
-				need = true
+		// An incremental checkpoint's keyed state: the chain's full
+		// snapshot, then its deltas in order, then the subtask's own delta.
+		files := sub.Files()
+		for i, f := range files {
+			own := i == len(files)-1
+			id := r.md.CheckpointID
+			if !own {
+				id = sub.Chain[i].CheckpointID
 			}
-		}
-		if !need {
-			continue
-		}
-		data, err := r.file(ctx, sub)
-		if err != nil {
-			return nil, fmt.Errorf("reading state of %s#%d: %w", node, sub.Subtask, err)
-		}
-		for _, kg := range sub.KeyGroups {
-			if kgs.Contains(kg.KeyGroup) {
-				res.KeyGroups[kg.KeyGroup] = data[kg.Offset : kg.Offset+kg.Length]
+			need := own && len(sub.OperatorState) > 0
+			for _, kg := range f.KeyGroups {
+				need = need || kgs.Contains(kg.KeyGroup)
 			}
-		}
-		for _, os := range sub.OperatorState {
-			res.OperatorState = append(res.OperatorState, data[os.Offset:os.Offset+os.Length])
+			if !need {
+				continue
+			}
+			data, err := r.file(ctx, id, f)
+			if err != nil {
+				return nil, fmt.Errorf("reading state of %s#%d (checkpoint %d): %w", node, sub.Subtask, id, err)
+			}
+			for _, kg := range f.KeyGroups {
+				if !kgs.Contains(kg.KeyGroup) {
+					continue
+				}
+				part := data[kg.Offset : kg.Offset+kg.Length]
+				if i == 0 {
+					res.KeyGroups[kg.KeyGroup] = part
+					continue
+				}
+				if res.KeyGroupDeltas == nil {
+					res.KeyGroupDeltas = map[int][][]byte{}
+				}
+				res.KeyGroupDeltas[kg.KeyGroup] = append(res.KeyGroupDeltas[kg.KeyGroup], part)
+				r.stats.Deltas.Add(1)
+			}
+			if own {
+				for _, os := range sub.OperatorState {
+					res.OperatorState = append(res.OperatorState, data[os.Offset:os.Offset+os.Length])
+				}
+			}
 		}
 	}
 	return res, nil

@@ -224,6 +224,9 @@ func (t *task) handleCtrl(c ctrlMsg) bool {
 }
 
 func (t *task) notify(id int64) {
+	for _, m := range t.members {
+		m.ctx.lastCompleted = id
+	}
 	if t.source != nil {
 		if err := t.source.CheckpointComplete(id); err != nil {
 			t.fail(fmt.Errorf("completing checkpoint %d: %w", id, err))
@@ -250,11 +253,13 @@ func (t *task) checkpoint(tr Trigger) {
 	for i, m := range t.members {
 		var s Snapshot
 		var err error
+		m.ctx.savepoint = tr.Savepoint
 		if i == 0 && t.source != nil {
 			s, err = t.source.Snapshot(tr.ID)
 		} else {
 			s, err = m.op.Snapshot(tr.ID)
 		}
+		m.ctx.savepoint = false
 		if err != nil {
 			t.job.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: snapshot: %w", m.node.ID, t.subtask, err)})
 			snaps = nil
@@ -290,11 +295,17 @@ func (t *task) runOperator(ctx context.Context) error {
 		if len(t.replay) > 0 {
 			m := t.replay[0]
 			t.replay = t.replay[1:]
+			if m.kind == msgBarrier && t.drainCtrl() {
+				return t.err
+			}
 			t.handle(m)
 			continue
 		}
 		select {
 		case m := <-t.in.ch:
+			if m.kind == msgBarrier && t.drainCtrl() {
+				return t.err
+			}
 			t.handle(m)
 		case c := <-t.ctrl:
 			if done := t.handleCtrl(c); done {
@@ -307,6 +318,24 @@ func (t *task) runOperator(ctx context.Context) error {
 }
 
 func (t *task) head() *member { return t.members[0] }
+
+// drainCtrl handles the control messages already queued, before a barrier:
+// the driver queues checkpoint N's completion to every task before it
+// triggers N+1, so operators learn that N completed before they snapshot
+// N+1 (incremental snapshots build on the last completed one). It returns
+// true when the task is done.
+func (t *task) drainCtrl() bool {
+	for {
+		select {
+		case c := <-t.ctrl:
+			if t.handleCtrl(c) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}
 
 // handle processes one message from an input channel. Replayed messages
 // (buffered during alignment) already hold their credit until processed.

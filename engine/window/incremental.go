@@ -136,10 +136,11 @@ func (in *incr) close() {
 }
 
 // SnapshotIncremental is Snapshot for checkpoint id of a job that takes
-// incremental checkpoints. With the badger backend and a confirmed earlier
-// snapshot it returns a delta (Snapshot.Base says on which checkpoint);
-// otherwise a full snapshot. With the heap backend it is Snapshot.
-func (o *Operator) SnapshotIncremental(id int64) *Snapshot {
+// incremental checkpoints. With the badger backend, when the last confirmed
+// snapshot is that of checkpoint base (the newest completed one: older
+// ones may be pruned), it returns a delta on it (Snapshot.Base); otherwise
+// a full snapshot. With the heap backend it is Snapshot.
+func (o *Operator) SnapshotIncremental(id, base int64) *Snapshot {
 	if o.st == nil {
 		return o.Snapshot()
 	}
@@ -149,22 +150,22 @@ func (o *Operator) SnapshotIncremental(id int64) *Snapshot {
 	in := o.inc
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	base := in.confirmed
-	if base != nil && (base.deltas >= MaxDeltas || base.dbytes >= base.full) {
-		base = nil // compact the chain: a full snapshot
+	on := in.confirmed
+	if on != nil && (on.id != base || on.deltas >= MaxDeltas || on.dbytes >= on.full) {
+		on = nil // not the newest completed, or compacting the chain: a full snapshot
 	}
 	var s *Snapshot
 	h := &held{id: id, writing: true}
-	if base == nil {
+	if on == nil {
 		s = o.Snapshot()
 		bs := s.data.(interface{ keep() *badger.Txn })
 		h.txn = bs.keep()
 	} else {
-		d := &bdelta{st: o.st, l: o.l, kgStart: o.kgStart, nkg: o.nkg, since: base.txn.ReadTs(), txn: o.st.db.NewTransaction(false)}
+		d := &bdelta{st: o.st, l: o.l, kgStart: o.kgStart, nkg: o.nkg, since: on.txn.ReadTs(), txn: o.st.db.NewTransaction(false)}
 		h.txn = d.txn
-		h.deltas, h.full, h.dbytes = base.deltas+1, base.full, base.dbytes
+		h.deltas, h.full, h.dbytes = on.deltas+1, on.full, on.dbytes
 		s = o.snapshotOf(d)
-		s.base = base.id
+		s.base = on.id
 	}
 	s.onRelease = func(bytes int64, ok bool) { in.finished(h, bytes, ok) }
 	if old := in.pending[id]; old != nil {

@@ -85,10 +85,11 @@ func TestIncremental(t *testing.T) {
 			saved := map[int64]savedSnap{}
 			full := map[int64]map[int][]byte{}
 			deltas, fulls := 0, 0
+			var lastOK int64
 			for i, st := range steps {
 				run(t, op, []step{st})
 				id := int64(i + 1)
-				s := op.SnapshotIncremental(id)
+				s := op.SnapshotIncremental(id, lastOK)
 				saved[id] = savedSnap{base: s.Base(), kgs: snapBytes(s, cfg.MaxParallelism), wm: s.Watermark()}
 				if err := s.Err(); err != nil {
 					t.Fatal(err)
@@ -104,6 +105,7 @@ func TestIncremental(t *testing.T) {
 				ref.Release()
 				if i%7 != 3 { // every seventh checkpoint fails
 					op.Confirm(id)
+					lastOK = id
 				}
 			}
 			if deltas == 0 || fulls < 2 {
@@ -171,7 +173,7 @@ func TestIncrementalHeap(t *testing.T) {
 	cfg := configs()[0]
 	op, _ := newOp(t, cfg)
 	run(t, op, script(3, 10))
-	s := op.SnapshotIncremental(1)
+	s := op.SnapshotIncremental(1, 0)
 	if s.Base() != 0 {
 		t.Fatal("heap snapshot is a delta")
 	}
