@@ -42,8 +42,8 @@ type failingParams struct {
 	// AfterCheckpoints: fail only once this many checkpoints of this
 	// attempt have completed.
 	AfterCheckpoints int    `json:"afterCheckpoints"`
-	Times           int64  `json:"times"` // failures in all (over every attempt)
-	Flag            string `json:"flag"`
+	Times            int64  `json:"times"` // failures in all (over every attempt)
+	Flag             string `json:"flag"`
 }
 
 func init() {
