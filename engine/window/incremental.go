@@ -43,8 +43,16 @@ const MaxDeltas = 8
 
 // deltaMagic starts a key group's delta: "SLWD" and a version byte, then
 // the configuration fingerprint like a full snapshot, uvarint entries, and
-// per entry (in key order) uvarint key length, key (the database key),
-// uvarint value length + 1 (0: the key was deleted), value.
+// per entry, in key order:
+//
+//	key:    uvarint bytes shared with the previous entry's database key,
+//	        uvarint length of the rest, the rest
+//	value:  uvarint tag: 0 the key was deleted; 1 raw: uvarint length,
+//	        bytes; 2+n: n 8-byte words, each as a zigzag varint (values are
+//	        accumulator words: counts and integer sums are small)
+//
+// so that a delta entry costs about what the key's entry in a full
+// snapshot does.
 const deltaMagic = "SLWD\x01"
 
 // held is a snapshot's transaction, kept after the snapshot was written so
@@ -204,30 +212,47 @@ func (o *Operator) RestoreDelta(kg int, data []byte) error {
 	w := writer{st: o.st}
 	d := &dec{b: rest}
 	n := d.count(2)
+	var prev []byte
 	for range n {
-		kl := d.count(1)
-		if d.err != nil || len(d.b) < kl {
+		shared, kl := d.uvarint(), d.uvarint()
+		if d.err != nil || shared > uint64(len(prev)) || kl > uint64(len(d.b)) {
 			d.err = errShort
 			break
 		}
-		k := append(w.alloc(kl), d.b[:kl]...)
+		k := append(append(w.alloc(int(shared)+int(kl)), prev[:shared]...), d.b[:kl]...)
 		d.b = d.b[kl:]
+		prev = k
 		if got := keyGroupOfDBKey(k); got != kg {
 			d.err = fmt.Errorf("entry of key group %d", got)
 			break
 		}
-		vl := d.uvarint()
-		if d.err != nil || uint64(len(d.b)) < vl-min(vl, 1) {
-			d.err = errShort
+		switch tag := d.uvarint(); {
+		case d.err != nil:
+		case tag == 0:
+			w.del(k)
+		case tag == 1:
+			vl := d.uvarint()
+			if d.err != nil || vl > uint64(len(d.b)) {
+				d.err = errShort
+				break
+			}
+			w.set(k, append(w.alloc(int(vl)), d.b[:vl]...))
+			d.b = d.b[vl:]
+		default:
+			nw := tag - 2
+			if nw > uint64(len(d.b)) {
+				d.err = errShort
+				break
+			}
+			v := w.alloc(int(nw) * 8)
+			for range nw {
+				v = binary.LittleEndian.AppendUint64(v, uint64(d.varint()))
+			}
+			w.set(k, v)
+		}
+		if d.err != nil {
 			break
 		}
-		if vl == 0 {
-			w.del(k)
-			continue
-		}
-		v := append(w.alloc(int(vl-1)), d.b[:vl-1]...)
-		d.b = d.b[vl-1:]
-		w.set(k, v)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
@@ -280,6 +305,7 @@ type bdelta struct {
 	once    sync.Once
 	byKG    map[int][]byte // entries per key group, encoded
 	counts  map[int]int
+	prev    map[int][]byte // last key per key group (prefix compression)
 	kgs     []int
 	e       error
 }
@@ -287,7 +313,7 @@ type bdelta struct {
 // collect reads every change since the base, once, bucketed by key group.
 func (d *bdelta) collect() {
 	d.once.Do(func() {
-		d.byKG, d.counts = map[int][]byte{}, map[int]int{}
+		d.byKG, d.counts, d.prev = map[int][]byte{}, map[int]int{}, map[int][]byte{}
 		d.st.mu.RLock()
 		defer d.st.mu.RUnlock()
 		if d.st.closed {
@@ -310,13 +336,19 @@ func (d *bdelta) collect() {
 				return
 			}
 			b := d.byKG[kg]
-			b = binary.AppendUvarint(b, uint64(len(k)))
-			b = append(b, k...)
+			prev := d.prev[kg]
+			shared := 0
+			for shared < len(prev) && shared < len(k) && prev[shared] == k[shared] {
+				shared++
+			}
+			b = binary.AppendUvarint(b, uint64(shared))
+			b = binary.AppendUvarint(b, uint64(len(k)-shared))
+			b = append(b, k[shared:]...)
+			d.prev[kg] = append(prev[:0], k...)
 			if item.IsDeletedOrExpired() {
 				b = append(b, 0)
 			} else if err := item.Value(func(v []byte) error {
-				b = binary.AppendUvarint(b, uint64(len(v))+1)
-				b = append(b, v...)
+				b = appendDeltaValue(b, v)
 				return nil
 			}); err != nil {
 				d.e = fmt.Errorf("window: reading badger state for a delta: %w", err)
@@ -346,7 +378,20 @@ func (d *bdelta) write(kg int, dst []byte) []byte {
 func (d *bdelta) err() error { return d.e }
 
 // release keeps the transaction: it belongs to the operator's incr.
-func (d *bdelta) release() { d.byKG, d.counts = nil, nil }
+func (d *bdelta) release() { d.byKG, d.counts, d.prev = nil, nil, nil }
+
+func appendDeltaValue(b, v []byte) []byte {
+	if len(v)%8 != 0 {
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		return append(b, v...)
+	}
+	b = binary.AppendUvarint(b, uint64(2+len(v)/8))
+	for ; len(v) > 0; v = v[8:] {
+		b = binary.AppendVarint(b, int64(binary.LittleEndian.Uint64(v)))
+	}
+	return b
+}
 
 // keep hands the snapshot's transaction to the operator's incr instead of
 // discarding it on release.
