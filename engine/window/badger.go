@@ -297,7 +297,11 @@ type bwinCore[K keyT] struct {
 	n     int // accumulators in the database
 	kbuf  []byte
 
-	// the batch being processed: (pane, key group, key) → accumulator
+	// The write-back cache: (pane, key group, key) → accumulator, read
+	// from the database on first use and written back in one WriteBatch
+	// when it holds cacheMax accumulators, before anything reads the
+	// database (firing, purging) and before a snapshot. Hot keys then cost
+	// a map lookup, not a read and a write per batch.
 	batch map[wkey[K]]int
 	ents  []bent[K]
 	slab  []uint64
@@ -418,8 +422,21 @@ func (c *bwinCore[K]) process(b, late *row.Batch) int {
 			p.dirty = append(p.dirty, ref[K]{key: c.kx.clone(c.p.keys[i]), kg: int32(ti)})
 		}
 	}
-	c.flushBatch()
+	if len(c.ents) >= cacheMax {
+		c.flushBatch()
+	}
 	return nlate
+}
+
+// cacheMax bounds the write-back cache (accumulators); flushing it is
+// part of a snapshot's synchronous pause, so it stays small.
+const cacheMax = 1 << 15
+
+// sync writes the write-back cache to the database.
+func (c *bwinCore[K]) sync() {
+	if len(c.ents) > 0 {
+		c.flushBatch()
+	}
 }
 
 func (c *bwinCore[K]) advance(old int64) {
@@ -430,6 +447,7 @@ func (c *bwinCore[K]) advance(old int64) {
 	var txn *badger.Txn
 	open := func() {
 		if txn == nil {
+			c.sync()
 			txn = c.st.db.NewTransaction(false)
 		}
 	}
@@ -492,6 +510,7 @@ func (c *bwinCore[K]) advance(old int64) {
 		n++
 	}
 	if n > 0 {
+		c.sync()
 		c.purge(c.panes[:n])
 		clear(c.panes[:n])
 		c.panes = c.panes[n:]

@@ -169,6 +169,7 @@ func (o *Operator) SnapshotIncremental(id, base int64) *Snapshot {
 		bs := s.data.(interface{ keep() *badger.Txn })
 		h.txn = bs.keep()
 	} else {
+		o.sync()
 		d := &bdelta{st: o.st, l: o.l, kgStart: o.kgStart, nkg: o.nkg, since: on.txn.ReadTs(), txn: o.st.db.NewTransaction(false)}
 		h.txn = d.txn
 		h.deltas, h.full, h.dbytes = on.deltas+1, on.full, on.dbytes

@@ -148,7 +148,17 @@ func (o *Operator) LateRows() int64 { return o.late }
 // copied. After it, the first write to a frozen segment copies that segment. The snapshot may
 // be serialised from another goroutine while the operator keeps running;
 // call Release when done with it, so that writes stop copying.
-func (o *Operator) Snapshot() *Snapshot { return o.snapshotOf(o.core.snapshot()) }
+func (o *Operator) Snapshot() *Snapshot {
+	o.sync()
+	return o.snapshotOf(o.core.snapshot())
+}
+
+// sync writes what the badger backend caches to its database.
+func (o *Operator) sync() {
+	if s, ok := o.core.(interface{ sync() }); ok {
+		s.sync()
+	}
+}
 
 func (o *Operator) snapshotOf(data snapData) *Snapshot {
 	v := o.c.ver

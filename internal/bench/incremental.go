@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -38,10 +39,11 @@ func scenarioIncremental() {
 		fail(err)
 	}
 	defer op.Close()
-	feed := func(ks []int64) {
-		for i := 0; i < len(ks); i += row.DefaultBatchSize {
+	feed := func(n int64, key func(i int64) int64) {
+		for i := int64(0); i < n; i += row.DefaultBatchSize {
 			b := row.NewBatch(in)
-			for _, k := range ks[i:min(i+row.DefaultBatchSize, len(ks))] {
+			for j := i; j < min(i+row.DefaultBatchSize, n); j++ {
+				k := key(j)
 				b.Cols[0].Ints = append(b.Cols[0].Ints, k)
 				b.Cols[1].Ints = append(b.Cols[1].Ints, 1)
 				b.Cols[2].Ints = append(b.Cols[2].Ints, k%1000)
@@ -51,13 +53,19 @@ func scenarioIncremental() {
 			b.Release()
 		}
 	}
-	all := make([]int64, keys)
-	for i := range all {
-		all[i] = int64(i)
-	}
+	var peak uint64
+	stop := sampleHeap(&peak)
 	t0 := time.Now()
-	feed(all)
-	fmt.Fprintf(os.Stderr, "incremental: %d keys loaded into badger in %v\n", keys, time.Since(t0).Round(time.Millisecond))
+	feed(keys, func(i int64) int64 { return i })
+	load := time.Since(t0)
+	stop()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	_, disk := op.StateSize()
+	fmt.Fprintf(os.Stderr, "incremental: %d keys loaded into badger in %v\n", keys, load.Round(time.Millisecond))
+	add("badger state, loaded", fmt.Sprintf("%d keys", keys), fmt.Sprintf("%d", keys), load.Round(time.Millisecond).String(), mrps(float64(keys)/load.Seconds()), "",
+		fmt.Sprintf("%.2f GB on disk; Go heap %.0f MB live after GC, %.0f MB peak in use while loading", float64(disk)/1e9, float64(ms.HeapAlloc)/1e6, float64(peak)/1e6))
 
 	// write serialises a snapshot into a file; it returns bytes and time.
 	n := 0
@@ -97,11 +105,7 @@ func scenarioIncremental() {
 	for _, frac := range []float64{0.01, 0.10} {
 		changed := int64(float64(keys) * frac)
 		perm := rng.Perm(int(keys))[:changed]
-		ks := make([]int64, changed)
-		for i, p := range perm {
-			ks[i] = int64(p)
-		}
-		feed(ks)
+		feed(changed, func(i int64) int64 { return int64(perm[i]) })
 		id++
 		d := op.SnapshotIncremental(id, id-1)
 		if d.Base() != id-1 {
