@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"runtime"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
