@@ -126,8 +126,15 @@ func (a *jobAPI) status(w http.ResponseWriter, r *http.Request) {
 func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	reply := make(chan runtime.SavepointResult, 1)
+	// Writing may take up to the checkpoint timeout, but a job that is
+	// restarting does not even take the request: say so instead of hanging.
+	take := time.NewTimer(30 * time.Second)
+	defer take.Stop()
 	select {
 	case a.savepoints <- runtime.SavepointRequest{Reply: reply}:
+	case <-take.C:
+		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request within 30s (restarting?); ask again"})
+		return
 	case <-ctx.Done():
 		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request: " + ctx.Err().Error()})
 		return
