@@ -5,13 +5,19 @@ PKGS    := ./...
 # Packages whose concurrency bugs would lose data (engine/plan: whole jobs in-process): always under the race detector.
 RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/checkpoint/... ./engine/fs/... ./engine/plan/...
 
-.PHONY: build run test vet bench fuzz clean
+.PHONY: build run run-kafka test vet bench fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/sluice
 
 run: build
 	./$(BIN) run examples/clicks.json
+
+# The Keystone router (examples/keystone-router.json) on an in-process Kafka
+# (kfake on 127.0.0.1:9092) fed with generated events; counts per output topic
+# every 3 s until Ctrl-C. Flags: make run-kafka DEMO_FLAGS="-port 19092 -rate 5000".
+run-kafka: build
+	$(GO) run ./internal/kafkademo -sluice $(BIN) $(DEMO_FLAGS)
 
 vet:
 	$(GO) vet $(PKGS)

@@ -16,6 +16,7 @@ const usage = `usage: sluice <command> [flags] [args]
 commands:
   run JOB        run a job in this process (the embedded default: no cluster needed)
   validate JOB   check a job spec and print its plan, or the first error
+  skip-backlog   make a running job's sources skip to their newest data (via its --http API)
   help           this text
 
 Run 'sluice <command> -h' for a command's flags.
@@ -31,6 +32,8 @@ func run(args []string) int {
 		return cmdRun(args[1:])
 	case "validate":
 		return cmdValidate(args[1:])
+	case "skip-backlog":
+		return cmdSkipBacklog(args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0

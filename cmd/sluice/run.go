@@ -87,6 +87,7 @@ func cmdRun(args []string) int {
 	spOnStop := fs.Bool("savepoint-on-stop", false, "on SIGTERM, write a final savepoint and stop")
 	localDir := fs.String("local-dir", env("SLUICE_LOCAL_DIR", ""), "directory for local state (badger) and local recovery copies (default: the system temp directory)")
 	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	httpAddr := fs.String("http", env("SLUICE_HTTP", ""), "serve the job's REST API (status, skip-backlog, savepoint) on this address, e.g. 127.0.0.1:8081")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -145,6 +146,21 @@ func cmdRun(args []string) int {
 			}()
 		}
 	}()
+
+	if *httpAddr != "" {
+		cmds := make(chan runtime.Command)
+		opts.Commands = cmds
+		apiCtx, apiCancel := context.WithCancel(ctx)
+		stopAPI, err := serveAPI(apiCtx, *httpAddr, &jobAPI{cmds: cmds, savepoints: savepoints, log: log})
+		if err != nil {
+			apiCancel()
+			fmt.Fprintf(os.Stderr, "sluice run: %v\n", err)
+			return 2
+		}
+		// Requests end with the job (apiCancel), then the server stops.
+		defer stopAPI()
+		defer apiCancel()
+	}
 
 	start := time.Now()
 	res, err := runtime.Run(ctx, g, opts)

@@ -43,7 +43,9 @@ type Options struct {
 	LocalStateDir string
 	// Savepoints receives savepoint requests while the job runs.
 	Savepoints <-chan SavepointRequest
-	Log        *slog.Logger
+	// Commands receives requests to the running job (command.go).
+	Commands <-chan Command
+	Log      *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -77,6 +79,7 @@ type Result struct {
 	// RestoreTime is how long restoring took: reading the checkpoint's
 	// state and opening every operator with it.
 	RestoreTime time.Duration
+	started     time.Time
 }
 
 // Run executes g until its sources end (bounded job), it is stopped with a
@@ -89,7 +92,7 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 	if opts.Storage == nil {
 		return nil, errors.New("no checkpoint storage")
 	}
-	res := &Result{Metrics: make(map[string]*NodeMetrics)}
+	res := &Result{Metrics: make(map[string]*NodeMetrics), started: time.Now()}
 	for _, n := range g.Nodes {
 		res.Metrics[n.ID] = &NodeMetrics{}
 	}
@@ -139,10 +142,8 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		}
 		res.Restarts++
 		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "of", opts.RestartAttempts, "err", err)
-		select {
-		case <-time.After(opts.RestartDelay):
-		case <-ctx.Done():
-			return res, ctx.Err()
+		if err := waitRestart(ctx, g, opts, res); err != nil {
+			return res, err
 		}
 		// Once this run has completed a checkpoint, restart from the latest
 		// one; before that, from where the run began: checkpoints in the
@@ -217,6 +218,7 @@ type execution struct {
 	recovery    localRecovery
 	pruning     atomic.Bool // a Prune is running in the background
 	written     writtenFiles
+	cmds        commands
 }
 
 func (e *execution) event(ev event) {
@@ -261,6 +263,7 @@ func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Me
 func (e *execution) run(ctx context.Context, res *Result) error {
 	defer e.cancel()
 	defer os.RemoveAll(e.localDir) // after the tasks closed their state
+	defer e.endCommands()
 	now := time.Now().UnixMilli()
 	coord := NewCoordinator(CoordinatorConfig{
 		Interval:          e.opts.Interval.Milliseconds(),
@@ -392,6 +395,8 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 		case req := <-e.opts.Savepoints:
 			waiting = append(waiting, req)
 			err = apply(coord.RequestSavepoint(time.Now().UnixMilli(), req.Stop))
+		case c := <-e.opts.Commands:
+			e.command(c, res)
 		case err = <-errs:
 		case <-allExited:
 			err = errors.New("every task exited before the job finished")

@@ -48,12 +48,14 @@ type ctrlKind uint8
 const (
 	ctrlTrigger ctrlKind = iota
 	ctrlNotify
+	ctrlSkipBacklog // sources only (command.go)
 )
 
 type ctrlMsg struct {
 	kind    ctrlKind
 	trigger Trigger
 	id      int64
+	skip    *skipOp
 }
 
 // task runs a chain of subtasks on one goroutine.
@@ -214,6 +216,8 @@ func (t *task) handleCtrl(c ctrlMsg) bool {
 		} else if c.trigger.Stop {
 			t.stopped = true
 		}
+	case ctrlSkipBacklog:
+		t.skipBacklog(c.skip)
 	case ctrlNotify:
 		t.notify(c.id)
 		if t.finalID != 0 && c.id >= t.finalID {
