@@ -23,6 +23,8 @@ func TestCrashExactlyOnceIncremental(t *testing.T) {
 	logs := runCrashTest(t, 3, []int{2, 2, 3, 1},
 		"--log-level", "debug",
 		"--set", "stateBackend=badger",
+		"--set", "badger.memtableMiB=4",
+		"--set", "badger.blockCacheMiB=8",
 		"--set", "checkpoint.incremental=true",
 		"--set", "checkpoint.localRecovery=true",
 		"--local-dir", filepath.Join(t.TempDir(), "local"),

@@ -101,6 +101,9 @@ func planWindow(c *PlanContext) (*Planned, error) {
 	}
 	if c.Job.StateBackend == spec.Badger {
 		cfg.Backend = window.BackendBadger
+		if b := c.Job.Badger; b != nil {
+			cfg.Badger = window.BadgerMemory{MemTable: int64(b.MemtableMiB) << 20, BlockCache: int64(b.BlockCacheMiB) << 20, IndexCache: int64(b.IndexCacheMiB) << 20}
+		}
 	}
 	pl := &Planned{Schema: out, NewOperator: func() runtime.Operator { return &windowOp{cfg: cfg, in: in, late: p.LateOutput} }}
 	if p.LateOutput != "" {

@@ -148,6 +148,7 @@ func TestSet(t *testing.T) {
 		{[]string{"name=plain-1.0"}, func(j *Job) bool { return j.Name == "plain-1.0" }},
 		{[]string{"checkpoint.mode=at-least-once"}, func(j *Job) bool { return j.Checkpoint.Mode == AtLeastOnce }},
 		{[]string{"checkpoint.incremental=true", "stateBackend=badger"}, func(j *Job) bool { return j.Checkpoint.Incremental }},
+		{[]string{"stateBackend=badger", "badger.memtableMiB=8"}, func(j *Job) bool { return j.Badger != nil && j.Badger.MemtableMiB == 8 }},
 		{[]string{"checkpoint={\"interval\": \"3s\", \"retained\": 2}"}, func(j *Job) bool {
 			return j.Checkpoint.Interval.D() == 3*time.Second && j.Checkpoint.Retained == 2
 		}},
@@ -275,6 +276,8 @@ func TestErrors(t *testing.T) {
 		{name: "savepoints", sets: []string{"checkpoint.savepoints=ftp://x/y"}, want: []string{`checkpoint.savepoints: "ftp://x/y": scheme "ftp"`}},
 		{name: "state backend", sets: []string{"stateBackend=rocksdb"}, want: []string{`stateBackend: "rocksdb" is not one of heap, badger`}},
 		{name: "incremental heap", sets: []string{"checkpoint.incremental=true"}, want: []string{"checkpoint.incremental: only the badger state backend"}},
+		{name: "badger memory with heap", sets: []string{"badger.blockCacheMiB=16"}, want: []string{"badger: only with stateBackend badger"}},
+		{name: "badger memtable too big", sets: []string{"stateBackend=badger", "badger.memtableMiB=4096"}, want: []string{"badger.memtableMiB: 4096 is outside [0, 1024]"}},
 		{name: "restart strategy", sets: []string{"restart.strategy=exponential"}, want: []string{`restart.strategy: "exponential" is not one of fixed-delay, none`}},
 		{name: "restart attempts", sets: []string{"restart.attempts=-2"}, want: []string{"restart.attempts: must be ≥ 0, got -2"}},
 		{name: "resources", sets: []string{"resources.cpus=-1"}, want: []string{"resources.cpus: must be ≥ 0"}},

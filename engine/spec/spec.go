@@ -20,11 +20,22 @@ type Job struct {
 	MaxParallelism int        `json:"maxParallelism,omitempty"`
 	Checkpoint     Checkpoint `json:"checkpoint"`
 	StateBackend   string     `json:"stateBackend,omitempty"`
-	Restart        Restart    `json:"restart"`
-	Resources      *Resources `json:"resources,omitempty"`
-	Role           string     `json:"role,omitempty"`
-	Constraints    [][]string `json:"constraints,omitempty"`
-	Nodes          []Node     `json:"nodes"`
+	// Badger sizes the badger state backend's memory per subtask.
+	Badger      *BadgerMemory `json:"badger,omitempty"`
+	Restart     Restart       `json:"restart"`
+	Resources   *Resources    `json:"resources,omitempty"`
+	Role        string        `json:"role,omitempty"`
+	Constraints [][]string    `json:"constraints,omitempty"`
+	Nodes       []Node        `json:"nodes"`
+}
+
+// BadgerMemory bounds the memory of each subtask's badger database, in MiB (0:
+// the default). Go heap stays near 2×memtable + block cache + index cache
+// plus what the job itself holds, whatever the state's size on disk.
+type BadgerMemory struct {
+	MemtableMiB   int `json:"memtableMiB,omitempty"`
+	BlockCacheMiB int `json:"blockCacheMiB,omitempty"`
+	IndexCacheMiB int `json:"indexCacheMiB,omitempty"`
 }
 
 // Checkpoint configures checkpoints and savepoints.

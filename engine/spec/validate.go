@@ -191,6 +191,19 @@ func (j *Job) Validate() error {
 	} else if cp.Incremental && c.StateBackend != Badger {
 		add("checkpoint.incremental: only the %s state backend takes incremental checkpoints (stateBackend is %s)", Badger, c.StateBackend)
 	}
+	if b := c.Badger; b != nil {
+		if c.StateBackend != Badger {
+			add("badger: only with stateBackend %s (stateBackend is %s)", Badger, c.StateBackend)
+		}
+		for _, f := range []struct {
+			name    string
+			v, most int
+		}{{"memtableMiB", b.MemtableMiB, 1024}, {"blockCacheMiB", b.BlockCacheMiB, 65536}, {"indexCacheMiB", b.IndexCacheMiB, 65536}} {
+			if f.v < 0 || f.v > f.most {
+				add("badger.%s: %d is outside [0, %d] (MiB; 0 takes the default)", f.name, f.v, f.most)
+			}
+		}
+	}
 
 	switch c.Restart.Strategy {
 	case FixedDelay:

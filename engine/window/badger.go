@@ -64,21 +64,32 @@ var defaultBadgerMem = struct{ memTable, baseTable, blockCache, indexCache int64
 // in the LSM tree (they are tens of bytes), no compression, no fsync (the
 // database is rebuilt from a checkpoint after a crash), no conflict
 // detection (one writer).
-func badgerOptions(dir string) badger.Options {
+func badgerOptions(dir string, m BadgerMemory) badger.Options {
+	mem := badgerMem
+	if m.MemTable > 0 {
+		mem.memTable = m.MemTable
+		mem.baseTable = max(m.MemTable/8, 256<<10)
+	}
+	if m.BlockCache > 0 {
+		mem.blockCache = m.BlockCache
+	}
+	if m.IndexCache > 0 {
+		mem.indexCache = m.IndexCache
+	}
 	return badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithSyncWrites(false).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithCompression(options.None).
-		WithMemTableSize(badgerMem.memTable).
+		WithMemTableSize(mem.memTable).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(badgerMem.baseTable).
+		WithBaseTableSize(mem.baseTable).
 		WithBaseLevelSize(64 << 20).
-		WithBlockCacheSize(badgerMem.blockCache).
-		WithIndexCacheSize(badgerMem.indexCache).
+		WithBlockCacheSize(mem.blockCache).
+		WithIndexCacheSize(mem.indexCache).
 		WithValueThreshold(1 << 10).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
@@ -95,7 +106,7 @@ type bstore struct {
 	closed bool
 }
 
-func openStore(dir string) (*bstore, error) {
+func openStore(dir string, m BadgerMemory) (*bstore, error) {
 	if dir == "" {
 		return nil, errors.New("window: the badger state backend needs a directory")
 	}
@@ -106,7 +117,7 @@ func openStore(dir string) (*bstore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("window: badger state directory: %w", err)
 	}
-	db, err := badger.Open(badgerOptions(dir))
+	db, err := badger.Open(badgerOptions(dir, m))
 	if err != nil {
 		return nil, fmt.Errorf("window: opening badger state in %s: %w", dir, err)
 	}

@@ -81,6 +81,15 @@ type Config struct {
 	// give the same output and the same snapshot format.
 	Backend string
 	Dir     string
+	// Badger sizes the badger backend's memory; zero fields take the
+	// defaults (memtables 32 MiB, block cache 64 MiB, index cache 32 MiB).
+	Badger BadgerMemory
+}
+
+// BadgerMemory bounds what a badger database keeps in memory, in bytes:
+// two memtables of MemTable each, the block cache and the index cache.
+type BadgerMemory struct {
+	MemTable, BlockCache, IndexCache int64
 }
 
 // State backends.

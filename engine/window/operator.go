@@ -52,7 +52,7 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 	o.base = base{l: l, wm: math.MinInt64, c: cow{ver: 1}, kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
 	maxPar := uint64(l.cfg.MaxParallelism)
 	if l.cfg.Backend == BackendBadger {
-		st, err := openStore(l.cfg.Dir)
+		st, err := openStore(l.cfg.Dir, l.cfg.Badger)
 		if err != nil {
 			return nil, err
 		}
