@@ -127,6 +127,7 @@ type testJob struct {
 	spec        string
 	sets        []string
 	hook        logHook
+	restore     string // runtime.Options.Restore
 }
 
 func newJob(t *testing.T, specJSON string) *testJob {
@@ -164,6 +165,7 @@ func (j *testJob) run(t *testing.T) (*runtime.Result, error) {
 	}
 	var mu sync.Mutex
 	var logs strings.Builder
+	opts.Restore = j.restore
 	opts.Log = slog.New(&hookHandler{mu: &mu, buf: &logs, hook: j.hook})
 	opts.Storage.Log = opts.Log
 	t.Cleanup(func() {
@@ -563,6 +565,32 @@ func TestRestartIncremental(t *testing.T) {
 		t.Errorf("no restore read a delta")
 	}
 	checkWindows(t, j.readOut(t, "out"), windows(sequence(60000, 2000, 0, 1)))
+}
+
+// TestRescaleIncremental: a run with badger and incremental checkpoints
+// fails for good after its second checkpoint (a delta on the first); the
+// next run restores that chain with parallelism 3 instead of 2, and the
+// output is exactly once.
+func TestRescaleIncremental(t *testing.T) {
+	failures.Store(t.Name(), new(atomic.Int64))
+	j := newJob(t, fmt.Sprintf(`{"name": "rescale-incremental", "parallelism": 2, "stateBackend": "badger",
+		"checkpoint": {"interval": "20ms", "incremental": true},
+		"restart": {"strategy": "none"},
+		"nodes": [
+		{"id": "src", "type": "sequence", "params": {"rows": 40000, "keys": 2000, "rate": 40000}},
+		{"id": "f", "type": "failing", "inputs": ["src"], "params": {"after": 1, "afterCheckpoints": 2, "times": 1, "flag": %q}},
+		`+windowNode+`,
+		{"id": "out", "type": "file", "inputs": ["win"], "params": {"path": "x"}}]}`, t.Name(), "f"))
+	if _, err := j.run(t); err == nil {
+		t.Fatal("the first run did not fail")
+	}
+	j.restore = "latest"
+	j.sets = append(j.sets, "parallelism=3")
+	res := j.mustRun(t)
+	if n := res.Restored.Deltas.Load(); n == 0 {
+		t.Errorf("the restore read no delta")
+	}
+	checkWindows(t, j.readOut(t, "out"), windows(sequence(40000, 2000, 0, 1)))
 }
 
 // TestRestartAttemptsExhausted: a node that keeps failing fails the job
