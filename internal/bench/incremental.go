@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
@@ -63,6 +64,14 @@ func scenarioIncremental() {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	_, disk := op.StateSize()
+	if *mprof != "" {
+		f, err := os.Create(*mprof)
+		if err != nil {
+			fail(err)
+		}
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+	}
 	fmt.Fprintf(os.Stderr, "incremental: %d keys loaded into badger in %v\n", keys, load.Round(time.Millisecond))
 	add("badger state, loaded", fmt.Sprintf("%d keys", keys), fmt.Sprintf("%d", keys), load.Round(time.Millisecond).String(), mrps(float64(keys)/load.Seconds()), "",
 		fmt.Sprintf("%.2f GB on disk; Go heap %.0f MB live after GC, %.0f MB peak in use while loading", float64(disk)/1e9, float64(ms.HeapAlloc)/1e6, float64(peak)/1e6))

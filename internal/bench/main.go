@@ -29,6 +29,7 @@ var (
 	reps  = flag.Int("reps", 3, "repetitions per measurement; the best is reported")
 	scale = flag.Float64("scale", 1, "multiply row counts (e.g. 0.1 for a quick run)")
 	prof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	mprof = flag.String("memprofile", "", "write a heap profile to this file (incremental: once the state is loaded)")
 )
 
 // measurement is one timed run.
