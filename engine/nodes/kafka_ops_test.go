@@ -255,3 +255,103 @@ func testKafkaDualCluster(t *testing.T, mode string) {
 		}
 	}
 }
+
+const lossJob = `{
+  "name": "loss", "parallelism": 2, "maxParallelism": 64,
+  "checkpoint": {"interval": "100ms", "mode": "at-least-once"},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "sequence", "params": {"rows": 20000, "rate": 100000}},
+    {"id": "route", "type": "project", "inputs": ["src"], "params": {"fields": [
+      {"name": "id", "expr": "id"}, {"name": "topic", "expr": "(id + 1) % 500 == 0 ? 'tiny' : 'ok'"}]}},
+    {"id": "out", "type": "kafka", "inputs": ["route"], "params": {"brokers": [], "topicField": "topic", "keyField": "id",
+      "tolerateFailures": {"ratio": 0.01, "window": "60s"}}}
+  ]
+}`
+
+// TestKafkaSinkLossTolerance writes rows of which some go to a topic whose
+// max.message.bytes (1) is below any record batch, so the broker refuses
+// every record sent to it (MESSAGE_TOO_LARGE, not retriable): 0.2% of the
+// rows stay under a 1% tolerance, so they are dropped and counted and every
+// other row is written; 5% fail the job. The failing ids ((id+1) % 500 ==
+// 0) come after a few hundred rows of their sink subtask, so the ratio is
+// under 1% from the first failure on.
+func TestKafkaSinkLossTolerance(t *testing.T) {
+	c := kafkatest.Start(t, 0, 4, "ok")
+	c.CreateTopic(t, "tiny", 2, map[string]string{"max.message.bytes": "1"})
+	t.Run("below", func(t *testing.T) {
+		j := startKafkaJob(t, lossJob, brokersSet("out", c))
+		res, err := j.wait(t)
+		if err != nil {
+			t.Fatalf("job: %v\nlog:\n%s", err, j.log())
+		}
+		if d := res.Metrics["out"].Dropped.Load(); d != 40 {
+			t.Fatalf("dropped %d writes, want 40", d)
+		}
+		ids := idSet(t, c.ReadCommitted(t, "ok", 4))
+		for i := 0; i < 20000; i++ {
+			if want := (i+1)%500 != 0; (ids[int64(i)] > 0) != want {
+				t.Fatalf("id %d written %d times", i, ids[int64(i)])
+			}
+		}
+		if !strings.Contains(j.log(), "dropped within the loss tolerance") {
+			t.Errorf("no log of the dropped writes")
+		}
+	})
+	t.Run("above", func(t *testing.T) {
+		j := startKafkaJob(t, lossJob, brokersSet("out", c),
+			`nodes.route.params.fields=[{"name":"id","expr":"id"},{"name":"topic","expr":"(id + 1) % 20 == 0 ? 'tiny' : 'ok'"}]`)
+		_, err := j.wait(t)
+		if err == nil || !strings.Contains(err.Error(), "above the tolerated") || !strings.Contains(err.Error(), "too large") {
+			t.Fatalf("job: %v, want a failure above the tolerance", err)
+		}
+	})
+}
+
+// planErr plans a job spec and returns the planning error.
+func planErr(t *testing.T, specJSON string, sets ...string) error {
+	t.Helper()
+	sj, err := spec.Parse([]byte(specJSON), sets)
+	if err != nil {
+		return err
+	}
+	_, err = plan.Build(sj)
+	return err
+}
+
+// TestKafkaOpsParamErrors checks that invalid combinations of the
+// operations params get an error naming the param.
+func TestKafkaOpsParamErrors(t *testing.T) {
+	two := `nodes.out.params.clusters=[{"brokers":["a:1"]},{"brokers":["b:1"]}]`
+	twoSrc := `nodes.src.params.clusters=[{"brokers":["a:1"]},{"brokers":["b:1"]}]`
+	cases := []struct {
+		name string
+		job  string
+		sets []string
+		want string
+	}{
+		{"brokers and clusters", dualJob, []string{twoSrc, two, `nodes.src.params.brokers=["a:1"]`}, "params.clusters: give brokers or clusters, not both"},
+		{"neither", dualJob, []string{two}, "params.brokers: required"},
+		{"bad cluster broker", dualJob, []string{twoSrc, `nodes.out.params.clusters=[{"brokers":["a:1"]},{"brokers":["nohost"]}]`}, "params.clusters[1].brokers[0]"},
+		{"dual exactly-once", dualJob, []string{twoSrc, two, "nodes.out.params.delivery=exactly-once"}, "params.delivery: a sink over several clusters is at-least-once only"},
+		{"dual job exactly-once", dualJob, []string{twoSrc, two, "checkpoint.mode=exactly-once"}, "set delivery to at-least-once"},
+		{"mode without clusters", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, "nodes.out.params.mode=round-robin"}, "params.mode: only with several clusters"},
+		{"bad mode", dualJob, []string{twoSrc, two, "nodes.out.params.mode=random"}, `params.mode: "random"`},
+		{"tolerance exactly-once", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.tolerateFailures={"ratio":0.01}`}, "params.tolerateFailures: only with delivery at-least-once"},
+		{"tolerance ratio", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, "checkpoint.mode=at-least-once", `nodes.out.params.tolerateFailures={"ratio":2}`}, "params.tolerateFailures.ratio"},
+		{"sasl mechanism", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.sasl={"mechanism":"GSSAPI","user":"u","password":"p"}`}, `params.sasl.mechanism: "GSSAPI"`},
+		{"sasl password", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.sasl={"mechanism":"PLAIN","user":"u"}`}, "params.sasl.password: required"},
+		{"sasl both passwords", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.sasl={"mechanism":"PLAIN","user":"u","password":"p","passwordEnv":"X"}`}, "params.sasl.passwordEnv: give password or passwordEnv"},
+		{"tls disabled", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.tls={"caFile":"/ca.pem"}`}, "params.tls.enabled"},
+		{"tls key", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.tls={"enabled":true,"certFile":"/c.pem"}`}, "params.tls.keyFile"},
+		{"tls insecure and ca", seqToKafka, []string{`nodes.out.params.brokers=["a:1"]`, `nodes.out.params.tls={"enabled":true,"caFile":"/ca.pem","insecureSkipVerify":true}`}, "params.tls.insecureSkipVerify"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := planErr(t, tc.job, tc.sets...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -71,6 +71,14 @@ func (s *kafkaSink) openALO() error {
 	if err != nil {
 		return err
 	}
+	if s.cfg.tolWindow > 0 {
+		// sarama's idempotent producer cannot go on past a record the broker
+		// refused: every later batch of the partition is out of sequence
+		// (the Java client bumps the epoch; sarama does not). A retried
+		// write may then be duplicated, which at-least-once allows;
+		// MaxOpenRequests 1 keeps each partition in order.
+		conf.Producer.Idempotent = false
+	}
 	a := &kafkaALO{conf: conf, notify: make(chan struct{}, 1)}
 	if s.cfg.tolWindow > 0 {
 		a.loss = newLossWindow(s.cfg.tolRatio, s.cfg.tolWindow)
