@@ -355,3 +355,52 @@ func TestKafkaOpsParamErrors(t *testing.T) {
 		})
 	}
 }
+
+const refreshJob = `{
+  "name": "refresh", "parallelism": 2, "maxParallelism": 64,
+  "checkpoint": {"interval": "100ms", "mode": "at-least-once"},
+  "restart": {"strategy": "fixed-delay", "attempts": 10, "delay": "100ms"},
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"],
+      "fields": [{"name": "id", "type": "int64"}, {"name": "v", "type": "string"}], ` + fastHealth + `}},
+    {"id": "out", "type": "kafka", "inputs": [{"from": "src", "partition": "rebalance"}],
+      "params": {"brokers": [], "topic": "out", "keyField": "id", ` + fastHealth + `}}
+  ]
+}`
+
+// TestKafkaBrokerListRefresh bootstraps a job through a proxy to one broker
+// of a three-broker cluster, then takes the proxy away for good: the job
+// goes on with the brokers metadata reported. Then the whole cluster is cut
+// off and comes back: the clients made after the outage cannot bootstrap
+// from the configured address any more, and must use the brokers they
+// learnt. The job must never restart and lose nothing.
+func TestKafkaBrokerListRefresh(t *testing.T) {
+	const parts = 4
+	c := kafkatest.Start(t, 0, parts, "in", "out")
+	proxy := kafkatest.NewProxy(t, c.Addrs[0])
+	out := c.NewReader(t, "out")
+	seeds := fmt.Sprintf(`["%s"]`, proxy.Addr)
+	produceIDs(t, c, "in", parts, 0, 1000)
+	j := startKafkaJob(t, refreshJob, "nodes.src.params.brokers="+seeds, "nodes.out.params.brokers="+seeds)
+	waitFor(t, j, "ids 0-999", func() bool { return hasAll(idSet(t, out.Records()), 0, 1000) })
+
+	proxy.Gate.Down() // the bootstrap address is gone, for good
+	produceIDs(t, c, "in", parts, 1000, 2000)
+	waitFor(t, j, "ids 1000-1999 without the bootstrap address", func() bool { return hasAll(idSet(t, out.Records()), 0, 2000) })
+
+	c.Gate.Down()
+	waitFor(t, j, "both nodes to see the cluster down", func() bool {
+		l := j.log()
+		return strings.Contains(l, "kafka source: cluster down") && strings.Contains(l, "kafka sink: cluster down")
+	})
+	c.Gate.Up()
+	waitFor(t, j, "both nodes to take the cluster back", func() bool {
+		l := j.log()
+		return strings.Contains(l, "kafka source: cluster back") && strings.Contains(l, "kafka sink: cluster back")
+	})
+	produceIDs(t, c, "in", parts, 2000, 3000)
+	waitFor(t, j, "ids 2000-2999 after the outage", func() bool { return hasAll(idSet(t, out.Records()), 0, 3000) })
+	if res := j.stop(t); res.Restarts != 0 {
+		t.Fatalf("the job restarted %d times\nlog:\n%s", res.Restarts, j.log())
+	}
+}
