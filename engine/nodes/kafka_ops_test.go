@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"github.com/sluice-stream/sluice/engine/plan"
 	"github.com/sluice-stream/sluice/engine/runtime"
 	"github.com/sluice-stream/sluice/engine/spec"
@@ -402,5 +404,91 @@ func TestKafkaBrokerListRefresh(t *testing.T) {
 	waitFor(t, j, "ids 2000-2999 after the outage", func() bool { return hasAll(idSet(t, out.Records()), 0, 3000) })
 	if res := j.stop(t); res.Restarts != 0 {
 		t.Fatalf("the job restarted %d times\nlog:\n%s", res.Restarts, j.log())
+	}
+}
+
+const groupJob = `{
+  "name": "group", "parallelism": 2, "maxParallelism": 64,
+  "checkpoint": {"interval": "100ms", "mode": "exactly-once"},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"], "bounded": true,
+      "fields": [{"name": "id", "type": "int64"}, {"name": "v", "type": "string"}]}},
+    {"id": "out", "type": "file", "inputs": ["src"], "params": {"path": "/dev/null"}}
+  ]
+}`
+
+// groupOffsets reads a consumer group's committed offsets with sarama's
+// admin client.
+func groupOffsets(t *testing.T, c *kafkatest.Cluster, group, topic string, parts int32) map[int32]int64 {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(c.Addrs, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var ps []int32
+	for p := int32(0); p < parts; p++ {
+		ps = append(ps, p)
+	}
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	for _, p := range ps {
+		if b := resp.GetBlock(topic, p); b != nil && b.Err == sarama.ErrNoError {
+			out[p] = b.Offset
+		}
+	}
+	return out
+}
+
+func fileIDs(t *testing.T, dir string) map[int64]int {
+	t.Helper()
+	out := map[int64]int{}
+	for _, r := range readLines(t, dir) {
+		out[int64(r["id"].(float64))]++
+	}
+	return out
+}
+
+// TestKafkaCommitOffsetsToGroup reads a topic with commitOffsetsToGroup:
+// when the job ends, the group holds the offsets of its final checkpoint
+// (the end of each partition). A second job with startFrom group then reads
+// only what was produced after.
+func TestKafkaCommitOffsetsToGroup(t *testing.T) {
+	const parts = 4
+	c := kafkatest.Start(t, 0, parts, "in")
+	produceIDs(t, c, "in", parts, 0, 1000)
+	dir := t.TempDir()
+	j := startKafkaJob(t, groupJob, brokersSet("src", c), "nodes.src.params.commitOffsetsToGroup=lag",
+		"nodes.out.params.path="+filepath.Join(dir, "1"))
+	if _, err := j.wait(t); err != nil {
+		t.Fatalf("job: %v\nlog:\n%s", err, j.log())
+	}
+	offs := groupOffsets(t, c, "lag", "in", parts)
+	for p := int32(0); p < parts; p++ {
+		if offs[p] != 250 {
+			t.Fatalf("group offsets %v, want 250 for every partition\nlog:\n%s", offs, j.log())
+		}
+	}
+	if ids := fileIDs(t, filepath.Join(dir, "1")); len(ids) != 1000 {
+		t.Fatalf("first job read %d ids, want 1000", len(ids))
+	}
+
+	produceIDs(t, c, "in", parts, 1000, 2000)
+	j = startKafkaJob(t, groupJob, brokersSet("src", c), "nodes.src.params.startFrom=group", "nodes.src.params.group=lag",
+		"nodes.out.params.path="+filepath.Join(dir, "2"))
+	if _, err := j.wait(t); err != nil {
+		t.Fatalf("job: %v\nlog:\n%s", err, j.log())
+	}
+	ids := fileIDs(t, filepath.Join(dir, "2"))
+	if len(ids) != 1000 || !hasAll(ids, 1000, 2000) {
+		t.Fatalf("startFrom group read %d ids (%d of 1000-1999), want exactly 1000-1999", len(ids), countIn(ids, 1000, 2000))
+	}
+	// Without commitOffsetsToGroup, the second job committed nothing.
+	if offs := groupOffsets(t, c, "lag", "in", parts); offs[0] != 250 {
+		t.Fatalf("group offsets moved to %v without commitOffsetsToGroup", offs)
 	}
 }
