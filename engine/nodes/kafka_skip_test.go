@@ -2,6 +2,7 @@ package nodes_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -213,5 +214,66 @@ func TestKafkaSourceRestoresV1State(t *testing.T) {
 	got = pollUntil(t, src, out, [2]int{60, 100}, [2]int{1000, 1100})
 	if len(got) != 140 {
 		t.Fatalf("dual cluster: read %d ids, want 60-99 and 1000-1099", len(got))
+	}
+}
+
+const patternSource = `{
+  "name": "pattern", "parallelism": 1, "maxParallelism": 64,
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topicPattern": "ev-.*", "discoveryInterval": "100ms",
+      "fields": [{"name": "id", "type": "int64"}, {"name": "v", "type": "string"}]}},
+    {"id": "out", "type": "discard", "inputs": ["src"]}
+  ]
+}`
+
+// TestKafkaSourceDiscovery reads topicPattern ev-.*: a topic that does not
+// match is never read; partitions added to a matching topic and a matching
+// topic created while the source runs are found and read from their start.
+func TestKafkaSourceDiscovery(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "ev-a", "other")
+	produceIDs(t, c, "ev-a", 2, 0, 100)
+	produceIDs(t, c, "other", 2, 5000, 5100)
+	src, out := openSource(t, patternSource, nil, brokersSet("src", c))
+	pollUntil(t, src, out, [2]int{0, 100})
+
+	c.AddPartitions(t, "ev-a", 4)
+	produceIDs(t, c, "ev-a", 4, 100, 200) // to all four partitions
+	c.CreateTopic(t, "ev-b", 2, nil)
+	produceIDs(t, c, "ev-b", 2, 200, 300)
+	got := pollUntil(t, src, out, [2]int{100, 300})
+	if n := countIn(got, 5000, 5100); n > 0 {
+		t.Fatalf("%d records of a topic that does not match the pattern", n)
+	}
+	if n := countIn(got, 0, 100); n > 0 {
+		t.Fatalf("%d records read twice after discovery", n)
+	}
+}
+
+// TestKafkaSourceStartFromTimestamp starts at the first record at or after
+// startTimestamp in every partition.
+func TestKafkaSourceStartFromTimestamp(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "in")
+	for p := int32(0); p < 2; p++ {
+		var recs []kafkatest.Record
+		for i := int(p); i < 100; i += 2 {
+			recs = append(recs, kafkatest.Record{Value: []byte(fmt.Sprintf(`{"id":%d,"v":"x"}`, i)), Timestamp: time.UnixMilli(int64(1_000_000 + i*1000))})
+		}
+		c.Produce(t, "in", p, recs)
+	}
+	src, out := openSource(t, skipSource, nil, `nodes.src.params.brokers=["`+c.Addrs[0]+`"]`, "nodes.src.params.clusters=null",
+		"nodes.src.params.startFrom=timestamp", "nodes.src.params.startTimestamp=1050000")
+	got := pollUntil(t, src, out, [2]int{50, 100})
+	// Let anything before the timestamp show up if it were read.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if _, err := src.Poll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, k := range out.take() {
+		got[id] += k
+	}
+	if len(got) != 50 {
+		t.Fatalf("read %d ids, want 50-99 (ids: %v)", len(got), got)
 	}
 }
