@@ -41,7 +41,9 @@ func newKafkaHealth(cluster int, seeds []string, base *sarama.Config, topics []s
 	interval, failAfter, retry := p.health()
 	conf := *base // a shallow copy: only scalars change below
 	// Bounded probes: a hanging broker fails the probe, not the watcher.
-	timeout := min(max(interval, time.Second), 10*time.Second)
+	// As long as the failure timeout (a slow cluster is not a down one),
+	// within 1s..10s.
+	timeout := min(max(failAfter, time.Second), 10*time.Second)
 	conf.Net.DialTimeout, conf.Net.ReadTimeout, conf.Net.WriteTimeout = timeout, timeout, timeout
 	conf.Metadata.Full = false
 	conf.Metadata.RefreshFrequency = 0
@@ -88,6 +90,7 @@ func (h *kafkaHealth) run() {
 			return
 		case <-t.C:
 		}
+		began := time.Now()
 		err := h.probe(&cl)
 		if err == nil {
 			failing = time.Time{}
@@ -102,7 +105,7 @@ func (h *kafkaHealth) run() {
 			cl = nil
 		}
 		if failing.IsZero() {
-			failing = time.Now()
+			failing = began
 		}
 		if h.ok.Load() && time.Since(failing) >= h.failAfter {
 			h.log.Warn("kafka: cluster unreachable; using the others until it returns", "cluster", h.cluster, "since", failing, "err", err)
