@@ -350,6 +350,7 @@ func (s *kafkaSink) closeALO() error {
 		}
 		if c.health != nil {
 			c.health.close()
+			c.health = nil
 		}
 	}
 	a.readers.Wait()

@@ -808,13 +808,16 @@ func (s *kafkaSource) Close() error {
 		if p.pc != nil && !p.done {
 			p.pc.AsyncClose()
 		}
+		p.pc = nil
 	}
 	if s.commit != nil {
 		s.commit.close()
+		s.commit = nil
 	}
 	for _, c := range s.clusters {
 		if c.health != nil {
 			c.health.close()
+			c.health = nil
 		}
 		if c.consumer != nil {
 			_ = c.consumer.Close()
@@ -822,6 +825,7 @@ func (s *kafkaSource) Close() error {
 		if c.client != nil {
 			_ = c.client.Close()
 		}
+		c.client, c.consumer = nil, nil
 	}
 	s.closing.Wait()
 	return nil
