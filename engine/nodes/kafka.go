@@ -200,7 +200,9 @@ func (p *kafkaClientParams) config(clientID string) (*sarama.Config, error) {
 		}
 		c.Net.SASL.Enable = true
 		c.Net.SASL.Handshake = true
-		c.Net.SASL.Version = sarama.SASLHandshakeV1
+		if c.Version.IsAtLeast(sarama.V1_0_0_0) { // SaslAuthenticate exists from Kafka 1.0
+			c.Net.SASL.Version = sarama.SASLHandshakeV1
+		}
 		c.Net.SASL.Mechanism = sarama.SASLMechanism(s.Mechanism)
 		c.Net.SASL.User, c.Net.SASL.Password = s.User, pw
 		switch s.Mechanism {
