@@ -1,14 +1,24 @@
 package nodes
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"reflect"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/sluice-stream/sluice/engine/spec"
 )
 
 // Shared by the kafka source and sink: client configuration, the
@@ -17,19 +27,81 @@ import (
 
 // kafkaClientParams are the params both kafka nodes accept.
 type kafkaClientParams struct {
-	Brokers  []string `json:"brokers"`
-	ClientID string   `json:"clientId"`
+	Brokers []string `json:"brokers"`
+	// Clusters is the alternative to brokers: one logical topic over several
+	// clusters (dual-cluster), each given by its bootstrap brokers.
+	Clusters []kafkaClusterParams `json:"clusters"`
+	ClientID string               `json:"clientId"`
 	// Version is the Kafka protocol version to speak (default 2.8.0).
-	Version string `json:"version"`
+	Version string           `json:"version"`
+	SASL    *kafkaSASLParams `json:"sasl"`
+	TLS     *kafkaTLSParams  `json:"tls"`
+	// Cluster health: a cluster is probed every healthCheckInterval (a
+	// metadata request), declared down once probes have failed for
+	// failureTimeout, and probed every retryInterval while down.
+	HealthCheckInterval spec.Duration `json:"healthCheckInterval"`
+	FailureTimeout      spec.Duration `json:"failureTimeout"`
+	RetryInterval       spec.Duration `json:"retryInterval"`
+}
+
+type kafkaClusterParams struct {
+	Brokers []string `json:"brokers"`
+}
+
+type kafkaSASLParams struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string `json:"mechanism"`
+	User      string `json:"user"`
+	Password  string `json:"password"`
+	// PasswordEnv names an environment variable of the task's process that
+	// holds the password, to keep it out of the job spec.
+	PasswordEnv string `json:"passwordEnv"`
+}
+
+type kafkaTLSParams struct {
+	Enabled            bool   `json:"enabled"`
+	CAFile             string `json:"caFile"`
+	CertFile           string `json:"certFile"`
+	KeyFile            string `json:"keyFile"`
+	InsecureSkipVerify bool   `json:"insecureSkipVerify"`
+}
+
+// Health check defaults.
+const (
+	kafkaHealthInterval  = time.Second
+	kafkaFailureTimeout  = 5 * time.Second
+	kafkaRetryInterval   = 5 * time.Second
+	kafkaMaxClusterCount = 8
+)
+
+func checkBrokers(param string, brokers []string) error {
+	if len(brokers) == 0 {
+		return fmt.Errorf("%s: required (a list of host:port)", param)
+	}
+	for i, b := range brokers {
+		if !strings.Contains(b, ":") {
+			return fmt.Errorf("%s[%d]: %q is not host:port", param, i, b)
+		}
+	}
+	return nil
 }
 
 func (p *kafkaClientParams) check() error {
-	if len(p.Brokers) == 0 {
-		return fmt.Errorf("params.brokers: required (a list of host:port)")
-	}
-	for i, b := range p.Brokers {
-		if !strings.Contains(b, ":") {
-			return fmt.Errorf("params.brokers[%d]: %q is not host:port", i, b)
+	switch {
+	case len(p.Brokers) > 0 && len(p.Clusters) > 0:
+		return fmt.Errorf("params.clusters: give brokers or clusters, not both")
+	case len(p.Clusters) > 0:
+		if len(p.Clusters) > kafkaMaxClusterCount {
+			return fmt.Errorf("params.clusters: %d clusters, at most %d", len(p.Clusters), kafkaMaxClusterCount)
+		}
+		for i, c := range p.Clusters {
+			if err := checkBrokers(fmt.Sprintf("params.clusters[%d].brokers", i), c.Brokers); err != nil {
+				return err
+			}
+		}
+	default:
+		if err := checkBrokers("params.brokers", p.Brokers); err != nil {
+			return fmt.Errorf("%w (or clusters)", err)
 		}
 	}
 	if p.Version != "" {
@@ -37,10 +109,75 @@ func (p *kafkaClientParams) check() error {
 			return fmt.Errorf("params.version: %w", err)
 		}
 	}
+	for _, d := range []struct {
+		name string
+		v    spec.Duration
+	}{{"healthCheckInterval", p.HealthCheckInterval}, {"failureTimeout", p.FailureTimeout}, {"retryInterval", p.RetryInterval}} {
+		if d.v.D() < 0 {
+			return fmt.Errorf("params.%s: %v is negative", d.name, d.v.D())
+		}
+	}
+	if s := p.SASL; s != nil {
+		switch s.Mechanism {
+		case sarama.SASLTypePlaintext, sarama.SASLTypeSCRAMSHA256, sarama.SASLTypeSCRAMSHA512:
+		case "":
+			return fmt.Errorf("params.sasl.mechanism: required (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+		default:
+			return fmt.Errorf("params.sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		}
+		if s.User == "" {
+			return fmt.Errorf("params.sasl.user: required")
+		}
+		switch {
+		case s.Password != "" && s.PasswordEnv != "":
+			return fmt.Errorf("params.sasl.passwordEnv: give password or passwordEnv, not both")
+		case s.Password == "" && s.PasswordEnv == "":
+			return fmt.Errorf("params.sasl.password: required (or passwordEnv)")
+		}
+	}
+	if t := p.TLS; t != nil {
+		if !t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify) {
+			return fmt.Errorf("params.tls.enabled: TLS options are given but tls.enabled is false")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			return fmt.Errorf("params.tls.keyFile: certFile and keyFile go together (a client certificate and its key)")
+		}
+		if t.InsecureSkipVerify && t.CAFile != "" {
+			return fmt.Errorf("params.tls.insecureSkipVerify: with caFile the CA would be ignored; give one or the other")
+		}
+	}
 	return nil
 }
 
-func (p *kafkaClientParams) config(clientID string) *sarama.Config {
+// clusters lists the bootstrap brokers of each cluster (one without clusters).
+func (p *kafkaClientParams) clusters() [][]string {
+	if len(p.Clusters) == 0 {
+		return [][]string{p.Brokers}
+	}
+	out := make([][]string, len(p.Clusters))
+	for i, c := range p.Clusters {
+		out[i] = c.Brokers
+	}
+	return out
+}
+
+func (p *kafkaClientParams) health() (interval, failAfter, retry time.Duration) {
+	interval, failAfter, retry = p.HealthCheckInterval.D(), p.FailureTimeout.D(), p.RetryInterval.D()
+	if interval == 0 {
+		interval = kafkaHealthInterval
+	}
+	if failAfter == 0 {
+		failAfter = kafkaFailureTimeout
+	}
+	if retry == 0 {
+		retry = kafkaRetryInterval
+	}
+	return interval, failAfter, retry
+}
+
+// config is the sarama configuration of a client. It reads the TLS files and
+// the password's environment variable, so it runs where the task runs.
+func (p *kafkaClientParams) config(clientID string) (*sarama.Config, error) {
 	c := sarama.NewConfig()
 	c.Version = sarama.V2_8_0_0
 	if p.Version != "" {
@@ -53,7 +190,94 @@ func (p *kafkaClientParams) config(clientID string) *sarama.Config {
 		c.ClientID = sanitizeClientID(clientID)
 	}
 	c.Metadata.Retry.Backoff = 100 * time.Millisecond
-	return c
+	if s := p.SASL; s != nil {
+		pw := s.Password
+		if s.PasswordEnv != "" {
+			pw = os.Getenv(s.PasswordEnv)
+			if pw == "" {
+				return nil, fmt.Errorf("params.sasl.passwordEnv: environment variable %s is empty or not set", s.PasswordEnv)
+			}
+		}
+		c.Net.SASL.Enable = true
+		c.Net.SASL.Handshake = true
+		if c.Version.IsAtLeast(sarama.V1_0_0_0) { // SaslAuthenticate exists from Kafka 1.0
+			c.Net.SASL.Version = sarama.SASLHandshakeV1
+		}
+		c.Net.SASL.Mechanism = sarama.SASLMechanism(s.Mechanism)
+		c.Net.SASL.User, c.Net.SASL.Password = s.User, pw
+		switch s.Mechanism {
+		case sarama.SASLTypeSCRAMSHA256:
+			c.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha256.New} }
+		case sarama.SASLTypeSCRAMSHA512:
+			c.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: sha512.New} }
+		}
+	}
+	if t := p.TLS; t != nil && t.Enabled {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user asked for it
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("params.tls.caFile: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("params.tls.caFile: no PEM certificate in %s", t.CAFile)
+			}
+		}
+		if t.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("params.tls.certFile: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		c.Net.TLS.Enable = true
+		c.Net.TLS.Config = tc
+	}
+	return c, nil
+}
+
+// kafkaKnown remembers, per cluster (keyed by its bootstrap list), the
+// broker addresses that metadata reported. It lives as long as the process,
+// so a client created after a failure — a reconnect, or a task restarted in
+// the same process — can bootstrap from brokers that are still there when
+// the configured bootstrap brokers are gone.
+var kafkaKnown = struct {
+	sync.Mutex
+	m map[string][]string
+}{m: map[string][]string{}}
+
+func kafkaSeedKey(seeds []string) string { return strings.Join(seeds, ",") }
+
+// kafkaAddrs is what a new client bootstraps from: the configured brokers,
+// then the brokers known from metadata.
+func kafkaAddrs(seeds []string) []string {
+	kafkaKnown.Lock()
+	known := kafkaKnown.m[kafkaSeedKey(seeds)]
+	kafkaKnown.Unlock()
+	out := append([]string(nil), seeds...)
+	for _, a := range known {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// rememberBrokers records the brokers a client learnt from metadata.
+func rememberBrokers(seeds []string, c sarama.Client) {
+	bs := c.Brokers()
+	if len(bs) == 0 {
+		return
+	}
+	addrs := make([]string, 0, len(bs))
+	for _, b := range bs {
+		addrs = append(addrs, b.Addr())
+	}
+	sort.Strings(addrs)
+	kafkaKnown.Lock()
+	kafkaKnown.m[kafkaSeedKey(seeds)] = addrs
+	kafkaKnown.Unlock()
 }
 
 // sanitizeClientID keeps what Kafka accepts in a client id.
@@ -187,4 +411,16 @@ func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error
 		}
 	}
 	return fmt.Errorf("kafka: InitProducerId(%s): coordinator not available", txnID)
+}
+
+// kafkaClusterOwner is kafkaOwner for the partitions of one cluster of a
+// multi-cluster source: cluster 0 is the single-cluster assignment (so
+// checkpoints of a single-cluster job keep their owners), and the other
+// clusters start from another index, so a topic's partition p of each
+// cluster does not land on the same subtask.
+func kafkaClusterOwner(cluster int, topic string, partition int32, parallelism int) int {
+	if cluster == 0 {
+		return kafkaOwner(topic, partition, parallelism)
+	}
+	return kafkaOwner(fmt.Sprintf("%s\x00%d", topic, cluster), partition, parallelism)
 }

@@ -33,6 +33,17 @@ type kafkaSinkParams struct {
 	// ("<prefix>-<subtask>-<n>"); default "<job>-<node>".
 	TransactionalIDPrefix string        `json:"transactionalIdPrefix"`
 	TransactionTimeout    spec.Duration `json:"transactionTimeout"`
+	// Mode spreads rows over clusters: round-robin (default) or
+	// primary-backup (all to the first cluster while it is up).
+	Mode string `json:"mode"`
+	// TolerateFailures drops failed writes while they stay under a ratio
+	// of the writes over a sliding window (at-least-once only).
+	TolerateFailures *kafkaTolerance `json:"tolerateFailures"`
+}
+
+type kafkaTolerance struct {
+	Ratio  float64       `json:"ratio"`
+	Window spec.Duration `json:"window"`
 }
 
 type kafkaSinkConfig struct {
@@ -42,7 +53,16 @@ type kafkaSinkConfig struct {
 	valueCol   int
 	exactly    bool
 	txnTimeout time.Duration
+	primary    bool // mode primary-backup
+	tolRatio   float64
+	tolWindow  time.Duration // 0: no loss tolerance
 }
+
+// Sink modes over several clusters.
+const (
+	kafkaRoundRobin    = "round-robin"
+	kafkaPrimaryBackup = "primary-backup"
+)
 
 func planKafkaSink(c *PlanContext) (*Planned, error) {
 	var p kafkaSinkParams
@@ -90,6 +110,37 @@ func planKafkaSink(c *PlanContext) (*Planned, error) {
 	case spec.AtLeastOnce:
 	default:
 		return nil, fmt.Errorf("params.delivery: %q is not at-least-once or exactly-once", p.Delivery)
+	}
+	multi := len(p.Clusters) > 1
+	switch p.Mode {
+	case "", kafkaRoundRobin:
+	case kafkaPrimaryBackup:
+		cfg.primary = true
+	default:
+		return nil, fmt.Errorf("params.mode: %q is not round-robin or primary-backup", p.Mode)
+	}
+	if p.Mode != "" && !multi {
+		return nil, fmt.Errorf("params.mode: only with several clusters (params.clusters)")
+	}
+	if multi && cfg.exactly {
+		// Transactions are per cluster: one checkpoint's rows over two
+		// clusters cannot be committed atomically.
+		return nil, fmt.Errorf("params.delivery: a sink over several clusters is at-least-once only (transactions are per cluster); set delivery to at-least-once")
+	}
+	if t := p.TolerateFailures; t != nil {
+		if cfg.exactly {
+			return nil, fmt.Errorf("params.tolerateFailures: only with delivery at-least-once (exactly-once never drops a write)")
+		}
+		if !(t.Ratio > 0 && t.Ratio < 1) {
+			return nil, fmt.Errorf("params.tolerateFailures.ratio: %v is not between 0 and 1 (exclusive)", t.Ratio)
+		}
+		cfg.tolRatio, cfg.tolWindow = t.Ratio, t.Window.D()
+		if cfg.tolWindow == 0 {
+			cfg.tolWindow = time.Minute
+		}
+		if cfg.tolWindow < time.Second {
+			return nil, fmt.Errorf("params.tolerateFailures.window: %v is shorter than 1s", cfg.tolWindow)
+		}
 	}
 	cfg.txnTimeout = p.TransactionTimeout.D()
 	if cfg.txnTimeout == 0 {
@@ -183,8 +234,7 @@ type kafkaSink struct {
 	cfg    *kafkaSinkConfig
 	client sarama.Client
 	// at-least-once
-	prod sarama.AsyncProducer
-	acks *acks
+	alo *kafkaALO
 	// exactly-once
 	prefix  string
 	pool    []*kafkaTxn
@@ -199,8 +249,11 @@ type kafkaSink struct {
 //	    pre-committed transaction, committed by the restore.
 const kafkaTxnEntry = "txn "
 
-func (s *kafkaSink) producerConfig() *sarama.Config {
-	c := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", s.Ctx.JobName, s.Ctx.NodeID, s.Ctx.Subtask))
+func (s *kafkaSink) producerConfig() (*sarama.Config, error) {
+	c, err := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", s.Ctx.JobName, s.Ctx.NodeID, s.Ctx.Subtask))
+	if err != nil {
+		return nil, fmt.Errorf("kafka sink: %w", err)
+	}
 	c.Producer.RequiredAcks = sarama.WaitForAll
 	c.Producer.Return.Successes = true
 	c.Producer.Return.Errors = true
@@ -212,22 +265,23 @@ func (s *kafkaSink) producerConfig() *sarama.Config {
 	c.Producer.Flush.Bytes = 1 << 20
 	c.Producer.Flush.Frequency = 5 * time.Millisecond
 	c.Producer.MaxMessageBytes = 1 << 20
-	return c
+	return c, nil
 }
 
 func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.Ctx = ctx
-	var err error
-	if s.client, err = sarama.NewClient(s.cfg.p.Brokers, s.cfg.p.config("")); err != nil {
-		return fmt.Errorf("kafka sink: connecting to %v: %w", s.cfg.p.Brokers, err)
-	}
 	if !s.cfg.exactly {
-		if s.prod, err = sarama.NewAsyncProducer(s.cfg.p.Brokers, s.producerConfig()); err != nil {
-			return fmt.Errorf("kafka sink: %w", err)
-		}
-		s.acks = newAcks(s.prod)
-		return nil
+		return s.openALO()
 	}
+	conf, err := s.cfg.p.config("")
+	if err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	seeds := s.cfg.p.clusters()[0]
+	if s.client, err = sarama.NewClient(kafkaAddrs(seeds), conf); err != nil {
+		return fmt.Errorf("kafka sink: connecting to %v: %w", seeds, err)
+	}
+	rememberBrokers(seeds, s.client)
 	s.prefix = s.cfg.p.TransactionalIDPrefix
 	if s.prefix == "" {
 		s.prefix = ctx.JobName + "-" + ctx.NodeID
@@ -319,11 +373,14 @@ func (s *kafkaSink) begin() error {
 		s.pool = append(s.pool, t)
 	}
 	if t.p == nil {
-		c := s.producerConfig()
+		c, err := s.producerConfig()
+		if err != nil {
+			return err
+		}
 		c.Producer.Transaction.ID = t.id
 		c.Producer.Transaction.Timeout = s.cfg.txnTimeout
 		c.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
-		p, err := sarama.NewAsyncProducer(s.cfg.p.Brokers, c)
+		p, err := sarama.NewAsyncProducer(kafkaAddrs(s.cfg.p.clusters()[0]), c)
 		if err != nil {
 			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
 		}
@@ -339,23 +396,29 @@ func (s *kafkaSink) begin() error {
 
 func (s *kafkaSink) Process(_ int, b *row.Batch) error {
 	defer b.Release()
-	prod, a := s.prod, s.acks
-	if s.cfg.exactly {
-		if err := s.begin(); err != nil {
-			return err
-		}
-		prod, a = s.cur.p, s.cur.acks
-		s.cur.n += int64(b.Len)
+	if !s.cfg.exactly {
+		return s.processALO(b)
 	}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	prod, a := s.cur.p, s.cur.acks
+	s.cur.n += int64(b.Len)
 	if err := a.failed(); err != nil {
 		return err
 	}
 	a.mu.Lock()
 	a.sent += int64(b.Len)
 	a.mu.Unlock()
-	in := prod.Input()
+	s.send(prod.Input(), b, nil)
+	return nil
+}
+
+// send writes a batch's rows to a producer's input; meta marks the
+// messages (at-least-once: which cluster they went to).
+func (s *kafkaSink) send(in chan<- *sarama.ProducerMessage, b *row.Batch, meta any) {
 	for i := 0; i < b.Len; i++ {
-		m := &sarama.ProducerMessage{Topic: s.cfg.p.Topic}
+		m := &sarama.ProducerMessage{Topic: s.cfg.p.Topic, Metadata: meta}
 		if s.cfg.topicCol >= 0 {
 			m.Topic = b.Cols[s.cfg.topicCol].Strs[i]
 		}
@@ -377,7 +440,6 @@ func (s *kafkaSink) Process(_ int, b *row.Batch) error {
 		in <- m
 	}
 	s.buf = nil // the messages own their bytes until acknowledged
-	return nil
 }
 
 func keyEncoder(c *row.Column, i int) sarama.Encoder {
@@ -402,7 +464,7 @@ func (s *kafkaSink) Watermark(int64) error { return nil }
 // exactly-once, the open transaction is pre-committed and recorded.
 func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
 	if !s.cfg.exactly {
-		return nil, s.acks.wait()
+		return nil, s.flushALO()
 	}
 	if t := s.cur; t != nil && t.n > 0 {
 		if err := t.acks.wait(); err != nil {
@@ -462,8 +524,8 @@ func (s *kafkaSink) Close() error {
 	// from its checkpoint. The open one is aborted by the next attempt's
 	// producer of the same id, or by the transaction timeout.
 	var first error
-	if s.prod != nil {
-		first = closeProducer(s.prod, s.acks)
+	if s.alo != nil {
+		first = s.closeALO()
 	}
 	for _, t := range s.pool {
 		if t.p != nil {

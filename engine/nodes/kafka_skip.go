@@ -4,52 +4,61 @@ import (
 	"fmt"
 
 	"github.com/IBM/sarama"
+
+	"github.com/sluice-stream/sluice/engine/runtime"
 )
 
-// TEMPORARY (branch kafka-cmd): a minimal SkipBacklog so that the runtime
-// plumbing and `sluice skip-backlog` can be tested end to end. The kafka-ops
-// branch owns the real implementation of this file; keep theirs on merge.
+var _ runtime.BacklogSkipper = (*kafkaSource)(nil)
 
-// SkipBacklog seeks every partition this subtask reads to its latest
-// offset (a bounded source: to its end offset, which finishes it). It runs
-// on the task goroutine between two polls, so the next snapshot records the
-// new offsets.
+// SkipBacklog moves every partition this subtask reads, on every cluster,
+// to its latest offset: the records in between are never read, and the next
+// checkpoint records the new positions. The runtime calls it on the task
+// goroutine between two polls. A partition of a cluster that is down skips
+// when the cluster returns.
 func (s *kafkaSource) SkipBacklog() error {
+	var skipped int64
+	moved, later := 0, 0
 	for _, p := range s.parts {
 		if p.done {
 			continue
 		}
-		latest, err := s.client.GetOffset(p.topic, p.partition, sarama.OffsetNewest)
-		if err != nil {
-			return fmt.Errorf("kafka source: latest offset of %s/%d: %w", p.topic, p.partition, err)
-		}
-		if p.end >= 0 {
-			latest = min(latest, p.end)
-		}
-		if latest <= p.next {
+		c := s.clusters[p.cluster]
+		if c.client == nil {
+			p.skip = true
+			later++
 			continue
 		}
+		from := p.next
 		if p.pc != nil {
-			// Close drains what was fetched from before the new offset.
-			if err := p.pc.Close(); err != nil {
-				s.ctx.Log.Debug("kafka source: closing a partition consumer to skip", "topic", p.topic, "partition", p.partition, "err", err)
-			}
+			// Close (not AsyncClose): the consumer refuses a second
+			// consumer of the partition until the first is gone. Records
+			// it had fetched are dropped with it.
+			_ = p.pc.Close()
 			p.pc = nil
 		}
-		if p.end >= 0 && latest >= p.end {
-			p.next, p.done = latest, true
-			continue
+		if err := s.seekNewest(c, p); err != nil {
+			return err
 		}
-		pc, err := s.consumer.ConsumePartition(p.topic, p.partition, latest)
-		if err != nil {
-			// Keep reading where we were rather than not at all.
-			if p.pc, err = s.consumer.ConsumePartition(p.topic, p.partition, p.next); err != nil {
-				panic(fmt.Sprintf("kafka source: %s/%d: cannot consume at %d nor at %d: %v", p.topic, p.partition, latest, p.next, err))
-			}
-			return fmt.Errorf("kafka source: consuming %s/%d at %d: %w", p.topic, p.partition, latest, err)
+		if err := s.consume(c, p); err != nil {
+			return err
 		}
-		s.ctx.Log.Info("kafka source: skipped backlog", "topic", p.topic, "partition", p.partition, "from", p.next, "to", latest)
-		p.pc, p.next = pc, latest
+		skipped += max(0, p.next-from)
+		moved++
 	}
+	s.ctx.Log.Info("kafka source: skipped the backlog", "partitions", moved, "records", skipped, "whenClusterReturns", later)
+	return nil
+}
+
+// seekNewest sets p.next to the partition's latest offset, resolved to a
+// number so that a checkpoint never says "latest".
+func (s *kafkaSource) seekNewest(c *kafkaSrcCluster, p *kafkaPart) error {
+	off, err := c.client.GetOffset(p.topic, p.partition, sarama.OffsetNewest)
+	if err != nil {
+		return fmt.Errorf("kafka source: latest offset of %s/%d: %w", p.topic, p.partition, err)
+	}
+	// Never backwards: a partition already past the offset (a race with a
+	// produce is harmless) keeps its position.
+	p.next = max(p.next, off)
+	p.skip = false
 	return nil
 }

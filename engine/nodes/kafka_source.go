@@ -1,12 +1,14 @@
 package nodes
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -54,6 +56,10 @@ type kafkaSourceParams struct {
 	Bounded bool `json:"bounded"`
 	// Isolation is read_committed (default) or read_uncommitted.
 	Isolation string `json:"isolation"`
+	// CommitOffsetsToGroup commits the offsets of every completed
+	// checkpoint to this consumer group, for lag monitoring. They are never
+	// read back, except by a job that starts with startFrom group.
+	CommitOffsetsToGroup string `json:"commitOffsetsToGroup"`
 }
 
 // KafkaDLQSchema is the kafka source's dead-letter side output.
@@ -200,6 +206,7 @@ func planKafkaSource(c *PlanContext) (*Planned, error) {
 }
 
 type topicPart struct {
+	cluster   int // index into params.clusters; 0 with brokers
 	topic     string
 	partition int32
 }
@@ -207,46 +214,90 @@ type topicPart struct {
 // kafkaPart is one partition a subtask reads.
 type kafkaPart struct {
 	topicPart
-	pc       sarama.PartitionConsumer
-	next     int64 // next offset to emit
-	end      int64 // bounded: stop at this offset
-	maxTS    int64 // largest event time emitted
+	pc       sarama.PartitionConsumer // nil while its cluster is down
+	next     int64                    // next offset to emit
+	end      int64                    // bounded: stop at this offset
+	maxTS    int64                    // largest event time emitted
 	lastSeen time.Time
 	done     bool
+	skip     bool // skip the backlog when its cluster returns (SkipBacklog while down)
 }
 
-// kafkaSource reads the partitions kafkaOwner gives its subtask. Its
-// operator state is one entry per partition: the next offset and the largest
-// event time, restored by union so any parallelism can take over.
+// kafkaSrcCluster is one cluster a source subtask reads. While its health
+// watcher says it is down the cluster has no client, and its partitions
+// keep their offsets (in checkpoints too) until it returns.
+type kafkaSrcCluster struct {
+	idx      int
+	seeds    []string
+	health   *kafkaHealth
+	client   sarama.Client
+	consumer sarama.Consumer
+	started  bool // its initial partitions were opened (startFrom applies before)
+	lastDisc time.Time
+	nextTry  time.Time // no reconnect attempt before
+	errs     int       // fetch errors logged
+}
+
+// kafkaSource reads the partitions kafkaOwner gives its subtask, from every
+// cluster. Its operator state is one entry per partition: the next offset
+// and the largest event time, restored by union so any parallelism can take
+// over.
 type kafkaSource struct {
 	cfg      *kafkaSourceConfig
 	ctx      *runtime.Context
-	client   sarama.Client
-	consumer sarama.Consumer
+	conf     *sarama.Config
+	clusters []*kafkaSrcCluster
 	parts    []*kafkaPart
 	byTP     map[topicPart]*kafkaPart
 	restored map[topicPart]kafkaPartState
-	started  bool // the initial partitions are open (later ones start at earliest)
-	lastDisc time.Time
+	closing  sync.WaitGroup // clients of failed clusters being closed
 	rr       int
 	bad      int64
 	wm       int64
 	idle     idleness
+	commit   *kafkaCommitter // commitOffsetsToGroup; nil without
 }
 
 type kafkaPartState struct {
 	next, maxTS int64
 }
 
-// State entry: version byte 1, partition (4), next offset (8), max event
-// time (8), topic.
+// State entries. Version 1 (single cluster, and cluster 0): version byte 1,
+// partition (4), next offset (8), max event time (8), topic. Version 2
+// (clusters after the first): version byte 2, cluster (1), then as version
+// 1. Cluster 0 keeps writing version 1 so that a single-cluster job's
+// checkpoints stay readable by releases that know only version 1.
 func encodeKafkaPart(p *kafkaPart) []byte {
-	e := make([]byte, 21, 21+len(p.topic))
-	e[0] = 1
-	binary.BigEndian.PutUint32(e[1:], uint32(p.partition))
-	binary.BigEndian.PutUint64(e[5:], uint64(p.next))
-	binary.BigEndian.PutUint64(e[13:], uint64(p.maxTS))
+	h := 21
+	if p.cluster > 0 {
+		h = 22
+	}
+	e := make([]byte, h, h+len(p.topic))
+	b := e
+	if p.cluster > 0 {
+		e[0], e[1] = 2, byte(p.cluster)
+		b = e[1:]
+	} else {
+		e[0] = 1
+	}
+	binary.BigEndian.PutUint32(b[1:], uint32(p.partition))
+	binary.BigEndian.PutUint64(b[5:], uint64(p.next))
+	binary.BigEndian.PutUint64(b[13:], uint64(p.maxTS))
 	return append(e, p.topic...)
+}
+
+func decodeKafkaPart(e []byte) (topicPart, kafkaPartState, error) {
+	var tp topicPart
+	switch {
+	case len(e) >= 21 && e[0] == 1:
+	case len(e) >= 22 && e[0] == 2:
+		tp.cluster = int(e[1])
+		e = e[1:]
+	default:
+		return tp, kafkaPartState{}, fmt.Errorf("kafka source: bad state entry (%d bytes)", len(e))
+	}
+	tp.topic, tp.partition = string(e[21:]), int32(binary.BigEndian.Uint32(e[1:]))
+	return tp, kafkaPartState{int64(binary.BigEndian.Uint64(e[5:])), int64(binary.BigEndian.Uint64(e[13:]))}, nil
 }
 
 func (s *kafkaSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
@@ -254,17 +305,29 @@ func (s *kafkaSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.byTP = map[topicPart]*kafkaPart{}
 	s.wm = runtime.MinWatermark
 	s.idle = newIdleness(s.cfg.idle)
+	seeds := s.cfg.p.clusters()
 	if r != nil {
 		s.restored = map[topicPart]kafkaPartState{}
+		dropped := 0
 		for _, e := range r.OperatorState {
-			if len(e) < 21 || e[0] != 1 {
-				return fmt.Errorf("kafka source: bad state entry (%d bytes)", len(e))
+			tp, st, err := decodeKafkaPart(e)
+			if err != nil {
+				return err
 			}
-			tp := topicPart{string(e[21:]), int32(binary.BigEndian.Uint32(e[1:]))}
-			s.restored[tp] = kafkaPartState{int64(binary.BigEndian.Uint64(e[5:])), int64(binary.BigEndian.Uint64(e[13:]))}
+			if tp.cluster >= len(seeds) {
+				dropped++ // a cluster the job no longer names
+				continue
+			}
+			s.restored[tp] = st
+		}
+		if dropped > 0 && ctx.Subtask == 0 {
+			ctx.Log.Warn("kafka source: the checkpoint has offsets of clusters this job no longer has; ignored", "entries", dropped, "clusters", len(seeds))
 		}
 	}
-	cfg := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", ctx.JobName, ctx.NodeID, ctx.Subtask))
+	cfg, err := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", ctx.JobName, ctx.NodeID, ctx.Subtask))
+	if err != nil {
+		return fmt.Errorf("kafka source: %w", err)
+	}
 	cfg.Consumer.Return.Errors = true
 	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
 	if s.cfg.p.Isolation == "read_uncommitted" {
@@ -273,30 +336,146 @@ func (s *kafkaSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	cfg.Consumer.Fetch.Default = 1 << 20
 	cfg.Consumer.MaxWaitTime = 100 * time.Millisecond
 	cfg.ChannelBufferSize = 2 * row.DefaultBatchSize
-	client, err := sarama.NewClient(s.cfg.p.Brokers, cfg)
-	if err != nil {
-		return fmt.Errorf("kafka source: connecting to %v: %w", s.cfg.p.Brokers, err)
+	s.conf = cfg
+	if s.cfg.p.CommitOffsetsToGroup != "" {
+		s.commit = newKafkaCommitter(s.cfg.p.CommitOffsetsToGroup, ctx.Log)
 	}
-	s.client = client
-	if s.consumer, err = sarama.NewConsumerFromClient(client); err != nil {
-		return fmt.Errorf("kafka source: %w", err)
+	var probe []string // with a pattern, every topic
+	if s.cfg.pattern == nil {
+		probe = s.cfg.p.Topics
 	}
-	if err := s.discover(); err != nil {
-		return err
+	up := 0
+	var firstErr error
+	for i, sd := range seeds {
+		c := &kafkaSrcCluster{idx: i, seeds: sd}
+		s.clusters = append(s.clusters, c)
+		err := s.connect(c)
+		if err != nil {
+			if len(seeds) == 1 {
+				return err
+			}
+			ctx.Log.Warn("kafka source: cluster unreachable at start; reading the others until it returns", "cluster", i, "err", err)
+			firstErr = cmp.Or(firstErr, err)
+			s.keepRestored(c)
+		} else {
+			up++
+		}
+		c.health = newKafkaHealth(i, sd, cfg, probe, &s.cfg.p.kafkaClientParams, err == nil, ctx.Log)
 	}
-	s.started = true
+	if up == 0 {
+		return fmt.Errorf("kafka source: no cluster reachable: %w", firstErr)
+	}
 	return nil
 }
 
-// discover opens the partitions this subtask owns and does not read yet.
-func (s *kafkaSource) discover() error {
-	s.lastDisc = time.Now()
+// keepRestored adds the restored partitions of a cluster that is down, so
+// that checkpoints keep their offsets until it returns.
+func (s *kafkaSource) keepRestored(c *kafkaSrcCluster) {
+	for tp, st := range s.restored {
+		if tp.cluster == c.idx && s.byTP[tp] == nil && kafkaClusterOwner(tp.cluster, tp.topic, tp.partition, s.ctx.Parallelism) == s.ctx.Subtask {
+			s.addPart(&kafkaPart{topicPart: tp, next: st.next, maxTS: st.maxTS, end: -1, lastSeen: time.Now()})
+		}
+	}
+}
+
+func (s *kafkaSource) addPart(p *kafkaPart) {
+	s.parts = append(s.parts, p)
+	s.byTP[p.topicPart] = p
+}
+
+// connect creates a cluster's client, resumes the partitions it had at their
+// recorded offsets and opens the ones it has not read yet.
+func (s *kafkaSource) connect(c *kafkaSrcCluster) error {
+	addrs := kafkaAddrs(c.seeds)
+	client, err := sarama.NewClient(addrs, s.conf)
+	if err != nil {
+		return fmt.Errorf("kafka source: connecting to %v: %w", addrs, err)
+	}
+	rememberBrokers(c.seeds, client)
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		_ = client.Close()
+		return fmt.Errorf("kafka source: %w", err)
+	}
+	c.client, c.consumer = client, consumer
+	for _, p := range s.parts {
+		if p.cluster == c.idx && p.pc == nil && !p.done {
+			if err := s.consume(c, p); err != nil {
+				s.disconnect(c)
+				return err
+			}
+		}
+	}
+	if err := s.discover(c); err != nil {
+		s.disconnect(c)
+		return err
+	}
+	c.started = true
+	return nil
+}
+
+// disconnect drops a cluster's client; its partitions keep their offsets.
+// Closing runs off the task goroutine: a client of a hanging cluster can
+// take its read timeout to close.
+func (s *kafkaSource) disconnect(c *kafkaSrcCluster) {
+	for _, p := range s.parts {
+		if p.cluster == c.idx && p.pc != nil {
+			p.pc.AsyncClose()
+			p.pc = nil
+		}
+	}
+	client, consumer := c.client, c.consumer
+	c.client, c.consumer = nil, nil
+	if client == nil {
+		return
+	}
+	s.closing.Add(1)
+	go func() {
+		defer s.closing.Done()
+		_ = consumer.Close()
+		_ = client.Close()
+	}()
+}
+
+// checkClusters follows the health watchers: a cluster that went down is
+// dropped, one that came back is taken back in. It runs at every poll, so it
+// only reads an atomic per cluster unless something changed.
+func (s *kafkaSource) checkClusters() {
+	now := time.Now()
+	for _, c := range s.clusters {
+		up := c.health.up()
+		switch {
+		case c.client != nil && !up:
+			s.ctx.Log.Warn("kafka source: cluster down; its partitions wait at their offsets", "cluster", c.idx)
+			s.disconnect(c)
+		case c.client == nil && up && !now.Before(c.nextTry):
+			if err := s.connect(c); err != nil {
+				s.ctx.Log.Warn("kafka source: cluster reachable but connecting failed", "cluster", c.idx, "err", err)
+				c.health.markDown()
+				_, _, retry := s.cfg.p.health()
+				c.nextTry = now.Add(retry)
+				continue
+			}
+			c.errs = 0
+			s.ctx.Log.Info("kafka source: cluster back; reading its partitions from their offsets", "cluster", c.idx)
+		case c.client != nil && !s.cfg.p.Bounded && s.cfg.discovery > 0 && now.Sub(c.lastDisc) >= s.cfg.discovery:
+			if err := s.discover(c); err != nil {
+				s.ctx.Log.Warn("kafka source: partition discovery failed", "cluster", c.idx, "err", err)
+			}
+		}
+	}
+}
+
+// discover opens the partitions of a cluster this subtask owns and does not
+// read yet.
+func (s *kafkaSource) discover(c *kafkaSrcCluster) error {
+	c.lastDisc = time.Now()
 	var topics []string
 	if s.cfg.pattern != nil {
-		if err := s.client.RefreshMetadata(); err != nil {
+		if err := c.client.RefreshMetadata(); err != nil {
 			return fmt.Errorf("kafka source: metadata: %w", err)
 		}
-		all, err := s.client.Topics()
+		all, err := c.client.Topics()
 		if err != nil {
 			return fmt.Errorf("kafka source: listing topics: %w", err)
 		}
@@ -308,46 +487,46 @@ func (s *kafkaSource) discover() error {
 		sort.Strings(topics)
 	} else {
 		topics = s.cfg.p.Topics
-		if s.started {
-			if err := s.client.RefreshMetadata(topics...); err != nil {
+		if c.started {
+			if err := c.client.RefreshMetadata(topics...); err != nil {
 				return fmt.Errorf("kafka source: metadata: %w", err)
 			}
 		}
 	}
 	var fresh []topicPart
 	for _, t := range topics {
-		ps, err := s.client.Partitions(t)
+		ps, err := c.client.Partitions(t)
 		if err != nil {
-			if s.started {
-				s.ctx.Log.Warn("kafka source: listing partitions", "topic", t, "err", err)
+			if c.started {
+				s.ctx.Log.Warn("kafka source: listing partitions", "cluster", c.idx, "topic", t, "err", err)
 				continue
 			}
 			return fmt.Errorf("kafka source: topic %q: %w", t, err)
 		}
 		for _, p := range ps {
-			tp := topicPart{t, p}
-			if s.byTP[tp] == nil && kafkaOwner(t, p, s.ctx.Parallelism) == s.ctx.Subtask {
+			tp := topicPart{c.idx, t, p}
+			if s.byTP[tp] == nil && kafkaClusterOwner(c.idx, t, p, s.ctx.Parallelism) == s.ctx.Subtask {
 				fresh = append(fresh, tp)
 			}
 		}
 	}
 	var group map[topicPart]int64
-	if !s.started && s.restored == nil && s.cfg.p.StartFrom == "group" && len(fresh) > 0 {
+	if !c.started && s.restored == nil && s.cfg.p.StartFrom == "group" && len(fresh) > 0 {
 		var err error
-		if group, err = s.groupOffsets(fresh); err != nil {
+		if group, err = s.groupOffsets(c, fresh); err != nil {
 			return err
 		}
 	}
 	for _, tp := range fresh {
-		if err := s.open(tp, group); err != nil {
+		if err := s.open(c, tp, group); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *kafkaSource) groupOffsets(tps []topicPart) (map[topicPart]int64, error) {
-	admin, err := sarama.NewClusterAdminFromClient(s.client)
+func (s *kafkaSource) groupOffsets(c *kafkaSrcCluster, tps []topicPart) (map[topicPart]int64, error) {
+	admin, err := sarama.NewClusterAdminFromClient(c.client)
 	if err != nil {
 		return nil, fmt.Errorf("kafka source: %w", err)
 	}
@@ -370,17 +549,17 @@ func (s *kafkaSource) groupOffsets(tps []topicPart) (map[topicPart]int64, error)
 
 // startOffset is where a partition begins: its checkpointed offset, else
 // startFrom for the partitions found at a fresh start, else the earliest.
-func (s *kafkaSource) startOffset(tp topicPart, group map[topicPart]int64) (int64, int64, error) {
+func (s *kafkaSource) startOffset(c *kafkaSrcCluster, tp topicPart, group map[topicPart]int64) (int64, int64, error) {
 	if st, ok := s.restored[tp]; ok {
 		return st.next, st.maxTS, nil
 	}
 	at := sarama.OffsetOldest
-	if s.restored == nil && !s.started {
+	if s.restored == nil && !c.started {
 		switch s.cfg.p.StartFrom {
 		case "latest":
 			at = sarama.OffsetNewest
 		case "timestamp":
-			off, err := s.client.GetOffset(tp.topic, tp.partition, s.cfg.p.StartTimestamp)
+			off, err := c.client.GetOffset(tp.topic, tp.partition, s.cfg.p.StartTimestamp)
 			if err != nil {
 				return 0, 0, fmt.Errorf("kafka source: offset for time %d of %s/%d: %w", s.cfg.p.StartTimestamp, tp.topic, tp.partition, err)
 			}
@@ -396,52 +575,64 @@ func (s *kafkaSource) startOffset(tp topicPart, group map[topicPart]int64) (int6
 	}
 	// Resolve to a number now: a checkpoint must record where reading
 	// began, not "latest".
-	off, err := s.client.GetOffset(tp.topic, tp.partition, at)
+	off, err := c.client.GetOffset(tp.topic, tp.partition, at)
 	if err != nil {
 		return 0, 0, fmt.Errorf("kafka source: offsets of %s/%d: %w", tp.topic, tp.partition, err)
 	}
 	return off, runtime.MinWatermark, nil
 }
 
-func (s *kafkaSource) open(tp topicPart, group map[topicPart]int64) error {
-	next, maxTS, err := s.startOffset(tp, group)
+func (s *kafkaSource) open(c *kafkaSrcCluster, tp topicPart, group map[topicPart]int64) error {
+	if s.cfg.p.Bounded && c.started {
+		return nil // a bounded source reads the partitions it started with
+	}
+	next, maxTS, err := s.startOffset(c, tp, group)
 	if err != nil {
 		return err
 	}
 	p := &kafkaPart{topicPart: tp, next: next, maxTS: maxTS, end: -1, lastSeen: time.Now()}
-	if s.cfg.p.Bounded {
-		if s.started {
-			return nil // a bounded source reads the partitions it started with
-		}
-		if p.end, err = s.client.GetOffset(tp.topic, tp.partition, sarama.OffsetNewest); err != nil {
-			return fmt.Errorf("kafka source: end offset of %s/%d: %w", tp.topic, tp.partition, err)
-		}
-		p.done = p.next >= p.end
+	if err := s.consume(c, p); err != nil {
+		return err
 	}
-	if !p.done {
-		p.pc, err = s.consumer.ConsumePartition(tp.topic, tp.partition, next)
-		if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-			s.ctx.Log.Warn("kafka source: offset out of range, reading from the earliest", "topic", tp.topic, "partition", tp.partition, "offset", next)
-			if p.next, err = s.client.GetOffset(tp.topic, tp.partition, sarama.OffsetOldest); err == nil {
-				p.pc, err = s.consumer.ConsumePartition(tp.topic, tp.partition, p.next)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("kafka source: consuming %s/%d at %d: %w", tp.topic, tp.partition, next, err)
+	s.ctx.Log.Debug("kafka source: reading", "cluster", tp.cluster, "topic", tp.topic, "partition", tp.partition, "offset", p.next)
+	s.addPart(p)
+	return nil
+}
+
+// consume starts a partition consumer at p.next.
+func (s *kafkaSource) consume(c *kafkaSrcCluster, p *kafkaPart) error {
+	var err error
+	if p.skip {
+		if err := s.seekNewest(c, p); err != nil {
+			return err
 		}
 	}
-	s.ctx.Log.Debug("kafka source: reading", "topic", tp.topic, "partition", tp.partition, "offset", p.next)
-	s.parts = append(s.parts, p)
-	s.byTP[tp] = p
+	if s.cfg.p.Bounded && p.end < 0 {
+		if p.end, err = c.client.GetOffset(p.topic, p.partition, sarama.OffsetNewest); err != nil {
+			return fmt.Errorf("kafka source: end offset of %s/%d: %w", p.topic, p.partition, err)
+		}
+	}
+	if p.end >= 0 && p.next >= p.end {
+		p.done = true
+		return nil
+	}
+	next := p.next
+	p.pc, err = c.consumer.ConsumePartition(p.topic, p.partition, next)
+	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+		s.ctx.Log.Warn("kafka source: offset out of range, reading from the earliest", "cluster", p.cluster, "topic", p.topic, "partition", p.partition, "offset", next)
+		if p.next, err = c.client.GetOffset(p.topic, p.partition, sarama.OffsetOldest); err == nil {
+			p.pc, err = c.consumer.ConsumePartition(p.topic, p.partition, p.next)
+		}
+	}
+	if err != nil {
+		p.pc = nil
+		return fmt.Errorf("kafka source: consuming %s/%d at %d: %w", p.topic, p.partition, next, err)
+	}
 	return nil
 }
 
 func (s *kafkaSource) Poll() (bool, error) {
-	if !s.cfg.p.Bounded && s.cfg.discovery > 0 && time.Since(s.lastDisc) >= s.cfg.discovery {
-		if err := s.discover(); err != nil {
-			s.ctx.Log.Warn("kafka source: partition discovery failed", "err", err)
-		}
-	}
+	s.checkClusters()
 	b := row.NewBatch(s.cfg.schema)
 	vb := &row.Batch{Schema: s.cfg.valueSch, Cols: b.Cols[:s.cfg.nValue]}
 	var dlq *row.Batch
@@ -452,6 +643,9 @@ func (s *kafkaSource) Poll() (bool, error) {
 			continue
 		}
 		open++
+		if p.pc == nil {
+			continue // its cluster is down
+		}
 	drain:
 		for b.Len < row.DefaultBatchSize {
 			select {
@@ -463,7 +657,12 @@ func (s *kafkaSource) Poll() (bool, error) {
 					break drain
 				}
 			case err := <-p.pc.Errors():
-				s.ctx.Log.Warn("kafka source: fetch error", "topic", p.topic, "partition", p.partition, "err", err)
+				// While a cluster fails, sarama retries and reports every
+				// attempt; the health watcher decides when it is down.
+				if c := s.clusters[p.cluster]; c.errs < 10 || c.errs%1000 == 0 {
+					s.ctx.Log.Warn("kafka source: fetch error", "cluster", p.cluster, "topic", p.topic, "partition", p.partition, "err", err)
+				}
+				s.clusters[p.cluster].errs++
 			default:
 				break drain
 			}
@@ -551,12 +750,15 @@ func (s *kafkaSource) add(p *kafkaPart, m *sarama.ConsumerMessage, b, vb *row.Ba
 
 // Watermark is the minimum over the subtask's partitions of each one's
 // largest event time minus the out-of-orderness; partitions with nothing
-// for the idle timeout (and finished ones) leave the minimum.
+// for the idle timeout (and finished ones) leave the minimum. With several
+// clusters, the partitions of a cluster that is down leave it too: the job
+// runs on the others (their rows may be late when it returns).
 func (s *kafkaSource) Watermark() (int64, bool) {
 	wm, active := runtime.MaxWatermark, 0
 	now := time.Now()
+	multi := len(s.clusters) > 1
 	for _, p := range s.parts {
-		if p.done || (s.cfg.idle > 0 && now.Sub(p.lastSeen) >= s.cfg.idle) {
+		if p.done || (s.cfg.idle > 0 && now.Sub(p.lastSeen) >= s.cfg.idle) || (multi && p.pc == nil) {
 			continue
 		}
 		active++
@@ -574,10 +776,13 @@ func (s *kafkaSource) Watermark() (int64, bool) {
 	return s.wm, s.idle.idle()
 }
 
-func (s *kafkaSource) Snapshot(int64) (runtime.Snapshot, error) {
+func (s *kafkaSource) Snapshot(id int64) (runtime.Snapshot, error) {
 	entries := make([][]byte, len(s.parts))
 	for i, p := range s.parts {
 		entries[i] = encodeKafkaPart(p)
+	}
+	if s.commit != nil {
+		s.commit.snapshot(id, s.parts)
 	}
 	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
 		for _, e := range entries {
@@ -587,19 +792,41 @@ func (s *kafkaSource) Snapshot(int64) (runtime.Snapshot, error) {
 	}), nil
 }
 
-func (s *kafkaSource) CheckpointComplete(int64) error { return nil }
+func (s *kafkaSource) CheckpointComplete(id int64) error {
+	if s.commit != nil {
+		clients := make([]sarama.Client, len(s.clusters))
+		for i, c := range s.clusters {
+			clients[i] = c.client
+		}
+		s.commit.complete(id, clients)
+	}
+	return nil
+}
 
 func (s *kafkaSource) Close() error {
 	for _, p := range s.parts {
 		if p.pc != nil && !p.done {
 			p.pc.AsyncClose()
 		}
+		p.pc = nil
 	}
-	if s.consumer != nil {
-		_ = s.consumer.Close()
+	if s.commit != nil {
+		s.commit.close()
+		s.commit = nil
 	}
-	if s.client != nil {
-		return s.client.Close()
+	for _, c := range s.clusters {
+		if c.health != nil {
+			c.health.close()
+			c.health = nil
+		}
+		if c.consumer != nil {
+			_ = c.consumer.Close()
+		}
+		if c.client != nil {
+			_ = c.client.Close()
+		}
+		c.client, c.consumer = nil, nil
 	}
+	s.closing.Wait()
 	return nil
 }
