@@ -637,6 +637,7 @@ func (s *kafkaSource) Poll() (bool, error) {
 	vb := &row.Batch{Schema: s.cfg.valueSch, Cols: b.Cols[:s.cfg.nValue]}
 	var dlq *row.Batch
 	open := 0
+	var now time.Time // read once per poll, not per record
 	for i := 0; i < len(s.parts) && b.Len < row.DefaultBatchSize; i++ {
 		p := s.parts[(s.rr+i)%len(s.parts)]
 		if p.done {
@@ -650,6 +651,10 @@ func (s *kafkaSource) Poll() (bool, error) {
 		for b.Len < row.DefaultBatchSize {
 			select {
 			case m := <-p.pc.Messages():
+				if now.IsZero() {
+					now = time.Now()
+				}
+				p.lastSeen = now
 				dlq = s.add(p, m, b, vb, dlq)
 				if p.end >= 0 && p.next >= p.end {
 					p.done = true
@@ -690,7 +695,6 @@ func (s *kafkaSource) Poll() (bool, error) {
 // add appends one record to b (or to the dead letters).
 func (s *kafkaSource) add(p *kafkaPart, m *sarama.ConsumerMessage, b, vb *row.Batch, dlq *row.Batch) *row.Batch {
 	p.next = m.Offset + 1
-	p.lastSeen = time.Now()
 	if s.cfg.raw {
 		b.Cols[0].Bytes = append(b.Cols[0].Bytes, m.Value)
 	} else {
