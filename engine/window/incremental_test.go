@@ -182,3 +182,30 @@ func TestIncrementalHeap(t *testing.T) {
 		t.Fatal("heap backend accepted a delta")
 	}
 }
+
+// TestIncrementalOnlyOnNewest: a delta builds only on the snapshot of the
+// checkpoint named as the newest completed one; otherwise (a savepoint
+// completed in between, a notification not seen) the snapshot is full.
+func TestIncrementalOnlyOnNewest(t *testing.T) {
+	cfg := configs()[0]
+	cfg.Backend = BackendBadger
+	op, _ := newOp(t, cfg)
+	steps := script(4, 30)
+	run(t, op, steps[:10])
+	s := op.SnapshotIncremental(1, 0)
+	snapBytes(s, cfg.MaxParallelism)
+	s.Release()
+	op.Confirm(1)
+	run(t, op, steps[10:20])
+	if s := op.SnapshotIncremental(2, 7); s.Base() != 0 {
+		t.Fatalf("delta on checkpoint %d while the newest completed is 7", s.Base())
+	} else {
+		s.Release()
+	}
+	run(t, op, steps[20:])
+	if s := op.SnapshotIncremental(3, 1); s.Base() != 1 {
+		t.Fatalf("base %d, want a delta on 1", s.Base())
+	} else {
+		s.Release()
+	}
+}
