@@ -32,18 +32,7 @@ type bgJob struct {
 func startKafkaJob(t *testing.T, specJSON string, sets ...string) *bgJob {
 	t.Helper()
 	sets = append([]string{"checkpoint.storage=file://" + filepath.Join(t.TempDir(), "chk")}, sets...)
-	sj, err := spec.Parse([]byte(specJSON), sets)
-	if err != nil {
-		t.Fatalf("spec: %v", err)
-	}
-	g, err := plan.Build(sj)
-	if err != nil {
-		t.Fatalf("plan: %v", err)
-	}
-	opts, err := plan.Options(sj)
-	if err != nil {
-		t.Fatalf("options: %v", err)
-	}
+	g, opts := planJob(t, specJSON, sets...)
 	j := &bgJob{done: make(chan struct{}), logs: &strings.Builder{}}
 	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: j.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts.Storage.Log = opts.Log

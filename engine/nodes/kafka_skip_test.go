@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-stream/sluice/engine/plan"
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
-	"github.com/sluice-stream/sluice/engine/spec"
 	"github.com/sluice-stream/sluice/internal/kafkatest"
 )
 
@@ -74,14 +72,7 @@ const skipSource = `{
 // outside any runtime: the test calls Poll, Snapshot and SkipBacklog itself.
 func openSource(t *testing.T, specJSON string, restored *runtime.Restored, sets ...string) (runtime.Source, *collector) {
 	t.Helper()
-	sj, err := spec.Parse([]byte(specJSON), sets)
-	if err != nil {
-		t.Fatalf("spec: %v", err)
-	}
-	g, err := plan.Build(sj)
-	if err != nil {
-		t.Fatalf("plan: %v", err)
-	}
+	g, _ := planJob(t, specJSON, sets...)
 	var n *runtime.Node
 	for _, gn := range g.Nodes {
 		if gn.ID == "src" {

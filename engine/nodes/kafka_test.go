@@ -18,8 +18,8 @@ import (
 	"github.com/sluice-stream/sluice/internal/kafkatest"
 )
 
-// runKafkaJob plans and runs a job spec (JSON) with overrides.
-func runKafkaJob(t *testing.T, specJSON string, restore string, sets ...string) *runtime.Result {
+// planJob parses and plans a job spec (JSON) with overrides.
+func planJob(t *testing.T, specJSON string, sets ...string) (*runtime.Graph, runtime.Options) {
 	t.Helper()
 	sj, err := spec.Parse([]byte(specJSON), sets)
 	if err != nil {
@@ -33,6 +33,13 @@ func runKafkaJob(t *testing.T, specJSON string, restore string, sets ...string) 
 	if err != nil {
 		t.Fatalf("options: %v", err)
 	}
+	return g, opts
+}
+
+// runKafkaJob plans and runs a job spec (JSON) with overrides.
+func runKafkaJob(t *testing.T, specJSON string, restore string, sets ...string) *runtime.Result {
+	t.Helper()
+	g, opts := planJob(t, specJSON, sets...)
 	opts.Restore = restore
 	var logs strings.Builder
 	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
