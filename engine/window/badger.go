@@ -322,6 +322,7 @@ type bpane[K keyT] struct {
 	end, first, last int64
 	has              []bool // by table index: the key group has entries
 	dirty            []ref[K]
+	keys             keyFilter // every key the pane has in the database
 }
 
 type wkey[K keyT] struct {
@@ -376,8 +377,11 @@ func (c *bwinCore[K]) acc(txn *badger.Txn, p *bpane[K], ti int, key K) []uint64 
 	c.batch[wk] = i
 	c.slab = append(c.slab, make([]uint64, st)...)
 	acc := c.slab[i*st : (i+1)*st : (i+1)*st]
-	c.kbuf = c.dbKey(c.kbuf[:0], ti, p.end, key)
-	found := getValue(txn, c.kbuf, func(v []byte) { readWords(acc, v) })
+	found := false
+	if p.keys.mayContain(filterHash(key)) {
+		c.kbuf = c.dbKey(c.kbuf[:0], ti, p.end, key)
+		found = getValue(txn, c.kbuf, func(v []byte) { readWords(acc, v) })
+	}
 	c.ents = append(c.ents, bent[K]{wkey: wk, p: p, isNew: !found})
 	return acc
 }
@@ -392,6 +396,7 @@ func (c *bwinCore[K]) flushBatch() {
 		if e.isNew {
 			c.n++
 			e.p.has[e.kg] = true
+			e.p.keys.add(filterHash(e.key))
 		}
 	}
 	c.w.flush()

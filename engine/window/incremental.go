@@ -425,6 +425,7 @@ func (c *bwinCore[K]) rebuildIndex() error {
 		}
 		p := c.paneAt(readOrd(k[3:]))
 		p.has[ti] = true
+		p.keys.add(filterHash(key))
 		c.n++
 		return item.Value(func(v []byte) error {
 			if len(v) != 8*st {
