@@ -660,49 +660,22 @@ func (c *bwinCore[K]) purge(ps []*bpane[K]) {
 }
 
 func (c *bwinCore[K]) restore(kg int, data []byte) error {
-	d := &dec{b: data}
 	ti := kg - c.kgStart
-	g := c.geo
-	tmp := make([]uint64, c.l.accWords)
 	txn := c.st.db.NewTransaction(false)
 	defer txn.Discard()
-	nw := d.count(2)
-	for range nw {
-		end := d.varint()
-		n := d.count(2)
-		if d.err != nil {
-			break
-		}
-		var w *bpane[K]
-		if ps := end - g.pane; ps-floorMod(ps, g.slide)+g.wsize-1+c.l.cfg.AllowedLateness > c.wm {
-			if floorMod(end, g.pane) != 0 {
-				d.err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, g.pane)
-				break
-			}
-			w = c.paneAt(end)
-		}
-		for range n {
-			k := readKey(d, c.kx, kg)
-			d.acc(tmp)
-			if d.err != nil {
-				break
-			}
-			if w == nil {
-				continue
-			}
+	var w *bpane[K]
+	err := c.geo.decodePanes(kg, data,
+		func(end int64) { w = c.paneAt(end) },
+		func(k K, acc []uint64) {
 			dst := c.acc(txn, w, ti, k)
 			wasDirty := dst[0]&dirtyBit != 0
-			mergeAcc(dst, tmp, c.l.ops)
+			mergeAcc(dst, acc, c.l.ops)
 			if dst[0]&dirtyBit != 0 && !wasDirty {
 				w.dirty = append(w.dirty, ref[K]{key: k, kg: int32(ti)})
 			}
-		}
-	}
+		})
 	c.flushBatch()
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	return d.err
+	return err
 }
 
 func (c *bwinCore[K]) size() (int, int64) { return c.n, c.st.size() }

@@ -338,8 +338,21 @@ func (c *windowCore[K]) snapshot() snapData {
 }
 
 func (c *windowCore[K]) restore(kg int, data []byte) error {
-	d := &dec{b: data}
 	ti := kg - c.kgStart
+	var w *pane[K]
+	err := c.decodePanes(kg, data,
+		func(end int64) { w = c.paneAt(end) },
+		func(k K, acc []uint64) { c.merge(w, ti, k, acc) })
+	c.last = nil
+	return err
+}
+
+// decodePanes reads key group kg's tumbling or sliding state (the format
+// above) for either backend: open is called for each pane that is still
+// live under the watermark, then add for each of its entries (acc is
+// reused); entries of panes already purged are skipped.
+func (c *windowCore[K]) decodePanes(kg int, data []byte, open func(end int64), add func(k K, acc []uint64)) error {
+	d := &dec{b: data}
 	tmp := make([]uint64, c.stride)
 	nw := d.count(2)
 	for range nw {
@@ -348,13 +361,14 @@ func (c *windowCore[K]) restore(kg int, data []byte) error {
 		if d.err != nil {
 			break
 		}
-		var w *pane[K]
+		live := false
 		if ps := end - c.pane; ps-floorMod(ps, c.slide)+c.wsize-1+c.l.cfg.AllowedLateness > c.wm {
 			if floorMod(end, c.pane) != 0 {
 				d.err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, c.pane)
 				break
 			}
-			w = c.paneAt(end)
+			live = true
+			open(end)
 		}
 		for range n {
 			k := readKey(d, c.kx, kg)
@@ -362,13 +376,11 @@ func (c *windowCore[K]) restore(kg int, data []byte) error {
 			if d.err != nil {
 				break
 			}
-			if w == nil {
-				continue // purged under the current watermark
+			if live {
+				add(k, tmp)
 			}
-			c.merge(w, ti, k, tmp)
 		}
 	}
-	c.last = nil
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
 	}
