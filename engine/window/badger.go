@@ -472,42 +472,17 @@ func (c *bwinCore[K]) advance(old int64) {
 		for _, p := range c.panes {
 			anyDirty = anyDirty || len(p.dirty) > 0
 		}
-		e := c.panes[0].first
-		if old != math.MinInt64 {
-			lo := old + 2
-			if anyDirty {
-				lo = old + 2 - L
-			}
-			if lo > e {
-				e = g.windowEndAtLeast(lo)
-			}
-		}
-		pi := 0
-		for e-1 <= wm {
-			for pi < len(c.panes) && c.panes[pi].end <= e-g.wsize {
-				pi++
-			}
-			if pi == len(c.panes) {
-				break
-			}
-			pj := pi
-			for pj < len(c.panes) && c.panes[pj].end <= e {
-				pj++
-			}
-			if pj == pi {
-				e = c.panes[pi].first
-				continue
-			}
-			open()
-			g.fk, g.arena = g.fk[:0], g.arena[:0]
-			if e-1 > old {
-				c.fireFull(txn, c.panes[pi:pj])
-			} else {
-				c.fireDirty(txn, c.panes[pi:pj])
-			}
-			g.emitWindow(e-g.wsize, e)
-			e += g.slide
-		}
+		g.firing(old, anyDirty, len(c.panes),
+			func(i int) int64 { return c.panes[i].end },
+			func(i int) int64 { return c.panes[i].first },
+			func(pi, pj int, full bool) {
+				open()
+				if full {
+					c.fireFull(txn, c.panes[pi:pj])
+				} else {
+					c.fireDirty(txn, c.panes[pi:pj])
+				}
+			})
 		clear(g.fk)
 		g.fk = g.fk[:0]
 		if anyDirty {

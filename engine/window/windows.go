@@ -228,6 +228,45 @@ func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
 	}
 }
 
+// firing walks the windows that the watermark moving from old to c.wm
+// makes fire, for either backend: fire fills the arena for the panes
+// [pi, pj) of a window, full the first time it fires, only its dirty keys
+// when it fires again after late rows; the window is then emitted. n panes,
+// by end ascending; first(i) is the end of the first window holding pane i.
+func (c *windowCore[K]) firing(old int64, anyDirty bool, n int, end, first func(i int) int64, fire func(pi, pj int, full bool)) {
+	e := first(0)
+	if old != math.MinInt64 {
+		lo := old + 2 // windows not fired yet: e-1 > old
+		if anyDirty {
+			lo = old + 2 - c.l.cfg.AllowedLateness // and fired windows not purged: e-1+L > old
+		}
+		if lo > e {
+			e = c.windowEndAtLeast(lo)
+		}
+	}
+	pi := 0
+	for e-1 <= c.wm {
+		for pi < n && end(pi) <= e-c.wsize {
+			pi++
+		}
+		if pi == n {
+			break
+		}
+		pj := pi
+		for pj < n && end(pj) <= e {
+			pj++
+		}
+		if pj == pi {
+			e = first(pi)
+			continue
+		}
+		c.fk, c.arena = c.fk[:0], c.arena[:0]
+		fire(pi, pj, e-1 > old)
+		c.emitWindow(e-c.wsize, e)
+		e += c.slide
+	}
+}
+
 func (c *windowCore[K]) advance(old int64) {
 	wm, L := c.wm, c.l.cfg.AllowedLateness
 	c.last = nil
@@ -236,41 +275,16 @@ func (c *windowCore[K]) advance(old int64) {
 		for _, p := range c.panes {
 			anyDirty = anyDirty || len(p.dirty) > 0
 		}
-		e := c.panes[0].first
-		if old != math.MinInt64 {
-			lo := old + 2 // windows not fired yet: e-1 > old
-			if anyDirty {
-				lo = old + 2 - L // and fired windows not purged: e-1+L > old
-			}
-			if lo > e {
-				e = c.windowEndAtLeast(lo)
-			}
-		}
-		pi := 0
-		for e-1 <= wm {
-			for pi < len(c.panes) && c.panes[pi].end <= e-c.wsize {
-				pi++
-			}
-			if pi == len(c.panes) {
-				break
-			}
-			pj := pi
-			for pj < len(c.panes) && c.panes[pj].end <= e {
-				pj++
-			}
-			if pj == pi {
-				e = c.panes[pi].first
-				continue
-			}
-			c.fk, c.arena = c.fk[:0], c.arena[:0]
-			if e-1 > old {
-				c.fireFull(c.panes[pi:pj])
-			} else {
-				c.fireDirty(c.panes[pi:pj])
-			}
-			c.emitWindow(e-c.wsize, e)
-			e += c.slide
-		}
+		c.firing(old, anyDirty, len(c.panes),
+			func(i int) int64 { return c.panes[i].end },
+			func(i int) int64 { return c.panes[i].first },
+			func(pi, pj int, full bool) {
+				if full {
+					c.fireFull(c.panes[pi:pj])
+				} else {
+					c.fireDirty(c.panes[pi:pj])
+				}
+			})
 		clear(c.fk)
 		c.fk = c.fk[:0]
 		if anyDirty {
