@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"log/slog"
 	"math"
 
@@ -74,6 +75,50 @@ type Restored struct {
 	// apply per key group after KeyGroups, oldest first (what a
 	// DeltaSnapshot wrote).
 	KeyGroupDeltas map[int][][]byte
+	// SkippedNewer is the id of the newest checkpoint that was skipped
+	// because it could not be used (a corrupt state file), 0 when this is
+	// the newest one. A sink whose committed output cannot be taken back
+	// (Kafka exactly-once) must then show, in Open, that it committed
+	// nothing after CheckpointID, unless AllowDuplicates; otherwise it
+	// returns a *FallbackRefusedError.
+	SkippedNewer int64
+	// AllowDuplicates: the user accepts output committed after
+	// CheckpointID being written again (sluice run
+	// --allow-fallback-duplicates).
+	AllowDuplicates bool
+	// AcceptLoss: an earlier Open returned a *RestoreBeforeError and no
+	// older checkpoint is retained; the user accepts losing that output
+	// (sluice run --accept-lost-transactions): log, count and go on.
+	AcceptLoss bool
+}
+
+// RestoreBeforeError is returned by Open when the checkpoint being
+// restored cannot be used as it is: e.g. a Kafka transaction it recorded
+// as pre-committed was aborted by the broker, so the rows it held are
+// lost unless the sources replay them. The runtime restores instead from
+// the newest retained checkpoint whose id is below Before; when there is
+// none it fails the job with this error, unless the user accepts the loss
+// (Restored.AcceptLoss).
+type RestoreBeforeError struct {
+	Before int64  // restore a checkpoint older than this id
+	Reason string // what was found, naming e.g. the transactional id
+}
+
+func (e *RestoreBeforeError) Error() string {
+	return fmt.Sprintf("restore from a checkpoint before %d: %s", e.Before, e.Reason)
+}
+
+// FallbackRefusedError is returned by Open when Restored.SkippedNewer is
+// set and the operator cannot show that nothing it committed after the
+// restored checkpoint would be written again. The runtime fails the job
+// with it (no further fallback, no restart).
+type FallbackRefusedError struct {
+	Node   string
+	Reason string
+}
+
+func (e *FallbackRefusedError) Error() string {
+	return fmt.Sprintf("%s: cannot fall back to an older checkpoint: %s", e.Node, e.Reason)
 }
 
 // StateWriter receives a snapshot's serialised state.

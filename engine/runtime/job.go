@@ -45,6 +45,14 @@ type Options struct {
 	Savepoints <-chan SavepointRequest
 	// Commands receives requests to the running job (command.go).
 	Commands <-chan Command
+	// AllowFallbackDuplicates lets a restore fall back from a corrupt
+	// checkpoint to an older one even when a sink cannot take back what it
+	// committed after it (Restored.AllowDuplicates).
+	AllowFallbackDuplicates bool
+	// AcceptLostTransactions lets a restore go on when a sink's pre-committed
+	// output was lost and no older checkpoint can replay it
+	// (RestoreBeforeError, Restored.AcceptLoss).
+	AcceptLostTransactions bool
 	Log      *slog.Logger
 }
 
