@@ -53,7 +53,7 @@ type Options struct {
 	// output was lost and no older checkpoint can replay it
 	// (RestoreBeforeError, Restored.AcceptLoss).
 	AcceptLostTransactions bool
-	Log      *slog.Logger
+	Log                    *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
