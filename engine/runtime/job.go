@@ -323,6 +323,13 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 				e.opts.Storage.Abort(ctx, id, true)
 			})
 		}
+		for _, id := range a.Abort {
+			for _, t := range e.tasks {
+				if !e.send(t, ctrlMsg{kind: ctrlAbort, id: id}) {
+					return e.ctx.Err()
+				}
+			}
+		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
 			e.opts.Log.Warn("checkpoint failed", "err", a.Failed)

@@ -49,6 +49,7 @@ const (
 	ctrlTrigger ctrlKind = iota
 	ctrlNotify
 	ctrlSkipBacklog // sources only (command.go)
+	ctrlAbort       // the coordinator gave up on checkpoint id
 )
 
 type ctrlMsg struct {
@@ -83,7 +84,9 @@ type task struct {
 	currentWM  int64
 	replay     []message
 	finalID    int64 // id of the final (or stopping) checkpoint once passed
-	stopped    bool
+	stopped    bool  // a source that injected the barrier of stop-with-savepoint stopID
+	stopID     int64
+	aborted    int64 // newest checkpoint the coordinator gave up on
 	sourceDone bool
 	sourceWM   int64
 	sourceIdle bool
@@ -214,8 +217,12 @@ func (t *task) handleCtrl(c ctrlMsg) bool {
 			t.finalID = c.trigger.ID
 			t.broadcast(message{kind: msgEnd})
 		} else if c.trigger.Stop {
-			t.stopped = true
+			// Emit nothing after the savepoint's barrier until it either
+			// completes (the job ends) or fails (abort resumes).
+			t.stopped, t.stopID = true, c.trigger.ID
 		}
+	case ctrlAbort:
+		t.abort(c.id)
 	case ctrlSkipBacklog:
 		t.skipBacklog(c.skip)
 	case ctrlNotify:
@@ -225,6 +232,22 @@ func (t *task) handleCtrl(c ctrlMsg) bool {
 		}
 	}
 	return false
+}
+
+// abort forgets checkpoint id, which the coordinator gave up on (declined,
+// expired or not committed): a source stopped for it by stop-with-savepoint
+// resumes, since the job goes on, and an alignment of it lets its channels
+// go instead of holding them until a barrier that may never come (Flink
+// aborts pending alignments the same way).
+func (t *task) abort(id int64) {
+	t.aborted = max(t.aborted, id)
+	if t.stopped && t.stopID <= id {
+		t.stopped, t.stopID = false, 0
+	}
+	if t.aligning && t.align.ID <= id {
+		t.alignStart = time.Time{}
+		t.unblock()
+	}
 }
 
 func (t *task) notify(id int64) {
@@ -416,8 +439,8 @@ func (t *task) onBarrier(m message) {
 		t.unblock()
 	}
 	if !t.aligning {
-		if id <= t.finalID || id <= t.align.ID {
-			return // a barrier of a checkpoint already passed
+		if id <= t.finalID || id <= t.align.ID || id <= t.aborted {
+			return // a barrier of a checkpoint already passed or aborted
 		}
 		t.aligning = true
 		t.alignStart = time.Now()
