@@ -19,7 +19,8 @@ import (
 //
 //	POST /v1/skip-backlog[?node=ID]  sources seek to their newest data
 //	GET  /v1/status                  job, attempt, restarts, checkpoints, nodes
-//	POST /v1/savepoint               write a savepoint (as SIGUSR1), answer its path
+//	POST /v1/savepoint[?stop=true]   write a savepoint (as SIGUSR1), answer its path;
+//	                                 with stop, the job then stops (Flink's stop-with-savepoint)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
 // the `sluice skip-backlog` client.
@@ -30,8 +31,10 @@ type skipBacklogReply struct {
 }
 
 type savepointReply struct {
-	Path  string `json:"path,omitempty"`
-	Error string `json:"error,omitempty"`
+	Path string `json:"path,omitempty"`
+	// Stopped: the job stops now that the savepoint is written.
+	Stopped bool   `json:"stopped,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 type errorReply struct {
@@ -125,13 +128,22 @@ func (a *jobAPI) status(w http.ResponseWriter, r *http.Request) {
 
 func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	var stop bool
+	switch v := r.URL.Query().Get("stop"); v {
+	case "", "false":
+	case "true":
+		stop = true
+	default:
+		writeJSON(w, http.StatusBadRequest, savepointReply{Error: fmt.Sprintf("stop=%q: want true or false", v)})
+		return
+	}
 	reply := make(chan runtime.SavepointResult, 1)
 	// Writing may take up to the checkpoint timeout, but a job that is
 	// restarting does not even take the request: say so instead of hanging.
 	take := time.NewTimer(30 * time.Second)
 	defer take.Stop()
 	select {
-	case a.savepoints <- runtime.SavepointRequest{Reply: reply}:
+	case a.savepoints <- runtime.SavepointRequest{Stop: stop, Reply: reply}:
 	case <-take.C:
 		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request within 30s (restarting?); ask again"})
 		return
@@ -139,15 +151,27 @@ func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request: " + ctx.Err().Error()})
 		return
 	}
+	answer := func(res runtime.SavepointResult) {
+		switch {
+		case res.Err != nil && stop:
+			writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "stop-with-savepoint failed, the job keeps running: " + res.Err.Error()})
+		case res.Err != nil:
+			writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "savepoint failed: " + res.Err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, savepointReply{Path: res.Path, Stopped: stop})
+		}
+	}
 	select {
 	case res := <-reply:
-		if res.Err != nil {
-			writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "savepoint failed: " + res.Err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, savepointReply{Path: res.Path})
+		answer(res)
 	case <-ctx.Done():
-		writeJSON(w, errorCode(ctx.Err()), savepointReply{Error: "waiting for the savepoint: " + ctx.Err().Error()})
+		// A stop ends the job, and with it ctx, right after the reply.
+		select {
+		case res := <-reply:
+			answer(res)
+		default:
+			writeJSON(w, errorCode(ctx.Err()), savepointReply{Error: "waiting for the savepoint: " + ctx.Err().Error()})
+		}
 	}
 }
 

@@ -138,11 +138,15 @@ func cmdRun(args []string) int {
 			}
 			go func() {
 				r := <-reply
-				if r.Err != nil {
+				switch {
+				case r.Err != nil && stop:
+					// As in Flink, the job goes on: the signal can be sent again.
+					log.Error("stop-with-savepoint failed; the job keeps running (send the signal again to retry)", "signal", sig, "err", r.Err)
+				case r.Err != nil:
 					log.Error("savepoint failed", "err", r.Err)
-					return
+				default:
+					fmt.Fprintf(os.Stderr, "savepoint: %s\n", r.Path)
 				}
-				fmt.Fprintf(os.Stderr, "savepoint: %s\n", r.Path)
 			}()
 		}
 	}()
