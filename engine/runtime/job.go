@@ -108,6 +108,9 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 	before := int64(math.MaxInt64) // "latest" means the newest below this
 	for {
 		md, dir, err := resolveRestore(ctx, opts.Storage, restore, before)
+		if err == nil {
+			err = restorable(g, md, dir)
+		}
 		if err != nil && res.Restarts == 0 {
 			return res, err // the restore asked for is not there: nothing starts
 		}
@@ -183,6 +186,20 @@ func resolveRestore(ctx context.Context, st *checkpoint.Storage, restore string,
 		}
 		return md, restore, nil
 	}
+}
+
+// restorable refuses a checkpoint that the job cannot take back as it is
+// now, before anything opens. Keyed state is split by hash mod
+// maxParallelism and sinks derive ids from it (Kafka transactional ids), so
+// a change would misplace state and leave old transactions unfenced;
+// Flink refuses it too.
+func restorable(g *Graph, md *checkpoint.Metadata, dir string) error {
+	if md == nil || md.MaxParallelism == g.MaxParallelism {
+		return nil
+	}
+	return fmt.Errorf("cannot restore %s: checkpoint %d was taken with maxParallelism %d, the job has maxParallelism %d; "+
+		"key groups cannot change on restore: set maxParallelism back to %d, or start without restoring",
+		dir, md.CheckpointID, md.MaxParallelism, g.MaxParallelism, md.MaxParallelism)
 }
 
 type evKind uint8
