@@ -164,7 +164,11 @@ type Operator interface {
 	Snapshot(id int64) (Snapshot, error)
 	// CheckpointComplete is called once the checkpoint is durable (sinks commit).
 	CheckpointComplete(id int64) error
-	// EndInput is called after the last input ended (and after the final watermark).
+	// EndInput is called once, when every input has ended: after the last
+	// row and the final watermark, before the final checkpoint's snapshot,
+	// so what it emits or flushes is committed by that checkpoint (Flink's
+	// BoundedOneInput.endInput). A chained operator's comes right after
+	// its upstream's. Not called when the job is stopped, cancelled or fails.
 	EndInput() error
 	Close() error
 }

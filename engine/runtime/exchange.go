@@ -14,6 +14,11 @@ const (
 	msgWatermark
 	msgIdle
 	msgBarrier
+	// msgEndData: the sender emits no more rows or watermarks, only
+	// barriers (Flink's EndOfData); the receiver calls EndInput once every
+	// channel sent it, so what EndInput emits precedes the final barrier.
+	msgEndData
+	// msgEnd: nothing at all follows (after the final checkpoint's barrier).
 	msgEnd
 )
 

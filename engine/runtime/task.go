@@ -79,6 +79,8 @@ type task struct {
 	buffered   [][]message
 	seen       []bool
 	ended      []bool
+	dataEnded  []bool // msgEndData (or msgEnd) received, per channel
+	inputEnded bool   // EndInput called
 	wms        []int64
 	idle       []bool
 	currentWM  int64
@@ -172,6 +174,11 @@ func (t *task) runSource(ctx context.Context) error {
 		if done {
 			t.sourceDone = true
 			t.emitWatermark(MaxWatermark)
+			t.endInput(1)
+			if t.err != nil {
+				return t.err
+			}
+			t.broadcast(message{kind: msgEndData})
 			t.job.event(event{kind: evSourceFinished, task: t.idx})
 			continue
 		}
@@ -190,6 +197,21 @@ func (t *task) runSource(ctx context.Context) error {
 			if wm > t.sourceWM {
 				t.emitWatermark(wm)
 			}
+		}
+	}
+}
+
+// endInput calls EndInput on the chained operators from members[from] on,
+// in chain order: each one's input has ended once the member before it
+// returned from EndInput (having emitted its last rows).
+func (t *task) endInput(from int) {
+	t.inputEnded = true
+	for _, m := range t.members[from:] {
+		if t.err != nil {
+			return
+		}
+		if err := m.op.EndInput(); err != nil {
+			t.fail(fmt.Errorf("%s#%d: end of input: %w", m.node.ID, t.subtask, err))
 		}
 	}
 }
@@ -308,6 +330,7 @@ func (t *task) runOperator(ctx context.Context) error {
 	t.blocked = make([]bool, n)
 	t.buffered = make([][]message, n)
 	t.ended = make([]bool, n)
+	t.dataEnded = make([]bool, n)
 	t.seen = make([]bool, n)
 	t.wms = make([]int64, n)
 	t.idle = make([]bool, n)
@@ -390,11 +413,33 @@ func (t *task) handle(m message) {
 		t.advanceWatermark()
 	case msgBarrier:
 		t.onBarrier(m)
+	case msgEndData:
+		t.dataEnded[m.ch] = true
+		t.maybeEndInput()
 	case msgEnd:
 		t.ended[m.ch] = true
+		t.dataEnded[m.ch] = true // an End implies the end of data
+		t.maybeEndInput()
 		if t.aligning {
 			t.maybeAligned()
 		}
+	}
+}
+
+// maybeEndInput ends the chain's input once every channel's data ended,
+// and tells the tasks downstream, ahead of the final barrier.
+func (t *task) maybeEndInput() {
+	if t.inputEnded {
+		return
+	}
+	for _, e := range t.dataEnded {
+		if !e {
+			return
+		}
+	}
+	t.endInput(0)
+	if t.err == nil {
+		t.broadcast(message{kind: msgEndData})
 	}
 }
 
