@@ -120,7 +120,8 @@ type harness struct {
 	task *task
 	in   []*sender
 	tr   *trace
-	done chan error
+	done chan struct{} // closed when the task exits, with err set
+	err  error
 }
 
 // newHarness starts a task with `channels` input channels and a chain of
@@ -151,15 +152,16 @@ func newHarness(t *testing.T, channels, chain int, exactlyOnce bool) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, e: e, task: tk, tr: tr, done: make(chan error, 1)}
+	h := &harness{t: t, e: e, task: tk, tr: tr, done: make(chan struct{})}
 	for ch := range channels {
 		h.in = append(h.in, &sender{in: tk.in, ch: int32(ch), ctx: e.ctx})
 	}
-	go func() { h.done <- tk.run(e.ctx) }()
+	go func() { h.err = tk.run(e.ctx); close(h.done) }()
 	t.Cleanup(func() {
 		e.cancel()
-		if err := <-h.done; err != nil {
-			t.Errorf("task: %v", err)
+		<-h.done
+		if h.err != nil {
+			t.Errorf("task: %v", h.err)
 		}
 		e.uploads.Wait()
 	})
@@ -394,4 +396,35 @@ func TestEndInputInChain(t *testing.T) {
 		"op1 end", "op2 row 101", "out row 101",
 		"op2 end", "out end-data",
 		"op0 snap 5", "op1 snap 5", "op2 snap 5", "out barrier 5", "out end")
+}
+
+// TestFinalCheckpointRetried: when the final checkpoint is aborted while
+// aligning, the End behind its barrier goes through, the late barrier is
+// ignored, and the retried final checkpoint (whose barriers now follow End)
+// is taken once; the task exits when told it completed.
+func TestFinalCheckpointRetried(t *testing.T) {
+	h := newHarness(t, 2, 1, true)
+	for ch := range 2 {
+		h.wm(ch, MaxWatermark)
+		h.endData(ch)
+	}
+	h.finalBarrier(0, 5)
+	h.end(0) // held back
+	h.expect("op0 wm max", "out wm max", "op0 end", "out end-data")
+	h.abort(5)
+	h.finalBarrier(1, 5) // late: ignored
+	h.end(1)
+	h.finalBarrier(0, 6)
+	h.finalBarrier(1, 6)
+	h.expect("op0 wm max", "out wm max", "op0 end", "out end-data", "op0 snap 6", "out barrier 6", "out end")
+	h.task.ctrl <- ctrlMsg{kind: ctrlNotify, id: 6}
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task did not exit after the final checkpoint completed")
+	}
+	h.e.uploads.Wait()
+	if acks := h.acks(); !slices.Equal(acks, []int64{6}) {
+		t.Fatalf("acks %v, want [6]", acks)
+	}
 }
