@@ -71,3 +71,25 @@ func TestFailedStopWithSavepoint(t *testing.T) {
 	}
 	j.check(t)
 }
+
+// TestStopWithSavepointOverHTTP: POST /v1/savepoint?stop=true answers the
+// savepoint's path once it is written, and the job stops (exit 0).
+func TestStopWithSavepointOverHTTP(t *testing.T) {
+	j := newSavepointJob(t)
+	p := startSluice(t, j.args(t, 10_000, "--http", "127.0.0.1:0")...)
+	url := p.apiURL()
+	p.waitFor("a first checkpoint", func() bool { return len(completedCheckpoints(t, j.checkpoints)) > 0 })
+	var rep savepointReply
+	if code := call(t, http.MethodPost, url+"/v1/savepoint?stop=true", &rep); code != http.StatusOK || rep.Path == "" || !rep.Stopped || rep.Error != "" {
+		t.Fatalf("POST /v1/savepoint?stop=true: %d %+v", code, rep)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("stop over HTTP exited %d:\n%s", code, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "stopped with a savepoint") {
+		t.Errorf("stderr does not say the job stopped with a savepoint:\n%s", p.stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(strings.TrimPrefix(rep.Path, "file://"), "_metadata")); err != nil {
+		t.Fatalf("savepoint %s: %v", rep.Path, err)
+	}
+}
