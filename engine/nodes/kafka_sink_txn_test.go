@@ -143,7 +143,7 @@ func TestKafkaSinkAbortedTxnNotTakenForCommitted(t *testing.T) {
 // twice.
 func TestKafkaSinkCommittedTxnRestored(t *testing.T) {
 	c := kafkatest.Start(t, 0, 2, "out")
-	s := newTxnSink(t, c, time.Second)
+	s := newTxnSink(t, c, 5*time.Second)
 	if err := s.open(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -151,12 +151,12 @@ func TestKafkaSinkCommittedTxnRestored(t *testing.T) {
 	r := s.snapshot(t, 3)
 	_ = s.Close() // crash before the commit: the restore commits it
 	for i := 0; i < 3; i++ {
-		s2 := newTxnSink(t, c, time.Second)
+		s2 := newTxnSink(t, c, 5*time.Second)
 		if err := s2.open(r); err != nil {
 			t.Fatalf("restore %d: %v\nlog:\n%s", i, err, s2.logs)
 		}
 		_ = s2.Close()
-		time.Sleep(1200 * time.Millisecond / 2)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if got := c.ReadCommitted(t, "out", 2); len(got) != 10 {
 		t.Fatalf("read %d records, want 10", len(got))
@@ -170,7 +170,7 @@ func TestKafkaSinkCommittedTxnRestored(t *testing.T) {
 func TestKafkaSinkForgottenTxnID(t *testing.T) {
 	c := kafkatest.StartWith(t, kafkatest.Options{Partitions: 2, Topics: []string{"out"},
 		Kfake: []kfake.Opt{kfake.BrokerConfigs(map[string]string{"transactional.id.expiration.ms": "300"})}})
-	s := newTxnSink(t, c, time.Second)
+	s := newTxnSink(t, c, 5*time.Second)
 	if err := s.open(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestKafkaSinkForgottenTxnID(t *testing.T) {
 	_ = s.Close()
 	time.Sleep(time.Second) // the id expires
 
-	s2 := newTxnSink(t, c, time.Second)
+	s2 := newTxnSink(t, c, 5*time.Second)
 	if err := s2.open(r); err != nil {
 		t.Fatalf("open: %v\nlog:\n%s", err, s2.logs)
 	}
@@ -192,7 +192,7 @@ func TestKafkaSinkForgottenTxnID(t *testing.T) {
 	}
 	// An id the broker never saw answers the same.
 	r.OperatorState = [][]byte{[]byte(fmt.Sprintf("%snever-seen-0-0 12345 0 5", kafkaTxnEntry))}
-	s3 := newTxnSink(t, c, time.Second)
+	s3 := newTxnSink(t, c, 5*time.Second)
 	if err := s3.open(r); err != nil {
 		t.Fatalf("open with an unknown id: %v\nlog:\n%s", err, s3.logs)
 	}
