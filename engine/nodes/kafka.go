@@ -509,8 +509,9 @@ func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome
 }
 
 // fenceTxnID runs InitProducerId for a transactional id: the coordinator
-// aborts whatever transaction the id had open and bumps its epoch.
-func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error {
+// aborts whatever transaction the id had open and bumps its epoch. It
+// returns the id's producer id and new epoch.
+func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) (int64, int16, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		if attempt > 0 {
 			time.Sleep(100 * time.Millisecond)
@@ -518,7 +519,7 @@ func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error
 		}
 		b, err := txnCoordinator(client, txnID)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		id := txnID
 		resp, err := b.InitProducerID(&sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1})
@@ -528,14 +529,14 @@ func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error
 		}
 		switch resp.Err {
 		case sarama.ErrNoError:
-			return nil
+			return resp.ProducerID, resp.ProducerEpoch, nil
 		case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable, sarama.ErrOffsetsLoadInProgress, sarama.ErrConcurrentTransactions:
 			continue
 		default:
-			return fmt.Errorf("kafka: InitProducerId(%s): %w", txnID, resp.Err)
+			return 0, 0, fmt.Errorf("kafka: InitProducerId(%s): %w", txnID, resp.Err)
 		}
 	}
-	return fmt.Errorf("kafka: InitProducerId(%s): coordinator not available", txnID)
+	return 0, 0, fmt.Errorf("kafka: InitProducerId(%s): coordinator not available", txnID)
 }
 
 // kafkaClusterOwner is kafkaOwner for the partitions of one cluster of a

@@ -309,6 +309,28 @@ type kafkaSink struct {
 	cur     *kafkaTxn
 	pending []*kafkaTxn
 	buf     []byte
+	// epochs is the producer id and epoch of every transactional id of this
+	// subtask's share, as fenced or as its producer got it: a checkpoint
+	// records them, so a restore that falls back past a newer checkpoint
+	// can tell whether any id was used after it (fallbackCheck).
+	epochs   map[string]kafkaIDEpoch
+	fallback *fallbackCheck // while Open must show nothing committed after the checkpoint
+}
+
+type kafkaIDEpoch struct {
+	pid   int64
+	epoch int16
+	open  bool // recorded only: the id had a transaction open for rows after the checkpoint
+}
+
+// fallbackCheck compares each id's epoch, as the restore fences it, with
+// the epoch the restored checkpoint recorded. Fencing bumps the epoch by
+// one; anything else means the id was used (or fenced, or timed out) after
+// the checkpoint, and a transaction of it may have committed.
+type fallbackCheck struct {
+	recorded map[string]kafkaIDEpoch
+	seen     map[string]bool
+	why      []string
 }
 
 // State entries of the exactly-once sink:
@@ -318,6 +340,10 @@ type kafkaSink struct {
 //	    says where it wrote first in each partition (absent in checkpoints
 //	    of versions before it), to read its end marker from.
 const kafkaTxnEntry = "txn "
+
+// "id <transactional id> <producer id> <epoch> <open 0|1>": the epoch of
+// an id of the subtask's share at the checkpoint (kafkaSink.epochs).
+const kafkaIDEntry = "id "
 
 // kafkaTxnRecord is a transaction recorded in a checkpoint.
 type kafkaTxnRecord struct {
@@ -412,9 +438,17 @@ func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	if s.prefix == "" {
 		s.prefix = ctx.JobName + "-" + ctx.NodeID
 	}
+	s.epochs = map[string]kafkaIDEpoch{}
 	if r != nil {
 		if err := s.recover(r); err != nil {
+			s.closeClient()
 			return err
+		}
+		if r.SkippedNewer > r.CheckpointID && !r.AllowDuplicates {
+			if err := s.startFallbackCheck(r); err != nil {
+				s.closeClient()
+				return err
+			}
 		}
 	}
 	if err := s.fenceAll(); err != nil {
@@ -422,7 +456,72 @@ func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	}
 	// Creating the first producer fences its id: a transaction an earlier
 	// attempt left open under it is aborted now, not at the first row.
-	return s.begin()
+	if err := s.begin(); err != nil {
+		return err
+	}
+	if f := s.fallback; f != nil {
+		s.fallback = nil
+		if len(f.why) > 0 {
+			_ = s.Close()
+			more := ""
+			if len(f.why) > 3 {
+				more = fmt.Sprintf(" (and %d more)", len(f.why)-3)
+			}
+			return &runtime.FallbackRefusedError{Node: s.Ctx.NodeID, Reason: fmt.Sprintf(
+				"checkpoint %d was skipped, and the kafka sink cannot show that none of its transactions committed after checkpoint %d: %s%s",
+				r.SkippedNewer, r.CheckpointID, strings.Join(f.why[:min(3, len(f.why))], "; "), more)}
+		}
+		s.Ctx.Log.Info("kafka sink: no transaction was used after the restored checkpoint; falling back to it writes nothing twice", "checkpoint", r.CheckpointID, "skipped", r.SkippedNewer)
+	}
+	return nil
+}
+
+func (s *kafkaSink) closeClient() {
+	if s.client != nil {
+		_ = s.client.Close()
+		s.client = nil
+	}
+}
+
+// startFallbackCheck reads the ids' epochs the checkpoint recorded.
+func (s *kafkaSink) startFallbackCheck(r *runtime.Restored) error {
+	f := &fallbackCheck{recorded: map[string]kafkaIDEpoch{}, seen: map[string]bool{}}
+	for _, e := range r.OperatorState {
+		rest, ok := strings.CutPrefix(string(e), kafkaIDEntry)
+		if !ok {
+			continue
+		}
+		var id string
+		var v kafkaIDEpoch
+		var open int
+		if _, err := fmt.Sscanf(rest, "%s %d %d %d", &id, &v.pid, &v.epoch, &open); err != nil {
+			return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
+		}
+		v.open = open == 1
+		f.recorded[id] = v
+	}
+	s.fallback = f
+	return nil
+}
+
+// fenced records an id's producer id and epoch after an InitProducerId
+// (a fence or a new producer).
+func (s *kafkaSink) fenced(id string, pid int64, epoch int16) {
+	s.epochs[id] = kafkaIDEpoch{pid: pid, epoch: epoch}
+	f := s.fallback
+	if f == nil || f.seen[id] {
+		return
+	}
+	f.seen[id] = true
+	was, ok := f.recorded[id]
+	switch {
+	case !ok:
+		f.why = append(f.why, fmt.Sprintf("%s has no epoch recorded in the checkpoint", id))
+	case was.pid != pid || epoch != was.epoch+1:
+		f.why = append(f.why, fmt.Sprintf("%s went from producer %d epoch %d to producer %d epoch %d", id, was.pid, was.epoch, pid, epoch-1))
+	case was.open:
+		f.why = append(f.why, fmt.Sprintf("%s had a transaction open for rows after the checkpoint", id))
+	}
 }
 
 // recover commits the transactions the restored checkpoint pre-committed,
@@ -548,9 +647,12 @@ func (s *kafkaSink) fenceAll() error {
 			if sub == s.Ctx.Subtask && n == 0 {
 				continue // the first producer, created next, fences it
 			}
-			if err := fenceTxnID(s.client, fmt.Sprintf("%s-%d-%d", s.prefix, sub, n), s.cfg.txnTimeout); err != nil {
+			id := fmt.Sprintf("%s-%d-%d", s.prefix, sub, n)
+			pid, epoch, err := fenceTxnID(s.client, id, s.cfg.txnTimeout)
+			if err != nil {
 				return err
 			}
+			s.fenced(id, pid, epoch)
 		}
 	}
 	return nil
@@ -591,6 +693,11 @@ func (s *kafkaSink) begin() error {
 			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
 		}
 		t.p, t.acks = p, newAcks(p)
+		pid, epoch, err := producerIDEpoch(p)
+		if err != nil {
+			return err
+		}
+		s.fenced(t.id, pid, epoch)
 	}
 	if err := t.p.BeginTxn(); err != nil {
 		return fmt.Errorf("kafka sink: beginning a transaction on %s: %w", t.id, err)
@@ -687,9 +794,16 @@ func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
 		s.pending = append(s.pending, t)
 		s.cur = nil
 	}
-	var entries []string
+	entries := make([]string, 0, len(s.pending)+len(s.epochs))
 	for _, t := range s.pending {
 		entries = append(entries, t.entry())
+	}
+	for id, v := range s.epochs {
+		open := 0
+		if s.cur != nil && s.cur.id == id {
+			open = 1
+		}
+		entries = append(entries, fmt.Sprintf("%s%s %d %d %d", kafkaIDEntry, id, v.pid, v.epoch, open))
 	}
 	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
 		for _, e := range entries {

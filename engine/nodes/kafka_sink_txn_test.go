@@ -198,3 +198,55 @@ func TestKafkaSinkForgottenTxnID(t *testing.T) {
 	}
 	_ = s3.Close()
 }
+
+// TestKafkaSinkFallbackCheck: restoring a checkpoint older than a skipped
+// (corrupt) one, the exactly-once sink goes on only when it can show that
+// none of its transactional ids was used after the restored checkpoint;
+// otherwise it refuses, unless duplicates are allowed.
+func TestKafkaSinkFallbackCheck(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+
+	// Nothing written after checkpoint 1: falling back to it is safe.
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r1 := s.snapshot(t, 1)
+	if err := s.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s.snapshot(t, 2)
+	_ = s.Close()
+	r1.SkippedNewer = 2
+	s2 := newTxnSink(t, c, 5*time.Second)
+	if err := s2.open(r1); err != nil {
+		t.Fatalf("fallback with nothing after the checkpoint: %v\nlog:\n%s", err, s2.logs)
+	}
+	// Rows after checkpoint 1 (restored), committed at checkpoint 2.
+	s2.write(t, 10, 20)
+	r1b := s2.snapshot(t, 1)
+	if err := s2.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s2.write(t, 20, 30)
+	s2.snapshot(t, 2)
+	if err := s2.CheckpointComplete(2); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+
+	r1b.SkippedNewer = 2
+	s3 := newTxnSink(t, c, 5*time.Second)
+	err := s3.open(r1b)
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-0-0") {
+		t.Fatalf("fallback past a committed transaction: %v (%T), want a FallbackRefusedError naming txn-out-0-0\nlog:\n%s", err, err, s3.logs)
+	}
+	r1b.AllowDuplicates = true
+	s4 := newTxnSink(t, c, 5*time.Second)
+	if err := s4.open(r1b); err != nil {
+		t.Fatalf("fallback with duplicates allowed: %v", err)
+	}
+	_ = s4.Close()
+}

@@ -3,7 +3,9 @@ package nodes_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -93,5 +95,47 @@ func TestKafkaSinkTxnTimeoutWhileDown(t *testing.T) {
 	checkIDs(t, c.ReadCommitted(t, "out", 4), n)
 	if fallbacks != 3 {
 		t.Fatalf("%d restores fell back to an older checkpoint, want 3", fallbacks)
+	}
+}
+
+// TestKafkaSinkCorruptCheckpointFallback: after an exactly-once job
+// committed its output, its latest checkpoint is corrupt; falling back to
+// the one before would write that output again, so the restore is refused
+// with the corrupt file named, unless duplicates are allowed.
+func TestKafkaSinkCorruptCheckpointFallback(t *testing.T) {
+	c := kafkatest.Start(t, 0, 4, "out")
+	chk := filepath.Join(t.TempDir(), "chk")
+	sets := []string{brokersSet("out", c), "checkpoint.storage=file://" + chk, "checkpoint.retained=3", "nodes.src.params.rate=40000"}
+	runKafkaJob(t, seqToKafka, "", sets...)
+	dirs, _ := filepath.Glob(filepath.Join(chk, "chk-*"))
+	newest := int64(-1)
+	for _, d := range dirs {
+		var id int64
+		if _, err := fmt.Sscanf(filepath.Base(d), "chk-%d", &id); err == nil && id > newest {
+			newest = id
+		}
+	}
+	if len(dirs) < 2 {
+		t.Fatalf("%d checkpoints retained, want at least 2", len(dirs))
+	}
+	state := filepath.Join(chk, fmt.Sprintf("chk-%d", newest), "src-0")
+	data, err := os.ReadFile(state)
+	if err != nil || len(data) == 0 {
+		t.Fatalf("reading %s: %v (%d bytes)", state, err, len(data))
+	}
+	data[len(data)/2] ^= 0x40
+	if err := os.WriteFile(state, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err, logs := runJob(t, seqToKafka, "latest", nil, sets...)
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "src-0") || !strings.Contains(err.Error(), fmt.Sprintf("checkpoint %d is corrupt", newest)) {
+		t.Fatalf("restore: %v, want a refused fallback naming checkpoint %d and src-0\nlog:\n%s", err, newest, logs)
+	}
+	t.Logf("refused: %v", err)
+	_, err, logs = runJob(t, seqToKafka, "latest", func(o *runtime.Options) { o.AllowFallbackDuplicates = true }, sets...)
+	if err != nil || !strings.Contains(logs, "falling back to checkpoint") {
+		t.Fatalf("restore allowing duplicates: %v\nlog:\n%s", err, logs)
 	}
 }
