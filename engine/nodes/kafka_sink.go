@@ -642,21 +642,74 @@ const kafkaTxnPool = 4
 // ids are fenced by range (a transaction left open would hold back every
 // read_committed consumer until the transaction timeout).
 func (s *kafkaSink) fenceAll() error {
+	var ids []string
 	for sub := s.Ctx.Subtask; sub < max(s.Ctx.MaxParallelism, s.Ctx.Parallelism); sub += s.Ctx.Parallelism {
 		for n := 0; n < kafkaTxnPool; n++ {
 			if sub == s.Ctx.Subtask && n == 0 {
 				continue // the first producer, created next, fences it
 			}
-			id := fmt.Sprintf("%s-%d-%d", s.prefix, sub, n)
-			pid, epoch, err := fenceTxnID(s.client, id, s.cfg.txnTimeout)
-			if err != nil {
-				return err
-			}
-			s.fenced(id, pid, epoch)
+			ids = append(ids, fmt.Sprintf("%s-%d-%d", s.prefix, sub, n))
 		}
+	}
+	// The ids are independent (and their coordinators spread over the
+	// brokers): fence them concurrently rather than 4 × maxParallelism round
+	// trips one after another. A broker answers one connection's requests
+	// one at a time, so the workers share a few clients (connections).
+	clients := []sarama.Client{s.client}
+	if len(ids) > kafkaFenceWorkers {
+		conf, err := s.cfg.p.config("")
+		if err != nil {
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+		for len(clients) < kafkaFenceClients {
+			c, err := sarama.NewClient(kafkaAddrs(s.cfg.p.clusters()[0]), conf)
+			if err != nil {
+				break // fewer connections, not a failure
+			}
+			defer c.Close()
+			clients = append(clients, c)
+		}
+	}
+	type fence struct {
+		pid   int64
+		epoch int16
+		err   error
+	}
+	out := make([]fence, len(ids))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(kafkaFenceWorkers, len(ids)); w++ {
+		wg.Add(1)
+		client := clients[w%len(clients)]
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f := &out[i]
+				f.pid, f.epoch, f.err = fenceTxnID(client, ids[i], s.cfg.txnTimeout)
+			}
+		}()
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, f := range out {
+		if f.err != nil {
+			return f.err
+		}
+		s.fenced(ids[i], f.pid, f.epoch)
 	}
 	return nil
 }
+
+// kafkaFenceWorkers bounds the InitProducerId requests a subtask has in
+// flight at start.
+const kafkaFenceWorkers = 16
+
+// kafkaFenceClients is how many clients (connections to each broker) the
+// fencing workers share when there are more ids than workers.
+const kafkaFenceClients = 4
 
 // begin makes sure a transaction is open for the next rows. A committed
 // transaction's producer is closed and its id gets a new producer (and so a

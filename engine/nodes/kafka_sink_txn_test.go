@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
@@ -43,7 +44,7 @@ func (w *syncBuf) String() string {
 	return w.b.String()
 }
 
-func newTxnSink(t *testing.T, c *kafkatest.Cluster, timeout time.Duration) *txnSink {
+func newTxnSink(t testing.TB, c *kafkatest.Cluster, timeout time.Duration) *txnSink {
 	t.Helper()
 	schema, err := row.NewSchema(row.Field{Name: "id", Type: row.Int64})
 	if err != nil {
@@ -249,4 +250,69 @@ func TestKafkaSinkFallbackCheck(t *testing.T) {
 		t.Fatalf("fallback with duplicates allowed: %v", err)
 	}
 	_ = s4.Close()
+}
+
+// BenchmarkKafkaSinkOpen measures an exactly-once sink subtask's Open at
+// maxParallelism 128: fencing 4 × 128 transactional ids on kfake, as it
+// answers and with 2 ms added to every InitProducerId (a broker's round
+// trip and log append).
+func BenchmarkKafkaSinkOpen(b *testing.B) {
+	for _, delay := range []time.Duration{0, 2 * time.Millisecond} {
+		b.Run(fmt.Sprintf("initProducerIdDelay=%v", delay), func(b *testing.B) {
+			c := kafkatest.Start(b, 0, 2, "out")
+			if delay > 0 {
+				c.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					c.SleepControl(func() { time.Sleep(delay) })
+					return nil, nil, false
+				})
+			}
+			for i := 0; i < b.N; i++ {
+				s := newTxnSink(b, c, 5*time.Second)
+				err := s.Open(&runtime.Context{JobName: "bench", NodeID: "out", Parallelism: 1, MaxParallelism: 128, ExactlyOnce: true,
+					Log: slog.New(slog.NewTextHandler(s.logs, nil)), Metrics: &runtime.NodeMetrics{}}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = s.Close()
+			}
+		})
+	}
+}
+
+// TestKafkaSinkTxnTimeoutPlan: the default transaction timeout is Kafka's
+// transaction.max.timeout.ms (15 min); a shorter one that a slow checkpoint
+// plus a restart can outlast is planned with a warning, one below two
+// checkpoint intervals is refused.
+func TestKafkaSinkTxnTimeoutPlan(t *testing.T) {
+	schema, _ := row.NewSchema(row.Field{Name: "id", Type: row.Int64})
+	job := &spec.Job{Name: "txn", Checkpoint: spec.Checkpoint{Interval: spec.Duration(time.Minute), Timeout: spec.Duration(10 * time.Minute)},
+		Restart: spec.Restart{Strategy: spec.FixedDelay, Delay: spec.Duration(time.Minute)}}
+	plan := func(timeout string) (*kafkaSinkConfig, string, error) {
+		var logs syncBuf
+		prev := slog.Default()
+		slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+		defer slog.SetDefault(prev)
+		params := map[string]any{"brokers": []string{"k:9092"}, "topic": "out"}
+		if timeout != "" {
+			params["transactionTimeout"] = timeout
+		}
+		raw, _ := json.Marshal(params)
+		p, err := planKafkaSink(&PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: raw}, Inputs: []*row.Schema{schema}})
+		if err != nil {
+			return nil, logs.String(), err
+		}
+		return p.NewOperator().(*kafkaSink).cfg, logs.String(), nil
+	}
+	cfg, logs, err := plan("")
+	if err != nil || cfg.txnTimeout != 15*time.Minute || logs != "" {
+		t.Fatalf("default: %v, timeout %v, log %q; want 15m and no warning", err, cfg.txnTimeout, logs)
+	}
+	// 1m interval + 10m checkpoint timeout + 1m restart delay = 12m.
+	if _, logs, err = plan("11m"); err != nil || !strings.Contains(logs, "12m0s") {
+		t.Fatalf("11m: %v, log %q; want a warning naming 12m0s", err, logs)
+	}
+	if _, _, err = plan("90s"); err == nil || !strings.Contains(err.Error(), "two checkpoint intervals") {
+		t.Fatalf("90s: %v, want refused", err)
+	}
 }
