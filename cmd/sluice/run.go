@@ -87,6 +87,8 @@ func cmdRun(args []string) int {
 	spOnStop := fs.Bool("savepoint-on-stop", false, "on SIGTERM, write a final savepoint and stop")
 	localDir := fs.String("local-dir", env("SLUICE_LOCAL_DIR", ""), "directory for local state (badger) and local recovery copies (default: the system temp directory)")
 	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	allowDup := fs.Bool("allow-fallback-duplicates", false, "when the latest checkpoint is corrupt, fall back to an older one even if a sink (Kafka exactly-once) cannot show it committed nothing after it: that output is written again")
+	acceptLost := fs.Bool("accept-lost-transactions", false, "when a sink's pre-committed output was lost (a Kafka transaction aborted by the broker) and no older checkpoint is retained to replay it, restore anyway and count the loss")
 	httpAddr := fs.String("http", env("SLUICE_HTTP", ""), "serve the job's REST API (status, skip-backlog, savepoint) on this address, e.g. 127.0.0.1:8081")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -113,6 +115,8 @@ func cmdRun(args []string) int {
 	}
 	opts.Restore = *restore
 	opts.LocalStateDir = *localDir
+	opts.AllowFallbackDuplicates = *allowDup
+	opts.AcceptLostTransactions = *acceptLost
 	opts.Log = log
 	opts.Storage.Log = log
 	savepoints := make(chan runtime.SavepointRequest)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -350,11 +351,27 @@ func txnCoordinator(client sarama.Client, txnID string) (*sarama.Broker, error) 
 	return nil, fmt.Errorf("kafka: transaction coordinator of %q: %w", txnID, err)
 }
 
+// endTxnResult is what the coordinator answered to an EndTxn.
+type endTxnResult uint8
+
+const (
+	// txnEnded: the transaction was open under this epoch and is now ended
+	// (or was already ended by an EndTxn of the same epoch).
+	txnEnded endTxnResult = iota
+	// txnFenced: the epoch is gone. The transaction was ended by a commit
+	// followed by a new producer of the id, by a fence (InitProducerId, which
+	// aborts), or by the broker on its timeout (abort): only the partitions'
+	// logs tell which (txnLogOutcome).
+	txnFenced
+	// txnForgotten: the coordinator no longer knows the producer id
+	// (INVALID_PRODUCER_ID_MAPPING), e.g. after transactional.id.expiration.ms:
+	// the transaction ended long ago.
+	txnForgotten
+)
+
 // endTxn commits (or aborts) the transaction that a producer with this
-// transactional id, producer id and epoch left open. It reports done=false
-// when the epoch was fenced: a later InitProducerId for the id completed
-// (or aborted) whatever was open.
-func endTxn(client sarama.Client, txnID string, pid int64, epoch int16, commit bool) (fenced bool, err error) {
+// transactional id, producer id and epoch left open.
+func endTxn(client sarama.Client, txnID string, pid int64, epoch int16, commit bool) (endTxnResult, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		if attempt > 0 {
 			time.Sleep(100 * time.Millisecond)
@@ -362,7 +379,7 @@ func endTxn(client sarama.Client, txnID string, pid int64, epoch int16, commit b
 		}
 		b, err := txnCoordinator(client, txnID)
 		if err != nil {
-			return false, err
+			return 0, err
 		}
 		resp, err := b.EndTxn(&sarama.EndTxnRequest{TransactionalID: txnID, ProducerID: pid, ProducerEpoch: epoch, TransactionResult: commit})
 		if err != nil {
@@ -371,21 +388,130 @@ func endTxn(client sarama.Client, txnID string, pid int64, epoch int16, commit b
 		}
 		switch resp.Err {
 		case sarama.ErrNoError:
-			return false, nil
+			return txnEnded, nil
 		case sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch:
-			return true, nil
+			return txnFenced, nil
+		case sarama.ErrInvalidProducerIDMapping:
+			return txnForgotten, nil
 		case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable, sarama.ErrOffsetsLoadInProgress, sarama.ErrConcurrentTransactions:
 			continue
 		default:
-			return false, fmt.Errorf("kafka: EndTxn(%s, pid %d, epoch %d, commit=%v): %w", txnID, pid, epoch, commit, resp.Err)
+			return 0, fmt.Errorf("kafka: EndTxn(%s, pid %d, epoch %d, commit=%v): %w", txnID, pid, epoch, commit, resp.Err)
 		}
 	}
-	return false, fmt.Errorf("kafka: EndTxn(%s): coordinator not available", txnID)
+	return 0, fmt.Errorf("kafka: EndTxn(%s): coordinator not available", txnID)
+}
+
+// txnOutcome is how a transaction ended, as the partitions' logs show it.
+type txnOutcome uint8
+
+const (
+	txnOpen      txnOutcome = iota // no end marker (yet)
+	txnCommitted                   // a commit marker
+	txnAborted                     // an abort marker
+	txnGone                        // its records are no longer in the log (retention), or where it wrote is not known
+)
+
+func (o txnOutcome) String() string {
+	return [...]string{"open", "committed", "aborted", "unknown"}[o]
+}
+
+// kafkaTxnPart is where a transaction wrote its first record in a partition.
+type kafkaTxnPart struct {
+	topic     string
+	partition int32
+	offset    int64
+}
+
+// txnLogOutcome reads how the transaction of producer pid that wrote first
+// at parts ended: in each partition, the first control batch of pid after
+// the transaction's first record is the marker the coordinator wrote to end
+// it (a producer id has one transaction open at a time). An abort in any
+// partition means aborted; commit markers in every partition still holding
+// its records mean committed.
+func txnLogOutcome(client sarama.Client, pid int64, parts []kafkaTxnPart) (txnOutcome, error) {
+	out := txnGone
+	for _, p := range parts {
+		o, err := partTxnOutcome(client, pid, p)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case o == txnAborted:
+			return txnAborted, nil
+		case o == txnOpen:
+			out = txnOpen
+		case o == txnCommitted && out == txnGone:
+			out = txnCommitted
+		}
+	}
+	return out, nil
+}
+
+// kafkaFetchBytes bounds one fetch of partTxnOutcome.
+const kafkaFetchBytes = 1 << 20
+
+func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome, error) {
+	off := p.offset
+	for attempt := 0; ; {
+		b, err := client.Leader(p.topic, p.partition)
+		var blk *sarama.FetchResponseBlock
+		if err == nil {
+			req := &sarama.FetchRequest{Version: 4, MinBytes: 1, MaxBytes: kafkaFetchBytes, Isolation: sarama.ReadUncommitted}
+			req.AddBlock(p.topic, p.partition, off, kafkaFetchBytes, -1)
+			var resp *sarama.FetchResponse
+			if resp, err = b.Fetch(req); err == nil {
+				if blk = resp.GetBlock(p.topic, p.partition); blk == nil {
+					err = errors.New("no block in the fetch response")
+				} else if blk.Err == sarama.ErrOffsetOutOfRange {
+					return txnGone, nil // deleted by retention (below the log start)
+				} else if blk.Err != sarama.ErrNoError {
+					err = blk.Err
+				}
+			}
+		}
+		if err != nil {
+			if attempt++; attempt >= 10 {
+				return 0, fmt.Errorf("kafka: reading %s/%d at offset %d for the end of producer %d's transaction: %w", p.topic, p.partition, off, pid, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			_ = client.RefreshMetadata(p.topic)
+			continue
+		}
+		moved := false
+		for _, rs := range blk.RecordsSet {
+			rb := rs.RecordBatch
+			if rb == nil {
+				continue // legacy message set: not transactional
+			}
+			last := rb.FirstOffset + int64(rb.LastOffsetDelta)
+			if last < off {
+				continue
+			}
+			if rb.Control && rb.ProducerID == pid && len(rb.Records) > 0 && len(rb.Records[0].Key) >= 4 {
+				// A control record's key: version int16, type int16 (0 abort, 1 commit).
+				switch binary.BigEndian.Uint16(rb.Records[0].Key[2:4]) {
+				case 0:
+					return txnAborted, nil
+				case 1:
+					return txnCommitted, nil
+				}
+			}
+			off, moved = last+1, true
+		}
+		if !moved {
+			if off >= blk.HighWaterMarkOffset {
+				return txnOpen, nil
+			}
+			return 0, fmt.Errorf("kafka: reading %s/%d at offset %d: no complete record batch in %d bytes", p.topic, p.partition, off, kafkaFetchBytes)
+		}
+	}
 }
 
 // fenceTxnID runs InitProducerId for a transactional id: the coordinator
-// aborts whatever transaction the id had open and bumps its epoch.
-func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error {
+// aborts whatever transaction the id had open and bumps its epoch. It
+// returns the id's producer id and new epoch.
+func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) (int64, int16, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		if attempt > 0 {
 			time.Sleep(100 * time.Millisecond)
@@ -393,7 +519,7 @@ func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error
 		}
 		b, err := txnCoordinator(client, txnID)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		id := txnID
 		resp, err := b.InitProducerID(&sarama.InitProducerIDRequest{TransactionalID: &id, TransactionTimeout: timeout, ProducerID: -1, ProducerEpoch: -1})
@@ -403,14 +529,14 @@ func fenceTxnID(client sarama.Client, txnID string, timeout time.Duration) error
 		}
 		switch resp.Err {
 		case sarama.ErrNoError:
-			return nil
+			return resp.ProducerID, resp.ProducerEpoch, nil
 		case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable, sarama.ErrOffsetsLoadInProgress, sarama.ErrConcurrentTransactions:
 			continue
 		default:
-			return fmt.Errorf("kafka: InitProducerId(%s): %w", txnID, resp.Err)
+			return 0, 0, fmt.Errorf("kafka: InitProducerId(%s): %w", txnID, resp.Err)
 		}
 	}
-	return fmt.Errorf("kafka: InitProducerId(%s): coordinator not available", txnID)
+	return 0, 0, fmt.Errorf("kafka: InitProducerId(%s): coordinator not available", txnID)
 }
 
 // kafkaClusterOwner is kafkaOwner for the partitions of one cluster of a

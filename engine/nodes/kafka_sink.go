@@ -2,6 +2,8 @@ package nodes
 
 import (
 	"fmt"
+	"log/slog"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,7 +146,7 @@ func planKafkaSink(c *PlanContext) (*Planned, error) {
 	}
 	cfg.txnTimeout = p.TransactionTimeout.D()
 	if cfg.txnTimeout == 0 {
-		cfg.txnTimeout = 10 * time.Minute
+		cfg.txnTimeout = kafkaTxnTimeout
 	}
 	if cfg.txnTimeout < time.Second {
 		return nil, fmt.Errorf("params.transactionTimeout: %v is too short", cfg.txnTimeout)
@@ -154,7 +156,31 @@ func planKafkaSink(c *PlanContext) (*Planned, error) {
 	if iv := c.Job.Checkpoint.Interval.D(); cfg.exactly && iv > 0 && cfg.txnTimeout < 2*iv {
 		return nil, fmt.Errorf("params.transactionTimeout: %v is shorter than two checkpoint intervals (%v): transactions would be aborted before their checkpoint completes", cfg.txnTimeout, 2*iv)
 	}
+	if need := kafkaTxnNeed(c.Job); cfg.exactly && cfg.txnTimeout < need {
+		// It can work, but a slow checkpoint followed by a restart outlives
+		// the transaction: the restore then falls back to an older
+		// checkpoint (or fails when none is retained).
+		slog.Warn(fmt.Sprintf("kafka sink %s: params.transactionTimeout %v is shorter than a slow checkpoint plus a restart can take (%v: checkpoint interval + checkpoint timeout + restart delay); the broker may abort a pre-committed transaction first", c.Node.ID, cfg.txnTimeout, need),
+			"node", c.Node.ID, "transactionTimeout", cfg.txnTimeout, "need", need)
+	}
 	return &Planned{NewOperator: func() runtime.Operator { return &kafkaSink{cfg: cfg} }}, nil
+}
+
+// kafkaTxnTimeout is the default transaction timeout: Kafka's default
+// transaction.max.timeout.ms, the longest a broker accepts.
+const kafkaTxnTimeout = 15 * time.Minute
+
+// kafkaTxnNeed is how long a transaction can have to stay open without any
+// fault of Kafka's: its rows start right after barrier k-1, checkpoint k
+// can take up to the checkpoint timeout, and a job that fails before the
+// commit commits it on restore, after the restart delay. (Each checkpoint
+// that fails after it adds up to another timeout.)
+func kafkaTxnNeed(j *spec.Job) time.Duration {
+	need := j.Checkpoint.Interval.D() + j.Checkpoint.Timeout.D()
+	if j.Restart.Strategy != spec.NoRestart {
+		need += j.Restart.Delay.D()
+	}
+	return need
 }
 
 // acks counts a producer's messages in flight.
@@ -165,6 +191,14 @@ type acks struct {
 	sent int64
 	done int64
 	err  error
+	// first is where the producer's transaction wrote first in each
+	// partition: a restore reads the end marker from there.
+	first map[kafkaTP]int64
+}
+
+type kafkaTP struct {
+	topic     string
+	partition int32
 }
 
 func newAcks(p sarama.AsyncProducer) *acks {
@@ -173,8 +207,8 @@ func newAcks(p sarama.AsyncProducer) *acks {
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
-		for range p.Successes() {
-			a.ack(nil)
+		for m := range p.Successes() {
+			a.acked(m)
 		}
 	}()
 	go func() {
@@ -194,6 +228,39 @@ func (a *acks) ack(err *sarama.ProducerError) {
 	}
 	a.cond.Broadcast()
 	a.mu.Unlock()
+}
+
+// acked counts a written message and remembers the first offset of its
+// partition (no allocation but the partition's first entry).
+func (a *acks) acked(m *sarama.ProducerMessage) {
+	a.mu.Lock()
+	a.done++
+	tp := kafkaTP{m.Topic, m.Partition}
+	if o, ok := a.first[tp]; !ok || m.Offset < o {
+		if a.first == nil {
+			a.first = map[kafkaTP]int64{}
+		}
+		a.first[tp] = m.Offset
+	}
+	a.cond.Broadcast()
+	a.mu.Unlock()
+}
+
+// parts lists where the transaction wrote first, sorted.
+func (a *acks) parts() []kafkaTxnPart {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]kafkaTxnPart, 0, len(a.first))
+	for tp, o := range a.first {
+		out = append(out, kafkaTxnPart{tp.topic, tp.partition, o})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].topic != out[j].topic {
+			return out[i].topic < out[j].topic
+		}
+		return out[i].partition < out[j].partition
+	})
+	return out
 }
 
 func (a *acks) failed() error {
@@ -221,6 +288,7 @@ type kafkaTxn struct {
 	cp    int64 // checkpoint that pre-committed it, 0: open or free
 	pid   int64
 	epoch int16
+	parts []kafkaTxnPart // where it wrote first, once pre-committed
 }
 
 // kafkaSink writes rows to Kafka. At-least-once: one idempotent producer,
@@ -241,13 +309,97 @@ type kafkaSink struct {
 	cur     *kafkaTxn
 	pending []*kafkaTxn
 	buf     []byte
+	// epochs is the producer id and epoch of every transactional id of this
+	// subtask's share, as fenced or as its producer got it: a checkpoint
+	// records them, so a restore that falls back past a newer checkpoint
+	// can tell whether any id was used after it (fallbackCheck).
+	epochs   map[string]kafkaIDEpoch
+	fallback *fallbackCheck // while Open must show nothing committed after the checkpoint
+}
+
+type kafkaIDEpoch struct {
+	pid   int64
+	epoch int16
+	open  bool // recorded only: the id had a transaction open for rows after the checkpoint
+}
+
+// fallbackCheck compares each id's epoch, as the restore fences it, with
+// the epoch the restored checkpoint recorded. Fencing bumps the epoch by
+// one; anything else means the id was used (or fenced, or timed out) after
+// the checkpoint, and a transaction of it may have committed.
+type fallbackCheck struct {
+	recorded map[string]kafkaIDEpoch
+	seen     map[string]bool
+	why      []string
 }
 
 // State entries of the exactly-once sink:
 //
-//	"txn <transactional id> <producer id> <epoch> <checkpoint>": a
-//	    pre-committed transaction, committed by the restore.
+//	"txn <transactional id> <producer id> <epoch> <checkpoint> [<topic>:<partition>:<offset>,...]":
+//	    a pre-committed transaction, committed by the restore; the list
+//	    says where it wrote first in each partition (absent in checkpoints
+//	    of versions before it), to read its end marker from.
 const kafkaTxnEntry = "txn "
+
+// "id <transactional id> <producer id> <epoch> <open 0|1>": the epoch of
+// an id of the subtask's share at the checkpoint (kafkaSink.epochs).
+const kafkaIDEntry = "id "
+
+// kafkaTxnRecord is a transaction recorded in a checkpoint.
+type kafkaTxnRecord struct {
+	id    string
+	pid   int64
+	epoch int16
+	cp    int64
+	parts []kafkaTxnPart
+}
+
+func (t *kafkaTxn) entry() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s%s %d %d %d", kafkaTxnEntry, t.id, t.pid, t.epoch, t.cp)
+	for i, p := range t.parts {
+		sep := ","
+		if i == 0 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%s%s:%d:%d", sep, p.topic, p.partition, p.offset)
+	}
+	return b.String()
+}
+
+func parseKafkaTxn(e []byte) (*kafkaTxnRecord, bool, error) {
+	rest, ok := strings.CutPrefix(string(e), kafkaTxnEntry)
+	if !ok {
+		return nil, false, nil
+	}
+	f := strings.Fields(rest)
+	if len(f) != 4 && len(f) != 5 {
+		return nil, true, fmt.Errorf("kafka sink: bad state entry %q: want 4 or 5 fields", e)
+	}
+	t := &kafkaTxnRecord{id: f[0]}
+	var err error
+	if _, err = fmt.Sscanf(strings.Join(f[1:4], " "), "%d %d %d", &t.pid, &t.epoch, &t.cp); err != nil {
+		return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
+	}
+	if len(f) == 5 {
+		for _, ps := range strings.Split(f[4], ",") {
+			i, j := strings.LastIndexByte(ps, ':'), -1
+			if i > 0 {
+				j = strings.LastIndexByte(ps[:i], ':')
+			}
+			if j <= 0 {
+				return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %q is not topic:partition:offset", e, ps)
+			}
+			part, err1 := strconv.ParseInt(ps[j+1:i], 10, 32)
+			off, err2 := strconv.ParseInt(ps[i+1:], 10, 64)
+			if err1 != nil || err2 != nil {
+				return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %q is not topic:partition:offset", e, ps)
+			}
+			t.parts = append(t.parts, kafkaTxnPart{ps[:j], int32(part), off})
+		}
+	}
+	return t, true, nil
+}
 
 func (s *kafkaSink) producerConfig() (*sarama.Config, error) {
 	c, err := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", s.Ctx.JobName, s.Ctx.NodeID, s.Ctx.Subtask))
@@ -286,9 +438,17 @@ func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	if s.prefix == "" {
 		s.prefix = ctx.JobName + "-" + ctx.NodeID
 	}
+	s.epochs = map[string]kafkaIDEpoch{}
 	if r != nil {
 		if err := s.recover(r); err != nil {
+			s.closeClient()
 			return err
+		}
+		if r.SkippedNewer > r.CheckpointID && !r.AllowDuplicates {
+			if err := s.startFallbackCheck(r); err != nil {
+				s.closeClient()
+				return err
+			}
 		}
 	}
 	if err := s.fenceAll(); err != nil {
@@ -296,34 +456,179 @@ func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	}
 	// Creating the first producer fences its id: a transaction an earlier
 	// attempt left open under it is aborted now, not at the first row.
-	return s.begin()
+	if err := s.begin(); err != nil {
+		return err
+	}
+	if f := s.fallback; f != nil {
+		s.fallback = nil
+		if len(f.why) > 0 {
+			_ = s.Close()
+			more := ""
+			if len(f.why) > 3 {
+				more = fmt.Sprintf(" (and %d more)", len(f.why)-3)
+			}
+			return &runtime.FallbackRefusedError{Node: s.Ctx.NodeID, Reason: fmt.Sprintf(
+				"checkpoint %d was skipped, and the kafka sink cannot show that none of its transactions committed after checkpoint %d: %s%s",
+				r.SkippedNewer, r.CheckpointID, strings.Join(f.why[:min(3, len(f.why))], "; "), more)}
+		}
+		s.Ctx.Log.Info("kafka sink: no transaction was used after the restored checkpoint; falling back to it writes nothing twice", "checkpoint", r.CheckpointID, "skipped", r.SkippedNewer)
+	}
+	return nil
 }
 
-// recover commits the transactions the restored checkpoint pre-committed.
-// Every subtask commits every recorded transaction before it fences any id
-// (fenceAll, creating a producer), so a commit that finds its epoch fenced
-// was done by another subtask or attempt. Every subtask commits
-// every recorded transaction before it creates a producer, so a commit
-// that finds its epoch fenced was done by another subtask (or attempt).
-func (s *kafkaSink) recover(r *runtime.Restored) error {
+func (s *kafkaSink) closeClient() {
+	if s.client != nil {
+		_ = s.client.Close()
+		s.client = nil
+	}
+}
+
+// startFallbackCheck reads the ids' epochs the checkpoint recorded.
+func (s *kafkaSink) startFallbackCheck(r *runtime.Restored) error {
+	f := &fallbackCheck{recorded: map[string]kafkaIDEpoch{}, seen: map[string]bool{}}
 	for _, e := range r.OperatorState {
-		rest, ok := strings.CutPrefix(string(e), kafkaTxnEntry)
+		rest, ok := strings.CutPrefix(string(e), kafkaIDEntry)
 		if !ok {
 			continue
 		}
 		var id string
-		var pid, cp int64
-		var epoch int16
-		if _, err := fmt.Sscanf(rest, "%s %d %d %d", &id, &pid, &epoch, &cp); err != nil {
+		var v kafkaIDEpoch
+		var open int
+		if _, err := fmt.Sscanf(rest, "%s %d %d %d", &id, &v.pid, &v.epoch, &open); err != nil {
 			return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
 		}
-		fenced, err := endTxn(s.client, id, pid, epoch, true)
+		v.open = open == 1
+		f.recorded[id] = v
+	}
+	s.fallback = f
+	return nil
+}
+
+// fenced records an id's producer id and epoch after an InitProducerId
+// (a fence or a new producer).
+func (s *kafkaSink) fenced(id string, pid int64, epoch int16) {
+	s.epochs[id] = kafkaIDEpoch{pid: pid, epoch: epoch}
+	f := s.fallback
+	if f == nil || f.seen[id] {
+		return
+	}
+	f.seen[id] = true
+	was, ok := f.recorded[id]
+	switch {
+	case !ok:
+		f.why = append(f.why, fmt.Sprintf("%s has no epoch recorded in the checkpoint", id))
+	case was.pid != pid || epoch != was.epoch+1:
+		f.why = append(f.why, fmt.Sprintf("%s went from producer %d epoch %d to producer %d epoch %d", id, was.pid, was.epoch, pid, epoch-1))
+	case was.open:
+		f.why = append(f.why, fmt.Sprintf("%s had a transaction open for rows after the checkpoint", id))
+	}
+}
+
+// recover commits the transactions the restored checkpoint pre-committed,
+// oldest first. Every subtask commits every recorded transaction before it
+// fences any id (fenceAll, creating a producer), so a commit that finds its
+// epoch fenced was done by another subtask or attempt, unless the broker
+// aborted the transaction on its timeout: the partitions' logs tell (the
+// end marker). An aborted transaction's rows are lost unless the sources
+// replay them, so the restore must start from a checkpoint taken before
+// it (RestoreBeforeError): transactions commit in checkpoint order, so
+// once one is aborted, the later ones are left alone (fencing aborts those
+// still open).
+func (s *kafkaSink) recover(r *runtime.Restored) error {
+	var recs []*kafkaTxnRecord
+	for _, e := range r.OperatorState {
+		t, ok, err := parseKafkaTxn(e)
 		if err != nil {
 			return err
 		}
-		s.Ctx.Log.Info("kafka sink: committed the transaction of a restored checkpoint", "transactionalId", id, "producerId", pid, "epoch", epoch, "checkpoint", cp, "alreadyDone", fenced)
+		if ok {
+			recs = append(recs, t)
+		}
 	}
-	return nil
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].cp < recs[j].cp })
+	var aborted, late []*kafkaTxnRecord // late: committed, at or after the first aborted one
+	for _, t := range recs {
+		commit := len(aborted) == 0 || r.AcceptLoss
+		out, err := s.settle(t, commit)
+		if err != nil {
+			return err
+		}
+		switch {
+		case out == txnAborted:
+			aborted = append(aborted, t)
+			if r.AcceptLoss {
+				s.Ctx.Metrics.LostTransactions.Add(1)
+				s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint was aborted by the broker; its rows are lost (accepted: --accept-lost-transactions)",
+					"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
+			}
+		case out == txnCommitted && len(aborted) > 0 && !r.AcceptLoss:
+			late = append(late, t)
+		}
+	}
+	if len(aborted) == 0 || r.AcceptLoss {
+		return nil
+	}
+	a := aborted[0]
+	why := fmt.Sprintf("kafka sink %s: transaction %s (producer id %d, epoch %d) pre-committed at checkpoint %d was aborted by the broker (transactionTimeout %v passed before it was committed)",
+		s.Ctx.NodeID, a.id, a.pid, a.epoch, a.cp, s.cfg.txnTimeout)
+	if len(late) > 0 {
+		// Some transactions of that checkpoint or later committed: an
+		// older checkpoint would write their rows again, this one loses
+		// the aborted rows.
+		return &runtime.FallbackRefusedError{Node: s.Ctx.NodeID, Reason: fmt.Sprintf("%s, but transaction %s of checkpoint %d committed: restoring checkpoint %d loses rows, an older one duplicates rows (--accept-lost-transactions accepts the loss)",
+			why, late[0].id, late[0].cp, r.CheckpointID)}
+	}
+	s.Ctx.Log.Warn(why+"; restoring from an older checkpoint so the sources replay its rows", "transactionalId", a.id, "checkpoint", a.cp)
+	return &runtime.RestoreBeforeError{Before: a.cp, Reason: why}
+}
+
+// settle finds out how a recorded transaction ended, committing it first
+// when commit is set and it is still open.
+func (s *kafkaSink) settle(t *kafkaTxnRecord, commit bool) (txnOutcome, error) {
+	res := txnFenced
+	if commit {
+		var err error
+		if res, err = endTxn(s.client, t.id, t.pid, t.epoch, true); err != nil {
+			return 0, err
+		}
+		if res == txnEnded {
+			s.Ctx.Log.Info("kafka sink: committed the transaction of a restored checkpoint", "transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
+			return txnCommitted, nil
+		}
+	}
+	// The epoch is gone: read the end marker. A real broker writes the
+	// markers after answering EndTxn, so an open one may yet end.
+	var out txnOutcome
+	for attempt := 0; ; attempt++ {
+		var err error
+		if out, err = txnLogOutcome(s.client, t.pid, t.parts); err != nil {
+			return 0, fmt.Errorf("kafka sink: transaction %s of checkpoint %d: %w", t.id, t.cp, err)
+		}
+		if out != txnOpen || !commit || attempt >= 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	switch out {
+	case txnOpen:
+		if commit {
+			return 0, fmt.Errorf("kafka sink: transaction %s (producer id %d, epoch %d) of checkpoint %d: its epoch is fenced but no end marker follows its records", t.id, t.pid, t.epoch, t.cp)
+		}
+		return txnOpen, nil // not committed: fencing aborts it
+	case txnGone:
+		// Nothing left to read: retention removed the records (the
+		// transaction ended long ago), or a checkpoint of an older version
+		// did not record where it wrote.
+		what := "its epoch is fenced"
+		if res == txnForgotten {
+			what = "the broker no longer knows its producer id (transactional.id.expiration.ms passed)"
+		}
+		s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint ended long ago; its end marker is no longer readable, taking it as committed: "+what,
+			"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
+		return txnCommitted, nil
+	}
+	s.Ctx.Log.Info("kafka sink: a transaction of the restored checkpoint had already ended", "transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp, "outcome", out.String())
+	return out, nil
 }
 
 // kafkaTxnPool is the most transactional producers a subtask has: pending
@@ -337,18 +642,74 @@ const kafkaTxnPool = 4
 // ids are fenced by range (a transaction left open would hold back every
 // read_committed consumer until the transaction timeout).
 func (s *kafkaSink) fenceAll() error {
+	var ids []string
 	for sub := s.Ctx.Subtask; sub < max(s.Ctx.MaxParallelism, s.Ctx.Parallelism); sub += s.Ctx.Parallelism {
 		for n := 0; n < kafkaTxnPool; n++ {
 			if sub == s.Ctx.Subtask && n == 0 {
 				continue // the first producer, created next, fences it
 			}
-			if err := fenceTxnID(s.client, fmt.Sprintf("%s-%d-%d", s.prefix, sub, n), s.cfg.txnTimeout); err != nil {
-				return err
-			}
+			ids = append(ids, fmt.Sprintf("%s-%d-%d", s.prefix, sub, n))
 		}
+	}
+	// The ids are independent (and their coordinators spread over the
+	// brokers): fence them concurrently rather than 4 × maxParallelism round
+	// trips one after another. A broker answers one connection's requests
+	// one at a time, so the workers share a few clients (connections).
+	clients := []sarama.Client{s.client}
+	if len(ids) > kafkaFenceWorkers {
+		conf, err := s.cfg.p.config("")
+		if err != nil {
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+		for len(clients) < kafkaFenceClients {
+			c, err := sarama.NewClient(kafkaAddrs(s.cfg.p.clusters()[0]), conf)
+			if err != nil {
+				break // fewer connections, not a failure
+			}
+			defer c.Close()
+			clients = append(clients, c)
+		}
+	}
+	type fence struct {
+		pid   int64
+		epoch int16
+		err   error
+	}
+	out := make([]fence, len(ids))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(kafkaFenceWorkers, len(ids)); w++ {
+		wg.Add(1)
+		client := clients[w%len(clients)]
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f := &out[i]
+				f.pid, f.epoch, f.err = fenceTxnID(client, ids[i], s.cfg.txnTimeout)
+			}
+		}()
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, f := range out {
+		if f.err != nil {
+			return f.err
+		}
+		s.fenced(ids[i], f.pid, f.epoch)
 	}
 	return nil
 }
+
+// kafkaFenceWorkers bounds the InitProducerId requests a subtask has in
+// flight at start.
+const kafkaFenceWorkers = 16
+
+// kafkaFenceClients is how many clients (connections to each broker) the
+// fencing workers share when there are more ids than workers.
+const kafkaFenceClients = 4
 
 // begin makes sure a transaction is open for the next rows. A committed
 // transaction's producer is closed and its id gets a new producer (and so a
@@ -385,10 +746,18 @@ func (s *kafkaSink) begin() error {
 			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
 		}
 		t.p, t.acks = p, newAcks(p)
+		pid, epoch, err := producerIDEpoch(p)
+		if err != nil {
+			return err
+		}
+		s.fenced(t.id, pid, epoch)
 	}
 	if err := t.p.BeginTxn(); err != nil {
 		return fmt.Errorf("kafka sink: beginning a transaction on %s: %w", t.id, err)
 	}
+	t.acks.mu.Lock()
+	clear(t.acks.first)
+	t.acks.mu.Unlock()
 	t.n = 0
 	s.cur = t
 	return nil
@@ -474,13 +843,20 @@ func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		t.cp, t.pid, t.epoch = id, pid, epoch
+		t.cp, t.pid, t.epoch, t.parts = id, pid, epoch, t.acks.parts()
 		s.pending = append(s.pending, t)
 		s.cur = nil
 	}
-	var entries []string
+	entries := make([]string, 0, len(s.pending)+len(s.epochs))
 	for _, t := range s.pending {
-		entries = append(entries, fmt.Sprintf("%s%s %d %d %d", kafkaTxnEntry, t.id, t.pid, t.epoch, t.cp))
+		entries = append(entries, t.entry())
+	}
+	for id, v := range s.epochs {
+		open := 0
+		if s.cur != nil && s.cur.id == id {
+			open = 1
+		}
+		entries = append(entries, fmt.Sprintf("%s%s %d %d %d", kafkaIDEntry, id, v.pid, v.epoch, open))
 	}
 	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
 		for _, e := range entries {
@@ -493,6 +869,11 @@ func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
 // CheckpointComplete commits the transactions pre-committed at checkpoints
 // up to id.
 func (s *kafkaSink) CheckpointComplete(id int64) error {
+	if h := kafkaBeforeCommit; h != nil && s.cfg.exactly {
+		if err := h(s.Ctx, id); err != nil {
+			return err
+		}
+	}
 	k := 0
 	for _, t := range s.pending {
 		if t.cp > id {
@@ -511,6 +892,11 @@ func (s *kafkaSink) CheckpointComplete(id int64) error {
 	s.pending = s.pending[:k]
 	return nil
 }
+
+// kafkaBeforeCommit, when set (by tests), runs before an exactly-once sink
+// commits at CheckpointComplete: an error there is a crash between
+// pre-commit and commit.
+var kafkaBeforeCommit func(ctx *runtime.Context, id int64) error
 
 // closeProducer closes p and waits for its last results.
 func closeProducer(p sarama.AsyncProducer, a *acks) error {

@@ -118,6 +118,7 @@ func (e *execution) build(rr *restoreReader) error {
 			if err != nil {
 				return err
 			}
+			e.opts.restoreFlags.apply(r)
 			if n.NewSource != nil {
 				src := n.NewSource()
 				if err := src.Open(m.ctx, r); err != nil {

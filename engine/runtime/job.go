@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,24 @@ type Options struct {
 	// (RestoreBeforeError, Restored.AcceptLoss).
 	AcceptLostTransactions bool
 	Log                    *slog.Logger
+
+	// restoreFlags is what Run tells the operators it opens about the
+	// checkpoint it chose (set on each Restored by build).
+	restoreFlags restoreFlags
+}
+
+// restoreFlags are the fields of Restored that Run decides, not the
+// checkpoint.
+type restoreFlags struct {
+	skippedNewer    int64
+	allowDuplicates bool
+	acceptLoss      bool
+}
+
+func (f restoreFlags) apply(r *Restored) {
+	if r != nil {
+		r.SkippedNewer, r.AllowDuplicates, r.AcceptLoss = f.skippedNewer, f.allowDuplicates, f.acceptLoss
+	}
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -106,6 +125,11 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 	}
 	restore := opts.Restore
 	before := int64(math.MaxInt64) // "latest" means the newest below this
+	// What the restore being tried has skipped: the newest checkpoint
+	// found corrupt (and why), and whether a sink's lost output is accepted.
+	var skipped int64
+	var corrupt error
+	acceptLoss := false
 	for {
 		md, dir, err := resolveRestore(ctx, opts.Storage, restore, before)
 		if err == nil {
@@ -120,11 +144,18 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 			}
 			var e *execution
 			began := time.Now()
-			e, err = newExecution(ctx, g, opts, md, dir, res)
+			o := opts
+			if md != nil {
+				o.restoreFlags = restoreFlags{skippedNewer: skipped, allowDuplicates: opts.AllowFallbackDuplicates, acceptLoss: acceptLoss}
+			}
+			e, err = newExecution(ctx, g, o, md, dir, res)
 			if md != nil {
 				res.RestoreTime += time.Since(began)
 			}
-			if err != nil && md != nil && restore == "latest" && isCorrupt(err) {
+			var refused *FallbackRefusedError
+			var lost *RestoreBeforeError
+			switch {
+			case err != nil && md != nil && restore == "latest" && isCorrupt(err):
 				// A state file failed its checksum while restoring: try the
 				// next older checkpoint, as Latest would have.
 				next := "no older checkpoint to fall back to"
@@ -132,8 +163,43 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 					next = fmt.Sprintf("falling back to checkpoint %d", older.CheckpointID)
 				}
 				opts.Log.Warn(fmt.Sprintf("checkpoint %d is corrupt: %v; %s", md.CheckpointID, err, next), "checkpoint", md.CheckpointID)
+				if skipped == 0 {
+					skipped, corrupt = md.CheckpointID, err
+				}
 				before = md.CheckpointID
 				continue
+			case err != nil && md != nil && errors.As(err, &refused):
+				// A sink cannot take back what it committed: no fallback, no
+				// restart would help.
+				if skipped != 0 {
+					return res, fmt.Errorf("%w: checkpoint %d is corrupt (%v) and falling back to checkpoint %d was refused (sluice run --allow-fallback-duplicates allows it, writing that output again): %w",
+						ErrJobFailed, skipped, corrupt, md.CheckpointID, err)
+				}
+				return res, fmt.Errorf("%w: restoring checkpoint %d: %w", ErrJobFailed, md.CheckpointID, err)
+			case err != nil && md != nil && errors.As(err, &lost) && !acceptLoss:
+				// A sink's pre-committed output of checkpoint lost.Before or
+				// later is gone: restore an older checkpoint so the sources
+				// replay it. Each such fallback goes to a strictly older
+				// checkpoint, so they are bounded by the retained ones and
+				// use up no restart attempt.
+				older, err2 := olderCheckpoint(ctx, opts.Storage, g.JobName, restore, lost.Before)
+				if err2 != nil {
+					return res, err2
+				}
+				if older != nil {
+					opts.Log.Warn(fmt.Sprintf("checkpoint %d cannot be restored as it is (%s); falling back to checkpoint %d, whose sources replay the lost output", md.CheckpointID, lost.Reason, older.CheckpointID),
+						"checkpoint", md.CheckpointID, "fallback", older.CheckpointID)
+					restore, before = "latest", lost.Before
+					continue
+				}
+				if opts.AcceptLostTransactions {
+					opts.Log.Warn(fmt.Sprintf("checkpoint %d cannot be restored without losing output (%s) and no older checkpoint is retained; restoring it anyway (--accept-lost-transactions)", md.CheckpointID, lost.Reason),
+						"checkpoint", md.CheckpointID)
+					acceptLoss = true
+					continue
+				}
+				return res, fmt.Errorf("%w: checkpoint %d cannot be restored without losing output and no older checkpoint of this job is retained in %s (sluice run --accept-lost-transactions accepts the loss): %w",
+					ErrJobFailed, md.CheckpointID, opts.Storage.CheckpointDir(), err)
 			}
 			if err == nil && md != nil {
 				opts.Log.Info("state restored", "checkpoint", md.CheckpointID,
@@ -163,8 +229,43 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 		if res.Checkpoints > 0 {
 			restore = "latest"
 			before = math.MaxInt64
+			skipped, corrupt, acceptLoss = 0, nil, false
 		}
 	}
+}
+
+// olderCheckpoint is the checkpoint to restore instead of the one being
+// restored (restore: "latest" or a path) when a sink asked for one before
+// id before: the newest retained checkpoint of the job's own checkpoint
+// storage below it. A path outside that storage (a savepoint or checkpoint
+// copied from elsewhere) has no known older checkpoint: checkpoint ids of
+// another storage say nothing about this one's.
+func olderCheckpoint(ctx context.Context, st *checkpoint.Storage, job, restore string, before int64) (*checkpoint.Metadata, error) {
+	if restore != "latest" && !inStorage(st, restore) {
+		return nil, nil
+	}
+	md, _, err := st.LatestBefore(ctx, before, false)
+	if err != nil {
+		return nil, fmt.Errorf("finding a checkpoint before %d: %w", before, err)
+	}
+	if md != nil && md.JobName != job {
+		return nil, nil
+	}
+	return md, nil
+}
+
+// inStorage reports whether a checkpoint or savepoint location lies in the
+// storage's checkpoint or savepoint directory.
+func inStorage(st *checkpoint.Storage, loc string) bool {
+	clean := func(u string) string {
+		u = strings.TrimPrefix(u, "file://")
+		if !strings.Contains(u, "://") {
+			u = filepath.Clean(u)
+		}
+		return strings.TrimSuffix(u, "/") + "/"
+	}
+	l := clean(loc)
+	return strings.HasPrefix(l, clean(st.CheckpointDir())) || strings.HasPrefix(l, clean(st.SavepointDir()))
 }
 
 func resolveRestore(ctx context.Context, st *checkpoint.Storage, restore string, before int64) (*checkpoint.Metadata, string, error) {

@@ -13,6 +13,9 @@ type NodeMetrics struct {
 	RowsOut atomic.Int64
 	Dropped atomic.Int64 // e.g. late rows with no side output
 	Invalid atomic.Int64 // rows a source could not parse
+	// LostTransactions counts sink transactions the broker aborted that a
+	// restore accepted as lost (Options.AcceptLostTransactions).
+	LostTransactions atomic.Int64
 }
 
 // pauseLog records how long tasks held back processing for checkpoints:

@@ -1,0 +1,318 @@
+package nodes
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/engine/spec"
+	"github.com/sluice-stream/sluice/internal/kafkatest"
+)
+
+// txnSink is an exactly-once kafka sink subtask driven by hand: rows in,
+// Snapshot (pre-commit), CheckpointComplete (commit), Close (crash).
+type txnSink struct {
+	*kafkaSink
+	schema *row.Schema
+	logs   *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncBuf) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuf) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func newTxnSink(t testing.TB, c *kafkatest.Cluster, timeout time.Duration) *txnSink {
+	t.Helper()
+	schema, err := row.NewSchema(row.Field{Name: "id", Type: row.Int64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, _ := json.Marshal(map[string]any{"brokers": c.Addrs, "topic": "out", "keyField": "id", "transactionTimeout": timeout.String()})
+	job := &spec.Job{Name: "txn", Checkpoint: spec.Checkpoint{Interval: spec.Duration(100 * time.Millisecond), Timeout: spec.Duration(time.Second)}, Restart: spec.Restart{Strategy: spec.NoRestart}}
+	p, err := planKafkaSink(&PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: params}, Inputs: []*row.Schema{schema}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &txnSink{kafkaSink: p.NewOperator().(*kafkaSink), schema: schema, logs: &syncBuf{}}
+}
+
+func (s *txnSink) open(r *runtime.Restored) error {
+	return s.Open(&runtime.Context{JobName: "txn", NodeID: "out", Parallelism: 1, MaxParallelism: 1, ExactlyOnce: true,
+		Log: slog.New(slog.NewTextHandler(s.logs, nil)), Metrics: &runtime.NodeMetrics{}}, r)
+}
+
+func (s *txnSink) write(t *testing.T, from, to int) {
+	t.Helper()
+	b := row.NewBatch(s.schema)
+	for i := from; i < to; i++ {
+		if err := b.AppendRow(int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Process(0, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshot pre-commits and returns what the checkpoint records.
+func (s *txnSink) snapshot(t *testing.T, id int64) *runtime.Restored {
+	t.Helper()
+	snap, err := s.Snapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runtime.Restored{CheckpointID: id}
+	if err := snap.Write(stateCollector{r}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+type stateCollector struct{ r *runtime.Restored }
+
+func (c stateCollector) AddKeyGroup(int, []byte)   {}
+func (c stateCollector) AddOperatorState(d []byte) { c.r.OperatorState = append(c.r.OperatorState, d) }
+
+// TestKafkaSinkAbortedTxnNotTakenForCommitted: a transaction pre-committed
+// at a checkpoint, then aborted by the broker on its timeout while the job
+// is down, must not be taken for committed on restore (its rows would be
+// lost): the restore asks for an older checkpoint, or, when the loss is
+// accepted, counts it.
+func TestKafkaSinkAbortedTxnNotTakenForCommitted(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	s := newTxnSink(t, c, time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r := s.snapshot(t, 7)
+	_ = s.Close() // crash before CheckpointComplete
+	time.Sleep(1500 * time.Millisecond)
+
+	s2 := newTxnSink(t, c, time.Second)
+	err := s2.open(r)
+	var rb *runtime.RestoreBeforeError
+	if !errors.As(err, &rb) || rb.Before != 7 || !strings.Contains(rb.Reason, "txn-out-0-0") {
+		t.Fatalf("open: %v (%T), want a RestoreBeforeError before 7 naming the transactional id\nlog:\n%s", err, err, s2.logs)
+	}
+	_ = s2.Close()
+	if got := c.ReadCommitted(t, "out", 2); len(got) != 0 {
+		t.Fatalf("read %d records, want 0", len(got))
+	}
+
+	// Accepting the loss: logged, counted, and the sink goes on.
+	r.AcceptLoss = true
+	s3 := newTxnSink(t, c, time.Second)
+	if err := s3.open(r); err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if n := s3.Ctx.Metrics.LostTransactions.Load(); n != 1 {
+		t.Fatalf("LostTransactions = %d, want 1", n)
+	}
+	if !strings.Contains(s3.logs.String(), "aborted by the broker") {
+		t.Fatalf("no warning in the log:\n%s", s3.logs)
+	}
+}
+
+// TestKafkaSinkCommittedTxnRestored: a transaction committed before the
+// crash (or by an earlier restore) is recognised as committed from its
+// marker, however often the checkpoint is restored, and nothing is written
+// twice.
+func TestKafkaSinkCommittedTxnRestored(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r := s.snapshot(t, 3)
+	_ = s.Close() // crash before the commit: the restore commits it
+	for i := 0; i < 3; i++ {
+		s2 := newTxnSink(t, c, 5*time.Second)
+		if err := s2.open(r); err != nil {
+			t.Fatalf("restore %d: %v\nlog:\n%s", i, err, s2.logs)
+		}
+		_ = s2.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := c.ReadCommitted(t, "out", 2); len(got) != 10 {
+		t.Fatalf("read %d records, want 10", len(got))
+	}
+}
+
+// TestKafkaSinkForgottenTxnID: after transactional.id.expiration.ms the
+// broker forgets the transactional id and EndTxn answers
+// INVALID_PRODUCER_ID_MAPPING; the transaction ended long ago, so a
+// savepoint that recorded it must still restore.
+func TestKafkaSinkForgottenTxnID(t *testing.T) {
+	c := kafkatest.StartWith(t, kafkatest.Options{Partitions: 2, Topics: []string{"out"},
+		Kfake: []kfake.Opt{kfake.BrokerConfigs(map[string]string{"transactional.id.expiration.ms": "300"})}})
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r := s.snapshot(t, 5)
+	if err := s.CheckpointComplete(5); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	time.Sleep(time.Second) // the id expires
+
+	s2 := newTxnSink(t, c, 5*time.Second)
+	if err := s2.open(r); err != nil {
+		t.Fatalf("open: %v\nlog:\n%s", err, s2.logs)
+	}
+	_ = s2.Close()
+	if got := c.ReadCommitted(t, "out", 2); len(got) != 10 {
+		t.Fatalf("read %d records, want 10", len(got))
+	}
+	// An id the broker never saw answers the same.
+	r.OperatorState = [][]byte{[]byte(fmt.Sprintf("%snever-seen-0-0 12345 0 5", kafkaTxnEntry))}
+	s3 := newTxnSink(t, c, 5*time.Second)
+	if err := s3.open(r); err != nil {
+		t.Fatalf("open with an unknown id: %v\nlog:\n%s", err, s3.logs)
+	}
+	_ = s3.Close()
+}
+
+// TestKafkaSinkFallbackCheck: restoring a checkpoint older than a skipped
+// (corrupt) one, the exactly-once sink goes on only when it can show that
+// none of its transactional ids was used after the restored checkpoint;
+// otherwise it refuses, unless duplicates are allowed.
+func TestKafkaSinkFallbackCheck(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+
+	// Nothing written after checkpoint 1: falling back to it is safe.
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r1 := s.snapshot(t, 1)
+	if err := s.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s.snapshot(t, 2)
+	_ = s.Close()
+	r1.SkippedNewer = 2
+	s2 := newTxnSink(t, c, 5*time.Second)
+	if err := s2.open(r1); err != nil {
+		t.Fatalf("fallback with nothing after the checkpoint: %v\nlog:\n%s", err, s2.logs)
+	}
+	// Rows after checkpoint 1 (restored), committed at checkpoint 2.
+	s2.write(t, 10, 20)
+	r1b := s2.snapshot(t, 1)
+	if err := s2.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s2.write(t, 20, 30)
+	s2.snapshot(t, 2)
+	if err := s2.CheckpointComplete(2); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+
+	r1b.SkippedNewer = 2
+	s3 := newTxnSink(t, c, 5*time.Second)
+	err := s3.open(r1b)
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-0-0") {
+		t.Fatalf("fallback past a committed transaction: %v (%T), want a FallbackRefusedError naming txn-out-0-0\nlog:\n%s", err, err, s3.logs)
+	}
+	r1b.AllowDuplicates = true
+	s4 := newTxnSink(t, c, 5*time.Second)
+	if err := s4.open(r1b); err != nil {
+		t.Fatalf("fallback with duplicates allowed: %v", err)
+	}
+	_ = s4.Close()
+}
+
+// BenchmarkKafkaSinkOpen measures an exactly-once sink subtask's Open at
+// maxParallelism 128: fencing 4 × 128 transactional ids on kfake, as it
+// answers and with 2 ms added to every InitProducerId (a broker's round
+// trip and log append).
+func BenchmarkKafkaSinkOpen(b *testing.B) {
+	for _, delay := range []time.Duration{0, 2 * time.Millisecond} {
+		b.Run(fmt.Sprintf("initProducerIdDelay=%v", delay), func(b *testing.B) {
+			c := kafkatest.Start(b, 0, 2, "out")
+			if delay > 0 {
+				c.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					c.SleepControl(func() { time.Sleep(delay) })
+					return nil, nil, false
+				})
+			}
+			for i := 0; i < b.N; i++ {
+				s := newTxnSink(b, c, 5*time.Second)
+				err := s.Open(&runtime.Context{JobName: "bench", NodeID: "out", Parallelism: 1, MaxParallelism: 128, ExactlyOnce: true,
+					Log: slog.New(slog.NewTextHandler(s.logs, nil)), Metrics: &runtime.NodeMetrics{}}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = s.Close()
+			}
+		})
+	}
+}
+
+// TestKafkaSinkTxnTimeoutPlan: the default transaction timeout is Kafka's
+// transaction.max.timeout.ms (15 min); a shorter one that a slow checkpoint
+// plus a restart can outlast is planned with a warning, one below two
+// checkpoint intervals is refused.
+func TestKafkaSinkTxnTimeoutPlan(t *testing.T) {
+	schema, _ := row.NewSchema(row.Field{Name: "id", Type: row.Int64})
+	job := &spec.Job{Name: "txn", Checkpoint: spec.Checkpoint{Interval: spec.Duration(time.Minute), Timeout: spec.Duration(10 * time.Minute)},
+		Restart: spec.Restart{Strategy: spec.FixedDelay, Delay: spec.Duration(time.Minute)}}
+	plan := func(timeout string) (*kafkaSinkConfig, string, error) {
+		var logs syncBuf
+		prev := slog.Default()
+		slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+		defer slog.SetDefault(prev)
+		params := map[string]any{"brokers": []string{"k:9092"}, "topic": "out"}
+		if timeout != "" {
+			params["transactionTimeout"] = timeout
+		}
+		raw, _ := json.Marshal(params)
+		p, err := planKafkaSink(&PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: raw}, Inputs: []*row.Schema{schema}})
+		if err != nil {
+			return nil, logs.String(), err
+		}
+		return p.NewOperator().(*kafkaSink).cfg, logs.String(), nil
+	}
+	cfg, logs, err := plan("")
+	if err != nil || cfg.txnTimeout != 15*time.Minute || logs != "" {
+		t.Fatalf("default: %v, timeout %v, log %q; want 15m and no warning", err, cfg.txnTimeout, logs)
+	}
+	// 1m interval + 10m checkpoint timeout + 1m restart delay = 12m.
+	if _, logs, err = plan("11m"); err != nil || !strings.Contains(logs, "12m0s") {
+		t.Fatalf("11m: %v, log %q; want a warning naming 12m0s", err, logs)
+	}
+	if _, _, err = plan("90s"); err == nil || !strings.Contains(err.Error(), "two checkpoint intervals") {
+		t.Fatalf("90s: %v, want refused", err)
+	}
+}
