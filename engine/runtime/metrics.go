@@ -22,27 +22,58 @@ type NodeMetrics struct {
 // from the first barrier (alignment) to the end of the synchronous snapshot.
 type pauseLog struct {
 	mu     sync.Mutex
-	pauses []time.Duration
+	pauses []pauseSample
 }
 
-func (p *pauseLog) record(d time.Duration) {
+// pauseSample is one task's pause for one checkpoint. Only tasks with an
+// operator that has state are summarised: a source's or a stateless
+// chain's snapshot is a few offsets, and counting those no-op samples
+// would halve every percentile's weight.
+type pauseSample struct {
+	d     time.Duration
+	state bool
+}
+
+func (p *pauseLog) record(d time.Duration, state bool) {
 	p.mu.Lock()
-	p.pauses = append(p.pauses, d)
+	p.pauses = append(p.pauses, pauseSample{d, state})
 	p.mu.Unlock()
 }
 
-// Pauses summarises checkpoint pauses.
+// operatorState reports whether a task's snapshot holds an operator's
+// state: a member other than a source head returned a snapshot.
+func operatorState(members []*member, snaps []Snapshot) bool {
+	for i, s := range snaps {
+		if s != nil && members[i].op != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Pauses summarises the checkpoint pauses of operator subtasks with state.
 type Pauses struct {
 	N             int
 	P50, P99, Max time.Duration
+	// Other counts the pauses left out: source tasks and chains without
+	// operator state.
+	Other int
 }
 
-func summarise(ds []time.Duration) Pauses {
-	if len(ds) == 0 {
-		return Pauses{}
+func summarise(ps []pauseSample) Pauses {
+	var s []time.Duration
+	other := 0
+	for _, p := range ps {
+		if p.state {
+			s = append(s, p.d)
+		} else {
+			other++
+		}
 	}
-	s := append([]time.Duration(nil), ds...)
+	if len(s) == 0 {
+		return Pauses{Other: other}
+	}
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	q := func(f float64) time.Duration { return s[min(len(s)-1, int(f*float64(len(s))))] }
-	return Pauses{N: len(s), P50: q(0.5), P99: q(0.99), Max: s[len(s)-1]}
+	return Pauses{N: len(s), P50: q(0.5), P99: q(0.99), Max: s[len(s)-1], Other: other}
 }

@@ -318,7 +318,7 @@ func (t *task) checkpoint(tr Trigger) {
 	}
 	// The pause ends here: forwarding the barrier may wait for credits,
 	// which is back-pressure, not checkpointing.
-	t.job.pauses.record(time.Since(begin))
+	t.job.pauses.record(time.Since(begin), operatorState(t.members, snaps))
 	t.broadcast(message{kind: msgBarrier, barrier: tr})
 	if snaps != nil {
 		t.job.upload(t, tr, snaps)

@@ -66,6 +66,10 @@ func best(n int, f func() measurement) measurement {
 	return b
 }
 
+// graphHook, if set, may change a planned graph before it runs (the pause
+// scenario wraps its window operator to time every batch).
+var graphHook func(*rt.Graph)
+
 // runJob plans and runs a spec in-process; it returns the runtime's result.
 func runJob(specJSON string, sets ...string) (*rt.Result, error) {
 	dir, err := os.MkdirTemp("", "sluice-bench")
@@ -81,6 +85,9 @@ func runJob(specJSON string, sets ...string) (*rt.Result, error) {
 	g, err := plan.Build(j)
 	if err != nil {
 		return nil, err
+	}
+	if graphHook != nil {
+		graphHook(g)
 	}
 	opts, err := plan.Options(j)
 	if err != nil {

@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"time"
+
+	"github.com/sluice-stream/sluice/engine/row"
+	rt "github.com/sluice-stream/sluice/engine/runtime"
 )
 
 var sink int64 // keeps the baselines' results alive
@@ -236,18 +240,112 @@ const specPause = `{"name": "bench-pause", "parallelism": 1,
 func scenarioPause() {
 	n := int64(96_000_000 * *scale)
 	var peak uint64
+	lat := &batchLat{}
+	graphHook = func(g *rt.Graph) {
+		for _, nd := range g.Nodes {
+			if nd.ID == "win" {
+				mk := nd.NewOperator
+				nd.NewOperator = func() rt.Operator { return &timedOp{Operator: mk(), lat: lat} }
+			}
+		}
+	}
+	defer func() { graphHook = nil }()
 	stop := sampleHeap(&peak)
-	var res interface{ String() string }
+	var p rt.Pauses
 	m := timeIt(n, func() {
 		r := mustRun(specPause, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("nodes.src.params.keys=%d", int64(16_000_000**scale)))
-		p := r.Pauses
-		res = pauseString(fmt.Sprintf("%d pauses: p50 %v, p99 %v, max %v", p.N, p.P50, p.P99, p.Max))
+		p = r.Pauses
 	})
 	stop()
 	line("checkpoint pause, ~1 GB heap state", "engine, parallelism 1", m, nil)
-	add("checkpoint pause", res.String(), "", "", fmt.Sprintf("peak heap %.1f GB", float64(peak)/1e9), "", "")
+	add("checkpoint pause", fmt.Sprintf("%d pauses of the window subtask (%d of sources left out): p50 %v, p99 %v, max %v",
+		p.N, p.Other, p.P50, p.P99, p.Max), "", "", fmt.Sprintf("peak heap %.1f GB", float64(peak)/1e9), "", "")
+	for _, k := range []struct {
+		what string
+		d    []time.Duration
+	}{
+		{"every batch", lat.all}, {fmt.Sprintf("first %d batches after each of %d snapshots", afterBatches, lat.snaps), lat.after},
+		{"every batch, thread CPU", lat.allCPU}, {"first batches after a snapshot, thread CPU", lat.afterCPU},
+	} {
+		s := summary(k.d)
+		add("batch latency (1024 rows)", fmt.Sprintf("%s (%d): p50 %v, p99 %v, max %v", k.what, s.n, s.p50, s.p99, s.max), "", "", "", "", "")
+	}
+	// By position after the snapshot: how long the copy-on-write lasts.
+	for k := 0; k < len(lat.byPos); k += 8 {
+		s := summary(lat.byPos[k])
+		fmt.Fprintf(os.Stderr, "bench pause: batch %d after a snapshot: thread CPU p50 %v p99 %v max %v\n", k, s.p50, s.p99, s.max)
+	}
 }
 
-type pauseString string
+// afterBatches is how many batches after a snapshot count as "after a
+// snapshot": the copy-on-write of the heap backend is paid by the writes
+// that first touch a frozen segment.
+const afterBatches = 64
 
-func (p pauseString) String() string { return string(p) }
+// batchLat records how long the window operator took for each batch, and
+// separately for the first batches after each snapshot. It is used on the
+// task goroutine only.
+type batchLat struct {
+	all, after       []time.Duration // wall time
+	allCPU, afterCPU []time.Duration // CPU time of the task's thread
+	byPos            [afterBatches][]time.Duration
+	since            int // batches since the last snapshot; -1 before the first
+	snaps            int
+	locked           bool
+}
+
+// timedOp times its operator's Process calls.
+type timedOp struct {
+	rt.Operator
+	lat *batchLat
+}
+
+func (o *timedOp) Open(ctx *rt.Context, r *rt.Restored) error {
+	o.lat.since = -1
+	return o.Operator.Open(ctx, r)
+}
+
+func (o *timedOp) Process(input int, b *row.Batch) error {
+	l := o.lat
+	if !l.locked {
+		// The task goroutine keeps its thread, so that thread CPU time is
+		// the batch's. It ends with the task.
+		runtime.LockOSThread()
+		l.locked = true
+	}
+	c0, t0 := threadCPU(), time.Now()
+	err := o.Operator.Process(input, b)
+	d, c := time.Since(t0), threadCPU()-c0
+	l.all = append(l.all, d)
+	l.allCPU = append(l.allCPU, c)
+	if l.since >= 0 && l.since < afterBatches {
+		l.after = append(l.after, d)
+		l.afterCPU = append(l.afterCPU, c)
+		l.byPos[l.since] = append(l.byPos[l.since], c)
+		l.since++
+	}
+	return err
+}
+
+func (o *timedOp) Snapshot(id int64) (rt.Snapshot, error) {
+	o.lat.since = 0
+	o.lat.snaps++
+	return o.Operator.Snapshot(id)
+}
+
+type durSummary struct {
+	n             int
+	p50, p99, max time.Duration
+}
+
+func summary(ds []time.Duration) durSummary {
+	if len(ds) == 0 {
+		return durSummary{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(f float64) time.Duration {
+		return s[min(len(s)-1, int(f*float64(len(s))))].Round(10 * time.Microsecond)
+	}
+	return durSummary{n: len(s), p50: q(0.5), p99: q(0.99), max: s[len(s)-1].Round(10 * time.Microsecond)}
+}
