@@ -20,11 +20,11 @@ import (
 type emptySource struct{}
 
 func (emptySource) Open(*runtime.Context, *runtime.Restored) error { return nil }
-func (emptySource) Poll() (bool, error)                          { return true, nil }
-func (emptySource) Watermark() (int64, bool)                     { return runtime.MaxWatermark, false }
-func (emptySource) Snapshot(int64) (runtime.Snapshot, error)     { return nil, nil }
-func (emptySource) CheckpointComplete(int64) error               { return nil }
-func (emptySource) Close() error                                 { return nil }
+func (emptySource) Poll() (bool, error)                            { return true, nil }
+func (emptySource) Watermark() (int64, bool)                       { return runtime.MaxWatermark, false }
+func (emptySource) Snapshot(int64) (runtime.Snapshot, error)       { return nil, nil }
+func (emptySource) CheckpointComplete(int64) error                 { return nil }
+func (emptySource) Close() error                                   { return nil }
 
 // rendezvous holds every subtask in Open until all `want` of them are in
 // Open at once: it fails when subtasks open one after another.
