@@ -82,6 +82,10 @@ type SubtaskState struct {
 	// OperatorState holds the list entries of non-keyed state (source
 	// positions, sinks' pending files); their KeyGroup is unused.
 	OperatorState []Section `json:"operatorState,omitempty"`
+	// SectionCRCs: each section records its own CRC-32C, so that a restore
+	// that reads some sections checks them without reading the whole file
+	// (files written before streamed state files have only CRC32C).
+	SectionCRCs bool `json:"sectionCrc32c,omitempty"`
 	// Delta marks an incremental checkpoint's state: KeyGroups hold the
 	// changes since the state in Chain, which a restore reads first.
 	Delta bool `json:"delta,omitempty"`
@@ -103,11 +107,13 @@ type StateFile struct {
 	CRC32C    uint32    `json:"crc32c"`
 	KeyGroups []Section `json:"keyGroups,omitempty"`
 	Delta     bool      `json:"delta,omitempty"`
+	// SectionCRCs as in SubtaskState.
+	SectionCRCs bool `json:"sectionCrc32c,omitempty"`
 }
 
 // Located is the file as a SubtaskState, for ReadState.
 func (f StateFile) Located() SubtaskState {
-	return SubtaskState{File: f.File, Dir: f.Dir, Size: f.Size, CRC32C: f.CRC32C, KeyGroups: f.KeyGroups}
+	return SubtaskState{File: f.File, Dir: f.Dir, Size: f.Size, CRC32C: f.CRC32C, KeyGroups: f.KeyGroups, SectionCRCs: f.SectionCRCs}
 }
 
 // Ref describes the keyed state of st, written for checkpoint id, for the
@@ -117,7 +123,7 @@ func (s *Storage) Ref(id int64, st SubtaskState) StateFile {
 	if dir == "" {
 		dir = fs.Join(s.base, chkName(id))
 	}
-	return StateFile{CheckpointID: id, Dir: dir, File: st.File, Size: st.Size, CRC32C: st.CRC32C, KeyGroups: st.KeyGroups, Delta: st.Delta}
+	return StateFile{CheckpointID: id, Dir: dir, File: st.File, Size: st.Size, CRC32C: st.CRC32C, KeyGroups: st.KeyGroups, Delta: st.Delta, SectionCRCs: st.SectionCRCs}
 }
 
 // Files lists the state files st's state is read from: its chain, then
@@ -130,11 +136,14 @@ func (st SubtaskState) Files() []SubtaskState {
 	return append(out, st)
 }
 
-// Section is a byte range of a state file.
+// Section is a byte range of a state file. A key group may have several
+// sections (written in parts), read in the order listed.
 type Section struct {
 	KeyGroup int   `json:"keyGroup"`
 	Offset   int64 `json:"offset"`
 	Length   int64 `json:"length"`
+	// CRC32C of the section's bytes, when the file has SectionCRCs.
+	CRC32C uint32 `json:"crc32c,omitempty"`
 }
 
 // Writer builds one subtask's state file in memory. Keyed state is written
@@ -333,6 +342,10 @@ func (s *Storage) attemptDir(id int64, savepoint bool) (fs.FS, string, error) {
 	return s.spFS, d, nil
 }
 
+// StateFileName is the name of node's subtask's state file in a
+// checkpoint directory (the runtime names its local copies the same).
+func StateFileName(node string, subtask int) string { return stateFileName(node, subtask) }
+
 // stateFileName is "<node>-<subtask>" with the node id escaped so that any
 // id makes one safe file name and two ids never make the same one.
 func stateFileName(node string, subtask int) string {
@@ -382,6 +395,8 @@ func (s *Storage) WriteState(ctx context.Context, id int64, savepoint bool, node
 	st.File = stateFileName(node, subtask)
 	st.Size = int64(len(data))
 	st.CRC32C = crc32.Checksum(data, castagnoli)
+	st.KeyGroups, st.OperatorState = sectionCRCs(st.KeyGroups, data), sectionCRCs(st.OperatorState, data)
+	st.SectionCRCs = true
 	if s.entropy != nil && !savepoint {
 		if dir, err = s.entropy.dataDir(id); err != nil {
 			return st, err
@@ -392,6 +407,14 @@ func (s *Storage) WriteState(ctx context.Context, id int64, savepoint bool, node
 		return st, fmt.Errorf("writing state of %s#%d: %w", node, subtask, err)
 	}
 	return st, nil
+}
+
+func sectionCRCs(secs []Section, data []byte) []Section {
+	out := slices.Clone(secs)
+	for i, sec := range out {
+		out[i].CRC32C = crc32.Checksum(data[sec.Offset:sec.Offset+sec.Length], castagnoli)
+	}
+	return out
 }
 
 // validate checks what metadata must satisfy to be restorable.
@@ -590,9 +613,10 @@ func (s *Storage) verify(ctx context.Context, fsys fs.FS, dir string, wantID int
 	return s.check(ctx, fsys, dir, wantID, true)
 }
 
-// check is verify; deep=false only checks that each state file exists with
-// the recorded size, leaving the checksums to ReadState (which a restore
-// does anyway, or skips entirely when it has a local copy).
+// check is verify (streaming each state file through its checksum, not
+// holding it); deep=false only checks that each state file exists with
+// the recorded size, leaving the checksums to the restore, which checks
+// those of the sections it reads (or uses its local copy).
 func (s *Storage) check(ctx context.Context, fsys fs.FS, dir string, wantID int64, deep bool) (*Metadata, error) {
 	data, err := fsys.ReadFile(ctx, fs.Join(dir, MetadataFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -613,7 +637,7 @@ func (s *Storage) check(ctx context.Context, fsys fs.FS, dir string, wantID int6
 			for _, st := range sub.Files() {
 				var err error
 				if deep {
-					_, err = readState(ctx, fsys, dir, st)
+					err = verifyState(ctx, fsys, dir, st)
 				} else {
 					err = statState(ctx, fsys, dir, st)
 				}

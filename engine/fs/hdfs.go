@@ -535,3 +535,148 @@ func (h *HDFS) Stat(ctx context.Context, p string) (Entry, error) {
 	})
 	return e, h.wrap("stat", p, err)
 }
+
+// Create implements Creator: the file is written under a temporary name
+// next to p and renamed over p by Commit. Cancelling ctx before Commit
+// closes the client's connections, as for the other calls.
+func (h *HDFS) Create(ctx context.Context, p string) (FileWriter, error) {
+	p = path.Clean(p)
+	dir, base := path.Split(p)
+	var r [8]byte
+	rand.Read(r[:])
+	tmp := path.Join(dir, "."+base+".tmp-"+hex.EncodeToString(r[:]))
+	var w *hdfs.FileWriter
+	err := h.do(ctx, true, func(cl *hdfs.Client) (err error) {
+		w, err = cl.Create(tmp)
+		if errors.Is(err, os.ErrNotExist) {
+			if err = cl.MkdirAll(dir, 0o755); err == nil {
+				w, err = cl.Create(tmp)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, h.wrap("writing", p, err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		w.SetDeadline(d)
+	}
+	g, _, err := h.client(ctx)
+	if err != nil {
+		w.Close()
+		return nil, h.wrap("writing", p, err)
+	}
+	hw := &hdfsWriter{h: h, ctx: ctx, w: w, tmp: tmp, path: p}
+	hw.stop = context.AfterFunc(ctx, func() { h.discard(g) })
+	return hw, nil
+}
+
+type hdfsWriter struct {
+	h         *HDFS
+	ctx       context.Context
+	w         *hdfs.FileWriter
+	tmp, path string
+	stop      func() bool
+	done      bool
+}
+
+func (w *hdfsWriter) Write(b []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := w.w.Write(b)
+	return n, w.h.wrap("writing", w.path, err)
+}
+
+func (w *hdfsWriter) Commit() error {
+	if w.done {
+		return fmt.Errorf("hdfs: writing %s: committed or aborted already", w.h.URI(w.path))
+	}
+	err := w.w.Close()
+	w.stop()
+	if err == nil {
+		err = w.ctx.Err()
+	}
+	if err == nil {
+		err = w.h.do(w.ctx, false, func(cl *hdfs.Client) error { return cl.Rename(w.tmp, w.path) })
+	}
+	if err != nil {
+		w.Abort()
+		return w.h.wrap("writing", w.path, err)
+	}
+	w.done = true
+	return nil
+}
+
+func (w *hdfsWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.w.Close()
+	w.stop()
+	// Best effort, not bound to a cancelled ctx: a leftover temporary file
+	// is only garbage.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
+	defer cancel()
+	w.h.do(ctx, true, func(cl *hdfs.Client) error { return cl.Remove(w.tmp) })
+}
+
+// OpenFile implements RangeReader. Reads are serialised (the client's file
+// reader seeks), which suits a restore reading its sections in order.
+func (h *HDFS) OpenFile(ctx context.Context, p string) (File, error) {
+	var f *hdfs.FileReader
+	err := h.do(ctx, true, func(cl *hdfs.Client) (err error) {
+		f, err = cl.Open(p)
+		return err
+	})
+	if err != nil {
+		return nil, h.wrap("reading", p, err)
+	}
+	if f.Stat().IsDir() {
+		f.Close()
+		return nil, h.wrap("reading", p, errIsDir)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		f.SetDeadline(d)
+	}
+	g, _, err := h.client(ctx)
+	if err != nil {
+		f.Close()
+		return nil, h.wrap("reading", p, err)
+	}
+	hf := &hdfsFile{h: h, ctx: ctx, f: f, path: p}
+	hf.stop = context.AfterFunc(ctx, func() { h.discard(g) })
+	return hf, nil
+}
+
+type hdfsFile struct {
+	h    *HDFS
+	ctx  context.Context
+	mu   sync.Mutex
+	f    *hdfs.FileReader
+	path string
+	stop func() bool
+}
+
+func (f *hdfsFile) Size() int64 { return f.f.Stat().Size() }
+
+func (f *hdfsFile) ReadAt(b []byte, off int64) (int, error) {
+	if err := f.ctx.Err(); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := f.f.ReadAt(b, off)
+	if err != nil && err != io.EOF {
+		err = f.h.wrap("reading", f.path, err)
+	}
+	return n, err
+}
+
+func (f *hdfsFile) Close() error {
+	f.stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.f.Close()
+}

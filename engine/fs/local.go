@@ -161,3 +161,121 @@ func (Local) Stat(ctx context.Context, p string) (Entry, error) {
 	}
 	return e, nil
 }
+
+// Create implements Creator: the file is written under a temporary name in
+// the same directory and renamed to p by Commit, as WriteFile does.
+func (Local) Create(ctx context.Context, p string) (FileWriter, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p = osPath(p)
+	dir, base := filepath.Split(p)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if errors.Is(err, iofs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.CreateTemp(dir, "."+base+".tmp-*")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing %s: %w", p, err)
+	}
+	return &localWriter{ctx: ctx, f: f, path: p, dir: dir}, nil
+}
+
+type localWriter struct {
+	ctx       context.Context
+	f         *os.File
+	path, dir string
+	done      bool
+}
+
+func (w *localWriter) Write(b []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := w.f.Write(b)
+	if err != nil {
+		err = fmt.Errorf("writing %s: %w", w.path, err)
+	}
+	return n, err
+}
+
+func (w *localWriter) Commit() (err error) {
+	if w.done {
+		return fmt.Errorf("writing %s: committed or aborted already", w.path)
+	}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	if err = w.ctx.Err(); err != nil {
+		return err
+	}
+	if err = w.f.Chmod(0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", w.path, err)
+	}
+	if err = w.f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", w.path, err)
+	}
+	if err = w.f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", w.path, err)
+	}
+	if err = os.Rename(w.f.Name(), w.path); err != nil {
+		return fmt.Errorf("writing %s: %w", w.path, err)
+	}
+	w.done = true
+	// The rename is durable only once the directory is synced.
+	if err = syncDir(w.dir); err != nil {
+		return fmt.Errorf("syncing directory of %s: %w", w.path, err)
+	}
+	return nil
+}
+
+func (w *localWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// OpenFile implements RangeReader.
+func (Local) OpenFile(ctx context.Context, p string) (File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(osPath(p))
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if info.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("reading %s: is a directory", p)
+	}
+	return &localFile{File: f, ctx: ctx, size: info.Size()}, nil
+}
+
+type localFile struct {
+	*os.File
+	ctx  context.Context
+	size int64
+}
+
+func (f *localFile) Size() int64 { return f.size }
+
+func (f *localFile) ReadAt(b []byte, off int64) (int, error) {
+	if err := f.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return f.File.ReadAt(b, off)
+}

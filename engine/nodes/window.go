@@ -3,6 +3,8 @@ package nodes
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
+	"slices"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
@@ -171,17 +173,29 @@ func (w *windowOp) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	w.op = op
 	w.wm = runtime.MinWatermark
 	if r != nil {
-		for kg, data := range r.KeyGroups {
-			if err := op.Restore(kg, data); err != nil {
-				return fmt.Errorf("restoring key group %d: %w", kg, err)
-			}
-		}
-		// An incremental checkpoint: each key group's deltas, in order.
-		for kg, ds := range r.KeyGroupDeltas {
-			for i, d := range ds {
-				if err := op.RestoreDelta(kg, d); err != nil {
-					return fmt.Errorf("restoring delta %d of key group %d: %w", i+1, kg, err)
+		if r.Keyed != nil {
+			// One key group in memory at a time, in a reused buffer (Restore
+			// and RestoreDelta copy what they keep).
+			var buf []byte
+			err := r.Keyed(func(s runtime.KeyedState) error {
+				buf = slices.Grow(buf[:0], int(s.Size))[:s.Size]
+				if _, err := io.ReadFull(s.R, buf); err != nil {
+					return fmt.Errorf("reading key group %d: %w", s.KeyGroup, err)
 				}
+				if s.Delta == 0 {
+					if err := op.Restore(s.KeyGroup, buf); err != nil {
+						return fmt.Errorf("restoring key group %d: %w", s.KeyGroup, err)
+					}
+					return nil
+				}
+				// An incremental checkpoint: the key group's deltas, in order.
+				if err := op.RestoreDelta(s.KeyGroup, buf); err != nil {
+					return fmt.Errorf("restoring delta %d of key group %d: %w", s.Delta, s.KeyGroup, err)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 		if err := op.FinishRestore(); err != nil {
@@ -252,13 +266,20 @@ func (w *windowOp) Snapshot(id int64) (runtime.Snapshot, error) {
 	wm := w.wm
 	return deltaSnapshot{base: s.Base(), f: func(sw runtime.StateWriter) error {
 		defer s.Release()
+		// One key group in memory at a time, written to storage as it comes.
 		var buf []byte
 		for _, kg := range s.KeyGroups() {
 			buf = s.WriteKeyGroup(kg, buf[:0])
 			if err := s.Err(); err != nil {
 				return err
 			}
-			sw.AddKeyGroup(kg, append([]byte(nil), buf...))
+			if kw, ok := sw.(runtime.KeyGroupWriter); ok {
+				if _, err := kw.KeyGroup(kg).Write(buf); err != nil {
+					return err
+				}
+			} else {
+				sw.AddKeyGroup(kg, append([]byte(nil), buf...))
+			}
 		}
 		if err := s.Err(); err != nil {
 			return err

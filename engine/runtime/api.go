@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 
@@ -66,15 +67,17 @@ func (c *Context) InSavepoint() bool { return c.savepoint }
 // Restored is a subtask's share of a checkpoint.
 type Restored struct {
 	CheckpointID int64
-	// KeyGroups holds keyed state by key group, only for this subtask's range.
-	KeyGroups map[int][]byte
+	// Keyed streams the keyed state of this subtask's key groups, read
+	// from storage (or the local recovery copy) as f consumes it, so that
+	// state larger than memory is never held whole: f is called once per
+	// key group's full state and then, for an incremental checkpoint, once
+	// per delta on it, oldest first (what a DeltaSnapshot wrote). It
+	// returns f's first error. Nil when the checkpoint has no keyed state
+	// for this subtask's node.
+	Keyed func(f func(KeyedState) error) error
 	// OperatorState is the union of every old subtask's list entries
 	// (Flink's union list state): each subtask picks what it owns.
 	OperatorState [][]byte
-	// KeyGroupDeltas holds, for an incremental checkpoint, the deltas to
-	// apply per key group after KeyGroups, oldest first (what a
-	// DeltaSnapshot wrote).
-	KeyGroupDeltas map[int][][]byte
 	// SkippedNewer is the id of the newest checkpoint that was skipped
 	// because it could not be used (a corrupt state file), 0 when this is
 	// the newest one. A sink whose committed output cannot be taken back
@@ -121,10 +124,36 @@ func (e *FallbackRefusedError) Error() string {
 	return fmt.Sprintf("%s: cannot fall back to an older checkpoint: %s", e.Node, e.Reason)
 }
 
-// StateWriter receives a snapshot's serialised state.
+// KeyedState is a key group's state (or a delta on it) handed over on
+// restore, by Restored.Keyed.
+type KeyedState struct {
+	KeyGroup int
+	// Delta is 0 for the full state, i > 0 for the i-th delta on it.
+	Delta int
+	// Size is how many bytes R yields.
+	Size int64
+	// R reads the bytes; it is valid only during the call. A read fails
+	// with an error wrapping checkpoint.ErrCorrupt when the bytes do not
+	// match their checksum (return it: the runtime then tries an older
+	// checkpoint).
+	R io.Reader
+}
+
+// StateWriter receives a snapshot's serialised state, written to storage
+// as it comes. Errors are sticky: they fail the checkpoint once the
+// snapshot's Write returns. The runtime's StateWriter is also a
+// KeyGroupWriter.
 type StateWriter interface {
 	AddKeyGroup(kg int, data []byte)
 	AddOperatorState(data []byte)
+}
+
+// KeyGroupWriter is a StateWriter that takes a key group in pieces.
+type KeyGroupWriter interface {
+	// KeyGroup starts key group kg's state and returns its writer, valid
+	// until the next call on the StateWriter: a large key group is written
+	// in pieces, never held whole.
+	KeyGroup(kg int) io.Writer
 }
 
 // Snapshot is the asynchronous part of a snapshot: Write runs on another
@@ -139,7 +168,7 @@ type Snapshot interface {
 // checkpoint); DeltaBase 0 means full. The base must be a checkpoint the
 // operator was told completed (CheckpointComplete). The runtime records
 // the chain of files in the checkpoint, and a restore hands the deltas
-// over in Restored.KeyGroupDeltas.
+// over in Restored.Keyed.
 type DeltaSnapshot interface {
 	Snapshot
 	DeltaBase() int64

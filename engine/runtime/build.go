@@ -1,8 +1,11 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"github.com/sluice-stream/sluice/engine/state"
 )
@@ -111,26 +114,17 @@ func (e *execution) build(rr *restoreReader) error {
 			}
 		}
 	}
-	// Open with restored state.
-	for _, n := range g.Nodes {
-		for s, m := range memberOf[n.ID] {
-			r, err := rr.restoredFor(e.ctx, n.ID, m.ctx.KeyGroups)
-			if err != nil {
-				return err
-			}
-			e.opts.restoreFlags.apply(r)
-			if n.NewSource != nil {
-				src := n.NewSource()
-				if err := src.Open(m.ctx, r); err != nil {
-					return fmt.Errorf("opening %s#%d: %w", n.ID, s, err)
-				}
-				taskOf[n.ID][s].source = src
-				e.sources++
-				continue
-			}
-			if err := m.op.Open(m.ctx, r); err != nil {
-				return fmt.Errorf("opening %s#%d: %w", n.ID, s, err)
-			}
+	// Open with restored state: each task on its own goroutine (see open).
+	var opens [][]*member
+	for _, t := range e.tasks {
+		opens = append(opens, t.members)
+	}
+	if err := e.open(rr, opens); err != nil {
+		return err
+	}
+	for _, t := range e.tasks {
+		if t.source != nil {
+			e.sources++
 		}
 	}
 	if md := rr.md; md != nil {
@@ -187,4 +181,99 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 		eo.part = Rebalance
 	}
 	return eo
+}
+
+// open opens every task's members with their restored state. As a
+// TaskManager will, each task restores its own share (reads its sections
+// and opens its operators, in chain order) on its own goroutine, up to
+// Options.RestoreConcurrency tasks at a time. On failure it closes what it
+// opened and returns the first error.
+func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
+	limit := e.opts.RestoreConcurrency
+	if limit <= 0 {
+		limit = runtime.GOMAXPROCS(0)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		first    error
+		opened   []*member
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, limit)
+		byMember = map[*member]*task{}
+	)
+	for _, t := range e.tasks {
+		for _, m := range t.members {
+			byMember[m] = t
+		}
+	}
+	for _, ms := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			for _, m := range ms {
+				if ctx.Err() != nil {
+					return
+				}
+				err := e.openMember(ctx, rr, m, byMember[m])
+				mu.Lock()
+				if err == nil {
+					opened = append(opened, m)
+				} else if first == nil {
+					first = err
+					cancel() // the others stop reading
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = e.ctx.Err()
+	}
+	if first != nil {
+		for _, m := range opened {
+			if m.op != nil {
+				m.op.Close()
+			} else if t := byMember[m]; t.source != nil {
+				t.source.Close()
+			}
+		}
+	}
+	return first
+}
+
+// openMember opens one member with its share of the restored state. It is
+// the one place a *Restored is built for a subtask.
+func (e *execution) openMember(ctx context.Context, rr *restoreReader, m *member, t *task) error {
+	n := m.node
+	r, err := rr.restoredFor(ctx, n.ID, m.ctx.KeyGroups)
+	if err == nil {
+		e.opts.restoreFlags.apply(r)
+	}
+	if err != nil {
+		return err
+	}
+	if n.NewSource != nil {
+		src := n.NewSource()
+		if err := src.Open(m.ctx, r); err != nil {
+			return fmt.Errorf("opening %s#%d: %w", n.ID, m.ctx.Subtask, err)
+		}
+		t.source = src
+		return nil
+	}
+	if err := m.op.Open(m.ctx, r); err != nil {
+		return fmt.Errorf("opening %s#%d: %w", n.ID, m.ctx.Subtask, err)
+	}
+	return nil
 }

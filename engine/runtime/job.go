@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -39,6 +40,9 @@ type Options struct {
 	// Incremental lets operators take incremental checkpoints
 	// (Context.Incremental).
 	Incremental bool
+	// RestoreConcurrency is how many tasks open (and restore their state)
+	// at once; 0 means GOMAXPROCS.
+	RestoreConcurrency int
 	// LocalStateDir holds subtasks' local state directories (default: the
 	// system temp directory); each run gets its own subdirectory.
 	LocalStateDir string
@@ -378,7 +382,7 @@ func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Me
 	if opts.LocalRecovery {
 		e.recovery.dir = filepath.Join(base, g.JobName, "recovery")
 	}
-	rr := &restoreReader{st: opts.Storage, md: md, dir: dir, local: e.recovery, cache: map[string][]byte{}, stats: &res.Restored}
+	rr := &restoreReader{st: opts.Storage, md: md, dir: dir, local: e.recovery, stats: &res.Restored}
 	if err := e.build(rr); err != nil {
 		e.cancel()
 		return nil, err
@@ -611,34 +615,57 @@ func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
 				continue
 			}
 			n := t.members[i].node
-			w := checkpoint.NewWriter()
-			if err := s.Write(w); err != nil {
-				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: writing snapshot: %w", n.ID, t.subtask, err)})
-				return
-			}
-			data, st := w.Finish()
-			st.Subtask = t.subtask
-			if d, ok := s.(DeltaSnapshot); ok && d.DeltaBase() > 0 && !tr.Savepoint {
-				chain, err := e.written.chain(e.opts.Storage, n.ID, t.subtask, d.DeltaBase())
-				if err != nil {
-					e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
-					return
-				}
-				st.Delta, st.Chain = true, chain
-			}
-			st, err := e.opts.Storage.WriteState(e.ctx, tr.ID, tr.Savepoint, n.ID, t.subtask, data, st)
+			st, err := e.writeState(t, n, tr, s)
 			if err != nil {
 				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
 				return
-			}
-			if !tr.Savepoint {
-				e.recovery.keep(tr.ID, st.File, data)
-				e.written.add(n.ID, t.subtask, tr.ID, st)
 			}
 			states = append(states, nodeSubtaskState{node: n.ID, par: n.Parallelism, state: st})
 		}
 		e.event(event{kind: evAck, task: t.idx, id: tr.ID, states: states})
 	}()
+}
+
+// writeState streams one snapshot into its state file in checkpoint
+// storage, and into the local recovery copy alongside.
+func (e *execution) writeState(t *task, n *Node, tr Trigger, s Snapshot) (checkpoint.SubtaskState, error) {
+	var chain []checkpoint.StateFile
+	if d, ok := s.(DeltaSnapshot); ok && d.DeltaBase() > 0 && !tr.Savepoint {
+		var err error
+		if chain, err = e.written.chain(e.opts.Storage, n.ID, t.subtask, d.DeltaBase()); err != nil {
+			return checkpoint.SubtaskState{}, err
+		}
+	}
+	var local *localCopy
+	if !tr.Savepoint {
+		local = e.recovery.create(tr.ID, checkpoint.StateFileName(n.ID, t.subtask))
+	}
+	var tee io.Writer
+	if local != nil {
+		tee = local
+	}
+	w, err := e.opts.Storage.CreateState(e.ctx, tr.ID, tr.Savepoint, n.ID, t.subtask, tee)
+	if err != nil {
+		local.done(false)
+		return checkpoint.SubtaskState{}, err
+	}
+	if err := s.Write(w); err != nil {
+		w.Abort()
+		local.done(false)
+		return checkpoint.SubtaskState{}, fmt.Errorf("writing snapshot: %w", err)
+	}
+	st, err := w.Commit()
+	local.done(err == nil)
+	if err != nil {
+		return st, err
+	}
+	if chain != nil {
+		st.Delta, st.Chain = true, chain
+	}
+	if !tr.Savepoint {
+		e.written.add(n.ID, t.subtask, tr.ID, st)
+	}
+	return st, nil
 }
 
 // commit writes the checkpoint's metadata, last.

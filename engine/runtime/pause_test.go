@@ -12,19 +12,6 @@ import (
 	"github.com/sluice-stream/sluice/engine/runtime"
 )
 
-// boundedSource is a fakeSource that ends after n positions.
-type boundedSource struct {
-	fakeSource
-	n int64
-}
-
-func (s *boundedSource) Poll() (bool, error) {
-	if s.pos >= s.n {
-		return true, nil
-	}
-	return s.fakeSource.Poll()
-}
-
 // counter is an operator with state: the rows it has seen.
 type counter struct {
 	runtime.BaseOperator
@@ -57,7 +44,7 @@ func TestPausesCountOperatorStateOnly(t *testing.T) {
 	}
 	g := &runtime.Graph{JobName: "pauses", MaxParallelism: 16, Nodes: []*runtime.Node{
 		{ID: "src", Type: "fake", Parallelism: 2, Schema: posSchema,
-			NewSource: func() runtime.Source { return &boundedSource{n: 16 * 150} }},
+			NewSource: func() runtime.Source { return &boundedSource{limit: 16 * 150} }},
 		{ID: "count", Type: "count", Parallelism: 1, Schema: posSchema,
 			Inputs:      []runtime.Edge{{From: "src", Partition: runtime.Rebalance}},
 			NewOperator: func() runtime.Operator { return &counter{} }},

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
+	"github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/state"
 )
 
@@ -27,29 +28,63 @@ type localRecovery struct {
 	log *slog.Logger
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func (l localRecovery) path(id int64, file string) string {
 	return filepath.Join(l.dir, "chk-"+strconv.FormatInt(id, 10), file)
 }
 
-// keep writes a local copy of a state file (best effort: a failure only
-// costs a remote read later).
-func (l localRecovery) keep(id int64, file string, data []byte) {
+// localCopy is a local copy of a state file being written alongside the
+// upload (a tee): best effort, a failure only costs a remote read later.
+type localCopy struct {
+	l        localRecovery
+	id       int64
+	file     string
+	f        *os.File
+	err      error
+	tmp, dst string
+}
+
+// create starts the local copy of a state file of checkpoint id; nil when
+// local recovery is off.
+func (l localRecovery) create(id int64, file string) *localCopy {
 	if l.dir == "" {
+		return nil
+	}
+	c := &localCopy{l: l, id: id, file: file, dst: l.path(id, file)}
+	c.tmp = c.dst + ".tmp"
+	c.err = os.MkdirAll(filepath.Dir(c.dst), 0o755)
+	if c.err == nil {
+		c.f, c.err = os.Create(c.tmp)
+	}
+	return c
+}
+
+// Write implements io.Writer for StateFileWriter's tee; it never fails
+// the upload.
+func (c *localCopy) Write(p []byte) (int, error) {
+	if c.err == nil {
+		_, c.err = c.f.Write(p)
+	}
+	return len(p), nil
+}
+
+// done publishes the copy once the upload succeeded (ok), or removes it.
+func (c *localCopy) done(ok bool) {
+	if c == nil {
 		return
 	}
-	p := l.path(id, file)
-	tmp := p + ".tmp"
-	err := os.MkdirAll(filepath.Dir(p), 0o755)
-	if err == nil {
-		err = os.WriteFile(tmp, data, 0o644)
+	if c.f != nil {
+		if err := c.f.Close(); c.err == nil {
+			c.err = err
+		}
 	}
-	if err == nil {
-		err = os.Rename(tmp, p)
+	if ok && c.err == nil {
+		c.err = os.Rename(c.tmp, c.dst)
 	}
-	if err != nil {
-		l.log.Warn("local recovery: keeping a local copy failed", "checkpoint", id, "file", file, "err", err)
+	if ok && c.err != nil {
+		c.l.log.Warn("local recovery: keeping a local copy failed", "checkpoint", c.id, "file", c.file, "err", c.err)
+	}
+	if !ok || c.err != nil {
+		os.Remove(c.tmp)
 	}
 }
 
@@ -68,31 +103,38 @@ func (l localRecovery) prune(id int64, keep map[int64]bool) {
 	}
 }
 
-// read returns the verified local copy of a state file of checkpoint id,
-// or nil.
-func (l localRecovery) read(id int64, sub checkpoint.SubtaskState) []byte {
+// open returns the local copy of a state file of checkpoint id with the
+// sections secs verified, or nil.
+func (l localRecovery) open(ctx context.Context, id int64, sub checkpoint.SubtaskState, secs []checkpoint.Section) *checkpoint.StateReader {
 	if l.dir == "" {
 		return nil
 	}
-	data, err := os.ReadFile(l.path(id, sub.File))
+	p := l.path(id, sub.File)
+	if _, err := os.Stat(p); err != nil {
+		return nil
+	}
+	r, err := checkpoint.OpenState(ctx, fs.Local{}, filepath.ToSlash(p), sub)
+	if err == nil {
+		if err = r.Verify(secs); err != nil {
+			r.Close()
+		}
+	}
 	if err != nil {
+		l.log.Warn("local recovery: the local copy is corrupt; reading the remote state file", "checkpoint", id, "file", sub.File, "err", err)
 		return nil
 	}
-	if int64(len(data)) != sub.Size || crc32.Checksum(data, castagnoli) != sub.CRC32C {
-		l.log.Warn("local recovery: the local copy is corrupt; reading the remote state file", "checkpoint", id, "file", sub.File)
-		return nil
-	}
-	return data
+	return r
 }
 
 // restoreReader reads a checkpoint's state files for the subtasks of one
-// execution, each file once, from the local copy when it can.
+// execution, from the local copy when it can. Each subtask reads only the
+// sections of its key groups, as a stream (Restored.Keyed); subtasks may
+// read concurrently.
 type restoreReader struct {
 	st    *checkpoint.Storage
 	md    *checkpoint.Metadata
 	dir   string
 	local localRecovery
-	cache map[string][]byte
 	stats *RestoreStats
 }
 
@@ -105,31 +147,29 @@ type RestoreStats struct {
 	Deltas atomic.Int64
 }
 
-// file reads a state file of checkpoint id (the restored one, or one its
-// chains refer to).
-func (r *restoreReader) file(ctx context.Context, id int64, sub checkpoint.SubtaskState) ([]byte, error) {
-	key := sub.Dir + "/" + sub.File
-	if data, ok := r.cache[key]; ok {
-		return data, nil
-	}
-	var data []byte
+// open opens a state file of checkpoint id (the restored one, or one its
+// chains refer to), the local copy when it has secs intact.
+func (r *restoreReader) open(ctx context.Context, id int64, sub checkpoint.SubtaskState, secs []checkpoint.Section) (*checkpoint.StateReader, *atomic.Int64, error) {
 	if !r.md.Savepoint {
-		data = r.local.read(id, sub)
-	}
-	if data != nil {
-		r.stats.LocalBytes.Add(int64(len(data)))
-	} else {
-		var err error
-		if data, err = r.st.ReadState(ctx, r.dir, sub); err != nil {
-			return nil, err
+		if f := r.local.open(ctx, id, sub, secs); f != nil {
+			return f, &r.stats.LocalBytes, nil
 		}
-		r.stats.RemoteBytes.Add(int64(len(data)))
 	}
-	r.cache[key] = data
-	return data, nil
+	f, err := r.st.OpenState(ctx, r.dir, sub)
+	return f, &r.stats.RemoteBytes, err
 }
 
-// restoredFor collects a new subtask's share of the checkpoint's state for node.
+// piece is the part of one state file a new subtask reads.
+type piece struct {
+	old   int   // the old subtask
+	id    int64 // the checkpoint that wrote the file
+	file  checkpoint.SubtaskState
+	delta int
+	secs  []checkpoint.Section // this subtask's key groups, ascending
+}
+
+// restoredFor collects a new subtask's share of the checkpoint's state for
+// node: the operator state now, the keyed state as Restored.Keyed streams it.
 func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.KeyGroupRange) (*Restored, error) {
 	if r == nil || r.md == nil {
 		return nil, nil
@@ -143,51 +183,91 @@ func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.
 	if ns == nil {
 		return nil, nil
 	}
-	res := &Restored{CheckpointID: r.md.CheckpointID, KeyGroups: map[int][]byte{}}
+	res := &Restored{CheckpointID: r.md.CheckpointID}
+	var pieces []piece
 	for _, sub := range ns.Subtasks {
+		if len(sub.OperatorState) > 0 {
+			if err := r.operatorState(ctx, res, sub); err != nil {
+				return nil, fmt.Errorf("reading state of %s#%d (checkpoint %d): %w", node, sub.Subtask, r.md.CheckpointID, err)
+			}
+		}
 		// An incremental checkpoint's keyed state: the chain's full
 		// snapshot, then its deltas in order, then the subtask's own delta.
 		files := sub.Files()
 		for i, f := range files {
-			own := i == len(files)-1
 			id := r.md.CheckpointID
-			if !own {
+			if i < len(files)-1 {
 				id = sub.Chain[i].CheckpointID
 			}
-			need := own && len(sub.OperatorState) > 0
+			p := piece{old: sub.Subtask, id: id, file: f, delta: i}
 			for _, kg := range f.KeyGroups {
-				need = need || kgs.Contains(kg.KeyGroup)
-			}
-			if !need {
-				continue
-			}
-			data, err := r.file(ctx, id, f)
-			if err != nil {
-				return nil, fmt.Errorf("reading state of %s#%d (checkpoint %d): %w", node, sub.Subtask, id, err)
-			}
-			for _, kg := range f.KeyGroups {
-				if !kgs.Contains(kg.KeyGroup) {
-					continue
+				if kgs.Contains(kg.KeyGroup) {
+					p.secs = append(p.secs, kg)
 				}
-				part := data[kg.Offset : kg.Offset+kg.Length]
-				if i == 0 {
-					res.KeyGroups[kg.KeyGroup] = part
-					continue
-				}
-				if res.KeyGroupDeltas == nil {
-					res.KeyGroupDeltas = map[int][][]byte{}
-				}
-				res.KeyGroupDeltas[kg.KeyGroup] = append(res.KeyGroupDeltas[kg.KeyGroup], part)
-				r.stats.Deltas.Add(1)
 			}
-			if own {
-				for _, os := range sub.OperatorState {
-					res.OperatorState = append(res.OperatorState, data[os.Offset:os.Offset+os.Length])
-				}
+			if len(p.secs) > 0 {
+				pieces = append(pieces, p)
 			}
 		}
 	}
+	if len(pieces) > 0 {
+		res.Keyed = func(f func(KeyedState) error) error {
+			for _, p := range pieces {
+				if err := r.keyed(ctx, p, f); err != nil {
+					return fmt.Errorf("restoring state of %s#%d (checkpoint %d): %w", node, p.old, p.id, err)
+				}
+			}
+			return nil
+		}
+	}
 	return res, nil
+}
+
+// operatorState reads the operator state entries of an old subtask's file.
+func (r *restoreReader) operatorState(ctx context.Context, res *Restored, sub checkpoint.SubtaskState) error {
+	f, counter, err := r.open(ctx, r.md.CheckpointID, sub, sub.OperatorState)
+	if err != nil {
+		return err
+	}
+	defer func() { counter.Add(f.BytesRead()); f.Close() }()
+	for _, sec := range sub.OperatorState {
+		b := make([]byte, sec.Length)
+		if _, err := io.ReadFull(f.Section(sec), b); err != nil {
+			return err
+		}
+		res.OperatorState = append(res.OperatorState, b)
+	}
+	return nil
+}
+
+// keyed hands p's sections to f, one key group at a time (the parts of a
+// key group written in several sections as one stream).
+func (r *restoreReader) keyed(ctx context.Context, p piece, f func(KeyedState) error) error {
+	file, counter, err := r.open(ctx, p.id, p.file, p.secs)
+	if err != nil {
+		return err
+	}
+	defer func() { counter.Add(file.BytesRead()); file.Close() }()
+	var parts []io.Reader
+	for i := 0; i < len(p.secs); {
+		kg, size := p.secs[i].KeyGroup, int64(0)
+		parts = parts[:0]
+		for ; i < len(p.secs) && p.secs[i].KeyGroup == kg; i++ {
+			parts = append(parts, file.Section(p.secs[i]))
+			size += p.secs[i].Length
+		}
+		rd := parts[0]
+		if len(parts) > 1 {
+			rd = io.MultiReader(parts...)
+		}
+		if err := f(KeyedState{KeyGroup: kg, Delta: p.delta, Size: size, R: rd}); err != nil {
+			return err
+		}
+		if p.delta > 0 {
+			r.stats.Deltas.Add(1)
+		}
+	}
+	return nil
 }
 
 // isCorrupt reports whether a restore failed on a state file that does not

@@ -77,8 +77,16 @@ func scenarioRestore() {
 	os.Setenv("HADOOP_USER_NAME", "sluice")
 	storage := "hdfs://" + c.Addr() + "/bench/checkpoints"
 	local := filepath.Join(dir, "local")
+	for _, par := range []int{1, 4} {
+		restoreAt(storage+fmt.Sprintf("-p%d", par), local, par)
+	}
+}
+
+// restoreAt writes a 1 GB checkpoint with parallelism par and restores it
+// twice with the same parallelism: from storage, then from the local copy.
+func restoreAt(storage, local string, par int) {
 	run := func(restore string, localRecovery bool) *rt.Result {
-		j, err := spec.Parse([]byte(specRestore), []string{"checkpoint.storage=" + storage, fmt.Sprintf("checkpoint.localRecovery=%v", localRecovery)})
+		j, err := spec.Parse([]byte(specRestore), []string{"checkpoint.storage=" + storage, fmt.Sprintf("checkpoint.localRecovery=%v", localRecovery), fmt.Sprintf("parallelism=%d", par)})
 		if err != nil {
 			fail(err)
 		}
@@ -113,10 +121,11 @@ func scenarioRestore() {
 	remote := run(chk, false) // reads hdfstest
 	loc := run(chk, true)     // reads the local copy
 	mb := float64(ballastBytes) / 1e6
-	add("restore 1 GB state", fmt.Sprintf("from hdfstest (remote bytes %d)", remote.Restored.RemoteBytes.Load()), "", remote.RestoreTime.Round(time.Millisecond).String(), fmt.Sprintf("%.0f MB/s", mb/remote.RestoreTime.Seconds()), "", "")
-	add("restore 1 GB state", fmt.Sprintf("local recovery (remote bytes %d)", loc.Restored.RemoteBytes.Load()), "", loc.RestoreTime.Round(time.Millisecond).String(), fmt.Sprintf("%.0f MB/s", mb/loc.RestoreTime.Seconds()),
+	what := fmt.Sprintf("restore 1 GB state, parallelism %d", par)
+	add(what, fmt.Sprintf("from hdfstest (remote bytes %d)", remote.Restored.RemoteBytes.Load()), "", remote.RestoreTime.Round(time.Millisecond).String(), fmt.Sprintf("%.0f MB/s", mb/remote.RestoreTime.Seconds()), "", "")
+	add(what, fmt.Sprintf("local recovery (remote bytes %d)", loc.Restored.RemoteBytes.Load()), "", loc.RestoreTime.Round(time.Millisecond).String(), fmt.Sprintf("%.0f MB/s", mb/loc.RestoreTime.Seconds()),
 		"", fmt.Sprintf("%.2f×", loc.RestoreTime.Seconds()/remote.RestoreTime.Seconds()))
-	fmt.Fprintf(os.Stderr, "bench restore: first run with a 1 GB final checkpoint on hdfstest took %v\n", write.Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "bench restore: first run (parallelism %d) with a 1 GB final checkpoint on hdfstest took %v\n", par, write.Round(time.Millisecond))
 }
 
 func mustParse(s string, sets ...string) *spec.Job {
