@@ -105,3 +105,29 @@ func TestCoordinatorSavepointWaitsAndStops(t *testing.T) {
 		t.Fatalf("want stopped, got %+v", a)
 	}
 }
+
+// TestCoordinatorFailedStopGoesOn: a stop-with-savepoint whose savepoint
+// fails is aborted and reported, does not count against the tolerable
+// failures, and the job goes on: periodic checkpoints resume and a second
+// stop can be asked.
+func TestCoordinatorFailedStopGoesOn(t *testing.T) {
+	c := NewCoordinator(CoordinatorConfig{Interval: 10, Timeout: 1000, Tasks: 1, SourceTasks: 1}, 0)
+	a := c.RequestSavepoint(1, true)
+	if a.Trigger == nil || !a.Trigger.Stop {
+		t.Fatalf("want a stop savepoint, got %+v", a.Trigger)
+	}
+	sp := a.Trigger.ID
+	a = c.Decline(2, sp, errors.New("snapshot failed"))
+	if len(a.Abort) != 1 || a.Abort[0] != sp || a.Failed == nil || !a.FailedSavepoint || a.Fail != nil || a.Stopped {
+		t.Fatalf("want savepoint %d aborted and reported, job alive: %+v", sp, a)
+	}
+	a = c.Tick(20)
+	if a.Trigger == nil || a.Trigger.Savepoint || a.Trigger.Stop {
+		t.Fatalf("want a periodic checkpoint after the failed stop, got %+v", a.Trigger)
+	}
+	c.Ack(21, a.Trigger.ID, 0, nil)
+	c.Committed(22, a.Trigger.ID)
+	if a := c.RequestSavepoint(23, true); a.Trigger == nil || !a.Trigger.Stop {
+		t.Fatalf("want a second stop savepoint, got %+v", a.Trigger)
+	}
+}
