@@ -13,6 +13,8 @@ type NodeMetrics struct {
 	RowsOut atomic.Int64
 	Dropped atomic.Int64 // e.g. late rows with no side output
 	Invalid atomic.Int64 // rows a source could not parse
+
+	OffsetResets atomic.Int64 // source offsets out of range moved to the earliest or latest
 }
 
 // pauseLog records how long tasks held back processing for checkpoints:
