@@ -3,13 +3,15 @@
 // hdfs:// later), so that a storage back-end is added in one place.
 //
 // It is not a general-purpose VFS: it has what snapshot storage needs —
-// whole-file atomic writes, reads, listing, renames and removal — and no
-// streams or seeks. Paths inside an FS are slash-separated.
+// whole-file atomic writes, reads, listing, renames and removal — and the
+// streamed files of the file source and sink (Create, Open; no appends).
+// Paths inside an FS are slash-separated.
 package fs
 
 import (
 	"context"
 	"fmt"
+	"io"
 	iofs "io/fs"
 	"net/url"
 	"path"
@@ -39,6 +41,9 @@ type FS interface {
 	Rename(ctx context.Context, from, to string) error
 	// Stat describes path; errors.Is(err, ErrNotExist) when it is missing.
 	Stat(ctx context.Context, path string) (Entry, error)
+	// Create and Open stream a file (stream.go).
+	Create(ctx context.Context, path string) (io.WriteCloser, error)
+	Open(ctx context.Context, path string) (io.ReadCloser, error)
 }
 
 // Entry describes a file or directory.
