@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,12 @@ const kafkaCrashJob = `{
 // several times, restarts it with --restore latest (at another parallelism
 // each time), and checks that a read_committed consumer sees every input
 // record's result exactly once.
+//
+// Every kill must land mid-job, or the test proves nothing: a run is killed
+// a random moment after its own first completed checkpoint (not during
+// start-up, when there is nothing to recover), and its source is
+// rate-limited so that no run can finish before its kill; one that does
+// fails the test.
 func TestKafkaCrashExactlyOnce(t *testing.T) {
 	const n, parts = 200_000, 4
 	port := kafkatest.FreePort(t)
@@ -57,6 +64,11 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		"--set", "nodes.src.params.brokers=" + brokers,
 		"--set", "nodes.out.params.brokers=" + brokers,
 		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+		// At most 15000 records/s: a killed run, with its ≤ 1.2 s after its
+		// first checkpoint, reads at most a tenth of the input, so even
+		// all kills together cannot reach the end.
+		"--set", "nodes.src.params.rate=15000",
+		"--log-level", "debug", // for "checkpoint complete"
 	}
 	parallelisms := []int{2, 3, 1, 4}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
@@ -70,8 +82,8 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		args = append(args, "--set", fmt.Sprintf("parallelism=%d", parallelisms[run%len(parallelisms)]), spec)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		cmd := exec.CommandContext(ctx, sluiceBin, args...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		stderr := newWatchWriter("checkpoint complete")
+		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			cancel()
 			t.Fatal(err)
@@ -79,20 +91,29 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		if killed < kills {
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
-			select {
-			case err := <-exited:
-				// The job finished before the kill: fine, if it succeeded.
+			finished := func(err error) {
+				// The job ended before its kill: the run tested no crash.
 				cancel()
 				if err != nil {
 					t.Fatalf("run %d failed: %v\n%s", run, err, stderr.String())
 				}
-				t.Logf("run %d finished before its kill", run)
-			case <-time.After(time.Duration(600+rng.IntN(1200)) * time.Millisecond):
+				t.Fatalf("run %d finished before its kill (%d of %d kills landed): the source is not slow enough for the kills\n%s",
+					run, killed, kills, tail(stderr.String(), 600))
+			}
+			select {
+			case err := <-exited:
+				finished(err)
+			case <-stderr.seen:
+			}
+			select {
+			case err := <-exited:
+				finished(err)
+			case <-time.After(time.Duration(rng.IntN(1200)) * time.Millisecond):
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 				err := <-exited
 				cancel()
 				killed++
-				t.Logf("run %d killed (%v); stderr tail: %s", run, err, tail(stderr.String(), 300))
+				t.Logf("run %d killed after a checkpoint of its own (%v); stderr tail: %s", run, err, tail(stderr.String(), 300))
 				continue
 			}
 		} else {
@@ -105,8 +126,8 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		}
 		break
 	}
-	if killed == 0 {
-		t.Log("warning: every run finished before its kill")
+	if killed != kills {
+		t.Fatalf("%d of %d kills landed", killed, kills)
 	}
 	seen := make([]int, n)
 	for _, r := range c.ReadCommitted(t, "out", parts) {
@@ -184,4 +205,36 @@ func TestKeystoneRouter(t *testing.T) {
 	if got := count("keystone-dlq"); got["raw"] != 1 || got["<nil>"] != 1 || len(got) != 2 {
 		t.Errorf("dlq: %v", got)
 	}
+}
+
+// watchWriter keeps a process's output and closes seen once the output
+// contains a marker.
+type watchWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker []byte
+	seen   chan struct{}
+	done   bool
+}
+
+func newWatchWriter(marker string) *watchWriter {
+	return &watchWriter{marker: []byte(marker), seen: make(chan struct{})}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	from := max(0, w.buf.Len()-len(w.marker)) // a marker split over two writes
+	w.buf.Write(p)
+	if !w.done && bytes.Contains(w.buf.Bytes()[from:], w.marker) {
+		w.done = true
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
