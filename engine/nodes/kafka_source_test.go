@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,55 @@ func TestKafkaSourceRate(t *testing.T) {
 	got := pollFor(t, src, out, time.Second)
 	if len(got) > 2100 {
 		t.Fatalf("read %d records in 1 s at rate 1000", len(got))
+	}
+}
+
+const kafkaResetJob = `{
+  "name": "reset", "parallelism": 1, "maxParallelism": 64,
+  "checkpoint": {"interval": "50ms", "mode": "exactly-once"},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"], "bounded": true,
+      "fields": [{"name": "id", "type": "int64"}, {"name": "v", "type": "string"}]}},
+    {"id": "out", "type": "file", "inputs": ["src"], "params": {"path": "/dev/null"}}
+  ]
+}`
+
+// TestKafkaSourceOffsetResetJob restores an exactly-once job after its
+// topic was recreated: by default the run fails with the out-of-range
+// error; with offsetReset earliest it reads the new topic, counted once.
+func TestKafkaSourceOffsetResetJob(t *testing.T) {
+	c := kafkatest.Start(t, 0, 1, "in")
+	produceIDs(t, c, "in", 1, 0, 100)
+	dir := t.TempDir()
+	sets := []string{brokersSet("src", c), "checkpoint.storage=file://" + filepath.Join(dir, "chk"),
+		"nodes.out.params.path=" + filepath.Join(dir, "out")}
+	runKafkaJob(t, kafkaResetJob, "", sets...)
+	deleteTopic(t, c, "in")
+	c.CreateTopic(t, "in", 1, nil)
+	produceIDs(t, c, "in", 1, 1000, 1020)
+
+	g, opts := planJob(t, kafkaResetJob, sets...)
+	opts.Restore = "latest"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := runtime.Run(ctx, g, opts)
+	want := "offset 100 of in/0 (cluster 0) is out of range [0, 20], above the high watermark"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run error %v, want one containing %q", err, want)
+	}
+
+	res := runKafkaJob(t, kafkaResetJob, "latest", append(sets, "nodes.src.params.offsetReset=earliest")...)
+	if n := res.Metrics["src"].OffsetResets.Load(); n != 1 {
+		t.Fatalf("offsetResets %d, want 1", n)
+	}
+	got := fileIDs(t, filepath.Join(dir, "out"))
+	if len(got) != 120 || !hasAll(got, 0, 100) || !hasAll(got, 1000, 1020) {
+		t.Fatalf("committed %d ids, want 0-99 and 1000-1019", len(got))
+	}
+	for id, k := range got {
+		if k != 1 {
+			t.Fatalf("id %d committed %d times", id, k)
+		}
 	}
 }
