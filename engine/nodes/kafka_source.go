@@ -478,8 +478,9 @@ func (s *kafkaSource) disconnect(c *kafkaSrcCluster) {
 
 // checkClusters follows the health watchers: a cluster that went down is
 // dropped, one that came back is taken back in. It runs at every poll, so it
-// only reads an atomic per cluster unless something changed.
-func (s *kafkaSource) checkClusters() {
+// only reads an atomic per cluster unless something changed. Its error
+// (offsetReset fail) fails the task.
+func (s *kafkaSource) checkClusters() error {
 	now := time.Now()
 	for _, c := range s.clusters {
 		up := c.health.up()
@@ -489,6 +490,9 @@ func (s *kafkaSource) checkClusters() {
 			s.disconnect(c)
 		case c.client == nil && up && !now.Before(c.nextTry):
 			if err := s.connect(c); err != nil {
+				if oe := (*offsetRangeError)(nil); errors.As(err, &oe) {
+					return err
+				}
 				s.ctx.Log.Warn("kafka source: cluster reachable but connecting failed", "cluster", c.idx, "err", err)
 				c.health.markDown()
 				_, _, retry := s.cfg.p.health()
@@ -499,10 +503,14 @@ func (s *kafkaSource) checkClusters() {
 			s.ctx.Log.Info("kafka source: cluster back; reading its partitions from their offsets", "cluster", c.idx)
 		case c.client != nil && !s.cfg.p.Bounded && s.cfg.discovery > 0 && now.Sub(c.lastDisc) >= s.cfg.discovery:
 			if err := s.discover(c); err != nil {
+				if oe := (*offsetRangeError)(nil); errors.As(err, &oe) {
+					return err
+				}
 				s.ctx.Log.Warn("kafka source: partition discovery failed", "cluster", c.idx, "err", err)
 			}
 		}
 	}
+	return nil
 }
 
 // discover opens the partitions of a cluster this subtask owns and does not
@@ -705,8 +713,8 @@ func (s *kafkaSource) resetOffset(c *kafkaSrcCluster, p *kafkaPart) error {
 		why = "above the high watermark: the topic was probably deleted and recreated"
 	}
 	if s.reset == resetFail {
-		return fmt.Errorf("kafka source: offset %d of %s/%d (cluster %d) is out of range [%d, %d], %s; offsetReset is fail (the default under exactly-once): set it to earliest or latest to go on from there",
-			p.next, p.topic, p.partition, p.cluster, oldest, newest, why)
+		return &offsetRangeError{fmt.Sprintf("kafka source: offset %d of %s/%d (cluster %d) is out of range [%d, %d], %s; offsetReset is fail (the default under exactly-once): set it to earliest or latest to go on from there",
+			p.next, p.topic, p.partition, p.cluster, oldest, newest, why)}
 	}
 	to := oldest
 	if s.reset == resetLatest {
@@ -721,6 +729,12 @@ func (s *kafkaSource) resetOffset(c *kafkaSrcCluster, p *kafkaPart) error {
 	}
 	return nil
 }
+
+// offsetRangeError is offsetReset fail's refusal: it fails the task, where
+// other errors of a returning cluster are retried.
+type offsetRangeError struct{ msg string }
+
+func (e *offsetRangeError) Error() string { return e.msg }
 
 // reopen restarts a partition whose consumer stopped while the task ran:
 // sarama stops a partition consumer whose fetch offset went out of range.
@@ -762,7 +776,9 @@ func (r *rateLimit) took(n int) {
 }
 
 func (s *kafkaSource) Poll() (bool, error) {
-	s.checkClusters()
+	if err := s.checkClusters(); err != nil {
+		return false, err
+	}
 	b := row.NewBatch(s.cfg.schema)
 	vb := &row.Batch{Schema: s.cfg.valueSch, Cols: b.Cols[:s.cfg.nValue]}
 	var dlq *row.Batch
