@@ -19,9 +19,11 @@ import (
 
 // TestCrashExactlyOnceHDFSSink is the crash test with the file sink's part
 // files on HDFS (and the checkpoints): the process is killed with SIGKILL
-// mid-write, a random moment after a checkpoint of its own, three times;
-// in-progress files it leaves on HDFS are removed on restore and the
-// committed part files hold every window exactly once.
+// mid-write, a random moment after a checkpoint of its own (at the latest
+// 6 s after it started), three times; in-progress files it leaves on HDFS
+// are removed on restore and the committed part files hold every window
+// exactly once. Killed runs read at most 10000 rows/s, so they cannot reach
+// the end (3 × 6 s × 10000 < 200000); a run that does fails the test.
 func TestCrashExactlyOnceHDFSSink(t *testing.T) {
 	c, err := hdfstest.Start(t.TempDir())
 	if err != nil {
@@ -37,7 +39,6 @@ func TestCrashExactlyOnceHDFSSink(t *testing.T) {
 		"--set", "checkpoint.storage=hdfs://" + c.Addr() + "/sluice/checkpoints",
 		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
 		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
-		"--set", "nodes.src.params.rate=30000", // ≥ 6.6 s in all: no run ends before its kill
 		"--set", "checkpoint.interval=150ms",
 	}
 	parallelisms := []int{2, 3, 1, 2}
@@ -46,6 +47,9 @@ func TestCrashExactlyOnceHDFSSink(t *testing.T) {
 		args := append([]string{}, base...)
 		if run > 0 {
 			args = append(args, "--restore", "latest")
+		}
+		if run < kills {
+			args = append(args, "--set", "nodes.src.params.rate=10000")
 		}
 		args = append(args, "--set", fmt.Sprintf("parallelism=%d", parallelisms[run%len(parallelisms)]), repoFile(t, "examples/exactly-once.json"))
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -66,22 +70,27 @@ func TestCrashExactlyOnceHDFSSink(t *testing.T) {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
+		latest := time.After(6 * time.Second)
+		after := "after a checkpoint of its own"
 		select {
 		case err := <-exited:
 			cancel()
 			t.Fatalf("run %d ended before its kill (%v)\n%s", run, err, tail(stderr.String(), 1000))
-		case <-stderr.seen:
+		case <-stderr.seen[0]:
+		case <-latest:
+			after = "6 s after its start, before a checkpoint of its own"
 		}
 		select {
 		case err := <-exited:
 			cancel()
 			t.Fatalf("run %d ended before its kill (%v)\n%s", run, err, tail(stderr.String(), 1000))
 		case <-time.After(time.Duration(rng.IntN(1000)) * time.Millisecond):
+		case <-latest:
 		}
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		err := <-exited
 		cancel()
-		t.Logf("run %d killed after a checkpoint of its own (%v)", run, err)
+		t.Logf("run %d killed %s (%v)", run, after, err)
 	}
 	compareWindows(t, hdfsWindows(t, out), expectedWindows(rows, keys, 1))
 }
