@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,15 @@ const kafkaCrashJob = `{
 // several times, restarts it with --restore latest (at another parallelism
 // each time), and checks that a read_committed consumer sees every input
 // record's result exactly once.
+//
+// Every kill must land mid-job, or the test proves nothing. A run to be
+// killed reads at most 6000 records/s (the kafka source's rate param), and
+// is killed a random 0-1.2 s after its own first completed checkpoint (not
+// during start-up, when there is nothing new to recover), but at the latest
+// 8 s after it started: so a killed run reads at most 48000 records however
+// slow the machine, and the 4 kills together cannot reach the end of the
+// 200000. A run that finishes before its kill fails the test. The final run
+// reads at full speed.
 func TestKafkaCrashExactlyOnce(t *testing.T) {
 	const n, parts = 200_000, 4
 	port := kafkatest.FreePort(t)
@@ -57,6 +67,7 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		"--set", "nodes.src.params.brokers=" + brokers,
 		"--set", "nodes.out.params.brokers=" + brokers,
 		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+		"--log-level", "debug", // for "checkpoint complete"
 	}
 	parallelisms := []int{2, 3, 1, 4}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
@@ -67,11 +78,14 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		if run > 0 {
 			args = append(args, "--restore", "latest")
 		}
+		if killed < kills {
+			args = append(args, "--set", "nodes.src.params.rate=6000")
+		}
 		args = append(args, "--set", fmt.Sprintf("parallelism=%d", parallelisms[run%len(parallelisms)]), spec)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		cmd := exec.CommandContext(ctx, sluiceBin, args...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		stderr := newWatchWriter("checkpoint complete")
+		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			cancel()
 			t.Fatal(err)
@@ -79,22 +93,36 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		if killed < kills {
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
-			select {
-			case err := <-exited:
-				// The job finished before the kill: fine, if it succeeded.
+			finished := func(err error) {
+				// The job ended before its kill: the run tested no crash.
 				cancel()
 				if err != nil {
 					t.Fatalf("run %d failed: %v\n%s", run, err, stderr.String())
 				}
-				t.Logf("run %d finished before its kill", run)
-			case <-time.After(time.Duration(600+rng.IntN(1200)) * time.Millisecond):
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				err := <-exited
-				cancel()
-				killed++
-				t.Logf("run %d killed (%v); stderr tail: %s", run, err, tail(stderr.String(), 300))
-				continue
+				t.Fatalf("run %d finished before its kill (%d of %d kills landed): the source is not slow enough for the kills\n%s",
+					run, killed, kills, tail(stderr.String(), 600))
 			}
+			latest := time.After(8 * time.Second)
+			after := "after a checkpoint of its own"
+			select {
+			case err := <-exited:
+				finished(err)
+			case <-stderr.seen[0]:
+			case <-latest:
+				after = "8 s after its start, before a checkpoint of its own"
+			}
+			select {
+			case err := <-exited:
+				finished(err)
+			case <-time.After(time.Duration(rng.IntN(1200)) * time.Millisecond):
+			case <-latest:
+			}
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			err := <-exited
+			cancel()
+			killed++
+			t.Logf("run %d killed %s (%v); stderr tail: %s", run, after, err, tail(stderr.String(), 300))
+			continue
 		} else {
 			err := cmd.Wait()
 			cancel()
@@ -105,8 +133,8 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		}
 		break
 	}
-	if killed == 0 {
-		t.Log("warning: every run finished before its kill")
+	if killed != kills {
+		t.Fatalf("%d of %d kills landed", killed, kills)
 	}
 	seen := make([]int, n)
 	for _, r := range c.ReadCommitted(t, "out", parts) {
@@ -184,4 +212,44 @@ func TestKeystoneRouter(t *testing.T) {
 	if got := count("keystone-dlq"); got["raw"] != 1 || got["<nil>"] != 1 || len(got) != 2 {
 		t.Errorf("dlq: %v", got)
 	}
+}
+
+// watchWriter keeps a process's output and closes seen[i] once the output
+// contains markers[i].
+type watchWriter struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	markers [][]byte
+	seen    []chan struct{}
+	done    []bool
+}
+
+func newWatchWriter(markers ...string) *watchWriter {
+	w := &watchWriter{done: make([]bool, len(markers))}
+	for _, m := range markers {
+		w.markers = append(w.markers, []byte(m))
+		w.seen = append(w.seen, make(chan struct{}))
+	}
+	return w
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	start := w.buf.Len()
+	w.buf.Write(p)
+	for i, m := range w.markers {
+		from := max(0, start-len(m)) // a marker split over two writes
+		if !w.done[i] && bytes.Contains(w.buf.Bytes()[from:], m) {
+			w.done[i] = true
+			close(w.seen[i])
+		}
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

@@ -194,7 +194,11 @@ func cmdRun(args []string) int {
 	}
 	for _, n := range g.Nodes {
 		m := res.Metrics[n.ID]
-		attrs = append(attrs, n.ID, fmt.Sprintf("in=%d out=%d", m.RowsIn.Load(), m.RowsOut.Load()))
+		nm := fmt.Sprintf("in=%d out=%d", m.RowsIn.Load(), m.RowsOut.Load())
+		if r := m.OffsetResets.Load(); r > 0 {
+			nm += fmt.Sprintf(" offsetResets=%d", r)
+		}
+		attrs = append(attrs, n.ID, nm)
 	}
 	log.Info(state, attrs...)
 	return 0

@@ -2,14 +2,14 @@ package nodes
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"sort"
 	"strings"
+	"time"
 
+	"github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
 )
@@ -49,33 +49,56 @@ func parseFields(fs []schemaField) (*row.Schema, error) {
 	return s, nil
 }
 
-// listFiles expands a file, a directory (its regular, non-hidden files) or a glob, sorted.
-func listFiles(path string) ([]string, error) {
-	path = strings.TrimPrefix(path, "file://")
-	if st, err := os.Stat(path); err == nil {
-		if !st.IsDir() {
+// fileOpTimeout bounds one filesystem call of the file connectors (not a
+// whole file's reading or writing): the runtime gives operators no context,
+// and a hanging namenode must fail the task rather than stall it.
+const fileOpTimeout = 2 * time.Minute
+
+func fileCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), fileOpTimeout)
+}
+
+// openPath resolves a file connector's path through engine/fs. file:// and
+// plain paths are the local disk, kept as written (a relative path stays
+// relative: the source's state entries name its files, and must keep
+// naming them as before); other schemes (hdfs://) go through fs.Open.
+func openPath(p string) (fs.FS, string, error) {
+	if rest, ok := strings.CutPrefix(p, "file://"); ok {
+		return fs.Local{}, rest, nil
+	}
+	if !strings.Contains(p, "://") {
+		return fs.Local{}, p, nil
+	}
+	return fs.Open(p)
+}
+
+// listFiles expands a file, a directory (its non-hidden files) or a glob, sorted.
+func listFiles(fsys fs.FS, path string) ([]string, error) {
+	ctx, cancel := fileCtx()
+	defer cancel()
+	if st, err := fsys.Stat(ctx, path); err == nil {
+		if !st.IsDir {
 			return []string{path}, nil
 		}
-		entries, err := os.ReadDir(path)
+		entries, err := fsys.List(ctx, path)
 		if err != nil {
 			return nil, err
 		}
 		var files []string
 		for _, e := range entries {
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-				files = append(files, filepath.Join(path, e.Name()))
+			if !e.IsDir && !strings.HasPrefix(e.Name, ".") {
+				files = append(files, fs.Join(path, e.Name))
 			}
 		}
 		return files, nil
 	}
-	files, err := filepath.Glob(path)
+	files, err := fs.Glob(ctx, fsys, path)
 	if err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("no file matches %q", path)
 	}
-	sort.Strings(files)
 	return files, nil
 }
 
@@ -98,20 +121,25 @@ func planFileSource(c *PlanContext) (*Planned, error) {
 			return nil, fmt.Errorf("params.eventTime: %q is not a timestamp or int64 field of %s", p.EventTime, schema)
 		}
 	}
-	files, err := listFiles(p.Path)
+	fsys, path, err := openPath(p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("params.path: %w", err)
+	}
+	files, err := listFiles(fsys, path)
 	if err != nil {
 		return nil, fmt.Errorf("params.path: %w", err)
 	}
 	ooo := p.Watermark.OutOfOrderness.Millis()
 	idle := p.Watermark.IdleTimeout.D()
 	return &Planned{Schema: schema, NewSource: func() runtime.Source {
-		return &fileSource{schema: schema, files: files, timeCol: timeCol, ooo: ooo, idle: newIdleness(idle)}
+		return &fileSource{fsys: fsys, schema: schema, files: files, timeCol: timeCol, ooo: ooo, idle: newIdleness(idle)}
 	}}, nil
 }
 
 // fileSource reads JSON lines. Files are its splits: file k belongs to
 // subtask k mod parallelism, and a file's position is a byte offset.
 type fileSource struct {
+	fsys    fs.FS
 	schema  *row.Schema
 	files   []string
 	timeCol int
@@ -120,7 +148,8 @@ type fileSource struct {
 	mine    []int
 	offsets map[string]int64
 	cur     int // index into mine
-	f       *os.File
+	f       fs.File
+	fstop   context.CancelFunc // ends f's context when it is closed
 	r       *bufio.Reader
 	off     int64
 	maxTS   int64
@@ -155,16 +184,21 @@ func (s *fileSource) Poll() (bool, error) {
 			return true, nil
 		}
 		name := s.files[s.mine[s.cur]]
-		f, err := os.Open(name)
+		// The file's context lives until it is closed: reads use it.
+		ctx, cancel := context.WithCancel(context.Background())
+		f, err := fs.OpenFile(ctx, s.fsys, name)
 		if err != nil {
+			cancel()
 			return false, fmt.Errorf("file source: %w", err)
 		}
 		s.off = s.offsets[name]
-		if _, err := f.Seek(s.off, io.SeekStart); err != nil {
+		if s.off > f.Size() {
 			f.Close()
-			return false, fmt.Errorf("file source: %s: %w", name, err)
+			cancel()
+			return false, fmt.Errorf("file source: %s: offset %d is past the end (%d bytes)", name, s.off, f.Size())
 		}
-		s.f, s.r = f, bufio.NewReaderSize(f, 256<<10)
+		s.fstop = cancel
+		s.f, s.r = f, bufio.NewReaderSize(io.NewSectionReader(f, s.off, f.Size()-s.off), 256<<10)
 	}
 	name := s.files[s.mine[s.cur]]
 	b := row.NewBatch(s.schema)
@@ -178,6 +212,7 @@ func (s *fileSource) Poll() (bool, error) {
 		}
 		if err == io.EOF {
 			s.f.Close()
+			s.fstop()
 			s.f, s.r = nil, nil
 			s.offsets[name] = s.off
 			s.cur++
@@ -243,7 +278,10 @@ func (s *fileSource) CheckpointComplete(int64) error { return nil }
 
 func (s *fileSource) Close() error {
 	if s.f != nil {
-		return s.f.Close()
+		err := s.f.Close()
+		s.fstop()
+		s.f, s.r = nil, nil
+		return err
 	}
 	return nil
 }

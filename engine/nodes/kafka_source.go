@@ -60,7 +60,21 @@ type kafkaSourceParams struct {
 	// checkpoint to this consumer group, for lag monitoring. They are never
 	// read back, except by a job that starts with startFrom group.
 	CommitOffsetsToGroup string `json:"commitOffsetsToGroup"`
+	// OffsetReset says what to do with an offset outside a partition's
+	// range [log start, high watermark]: fail, earliest or latest. Default:
+	// fail under exactly-once, earliest under at-least-once.
+	OffsetReset string `json:"offsetReset"`
+	// Rate limits the records read per second over the whole source (split
+	// evenly across subtasks); 0: no limit.
+	Rate float64 `json:"rate"`
 }
+
+// Offset reset policies (params.offsetReset).
+const (
+	resetFail     = "fail"
+	resetEarliest = "earliest"
+	resetLatest   = "latest"
+)
 
 // KafkaDLQSchema is the kafka source's dead-letter side output.
 var KafkaDLQSchema = row.MustSchema(
@@ -84,6 +98,7 @@ type kafkaSourceConfig struct {
 	idle      time.Duration
 	discovery time.Duration
 	dlq       string
+	reset     string // offsetReset as given; "" resolves at Open by the job's mode
 }
 
 const (
@@ -188,6 +203,15 @@ func planKafkaSource(c *PlanContext) (*Planned, error) {
 	default:
 		return nil, fmt.Errorf("params.isolation: %q is not read_committed or read_uncommitted", p.Isolation)
 	}
+	switch p.OffsetReset {
+	case "", resetFail, resetEarliest, resetLatest:
+	default:
+		return nil, fmt.Errorf("params.offsetReset: %q is not fail, earliest or latest", p.OffsetReset)
+	}
+	cfg.reset = p.OffsetReset
+	if p.Rate < 0 {
+		return nil, fmt.Errorf("params.rate: must be > 0 records/s, got %v", p.Rate)
+	}
 	cfg.discovery = p.DiscoveryInterval.D()
 	if cfg.discovery == 0 {
 		cfg.discovery = 10 * time.Second
@@ -256,6 +280,8 @@ type kafkaSource struct {
 	wm       int64
 	idle     idleness
 	commit   *kafkaCommitter // commitOffsetsToGroup; nil without
+	reset    string          // offsetReset, resolved
+	limit    rateLimit
 }
 
 type kafkaPartState struct {
@@ -305,6 +331,19 @@ func (s *kafkaSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.byTP = map[topicPart]*kafkaPart{}
 	s.wm = runtime.MinWatermark
 	s.idle = newIdleness(s.cfg.idle)
+	s.reset = s.cfg.reset
+	if s.reset == "" {
+		// Exactly-once must not skip or replay records silently;
+		// at-least-once tolerates replays, and below the log start the
+		// earliest offset loses the least.
+		s.reset = resetEarliest
+		if ctx.ExactlyOnce {
+			s.reset = resetFail
+		}
+	}
+	if s.cfg.p.Rate > 0 {
+		s.limit = rateLimit{perSec: s.cfg.p.Rate / float64(ctx.Parallelism), last: time.Now()}
+	}
 	seeds := s.cfg.p.clusters()
 	if r != nil {
 		s.restored = map[topicPart]kafkaPartState{}
@@ -439,8 +478,9 @@ func (s *kafkaSource) disconnect(c *kafkaSrcCluster) {
 
 // checkClusters follows the health watchers: a cluster that went down is
 // dropped, one that came back is taken back in. It runs at every poll, so it
-// only reads an atomic per cluster unless something changed.
-func (s *kafkaSource) checkClusters() {
+// only reads an atomic per cluster unless something changed. Its error
+// (offsetReset fail) fails the task.
+func (s *kafkaSource) checkClusters() error {
 	now := time.Now()
 	for _, c := range s.clusters {
 		up := c.health.up()
@@ -450,6 +490,9 @@ func (s *kafkaSource) checkClusters() {
 			s.disconnect(c)
 		case c.client == nil && up && !now.Before(c.nextTry):
 			if err := s.connect(c); err != nil {
+				if oe := (*offsetRangeError)(nil); errors.As(err, &oe) {
+					return err
+				}
 				s.ctx.Log.Warn("kafka source: cluster reachable but connecting failed", "cluster", c.idx, "err", err)
 				c.health.markDown()
 				_, _, retry := s.cfg.p.health()
@@ -460,10 +503,14 @@ func (s *kafkaSource) checkClusters() {
 			s.ctx.Log.Info("kafka source: cluster back; reading its partitions from their offsets", "cluster", c.idx)
 		case c.client != nil && !s.cfg.p.Bounded && s.cfg.discovery > 0 && now.Sub(c.lastDisc) >= s.cfg.discovery:
 			if err := s.discover(c); err != nil {
+				if oe := (*offsetRangeError)(nil); errors.As(err, &oe) {
+					return err
+				}
 				s.ctx.Log.Warn("kafka source: partition discovery failed", "cluster", c.idx, "err", err)
 			}
 		}
 	}
+	return nil
 }
 
 // discover opens the partitions of a cluster this subtask owns and does not
@@ -612,6 +659,13 @@ func (s *kafkaSource) consume(c *kafkaSrcCluster, p *kafkaPart) error {
 			return fmt.Errorf("kafka source: end offset of %s/%d: %w", p.topic, p.partition, err)
 		}
 	}
+	if p.end >= 0 && p.next > p.end {
+		// Past the end offset the partition has now: out of range (a
+		// bounded source would otherwise just finish it).
+		if err := s.resetOffset(c, p); err != nil {
+			return err
+		}
+	}
 	if p.end >= 0 && p.next >= p.end {
 		p.done = true
 		return nil
@@ -619,9 +673,13 @@ func (s *kafkaSource) consume(c *kafkaSrcCluster, p *kafkaPart) error {
 	next := p.next
 	p.pc, err = c.consumer.ConsumePartition(p.topic, p.partition, next)
 	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-		s.ctx.Log.Warn("kafka source: offset out of range, reading from the earliest", "cluster", p.cluster, "topic", p.topic, "partition", p.partition, "offset", next)
-		if p.next, err = c.client.GetOffset(p.topic, p.partition, sarama.OffsetOldest); err == nil {
-			p.pc, err = c.consumer.ConsumePartition(p.topic, p.partition, p.next)
+		if err = s.resetOffset(c, p); err == nil {
+			if p.end >= 0 && p.next >= p.end {
+				p.done = true
+				return nil
+			}
+			next = p.next
+			p.pc, err = c.consumer.ConsumePartition(p.topic, p.partition, next)
 		}
 	}
 	if err != nil {
@@ -631,14 +689,109 @@ func (s *kafkaSource) consume(c *kafkaSrcCluster, p *kafkaPart) error {
 	return nil
 }
 
+// resetOffset handles p.next outside the partition's range [log start,
+// high watermark]: above it the topic was most likely deleted and
+// recreated, below it records were deleted (retention, DeleteRecords)
+// before the job read them. offsetReset fail returns an error naming the
+// offset and the range; earliest and latest move p.next there, counted in
+// the node's offsetResets metric and logged. An offset found in range after
+// all (the partition moved between two requests) is left alone.
+func (s *kafkaSource) resetOffset(c *kafkaSrcCluster, p *kafkaPart) error {
+	oldest, err := c.client.GetOffset(p.topic, p.partition, sarama.OffsetOldest)
+	if err != nil {
+		return fmt.Errorf("kafka source: log start offset of %s/%d: %w", p.topic, p.partition, err)
+	}
+	newest, err := c.client.GetOffset(p.topic, p.partition, sarama.OffsetNewest)
+	if err != nil {
+		return fmt.Errorf("kafka source: high watermark of %s/%d: %w", p.topic, p.partition, err)
+	}
+	if p.next >= oldest && p.next <= newest && (p.end < 0 || p.next <= p.end) {
+		return nil
+	}
+	why := "below the log start: records were deleted (retention or DeleteRecords) before the job read them"
+	if p.next > newest || (p.end >= 0 && p.next > p.end) {
+		why = "above the high watermark: the topic was probably deleted and recreated"
+	}
+	if s.reset == resetFail {
+		return &offsetRangeError{fmt.Sprintf("kafka source: offset %d of %s/%d (cluster %d) is out of range [%d, %d], %s; offsetReset is fail (the default under exactly-once): set it to earliest or latest to go on from there",
+			p.next, p.topic, p.partition, p.cluster, oldest, newest, why)}
+	}
+	to := oldest
+	if s.reset == resetLatest {
+		to = newest
+	}
+	s.ctx.Metrics.OffsetResets.Add(1)
+	s.ctx.Log.Warn("kafka source: offset out of range, reset", "cluster", p.cluster, "topic", p.topic, "partition", p.partition,
+		"offset", p.next, "logStart", oldest, "highWatermark", newest, "offsetReset", s.reset, "to", to, "reason", why)
+	p.next = to
+	if p.end >= 0 && p.end < to {
+		p.end = to // a recreated topic: its end moved back and forth
+	}
+	return nil
+}
+
+// offsetRangeError is offsetReset fail's refusal: it fails the task, where
+// other errors of a returning cluster are retried.
+type offsetRangeError struct{ msg string }
+
+func (e *offsetRangeError) Error() string { return e.msg }
+
+// reopen restarts a partition whose consumer stopped while the task ran:
+// sarama stops a partition consumer whose fetch offset went out of range.
+func (s *kafkaSource) reopen(p *kafkaPart) error {
+	if p.pc != nil {
+		p.pc.AsyncClose()
+		p.pc = nil
+	}
+	c := s.clusters[p.cluster]
+	if c.client == nil || p.done {
+		return nil // its cluster is down: reopened when it returns
+	}
+	return s.consume(c, p)
+}
+
+// rateLimit is a token bucket of records per second, holding at most one
+// batch so that a pause (idle partitions) is not followed by a burst.
+type rateLimit struct {
+	perSec float64 // 0: no limit
+	tokens float64
+	last   time.Time
+}
+
+// budget returns how many records may be read now (at most a batch).
+func (r *rateLimit) budget() int {
+	if r.perSec <= 0 {
+		return row.DefaultBatchSize
+	}
+	now := time.Now()
+	r.tokens = min(float64(row.DefaultBatchSize), r.tokens+now.Sub(r.last).Seconds()*r.perSec)
+	r.last = now
+	return int(r.tokens)
+}
+
+func (r *rateLimit) took(n int) {
+	if r.perSec > 0 {
+		r.tokens -= float64(n)
+	}
+}
+
 func (s *kafkaSource) Poll() (bool, error) {
-	s.checkClusters()
+	if err := s.checkClusters(); err != nil {
+		return false, err
+	}
 	b := row.NewBatch(s.cfg.schema)
 	vb := &row.Batch{Schema: s.cfg.valueSch, Cols: b.Cols[:s.cfg.nValue]}
 	var dlq *row.Batch
 	open := 0
 	var now time.Time // read once per poll, not per record
-	for i := 0; i < len(s.parts) && b.Len < row.DefaultBatchSize; i++ {
+	budget := s.limit.budget()
+	if budget == 0 {
+		b.Release()
+		time.Sleep(min(time.Duration(float64(time.Second)/s.limit.perSec), 10*time.Millisecond))
+		return false, nil
+	}
+	n := 0 // records taken, dead letters included
+	for i := 0; i < len(s.parts) && n < budget; i++ {
 		p := s.parts[(s.rr+i)%len(s.parts)]
 		if p.done {
 			continue
@@ -648,9 +801,19 @@ func (s *kafkaSource) Poll() (bool, error) {
 			continue // its cluster is down
 		}
 	drain:
-		for b.Len < row.DefaultBatchSize {
+		for n < budget {
 			select {
-			case m := <-p.pc.Messages():
+			case m, ok := <-p.pc.Messages():
+				if !ok {
+					// sarama stopped the partition consumer (an offset out
+					// of range): resume at p.next, resetting by policy.
+					if err := s.reopen(p); err != nil {
+						b.Release()
+						return false, err
+					}
+					break drain
+				}
+				n++
 				if now.IsZero() {
 					now = time.Now()
 				}
@@ -661,7 +824,16 @@ func (s *kafkaSource) Poll() (bool, error) {
 					p.pc.AsyncClose()
 					break drain
 				}
-			case err := <-p.pc.Errors():
+			case err, ok := <-p.pc.Errors():
+				if !ok || errors.Is(err, sarama.ErrOffsetOutOfRange) {
+					// sarama stops a partition consumer whose fetch offset
+					// is out of range and closes its channels.
+					if err := s.reopen(p); err != nil {
+						b.Release()
+						return false, err
+					}
+					break drain
+				}
 				// While a cluster fails, sarama retries and reports every
 				// attempt; the health watcher decides when it is down.
 				if c := s.clusters[p.cluster]; c.errs < 10 || c.errs%1000 == 0 {
@@ -676,6 +848,7 @@ func (s *kafkaSource) Poll() (bool, error) {
 	if len(s.parts) > 0 {
 		s.rr = (s.rr + 1) % len(s.parts)
 	}
+	s.limit.took(n)
 	if dlq != nil {
 		s.ctx.Side[s.cfg.dlq].Collect(dlq)
 	}

@@ -2,14 +2,16 @@ package nodes
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
 )
@@ -92,25 +94,32 @@ func planFileSink(c *PlanContext) (*Planned, error) {
 	if p.Path == "" {
 		return nil, fmt.Errorf("params.path: required (the directory to write part files to)")
 	}
-	p.Path = strings.TrimPrefix(p.Path, "file://")
+	fsys, dir, err := openPath(p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("params.path: %w", err)
+	}
 	if p.Prefix == "" {
 		p.Prefix = "part"
 	}
 	if strings.ContainsAny(p.Prefix, "/.") {
 		return nil, fmt.Errorf("params.prefix: %q may not contain '/' or '.'", p.Prefix)
 	}
-	return &Planned{NewOperator: func() runtime.Operator { return &fileSink{p: p} }}, nil
+	return &Planned{NewOperator: func() runtime.Operator { return &fileSink{p: p, fsys: fsys, dir: dir} }}, nil
 }
 
 // fileSink writes JSON lines to part files. A part file is written under an
 // in-progress name (".part-….inprogress") and renamed to its final name
 // ("part-…") once it is safe: in exactly-once mode when the checkpoint that
 // closed it completes (two-phase commit), in at-least-once mode right at the
-// checkpoint barrier.
+// checkpoint barrier. Files go through engine/fs, so the directory may be on
+// HDFS (hdfs://namenode/dir) as well as local.
 type fileSink struct {
 	runtime.BaseOperator
 	p       fileSinkParams
-	f       *os.File
+	fsys    fs.FS
+	dir     string // within fsys
+	f       fs.FileWriter
+	fstop   context.CancelFunc // ends f's context once it is committed or aborted
 	w       *bufio.Writer
 	cur     string // in-progress name of the open file
 	seq     int
@@ -162,7 +171,7 @@ func (s *fileSink) partFile(name string) (attempt string, subtask, n int, ok boo
 // cover, and returns the lineage entries to carry forward. Without lineage
 // entries (a fresh start, or a checkpoint written before they existed) it
 // removes nothing and marks every attempt present as kept.
-func (s *fileSink) rewind(r *runtime.Restored, entries []os.DirEntry) ([][]byte, error) {
+func (s *fileSink) rewind(r *runtime.Restored, entries []fs.Entry) ([][]byte, error) {
 	type sub struct {
 		attempt string
 		subtask int
@@ -192,7 +201,7 @@ func (s *fileSink) rewind(r *runtime.Restored, entries []os.DirEntry) ([][]byte,
 	}
 	if len(carried) == 0 {
 		for _, e := range entries {
-			if att, _, _, ok := s.partFile(e.Name()); ok && !keep[att] {
+			if att, _, _, ok := s.partFile(e.Name); ok && !keep[att] {
 				keep[att] = true
 				carried = append(carried, []byte(lineageKeep+att))
 			}
@@ -200,17 +209,17 @@ func (s *fileSink) rewind(r *runtime.Restored, entries []os.DirEntry) ([][]byte,
 		return carried, nil
 	}
 	for _, e := range entries {
-		att, st, n, ok := s.partFile(e.Name())
+		att, st, n, ok := s.partFile(e.Name)
 		if !ok || keep[att] {
 			continue
 		}
 		if hw, seen := next[sub{att, st}]; (seen && n < hw) || (!seen && known[att]) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.p.Path, e.Name())); err != nil && !os.IsNotExist(err) {
-			return nil, fmt.Errorf("file sink: removing %s, committed after the restored checkpoint: %w", e.Name(), err)
+		if err := s.remove(e.Name); err != nil {
+			return nil, fmt.Errorf("file sink: removing %s, committed after the restored checkpoint: %w", e.Name, err)
 		}
-		s.Ctx.Log.Info("removed a part file committed after the restored checkpoint", "file", e.Name())
+		s.Ctx.Log.Info("removed a part file committed after the restored checkpoint", "file", e.Name)
 	}
 	return carried, nil
 }
@@ -220,7 +229,15 @@ type pendingFile struct {
 	name string
 }
 
-func (s *fileSink) inProgress(name string) string { return filepath.Join(s.p.Path, name) }
+// path names a file of the sink's directory within its FS.
+func (s *fileSink) path(name string) string { return fs.Join(s.dir, name) }
+
+// remove removes a file of the directory; a missing one is not an error.
+func (s *fileSink) remove(name string) error {
+	ctx, cancel := fileCtx()
+	defer cancel()
+	return s.fsys.RemoveAll(ctx, s.path(name))
+}
 
 // finalName turns ".part-x.inprogress" into "part-x".
 func finalName(name string) string {
@@ -229,7 +246,9 @@ func finalName(name string) string {
 
 func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.Ctx = ctx
-	if err := os.MkdirAll(s.p.Path, 0o755); err != nil {
+	fctx, cancel := fileCtx()
+	defer cancel()
+	if err := s.fsys.MkdirAll(fctx, s.dir); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
 	if ctx.Subtask != 0 {
@@ -238,7 +257,7 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	// Subtask 0 finishes what the restored checkpoint committed to and
 	// removes what earlier attempts left uncommitted. Open runs before any
 	// subtask of this attempt writes, so there is no race.
-	entries, err := os.ReadDir(s.p.Path)
+	entries, err := s.fsys.List(fctx, s.dir)
 	if err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
@@ -262,9 +281,13 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	}
 	mine := "." + s.p.Prefix + "-"
 	for _, e := range entries {
-		n := e.Name()
-		if strings.HasPrefix(n, mine) && strings.HasSuffix(n, ".inprogress") && !keep[n] {
-			if err := os.Remove(filepath.Join(s.p.Path, n)); err != nil && !os.IsNotExist(err) {
+		n := e.Name
+		// fs.Create writes a part file under ".<name>.tmp-…" until its
+		// Commit: such a file is what a killed attempt was writing.
+		uncommitted := strings.HasPrefix(n, mine) && strings.HasSuffix(n, ".inprogress") && !keep[n]
+		unfinished := strings.HasPrefix(n, "."+mine) && strings.Contains(n, ".inprogress.tmp-")
+		if uncommitted || unfinished {
+			if err := s.remove(n); err != nil {
 				return fmt.Errorf("file sink: removing uncommitted %s: %w", n, err)
 			}
 		}
@@ -274,14 +297,16 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 
 // commit renames an in-progress file to its final name; done twice is fine.
 func (s *fileSink) commit(name string) error {
-	err := os.Rename(s.inProgress(name), filepath.Join(s.p.Path, finalName(name)))
-	if err == nil || !os.IsNotExist(err) {
+	ctx, cancel := fileCtx()
+	defer cancel()
+	err := s.fsys.Rename(ctx, s.path(name), s.path(finalName(name)))
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		if err != nil {
 			return fmt.Errorf("file sink: committing %s: %w", name, err)
 		}
 		return nil
 	}
-	if _, serr := os.Stat(filepath.Join(s.p.Path, finalName(name))); serr == nil {
+	if _, serr := s.fsys.Stat(ctx, s.path(finalName(name))); serr == nil {
 		return nil // committed before
 	}
 	return fmt.Errorf("file sink: part file %s of a completed checkpoint is missing", name)
@@ -291,10 +316,15 @@ func (s *fileSink) Process(_ int, b *row.Batch) error {
 	if s.f == nil {
 		s.cur = fmt.Sprintf(".%s-%s-%d-%d.inprogress", s.p.Prefix, s.Ctx.Attempt, s.Ctx.Subtask, s.seq)
 		s.seq++
-		f, err := os.OpenFile(s.inProgress(s.cur), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		// The writer's context must outlive Create: it bounds the whole
+		// write up to Commit, which may be a checkpoint interval away.
+		ctx, cancel := context.WithCancel(context.Background())
+		f, err := fs.Create(ctx, s.fsys, s.path(s.cur))
 		if err != nil {
+			cancel()
 			return fmt.Errorf("file sink: %w", err)
 		}
+		s.fstop = cancel
 		s.f = f
 		if s.w == nil {
 			s.w = bufio.NewWriterSize(f, 256<<10)
@@ -314,7 +344,8 @@ func (s *fileSink) Process(_ int, b *row.Batch) error {
 
 func (s *fileSink) Watermark(int64) error { return nil }
 
-// closeCurrent makes the open part file durable and returns its name.
+// closeCurrent makes the open part file durable under its in-progress name
+// (Commit syncs and renames it into place) and returns its name.
 func (s *fileSink) closeCurrent() (string, error) {
 	if s.f == nil {
 		return "", nil
@@ -322,11 +353,11 @@ func (s *fileSink) closeCurrent() (string, error) {
 	name := s.cur
 	err := s.w.Flush()
 	if err == nil {
-		err = s.f.Sync()
+		err = s.f.Commit()
+	} else {
+		s.f.Abort()
 	}
-	if cerr := s.f.Close(); err == nil {
-		err = cerr
-	}
+	s.fstop()
 	s.f = nil
 	if err != nil {
 		return "", fmt.Errorf("file sink: closing %s: %w", name, err)
@@ -385,10 +416,11 @@ func (s *fileSink) CheckpointComplete(id int64) error {
 
 func (s *fileSink) Close() error {
 	if s.f != nil {
-		// Uncommitted data stays in its in-progress file; the next attempt
-		// removes it and replays the rows from the last checkpoint.
-		_ = s.w.Flush()
-		return s.f.Close()
+		// Uncommitted data is discarded; the next attempt replays the rows
+		// from the last checkpoint.
+		s.f.Abort()
+		s.fstop()
+		s.f = nil
 	}
 	return nil
 }

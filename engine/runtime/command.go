@@ -73,6 +73,8 @@ type NodeStatus struct {
 	CanSkipBacklog bool  `json:"canSkipBacklog,omitempty"`
 	RowsIn         int64 `json:"rowsIn"`
 	RowsOut        int64 `json:"rowsOut"`
+
+	OffsetResets int64 `json:"offsetResets,omitempty"` // a Kafka source's offsets reset (offsetReset)
 }
 
 func (SkipBacklog) command()   {}
@@ -220,6 +222,7 @@ func status(g *Graph, res *Result, state string) Status {
 		ns := NodeStatus{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.NewSource != nil}
 		if m := res.Metrics[n.ID]; m != nil {
 			ns.RowsIn, ns.RowsOut = m.RowsIn.Load(), m.RowsOut.Load()
+			ns.OffsetResets = m.OffsetResets.Load()
 		}
 		s.Nodes = append(s.Nodes, ns)
 	}
