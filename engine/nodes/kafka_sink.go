@@ -281,14 +281,18 @@ func (a *acks) wait() error {
 
 // kafkaTxn is one transactional producer of an exactly-once sink subtask.
 type kafkaTxn struct {
-	id    string
-	p     sarama.AsyncProducer
-	acks  *acks
-	n     int64 // messages in the open transaction
-	cp    int64 // checkpoint that pre-committed it, 0: open or free
-	pid   int64
-	epoch int16
-	parts []kafkaTxnPart // where it wrote first, once pre-committed
+	id string
+	// client lives as long as the subtask: each transaction's producer is
+	// made from it (a new producer, hence InitProducerId and a new epoch,
+	// but no new connections or metadata).
+	client sarama.Client
+	p      sarama.AsyncProducer
+	acks   *acks
+	n      int64 // messages in the open transaction
+	cp     int64 // checkpoint that pre-committed it, 0: open or free
+	pid    int64
+	epoch  int16
+	parts  []kafkaTxnPart // where it wrote first, once pre-committed
 }
 
 // kafkaSink writes rows to Kafka. At-least-once: one idempotent producer,
@@ -733,7 +737,7 @@ func (s *kafkaSink) begin() error {
 		t = &kafkaTxn{id: fmt.Sprintf("%s-%d-%d", s.prefix, s.Ctx.Subtask, len(s.pool))}
 		s.pool = append(s.pool, t)
 	}
-	if t.p == nil {
+	if t.client == nil {
 		c, err := s.producerConfig()
 		if err != nil {
 			return err
@@ -741,7 +745,12 @@ func (s *kafkaSink) begin() error {
 		c.Producer.Transaction.ID = t.id
 		c.Producer.Transaction.Timeout = s.cfg.txnTimeout
 		c.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
-		p, err := sarama.NewAsyncProducer(kafkaAddrs(s.cfg.p.clusters()[0]), c)
+		if t.client, err = sarama.NewClient(kafkaAddrs(s.cfg.p.clusters()[0]), c); err != nil {
+			return fmt.Errorf("kafka sink: client of transactional id %s: %w", t.id, err)
+		}
+	}
+	if t.p == nil {
+		p, err := sarama.NewAsyncProducerFromClient(t.client)
 		if err != nil {
 			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
 		}
@@ -918,6 +927,9 @@ func (s *kafkaSink) Close() error {
 			if err := closeProducer(t.p, t.acks); err != nil && first == nil {
 				first = err
 			}
+		}
+		if t.client != nil {
+			_ = t.client.Close()
 		}
 	}
 	if s.client != nil {
