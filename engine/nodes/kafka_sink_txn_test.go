@@ -22,7 +22,7 @@ import (
 // txnSink is an exactly-once kafka sink subtask driven by hand: rows in,
 // Snapshot (pre-commit), CheckpointComplete (commit), Close (crash).
 type txnSink struct {
-	*kafkaSink
+	*kafkaSinkEO
 	schema *row.Schema
 	logs   *syncBuf
 }
@@ -56,7 +56,7 @@ func newTxnSink(t testing.TB, c *kafkatest.Cluster, timeout time.Duration) *txnS
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &txnSink{kafkaSink: p.NewOperator().(*kafkaSink), schema: schema, logs: &syncBuf{}}
+	return &txnSink{kafkaSinkEO: p.NewOperator().(*kafkaSinkEO), schema: schema, logs: &syncBuf{}}
 }
 
 func (s *txnSink) open(r *runtime.Restored) error {
@@ -302,7 +302,7 @@ func TestKafkaSinkTxnTimeoutPlan(t *testing.T) {
 		if err != nil {
 			return nil, logs.String(), err
 		}
-		return p.NewOperator().(*kafkaSink).cfg, logs.String(), nil
+		return p.NewOperator().(*kafkaSinkEO).cfg, logs.String(), nil
 	}
 	cfg, logs, err := plan("")
 	if err != nil || cfg.txnTimeout != 15*time.Minute || logs != "" {
