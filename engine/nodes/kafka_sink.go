@@ -562,7 +562,7 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 		switch {
 		case out == txnAborted:
 			aborted = append(aborted, t)
-			if r.AcceptLoss {
+			if r.AcceptLoss && s.Ctx.Subtask == 0 { // every subtask sees every entry: count once
 				s.Ctx.Metrics.LostTransactions.Add(1)
 				s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint was aborted by the broker; its rows are lost (accepted: --accept-lost-transactions)",
 					"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)

@@ -60,8 +60,13 @@ func newTxnSink(t testing.TB, c *kafkatest.Cluster, timeout time.Duration) *txnS
 }
 
 func (s *txnSink) open(r *runtime.Restored) error {
-	return s.Open(&runtime.Context{JobName: "txn", NodeID: "out", Parallelism: 1, MaxParallelism: 1, ExactlyOnce: true,
-		Log: slog.New(slog.NewTextHandler(s.logs, nil)), Metrics: &runtime.NodeMetrics{}}, r)
+	return s.openAs(r, 0, 1, &runtime.NodeMetrics{})
+}
+
+// openAs opens the sink as subtask sub of par, counting into m.
+func (s *txnSink) openAs(r *runtime.Restored, sub, par int, m *runtime.NodeMetrics) error {
+	return s.Open(&runtime.Context{JobName: "txn", NodeID: "out", Subtask: sub, Parallelism: par, MaxParallelism: par, ExactlyOnce: true,
+		Log: slog.New(slog.NewTextHandler(s.logs, nil)), Metrics: m}, r)
 }
 
 func (s *txnSink) write(t testing.TB, from, to int) {
@@ -123,14 +128,20 @@ func TestKafkaSinkAbortedTxnNotTakenForCommitted(t *testing.T) {
 		t.Fatalf("read %d records, want 0", len(got))
 	}
 
-	// Accepting the loss: logged, counted, and the sink goes on.
+	// Accepting the loss: logged, counted once over the subtasks (each
+	// sees every entry), and the sink goes on.
 	r.AcceptLoss = true
-	s3 := newTxnSink(t, c, time.Second)
-	if err := s3.open(r); err != nil {
+	m := &runtime.NodeMetrics{}
+	s3, s3b := newTxnSink(t, c, time.Second), newTxnSink(t, c, time.Second)
+	if err := s3.openAs(r, 0, 2, m); err != nil {
 		t.Fatal(err)
 	}
 	defer s3.Close()
-	if n := s3.Ctx.Metrics.LostTransactions.Load(); n != 1 {
+	if err := s3b.openAs(r, 1, 2, m); err != nil {
+		t.Fatal(err)
+	}
+	defer s3b.Close()
+	if n := m.LostTransactions.Load(); n != 1 {
 		t.Fatalf("LostTransactions = %d, want 1", n)
 	}
 	if !strings.Contains(s3.logs.String(), "aborted by the broker") {
