@@ -552,7 +552,7 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 		}
 	}
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].cp < recs[j].cp })
-	var aborted, late []*kafkaTxnRecord // late: committed, at or after the first aborted one
+	var aborted, committed []*kafkaTxnRecord
 	for _, t := range recs {
 		commit := len(aborted) == 0 || r.AcceptLoss
 		out, err := s.settle(t, commit)
@@ -567,14 +567,20 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 				s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint was aborted by the broker; its rows are lost (accepted: --accept-lost-transactions)",
 					"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
 			}
-		case out == txnCommitted && len(aborted) > 0 && !r.AcceptLoss:
-			late = append(late, t)
+		case out == txnCommitted:
+			committed = append(committed, t)
 		}
 	}
 	if len(aborted) == 0 || r.AcceptLoss {
 		return nil
 	}
 	a := aborted[0]
+	var late []*kafkaTxnRecord // committed, of the aborted one's checkpoint or later
+	for _, t := range committed {
+		if t.cp >= a.cp {
+			late = append(late, t)
+		}
+	}
 	why := fmt.Sprintf("kafka sink %s: transaction %s (producer id %d, epoch %d) pre-committed at checkpoint %d was aborted by the broker (transactionTimeout %v passed before it was committed)",
 		s.Ctx.NodeID, a.id, a.pid, a.epoch, a.cp, s.cfg.txnTimeout)
 	if len(late) > 0 {

@@ -347,3 +347,35 @@ func BenchmarkKafkaSinkTxn(b *testing.B) {
 	}
 	b.ReportMetric(1000, "rows/op")
 }
+
+// TestKafkaSinkMixedOutcome: of one checkpoint's transactions, one
+// subtask's committed and another's was aborted by the broker: restoring
+// that checkpoint loses rows, an older one duplicates rows, so the restore
+// is refused.
+func TestKafkaSinkMixedOutcome(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	a, b := newTxnSink(t, c, time.Second), newTxnSink(t, c, time.Second)
+	if err := a.openAs(nil, 0, 2, &runtime.NodeMetrics{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.openAs(nil, 1, 2, &runtime.NodeMetrics{}); err != nil {
+		t.Fatal(err)
+	}
+	a.write(t, 0, 10)
+	b.write(t, 10, 20)
+	r := a.snapshot(t, 5)
+	r.OperatorState = append(r.OperatorState, b.snapshot(t, 5).OperatorState...)
+	if err := a.CheckpointComplete(5); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	_ = b.Close() // crashed before its commit
+	time.Sleep(1500 * time.Millisecond)
+
+	s := newTxnSink(t, c, time.Second)
+	err := s.openAs(r, 0, 2, &runtime.NodeMetrics{})
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-1-0") || !strings.Contains(err.Error(), "txn-out-0-0") {
+		t.Fatalf("open: %v (%T), want a FallbackRefusedError naming both transactions\nlog:\n%s", err, err, s.logs)
+	}
+}
