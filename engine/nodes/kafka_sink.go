@@ -163,7 +163,10 @@ func planKafkaSink(c *PlanContext) (*Planned, error) {
 		slog.Warn(fmt.Sprintf("kafka sink %s: params.transactionTimeout %v is shorter than a slow checkpoint plus a restart can take (%v: checkpoint interval + checkpoint timeout + restart delay); the broker may abort a pre-committed transaction first", c.Node.ID, cfg.txnTimeout, need),
 			"node", c.Node.ID, "transactionTimeout", cfg.txnTimeout, "need", need)
 	}
-	return &Planned{NewOperator: func() runtime.Operator { return &kafkaSink{cfg: cfg} }}, nil
+	if cfg.exactly {
+		return &Planned{NewOperator: func() runtime.Operator { return &kafkaSinkEO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
+	}
+	return &Planned{NewOperator: func() runtime.Operator { return &kafkaSinkALO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
 }
 
 // kafkaTxnTimeout is the default transaction timeout: Kafka's default
@@ -281,34 +284,40 @@ func (a *acks) wait() error {
 
 // kafkaTxn is one transactional producer of an exactly-once sink subtask.
 type kafkaTxn struct {
-	id    string
-	p     sarama.AsyncProducer
-	acks  *acks
-	n     int64 // messages in the open transaction
-	cp    int64 // checkpoint that pre-committed it, 0: open or free
-	pid   int64
-	epoch int16
-	parts []kafkaTxnPart // where it wrote first, once pre-committed
+	id string
+	// client lives as long as the subtask: each transaction's producer is
+	// made from it (a new producer, hence InitProducerId and a new epoch,
+	// but no new connections or metadata).
+	client sarama.Client
+	p      sarama.AsyncProducer
+	acks   *acks
+	n      int64 // messages in the open transaction
+	cp     int64 // checkpoint that pre-committed it, 0: open or free
+	pid    int64
+	epoch  int16
+	parts  []kafkaTxnPart // where it wrote first, once pre-committed
 }
 
-// kafkaSink writes rows to Kafka. At-least-once: one idempotent producer,
-// flushed (acks=all) at every checkpoint barrier. Exactly-once: a small pool
-// of transactional producers per subtask; the rows between two barriers go
+// kafkaSinkBase is what both kafka sinks share: the planned config and
+// the encoding of rows into producer messages.
+type kafkaSinkBase struct {
+	runtime.BaseOperator
+	cfg *kafkaSinkConfig
+	buf []byte
+}
+
+// kafkaSinkEO is the exactly-once kafka sink: a small pool of
+// transactional producers per subtask; the rows between two barriers go
 // into one transaction, pre-committed (flushed) at the barrier and committed
 // when the checkpoint completes, while the next producer of the pool takes
-// the rows after the barrier.
-type kafkaSink struct {
-	runtime.BaseOperator
-	cfg    *kafkaSinkConfig
-	client sarama.Client
-	// at-least-once
-	alo *kafkaALO
-	// exactly-once
+// the rows after the barrier. (The at-least-once sink is kafkaSinkALO.)
+type kafkaSinkEO struct {
+	kafkaSinkBase
+	client  sarama.Client
 	prefix  string
 	pool    []*kafkaTxn
 	cur     *kafkaTxn
 	pending []*kafkaTxn
-	buf     []byte
 	// epochs is the producer id and epoch of every transactional id of this
 	// subtask's share, as fenced or as its producer got it: a checkpoint
 	// records them, so a restore that falls back past a newer checkpoint
@@ -342,7 +351,7 @@ type fallbackCheck struct {
 const kafkaTxnEntry = "txn "
 
 // "id <transactional id> <producer id> <epoch> <open 0|1>": the epoch of
-// an id of the subtask's share at the checkpoint (kafkaSink.epochs).
+// an id of the subtask's share at the checkpoint (kafkaSinkEO.epochs).
 const kafkaIDEntry = "id "
 
 // kafkaTxnRecord is a transaction recorded in a checkpoint.
@@ -401,7 +410,7 @@ func parseKafkaTxn(e []byte) (*kafkaTxnRecord, bool, error) {
 	return t, true, nil
 }
 
-func (s *kafkaSink) producerConfig() (*sarama.Config, error) {
+func (s *kafkaSinkBase) producerConfig() (*sarama.Config, error) {
 	c, err := s.cfg.p.config(fmt.Sprintf("sluice-%s-%s-%d", s.Ctx.JobName, s.Ctx.NodeID, s.Ctx.Subtask))
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
@@ -420,11 +429,8 @@ func (s *kafkaSink) producerConfig() (*sarama.Config, error) {
 	return c, nil
 }
 
-func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
+func (s *kafkaSinkEO) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.Ctx = ctx
-	if !s.cfg.exactly {
-		return s.openALO()
-	}
 	conf, err := s.cfg.p.config("")
 	if err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
@@ -476,7 +482,7 @@ func (s *kafkaSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	return nil
 }
 
-func (s *kafkaSink) closeClient() {
+func (s *kafkaSinkEO) closeClient() {
 	if s.client != nil {
 		_ = s.client.Close()
 		s.client = nil
@@ -484,7 +490,7 @@ func (s *kafkaSink) closeClient() {
 }
 
 // startFallbackCheck reads the ids' epochs the checkpoint recorded.
-func (s *kafkaSink) startFallbackCheck(r *runtime.Restored) error {
+func (s *kafkaSinkEO) startFallbackCheck(r *runtime.Restored) error {
 	f := &fallbackCheck{recorded: map[string]kafkaIDEpoch{}, seen: map[string]bool{}}
 	for _, e := range r.OperatorState {
 		rest, ok := strings.CutPrefix(string(e), kafkaIDEntry)
@@ -506,7 +512,7 @@ func (s *kafkaSink) startFallbackCheck(r *runtime.Restored) error {
 
 // fenced records an id's producer id and epoch after an InitProducerId
 // (a fence or a new producer).
-func (s *kafkaSink) fenced(id string, pid int64, epoch int16) {
+func (s *kafkaSinkEO) fenced(id string, pid int64, epoch int16) {
 	s.epochs[id] = kafkaIDEpoch{pid: pid, epoch: epoch}
 	f := s.fallback
 	if f == nil || f.seen[id] {
@@ -534,7 +540,7 @@ func (s *kafkaSink) fenced(id string, pid int64, epoch int16) {
 // it (RestoreBeforeError): transactions commit in checkpoint order, so
 // once one is aborted, the later ones are left alone (fencing aborts those
 // still open).
-func (s *kafkaSink) recover(r *runtime.Restored) error {
+func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 	var recs []*kafkaTxnRecord
 	for _, e := range r.OperatorState {
 		t, ok, err := parseKafkaTxn(e)
@@ -546,7 +552,7 @@ func (s *kafkaSink) recover(r *runtime.Restored) error {
 		}
 	}
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].cp < recs[j].cp })
-	var aborted, late []*kafkaTxnRecord // late: committed, at or after the first aborted one
+	var aborted, committed []*kafkaTxnRecord
 	for _, t := range recs {
 		commit := len(aborted) == 0 || r.AcceptLoss
 		out, err := s.settle(t, commit)
@@ -556,19 +562,25 @@ func (s *kafkaSink) recover(r *runtime.Restored) error {
 		switch {
 		case out == txnAborted:
 			aborted = append(aborted, t)
-			if r.AcceptLoss {
+			if r.AcceptLoss && s.Ctx.Subtask == 0 { // every subtask sees every entry: count once
 				s.Ctx.Metrics.LostTransactions.Add(1)
 				s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint was aborted by the broker; its rows are lost (accepted: --accept-lost-transactions)",
 					"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
 			}
-		case out == txnCommitted && len(aborted) > 0 && !r.AcceptLoss:
-			late = append(late, t)
+		case out == txnCommitted:
+			committed = append(committed, t)
 		}
 	}
 	if len(aborted) == 0 || r.AcceptLoss {
 		return nil
 	}
 	a := aborted[0]
+	var late []*kafkaTxnRecord // committed, of the aborted one's checkpoint or later
+	for _, t := range committed {
+		if t.cp >= a.cp {
+			late = append(late, t)
+		}
+	}
 	why := fmt.Sprintf("kafka sink %s: transaction %s (producer id %d, epoch %d) pre-committed at checkpoint %d was aborted by the broker (transactionTimeout %v passed before it was committed)",
 		s.Ctx.NodeID, a.id, a.pid, a.epoch, a.cp, s.cfg.txnTimeout)
 	if len(late) > 0 {
@@ -584,7 +596,7 @@ func (s *kafkaSink) recover(r *runtime.Restored) error {
 
 // settle finds out how a recorded transaction ended, committing it first
 // when commit is set and it is still open.
-func (s *kafkaSink) settle(t *kafkaTxnRecord, commit bool) (txnOutcome, error) {
+func (s *kafkaSinkEO) settle(t *kafkaTxnRecord, commit bool) (txnOutcome, error) {
 	res := txnFenced
 	if commit {
 		var err error
@@ -641,7 +653,7 @@ const kafkaTxnPool = 4
 // that crashed before its first checkpoint are in no checkpoint, so the
 // ids are fenced by range (a transaction left open would hold back every
 // read_committed consumer until the transaction timeout).
-func (s *kafkaSink) fenceAll() error {
+func (s *kafkaSinkEO) fenceAll() error {
 	var ids []string
 	for sub := s.Ctx.Subtask; sub < max(s.Ctx.MaxParallelism, s.Ctx.Parallelism); sub += s.Ctx.Parallelism {
 		for n := 0; n < kafkaTxnPool; n++ {
@@ -716,7 +728,7 @@ const kafkaFenceClients = 4
 // new epoch) for its next transaction: a checkpoint records a transaction by
 // (transactional id, producer id, epoch), and a restore that commits a
 // recorded transaction must never find a later one under the same triple.
-func (s *kafkaSink) begin() error {
+func (s *kafkaSinkEO) begin() error {
 	if s.cur != nil {
 		return nil
 	}
@@ -733,7 +745,7 @@ func (s *kafkaSink) begin() error {
 		t = &kafkaTxn{id: fmt.Sprintf("%s-%d-%d", s.prefix, s.Ctx.Subtask, len(s.pool))}
 		s.pool = append(s.pool, t)
 	}
-	if t.p == nil {
+	if t.client == nil {
 		c, err := s.producerConfig()
 		if err != nil {
 			return err
@@ -741,7 +753,12 @@ func (s *kafkaSink) begin() error {
 		c.Producer.Transaction.ID = t.id
 		c.Producer.Transaction.Timeout = s.cfg.txnTimeout
 		c.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
-		p, err := sarama.NewAsyncProducer(kafkaAddrs(s.cfg.p.clusters()[0]), c)
+		if t.client, err = sarama.NewClient(kafkaAddrs(s.cfg.p.clusters()[0]), c); err != nil {
+			return fmt.Errorf("kafka sink: client of transactional id %s: %w", t.id, err)
+		}
+	}
+	if t.p == nil {
+		p, err := sarama.NewAsyncProducerFromClient(t.client)
 		if err != nil {
 			return fmt.Errorf("kafka sink: transactional producer %s: %w", t.id, err)
 		}
@@ -763,11 +780,8 @@ func (s *kafkaSink) begin() error {
 	return nil
 }
 
-func (s *kafkaSink) Process(_ int, b *row.Batch) error {
+func (s *kafkaSinkEO) Process(_ int, b *row.Batch) error {
 	defer b.Release()
-	if !s.cfg.exactly {
-		return s.processALO(b)
-	}
 	if err := s.begin(); err != nil {
 		return err
 	}
@@ -785,7 +799,7 @@ func (s *kafkaSink) Process(_ int, b *row.Batch) error {
 
 // send writes a batch's rows to a producer's input; meta marks the
 // messages (at-least-once: which cluster they went to).
-func (s *kafkaSink) send(in chan<- *sarama.ProducerMessage, b *row.Batch, meta any) {
+func (s *kafkaSinkBase) send(in chan<- *sarama.ProducerMessage, b *row.Batch, meta any) {
 	for i := 0; i < b.Len; i++ {
 		m := &sarama.ProducerMessage{Topic: s.cfg.p.Topic, Metadata: meta}
 		if s.cfg.topicCol >= 0 {
@@ -827,14 +841,10 @@ func keyEncoder(c *row.Column, i int) sarama.Encoder {
 	return nil
 }
 
-func (s *kafkaSink) Watermark(int64) error { return nil }
+func (s *kafkaSinkBase) Watermark(int64) error { return nil }
 
-// Snapshot flushes: at-least-once, every row so far is acknowledged;
-// exactly-once, the open transaction is pre-committed and recorded.
-func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
-	if !s.cfg.exactly {
-		return nil, s.flushALO()
-	}
+// Snapshot pre-commits the open transaction and records the pending ones.
+func (s *kafkaSinkEO) Snapshot(id int64) (runtime.Snapshot, error) {
 	if t := s.cur; t != nil && t.n > 0 {
 		if err := t.acks.wait(); err != nil {
 			return nil, err
@@ -868,8 +878,8 @@ func (s *kafkaSink) Snapshot(id int64) (runtime.Snapshot, error) {
 
 // CheckpointComplete commits the transactions pre-committed at checkpoints
 // up to id.
-func (s *kafkaSink) CheckpointComplete(id int64) error {
-	if h := kafkaBeforeCommit; h != nil && s.cfg.exactly {
+func (s *kafkaSinkEO) CheckpointComplete(id int64) error {
+	if h := kafkaBeforeCommit; h != nil {
 		if err := h(s.Ctx, id); err != nil {
 			return err
 		}
@@ -905,19 +915,19 @@ func closeProducer(p sarama.AsyncProducer, a *acks) error {
 	return a.failed()
 }
 
-func (s *kafkaSink) Close() error {
+func (s *kafkaSinkEO) Close() error {
 	// Pre-committed transactions stay open: the next attempt commits them
 	// from its checkpoint. The open one is aborted by the next attempt's
 	// producer of the same id, or by the transaction timeout.
 	var first error
-	if s.alo != nil {
-		first = s.closeALO()
-	}
 	for _, t := range s.pool {
 		if t.p != nil {
 			if err := closeProducer(t.p, t.acks); err != nil && first == nil {
 				first = err
 			}
+		}
+		if t.client != nil {
+			_ = t.client.Close()
 		}
 	}
 	if s.client != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/runtime"
 )
 
 // The at-least-once sink over one or several clusters.
@@ -28,6 +29,33 @@ import (
 // task fails. The checkpoint barrier waits until every record is
 // acknowledged or dropped, so a completed checkpoint never covers a record
 // that is neither in Kafka nor counted as dropped.
+
+// kafkaSinkALO is the at-least-once kafka sink.
+type kafkaSinkALO struct {
+	kafkaSinkBase
+	alo *kafkaALO
+}
+
+func (s *kafkaSinkALO) Open(ctx *runtime.Context, _ *runtime.Restored) error {
+	s.Ctx = ctx
+	return s.openALO()
+}
+
+func (s *kafkaSinkALO) Process(_ int, b *row.Batch) error {
+	defer b.Release()
+	return s.processALO(b)
+}
+
+// Snapshot returns once every row so far is acknowledged (or dropped within
+// the tolerance); the sink has no state.
+func (s *kafkaSinkALO) Snapshot(int64) (runtime.Snapshot, error) { return nil, s.flushALO() }
+
+func (s *kafkaSinkALO) Close() error {
+	if s.alo == nil {
+		return nil // Open failed before it had anything to close
+	}
+	return s.closeALO()
+}
 
 // kafkaMaxResends bounds how often one record is sent again.
 const kafkaMaxResends = 5
@@ -66,7 +94,7 @@ type kafkaALO struct {
 	notify   chan struct{} // something above changed
 }
 
-func (s *kafkaSink) openALO() error {
+func (s *kafkaSinkALO) openALO() error {
 	conf, err := s.producerConfig()
 	if err != nil {
 		return err
@@ -114,7 +142,7 @@ func (s *kafkaSink) openALO() error {
 	return nil
 }
 
-func (s *kafkaSink) connectALO(c *kafkaSinkCluster) error {
+func (s *kafkaSinkALO) connectALO(c *kafkaSinkCluster) error {
 	addrs := kafkaAddrs(c.seeds)
 	client, err := sarama.NewClient(addrs, s.alo.conf)
 	if err != nil {
@@ -167,7 +195,7 @@ func (a *kafkaALO) signal() {
 
 // failedALO takes a failed write (on a result goroutine): sent again,
 // dropped within the loss tolerance, or the task's error.
-func (s *kafkaSink) failedALO(cluster int, e *sarama.ProducerError) {
+func (s *kafkaSinkALO) failedALO(cluster int, e *sarama.ProducerError) {
 	a := s.alo
 	resends := 0
 	if m, ok := e.Msg.Metadata.(*kafkaSent); ok {
@@ -217,7 +245,7 @@ func kafkaRefused(err error) bool {
 }
 
 // checkClustersALO follows the health watchers (task goroutine).
-func (s *kafkaSink) checkClustersALO() {
+func (s *kafkaSinkALO) checkClustersALO() {
 	now := time.Now()
 	for _, c := range s.alo.clusters {
 		up := c.health.up()
@@ -242,7 +270,7 @@ func (s *kafkaSink) checkClustersALO() {
 
 // route picks the cluster for the next batch; avoid is a cluster the
 // records just failed on, taken only when no other is up.
-func (s *kafkaSink) route(avoid int) *kafkaSinkCluster {
+func (s *kafkaSinkALO) route(avoid int) *kafkaSinkCluster {
 	cs := s.alo.clusters
 	var fallback *kafkaSinkCluster
 	for i := range cs {
@@ -266,11 +294,11 @@ func (s *kafkaSink) route(avoid int) *kafkaSinkCluster {
 	return fallback
 }
 
-func (s *kafkaSink) noCluster() error {
+func (s *kafkaSinkALO) noCluster() error {
 	return fmt.Errorf("kafka sink: no cluster reachable (of %d)", len(s.alo.clusters))
 }
 
-func (s *kafkaSink) processALO(b *row.Batch) error {
+func (s *kafkaSinkALO) processALO(b *row.Batch) error {
 	s.checkClustersALO()
 	if err := s.resendALO(); err != nil {
 		return err
@@ -296,7 +324,7 @@ func (s *kafkaSink) processALO(b *row.Batch) error {
 
 // resendALO sends the records that failed for a reason of their cluster
 // again, to another cluster if one is up.
-func (s *kafkaSink) resendALO() error {
+func (s *kafkaSinkALO) resendALO() error {
 	a := s.alo
 	a.mu.Lock()
 	ms := a.resend
@@ -319,7 +347,7 @@ func (s *kafkaSink) resendALO() error {
 
 // flushALO is the checkpoint barrier: it returns once every record sent so
 // far is acknowledged (or dropped within the tolerance).
-func (s *kafkaSink) flushALO() error {
+func (s *kafkaSinkALO) flushALO() error {
 	a := s.alo
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -341,7 +369,7 @@ func (s *kafkaSink) flushALO() error {
 	}
 }
 
-func (s *kafkaSink) closeALO() error {
+func (s *kafkaSinkALO) closeALO() error {
 	a := s.alo
 	for _, c := range a.clusters {
 		if c.prod != nil {

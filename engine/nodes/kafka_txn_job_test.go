@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,27 +107,48 @@ func TestKafkaSinkTxnTimeoutWhileDown(t *testing.T) {
 func TestKafkaSinkCorruptCheckpointFallback(t *testing.T) {
 	c := kafkatest.Start(t, 0, 4, "out")
 	chk := filepath.Join(t.TempDir(), "chk")
-	sets := []string{brokersSet("out", c), "checkpoint.storage=file://" + chk, "checkpoint.retained=3", "nodes.src.params.rate=40000"}
+	// About 1 s of rows over checkpoints every 200 ms: the final checkpoint
+	// pre-commits rows written after the one before it.
+	sets := []string{brokersSet("out", c), "checkpoint.storage=file://" + chk, "checkpoint.retained=5", "checkpoint.interval=200ms", "nodes.src.params.rate=20000"}
 	runKafkaJob(t, seqToKafka, "", sets...)
 	dirs, _ := filepath.Glob(filepath.Join(chk, "chk-*"))
-	newest := int64(-1)
+	var ids []int64
 	for _, d := range dirs {
 		var id int64
-		if _, err := fmt.Sscanf(filepath.Base(d), "chk-%d", &id); err == nil && id > newest {
-			newest = id
+		if _, err := fmt.Sscanf(filepath.Base(d), "chk-%d", &id); err == nil {
+			ids = append(ids, id)
 		}
 	}
-	if len(dirs) < 2 {
-		t.Fatalf("%d checkpoints retained, want at least 2", len(dirs))
-	}
-	state := filepath.Join(chk, fmt.Sprintf("chk-%d", newest), "src-0")
-	data, err := os.ReadFile(state)
-	if err != nil || len(data) == 0 {
-		t.Fatalf("reading %s: %v (%d bytes)", state, err, len(data))
-	}
-	data[len(data)/2] ^= 0x40
-	if err := os.WriteFile(state, data, 0o644); err != nil {
-		t.Fatal(err)
+	slices.Sort(ids)
+	// Corrupt the newest checkpoints down to the newest one whose sink
+	// state records a transaction it pre-committed (the last checkpoints
+	// of a bounded job may have no rows after the one before): the
+	// fallback target is then followed by committed output.
+	newest := ids[len(ids)-1]
+	for k := len(ids) - 1; ; k-- {
+		if k < 1 {
+			t.Fatalf("no checkpoint of %v pre-committed a transaction with one retained before it", ids)
+		}
+		cdir := filepath.Join(chk, fmt.Sprintf("chk-%d", ids[k]))
+		state := filepath.Join(cdir, "src-0")
+		data, err := os.ReadFile(state)
+		if err != nil || len(data) == 0 {
+			t.Fatalf("reading %s: %v (%d bytes)", state, err, len(data))
+		}
+		data[len(data)/2] ^= 0x40
+		if err := os.WriteFile(state, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pre := regexp.MustCompile(fmt.Sprintf(`txn \S+ \d+ \d+ %d `, ids[k]))
+		sinkState, _ := filepath.Glob(filepath.Join(cdir, "out-*"))
+		found := false
+		for _, f := range sinkState {
+			b, _ := os.ReadFile(f)
+			found = found || pre.Match(b)
+		}
+		if found {
+			break
+		}
 	}
 
 	_, err, logs := runJob(t, seqToKafka, "latest", nil, sets...)

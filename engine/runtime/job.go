@@ -202,8 +202,20 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 					acceptLoss = true
 					continue
 				}
-				return res, fmt.Errorf("%w: checkpoint %d cannot be restored without losing output and no older checkpoint of this job is retained in %s (sluice run --accept-lost-transactions accepts the loss): %w",
-					ErrJobFailed, md.CheckpointID, opts.Storage.CheckpointDir(), err)
+				where := fmt.Sprintf("no older checkpoint of this job is retained in %s", opts.Storage.CheckpointDir())
+				if restore != "latest" && !inStorage(opts.Storage, restore) {
+					where = fmt.Sprintf("%s is not in this job's checkpoint storage (%s), so no older checkpoint of its lineage is known", restore, opts.Storage.CheckpointDir())
+				}
+				return res, fmt.Errorf("%w: checkpoint %d cannot be restored without losing output and %s (sluice run --accept-lost-transactions accepts the loss): %w",
+					ErrJobFailed, md.CheckpointID, where, err)
+			}
+			if err == nil {
+				// Every operator accepted the fallback: nothing was committed
+				// after the restored checkpoint, and this run commits nothing
+				// before its first checkpoint, so a restart that restores the
+				// same checkpoint need not ask again (the ids' epochs have
+				// moved since, by this run's own fencing).
+				skipped, corrupt = 0, nil
 			}
 			if err == nil && md != nil {
 				opts.Log.Info("state restored", "checkpoint", md.CheckpointID,
