@@ -258,12 +258,10 @@ func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 func (e *execution) openMember(ctx context.Context, rr *restoreReader, m *member, t *task) error {
 	n := m.node
 	r, err := rr.restoredFor(ctx, n.ID, m.ctx.KeyGroups)
-	if err == nil {
-		e.opts.restoreFlags.apply(r)
-	}
 	if err != nil {
 		return err
 	}
+	e.opts.restoreFlags.apply(r)
 	if n.NewSource != nil {
 		src := n.NewSource()
 		if err := src.Open(m.ctx, r); err != nil {
