@@ -147,7 +147,7 @@ type datagen struct {
 }
 
 func (d *datagen) Open(ctx *runtime.Context, r *runtime.Restored) error {
-	d.ids.idle = newIdleness(d.idle)
+	d.ids.idle = NewIdleness(d.idle)
 	return d.ids.open(ctx, r, d.rows, d.rate)
 }
 
@@ -198,9 +198,9 @@ func (d *datagen) Poll() (bool, error) {
 
 func (d *datagen) Watermark() (int64, bool) {
 	if !d.hasTime {
-		return runtime.MinWatermark, d.ids.idle.idle()
+		return runtime.MinWatermark, d.ids.idle.Idle()
 	}
-	return d.ids.watermark(d.start, timeStep{num: d.interval, den: 1}, d.ooo), d.ids.idle.idle()
+	return d.ids.watermark(d.start, timeStep{num: d.interval, den: 1}, d.ooo), d.ids.idle.Idle()
 }
 
 func (d *datagen) Snapshot(int64) (runtime.Snapshot, error) { return d.ids.snapshot(), nil }

@@ -112,7 +112,7 @@ type sequence struct {
 }
 
 func (s *sequence) Open(ctx *runtime.Context, r *runtime.Restored) error {
-	s.ids.idle = newIdleness(s.cfg.idle)
+	s.ids.idle = NewIdleness(s.cfg.idle)
 	return s.ids.open(ctx, r, s.cfg.rows, s.cfg.rate)
 }
 
@@ -130,7 +130,7 @@ func (s *sequence) Poll() (bool, error) {
 }
 
 func (s *sequence) Watermark() (int64, bool) {
-	return s.ids.watermark(s.cfg.start, s.cfg.step, s.cfg.outOfOrder), s.ids.idle.idle()
+	return s.ids.watermark(s.cfg.start, s.cfg.step, s.cfg.outOfOrder), s.ids.idle.Idle()
 }
 
 func (s *sequence) Snapshot(int64) (runtime.Snapshot, error) { return s.ids.snapshot(), nil }
@@ -152,7 +152,7 @@ type idSplits struct {
 	emitted int64
 	perSub  float64
 	budget  int
-	idle    idleness
+	idle    Idleness
 }
 
 func (s *idSplits) open(ctx *runtime.Context, r *runtime.Restored, rows int64, rate float64) error {
@@ -238,7 +238,7 @@ func (s *idSplits) inStep() bool {
 
 // emit sends b, or reports the end when next produced nothing.
 func (s *idSplits) emit(b *row.Batch) (bool, error) {
-	s.idle.saw(b.Len)
+	s.idle.Saw(b.Len)
 	if b.Len == 0 {
 		b.Release()
 		return s.budget >= 0, nil // an empty batch from the rate limiter is not the end

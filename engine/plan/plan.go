@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	_ "github.com/sluice-stream/sluice/engine/connectors/file"  // registers the file source and sink
+	_ "github.com/sluice-stream/sluice/engine/connectors/kafka" // registers the kafka source and sink
 	"github.com/sluice-stream/sluice/engine/nodes"
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"

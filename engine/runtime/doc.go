@@ -4,7 +4,7 @@
 // (back-pressure), and runs asynchronous barrier snapshotting with a pure
 // checkpoint coordinator (coordinator.go) driven by a thin loop (job.go).
 //
-// It is not the place for operator logic (engine/nodes, engine/window) nor for
+// It is not the place for operator logic (engine/nodes, engine/connectors, engine/window) nor for
 // storage formats (engine/checkpoint). An exchange is an in-process channel
 // today; the task only sees the inbox/outbox abstraction so that a TCP
 // exchange can replace it when TaskManagers become separate processes.

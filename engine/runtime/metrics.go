@@ -16,7 +16,7 @@ type NodeMetrics struct {
 	// LostTransactions counts sink transactions the broker aborted that a
 	// restore accepted as lost (Options.AcceptLostTransactions).
 	LostTransactions atomic.Int64
-	OffsetResets atomic.Int64 // source offsets out of range moved to the earliest or latest
+	OffsetResets     atomic.Int64 // source offsets out of range moved to the earliest or latest
 }
 
 // pauseLog records how long tasks held back processing for checkpoints:

@@ -141,7 +141,7 @@ func produceEvents(addrs []string, n int) (int64, error) {
 }
 
 // The bare programs use the kafka source's consumer settings and the kafka
-// sink's at-least-once producer settings (engine/nodes/kafka_*.go).
+// sink's at-least-once producer settings (engine/connectors/kafka).
 func loopConsumerConfig() *sarama.Config {
 	c := sarama.NewConfig()
 	c.Version = sarama.V2_8_0_0

@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/jobtest"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,7 +23,7 @@ import (
 // and the metrics returned; Open's error is returned, not fatal.
 func openSourceMode(t *testing.T, exactlyOnce bool, restored *runtime.Restored, sets ...string) (runtime.Source, *collector, *runtime.NodeMetrics, error) {
 	t.Helper()
-	g, _ := planJob(t, skipSource, sets...)
+	g, _ := jobtest.Plan(t, skipSource, sets...)
 	var n *runtime.Node
 	for _, gn := range g.Nodes {
 		if gn.ID == "src" {
@@ -284,7 +286,7 @@ func TestKafkaSourceOffsetResetJob(t *testing.T) {
 	c.CreateTopic(t, "in", 1, nil)
 	produceIDs(t, c, "in", 1, 1000, 1020)
 
-	g, opts := planJob(t, kafkaResetJob, sets...)
+	g, opts := jobtest.Plan(t, kafkaResetJob, sets...)
 	opts.Restore = "latest"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,4 +1,4 @@
-package nodes_test
+package file_test
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/jobtest"
 
 	"github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/nodes"
@@ -102,10 +104,10 @@ func TestFileConnectorsHDFS(t *testing.T) {
 		}
 	}
 	fileTestFailures.Store(0)
-	g, opts := planJob(t, fileHDFSJob, "nodes.src.params.path="+base+"/in", "nodes.out.params.path="+base+"/out",
+	g, opts := jobtest.Plan(t, fileHDFSJob, "nodes.src.params.path="+base+"/in", "nodes.out.params.path="+base+"/out",
 		"checkpoint.storage=file://"+t.TempDir())
 	var logs strings.Builder
-	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opts.Log = slog.New(slog.NewTextHandler(&jobtest.LockedWriter{B: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts.Storage.Log = opts.Log
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

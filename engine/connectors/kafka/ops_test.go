@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/jobtest"
 
 	"github.com/IBM/sarama"
 
@@ -32,9 +34,9 @@ type bgJob struct {
 func startKafkaJob(t *testing.T, specJSON string, sets ...string) *bgJob {
 	t.Helper()
 	sets = append([]string{"checkpoint.storage=file://" + filepath.Join(t.TempDir(), "chk")}, sets...)
-	g, opts := planJob(t, specJSON, sets...)
+	g, opts := jobtest.Plan(t, specJSON, sets...)
 	j := &bgJob{done: make(chan struct{}), logs: &strings.Builder{}}
-	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: j.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opts.Log = slog.New(slog.NewTextHandler(&jobtest.LockedWriter{B: j.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts.Storage.Log = opts.Log
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	j.cancel = cancel
@@ -69,9 +71,7 @@ func (j *bgJob) wait(t *testing.T) (*runtime.Result, error) {
 }
 
 func (j *bgJob) log() string {
-	logMu <- struct{}{}
-	defer func() { <-logMu }()
-	return j.logs.String()
+	return (&jobtest.LockedWriter{B: j.logs}).String()
 }
 
 func (j *bgJob) ended() bool {

@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import (
 	"crypto/sha256"

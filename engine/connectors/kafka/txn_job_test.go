@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"context"
@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-stream/sluice/engine/nodes"
+	"github.com/sluice-stream/sluice/engine/connectors/kafka"
+	"github.com/sluice-stream/sluice/internal/jobtest"
+
 	"github.com/sluice-stream/sluice/engine/runtime"
 	"github.com/sluice-stream/sluice/internal/kafkatest"
 )
@@ -22,10 +24,10 @@ import (
 // runJob runs a planned job and returns its error and log.
 func runJob(t *testing.T, specJSON, restore string, edit func(*runtime.Options), sets ...string) (*runtime.Result, error, string) {
 	t.Helper()
-	g, opts := planJob(t, specJSON, sets...)
+	g, opts := jobtest.Plan(t, specJSON, sets...)
 	opts.Restore = restore
-	var logs strings.Builder
-	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logs := &jobtest.LockedWriter{B: new(strings.Builder)}
+	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts.Storage.Log = opts.Log
 	if edit != nil {
 		edit(&opts)
@@ -33,8 +35,6 @@ func runJob(t *testing.T, specJSON, restore string, edit func(*runtime.Options),
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := runtime.Run(ctx, g, opts)
-	logMu <- struct{}{}
-	defer func() { <-logMu }()
 	return res, err, logs.String()
 }
 
@@ -72,7 +72,7 @@ func TestKafkaSinkTxnTimeoutWhileDown(t *testing.T) {
 	fallbacks := 0
 	for i := 0; i < 3; i++ {
 		crash := &crashOnSecondCommit{}
-		undo := nodes.SetKafkaBeforeCommit(crash.hook)
+		undo := kafka.SetKafkaBeforeCommit(crash.hook)
 		restore := ""
 		if i > 0 {
 			restore = "latest"

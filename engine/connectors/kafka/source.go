@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import (
 	"cmp"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-stream/sluice/engine/nodes"
+
 	"github.com/IBM/sarama"
 
 	"github.com/sluice-stream/sluice/engine/row"
@@ -19,7 +21,7 @@ import (
 )
 
 func init() {
-	Register("kafka", Factory{Kind: Source, Plan: planKafkaSource})
+	nodes.Register("kafka", nodes.Factory{Kind: nodes.Source, Plan: planKafkaSource})
 }
 
 type kafkaSourceParams struct {
@@ -28,8 +30,8 @@ type kafkaSourceParams struct {
 	TopicPattern string   `json:"topicPattern"`
 	// Format is json (the value is a JSON object mapped onto fields) or raw
 	// (the value is the bytes field "value").
-	Format string        `json:"format"`
-	Fields []schemaField `json:"fields"`
+	Format string              `json:"format"`
+	Fields []nodes.SchemaField `json:"fields"`
 	// Metadata fields, added after the value's fields when named.
 	KeyField       string `json:"keyField"`
 	TopicField     string `json:"topicField"`
@@ -44,8 +46,8 @@ type kafkaSourceParams struct {
 	StartTimestamp int64  `json:"startTimestamp"`
 	Group          string `json:"group"`
 	// EventTime names a timestamp/int64 field; default: the record timestamp.
-	EventTime string          `json:"eventTime"`
-	Watermark WatermarkParams `json:"watermark"`
+	EventTime string                `json:"eventTime"`
+	Watermark nodes.WatermarkParams `json:"watermark"`
 	// DeadLetterOutput is the side output of records that do not parse.
 	DeadLetterOutput string `json:"deadLetterOutput"`
 	// DiscoveryInterval is how often new partitions are looked for (0: 10s;
@@ -110,7 +112,7 @@ const (
 	metaHeaders
 )
 
-func planKafkaSource(c *PlanContext) (*Planned, error) {
+func planKafkaSource(c *nodes.PlanContext) (*nodes.Planned, error) {
 	var p kafkaSourceParams
 	if err := c.Params(&p); err != nil {
 		return nil, err
@@ -134,7 +136,7 @@ func planKafkaSource(c *PlanContext) (*Planned, error) {
 	var fields []row.Field
 	switch p.Format {
 	case "", "json":
-		s, err := parseFields(p.Fields)
+		s, err := nodes.ParseFields(p.Fields)
 		if err != nil {
 			return nil, err
 		}
@@ -216,7 +218,7 @@ func planKafkaSource(c *PlanContext) (*Planned, error) {
 	if cfg.discovery == 0 {
 		cfg.discovery = 10 * time.Second
 	}
-	pl := &Planned{Schema: schema, NewSource: func() runtime.Source { return &kafkaSource{cfg: cfg} }}
+	pl := &nodes.Planned{Schema: schema, NewSource: func() runtime.Source { return &kafkaSource{cfg: cfg} }}
 	if !cfg.raw {
 		cfg.dlq = p.DeadLetterOutput
 		if cfg.dlq == "" {
@@ -278,7 +280,7 @@ type kafkaSource struct {
 	rr       int
 	bad      int64
 	wm       int64
-	idle     idleness
+	idle     nodes.Idleness
 	commit   *kafkaCommitter // commitOffsetsToGroup; nil without
 	reset    string          // offsetReset, resolved
 	limit    rateLimit
@@ -330,7 +332,7 @@ func (s *kafkaSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	s.ctx = ctx
 	s.byTP = map[topicPart]*kafkaPart{}
 	s.wm = runtime.MinWatermark
-	s.idle = newIdleness(s.cfg.idle)
+	s.idle = nodes.NewIdleness(s.cfg.idle)
 	s.reset = s.cfg.reset
 	if s.reset == "" {
 		// Exactly-once must not skip or replay records silently;
@@ -852,7 +854,7 @@ func (s *kafkaSource) Poll() (bool, error) {
 	if dlq != nil {
 		s.ctx.Side[s.cfg.dlq].Collect(dlq)
 	}
-	s.idle.saw(b.Len)
+	s.idle.Saw(b.Len)
 	if b.Len == 0 {
 		b.Release()
 		if s.cfg.p.Bounded && open == 0 {
@@ -947,10 +949,10 @@ func (s *kafkaSource) Watermark() (int64, bool) {
 	}
 	if active == 0 {
 		// No partition, or all idle: do not hold back downstream.
-		return s.wm, len(s.parts) == 0 || s.cfg.idle > 0 || s.idle.idle()
+		return s.wm, len(s.parts) == 0 || s.cfg.idle > 0 || s.idle.Idle()
 	}
 	s.wm = max(s.wm, wm)
-	return s.wm, s.idle.idle()
+	return s.wm, s.idle.Idle()
 }
 
 func (s *kafkaSource) Snapshot(id int64) (runtime.Snapshot, error) {

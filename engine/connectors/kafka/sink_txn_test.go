@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import (
 	"encoding/json"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/engine/nodes"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -52,7 +54,7 @@ func newTxnSink(t testing.TB, c *kafkatest.Cluster, timeout time.Duration) *txnS
 	}
 	params, _ := json.Marshal(map[string]any{"brokers": c.Addrs, "topic": "out", "keyField": "id", "transactionTimeout": timeout.String()})
 	job := &spec.Job{Name: "txn", Checkpoint: spec.Checkpoint{Interval: spec.Duration(100 * time.Millisecond), Timeout: spec.Duration(time.Second)}, Restart: spec.Restart{Strategy: spec.NoRestart}}
-	p, err := planKafkaSink(&PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: params}, Inputs: []*row.Schema{schema}})
+	p, err := planKafkaSink(&nodes.PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: params}, Inputs: []*row.Schema{schema}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +311,7 @@ func TestKafkaSinkTxnTimeoutPlan(t *testing.T) {
 			params["transactionTimeout"] = timeout
 		}
 		raw, _ := json.Marshal(params)
-		p, err := planKafkaSink(&PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: raw}, Inputs: []*row.Schema{schema}})
+		p, err := planKafkaSink(&nodes.PlanContext{Job: job, Node: &spec.Node{ID: "out", Type: "kafka", Params: raw}, Inputs: []*row.Schema{schema}})
 		if err != nil {
 			return nil, logs.String(), err
 		}

@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-stream/sluice/engine/nodes"
+
 	"github.com/IBM/sarama"
 
 	"github.com/sluice-stream/sluice/engine/row"
@@ -17,7 +19,7 @@ import (
 )
 
 func init() {
-	Register("kafka", Factory{Kind: Sink, MinInputs: 1, MaxInputs: 1, Plan: planKafkaSink})
+	nodes.Register("kafka", nodes.Factory{Kind: nodes.Sink, MinInputs: 1, MaxInputs: 1, Plan: planKafkaSink})
 }
 
 type kafkaSinkParams struct {
@@ -66,7 +68,7 @@ const (
 	kafkaPrimaryBackup = "primary-backup"
 )
 
-func planKafkaSink(c *PlanContext) (*Planned, error) {
+func planKafkaSink(c *nodes.PlanContext) (*nodes.Planned, error) {
 	var p kafkaSinkParams
 	if err := c.Params(&p); err != nil {
 		return nil, err
@@ -164,9 +166,9 @@ func planKafkaSink(c *PlanContext) (*Planned, error) {
 			"node", c.Node.ID, "transactionTimeout", cfg.txnTimeout, "need", need)
 	}
 	if cfg.exactly {
-		return &Planned{NewOperator: func() runtime.Operator { return &kafkaSinkEO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
+		return &nodes.Planned{NewOperator: func() runtime.Operator { return &kafkaSinkEO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
 	}
-	return &Planned{NewOperator: func() runtime.Operator { return &kafkaSinkALO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
+	return &nodes.Planned{NewOperator: func() runtime.Operator { return &kafkaSinkALO{kafkaSinkBase: kafkaSinkBase{cfg: cfg}} }}, nil
 }
 
 // kafkaTxnTimeout is the default transaction timeout: Kafka's default

@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/engine/nodes"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -40,7 +42,7 @@ func TestKafkaSourceOffsetResetOnReconnect(t *testing.T) {
 	brokers, _ := json.Marshal(c.Addrs)
 	params := fmt.Sprintf(`{"brokers": %s, "topics": ["in"], "fields": [{"name": "id", "type": "int64"}],
 		"healthCheckInterval": "100ms", "retryInterval": "100ms", "offsetReset": "fail"}`, brokers)
-	pl, err := planKafkaSource(&PlanContext{Job: &spec.Job{Name: "reconnect"}, Node: &spec.Node{ID: "src", Type: "kafka", Params: json.RawMessage(params)}})
+	pl, err := planKafkaSource(&nodes.PlanContext{Job: &spec.Job{Name: "reconnect"}, Node: &spec.Node{ID: "src", Type: "kafka", Params: json.RawMessage(params)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package nodes
+package file
 
 import (
 	"bufio"
@@ -9,44 +9,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-stream/sluice/engine/nodes"
+
 	"github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
 )
 
 func init() {
-	Register("file", Factory{Kind: Source, Plan: planFileSource})
-}
-
-type schemaField struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
+	nodes.Register("file", nodes.Factory{Kind: nodes.Source, Plan: planFileSource})
 }
 
 type fileSourceParams struct {
-	Path      string          `json:"path"`
-	Fields    []schemaField   `json:"fields"`
-	EventTime string          `json:"eventTime"`
-	Watermark WatermarkParams `json:"watermark"`
-}
-
-func parseFields(fs []schemaField) (*row.Schema, error) {
-	if len(fs) == 0 {
-		return nil, fmt.Errorf("params.fields: required (the schema: a list of {name, type})")
-	}
-	fields := make([]row.Field, len(fs))
-	for i, f := range fs {
-		t, err := row.ParseType(f.Type)
-		if err != nil {
-			return nil, fmt.Errorf("params.fields[%d] (%q).type: %w", i, f.Name, err)
-		}
-		fields[i] = row.Field{Name: f.Name, Type: t}
-	}
-	s, err := row.NewSchema(fields...)
-	if err != nil {
-		return nil, fmt.Errorf("params.fields: %w", err)
-	}
-	return s, nil
+	Path      string                `json:"path"`
+	Fields    []nodes.SchemaField   `json:"fields"`
+	EventTime string                `json:"eventTime"`
+	Watermark nodes.WatermarkParams `json:"watermark"`
 }
 
 // fileOpTimeout bounds one filesystem call of the file connectors (not a
@@ -102,7 +80,7 @@ func listFiles(fsys fs.FS, path string) ([]string, error) {
 	return files, nil
 }
 
-func planFileSource(c *PlanContext) (*Planned, error) {
+func planFileSource(c *nodes.PlanContext) (*nodes.Planned, error) {
 	var p fileSourceParams
 	if err := c.Params(&p); err != nil {
 		return nil, err
@@ -110,7 +88,7 @@ func planFileSource(c *PlanContext) (*Planned, error) {
 	if p.Path == "" {
 		return nil, fmt.Errorf("params.path: required (a file, a directory or a glob)")
 	}
-	schema, err := parseFields(p.Fields)
+	schema, err := nodes.ParseFields(p.Fields)
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +109,8 @@ func planFileSource(c *PlanContext) (*Planned, error) {
 	}
 	ooo := p.Watermark.OutOfOrderness.Millis()
 	idle := p.Watermark.IdleTimeout.D()
-	return &Planned{Schema: schema, NewSource: func() runtime.Source {
-		return &fileSource{fsys: fsys, schema: schema, files: files, timeCol: timeCol, ooo: ooo, idle: newIdleness(idle)}
+	return &nodes.Planned{Schema: schema, NewSource: func() runtime.Source {
+		return &fileSource{fsys: fsys, schema: schema, files: files, timeCol: timeCol, ooo: ooo, idle: nodes.NewIdleness(idle)}
 	}}, nil
 }
 
@@ -154,7 +132,7 @@ type fileSource struct {
 	off     int64
 	maxTS   int64
 	bad     int64
-	idle    idleness
+	idle    nodes.Idleness
 }
 
 func (s *fileSource) Open(ctx *runtime.Context, r *runtime.Restored) error {
@@ -241,7 +219,7 @@ func (s *fileSource) Poll() (bool, error) {
 			s.maxTS = max(s.maxTS, ts)
 		}
 	}
-	s.idle.saw(b.Len)
+	s.idle.Saw(b.Len)
 	if b.Len == 0 {
 		b.Release()
 		return false, nil
@@ -252,9 +230,9 @@ func (s *fileSource) Poll() (bool, error) {
 
 func (s *fileSource) Watermark() (int64, bool) {
 	if s.timeCol < 0 || s.maxTS == runtime.MinWatermark {
-		return runtime.MinWatermark, s.idle.idle()
+		return runtime.MinWatermark, s.idle.Idle()
 	}
-	return s.maxTS - s.ooo - 1, s.idle.idle()
+	return s.maxTS - s.ooo - 1, s.idle.Idle()
 }
 
 func (s *fileSource) Snapshot(int64) (runtime.Snapshot, error) {

@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"bufio"
@@ -12,37 +12,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-stream/sluice/engine/plan"
+	"github.com/sluice-stream/sluice/internal/jobtest"
+
 	"github.com/sluice-stream/sluice/engine/runtime"
-	"github.com/sluice-stream/sluice/engine/spec"
 	"github.com/sluice-stream/sluice/internal/kafkatest"
 )
-
-// planJob parses and plans a job spec (JSON) with overrides.
-func planJob(t *testing.T, specJSON string, sets ...string) (*runtime.Graph, runtime.Options) {
-	t.Helper()
-	sj, err := spec.Parse([]byte(specJSON), sets)
-	if err != nil {
-		t.Fatalf("spec: %v", err)
-	}
-	g, err := plan.Build(sj)
-	if err != nil {
-		t.Fatalf("plan: %v", err)
-	}
-	opts, err := plan.Options(sj)
-	if err != nil {
-		t.Fatalf("options: %v", err)
-	}
-	return g, opts
-}
 
 // runKafkaJob plans and runs a job spec (JSON) with overrides.
 func runKafkaJob(t *testing.T, specJSON string, restore string, sets ...string) *runtime.Result {
 	t.Helper()
-	g, opts := planJob(t, specJSON, sets...)
+	g, opts := jobtest.Plan(t, specJSON, sets...)
 	opts.Restore = restore
 	var logs strings.Builder
-	opts.Log = slog.New(slog.NewTextHandler(&lockedWriter{b: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opts.Log = slog.New(slog.NewTextHandler(&jobtest.LockedWriter{B: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts.Storage.Log = opts.Log
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -51,18 +33,6 @@ func runKafkaJob(t *testing.T, specJSON string, restore string, sets ...string) 
 		t.Fatalf("run: %v\nlog:\n%s", err, logs.String())
 	}
 	return res
-}
-
-type lockedWriter struct {
-	b *strings.Builder
-}
-
-var logMu = make(chan struct{}, 1)
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	logMu <- struct{}{}
-	defer func() { <-logMu }()
-	return w.b.Write(p)
 }
 
 // readLines reads every committed part file of a file sink.

@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/jobtest"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
@@ -72,7 +74,7 @@ const skipSource = `{
 // outside any runtime: the test calls Poll, Snapshot and SkipBacklog itself.
 func openSource(t *testing.T, specJSON string, restored *runtime.Restored, sets ...string) (runtime.Source, *collector) {
 	t.Helper()
-	g, _ := planJob(t, specJSON, sets...)
+	g, _ := jobtest.Plan(t, specJSON, sets...)
 	var n *runtime.Node
 	for _, gn := range g.Nodes {
 		if gn.ID == "src" {

@@ -1,4 +1,4 @@
-package nodes_test
+package kafka_test
 
 import (
 	"crypto/ecdsa"

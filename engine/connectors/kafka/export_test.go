@@ -1,4 +1,4 @@
-package nodes
+package kafka
 
 import "github.com/sluice-stream/sluice/engine/runtime"
 
