@@ -37,6 +37,10 @@ type segment[K keyT] struct {
 	free  int32     // first free record, -1 if none (sessions only)
 	words []uint64
 	ver   uint64
+	// sharedSlots: slots is still the array of the frozen segment this one
+	// was copied from (clone copies only the records, which is all an
+	// update of existing keys writes); insert, set and del copy it first.
+	sharedSlots bool
 }
 
 func newSegment[K keyT](ver uint64, hint, stride int) *segment[K] {
@@ -74,11 +78,20 @@ func (s *segment[K]) find(key K, h uint32) (int32, bool) {
 	}
 }
 
+// ownSlots copies a slot array shared with a frozen segment.
+func (s *segment[K]) ownSlots() {
+	if s.sharedSlots {
+		s.slots = slices.Clone(s.slots)
+		s.sharedSlots = false
+	}
+}
+
 // insert adds key (absent, owned) with record r.
 func (s *segment[K]) insert(key K, h uint32, r int32) {
 	if int(s.n+1) > len(s.slots)*3/4 {
 		s.grow()
 	}
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	i := h & mask
 	for s.slots[i].rec != 0 {
@@ -90,6 +103,7 @@ func (s *segment[K]) insert(key K, h uint32, r int32) {
 
 // set changes the record of key, which is present.
 func (s *segment[K]) set(key K, h uint32, r int32) {
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		if sl := &s.slots[i]; sl.h == h && sl.key == key {
@@ -102,6 +116,7 @@ func (s *segment[K]) set(key K, h uint32, r int32) {
 // del removes key, which is present, shifting later entries of its probe
 // run back so that no tombstones are needed.
 func (s *segment[K]) del(key K, h uint32) {
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	i := h & mask
 	for {
@@ -130,6 +145,7 @@ func (s *segment[K]) grow() {
 	old := s.slots
 	n := max(8, len(old)*2)
 	s.slots = make([]slot[K], n)
+	s.sharedSlots = false
 	mask := uint32(n - 1)
 	for _, sl := range old {
 		if sl.rec == 0 {
@@ -172,9 +188,10 @@ func (s *segment[K]) release(r int32, stride int) {
 	s.free = r
 }
 
-// clone copies the segment for writing at version ver.
+// clone copies the segment for writing at version ver: its records, not
+// its slot array, which is copied only if a key comes or goes.
 func (s *segment[K]) clone(ver uint64) *segment[K] {
-	return &segment[K]{slots: slices.Clone(s.slots), n: s.n, free: s.free, words: slices.Clone(s.words), ver: ver}
+	return &segment[K]{slots: s.slots, sharedSlots: len(s.slots) > 0, n: s.n, free: s.free, words: slices.Clone(s.words), ver: ver}
 }
 
 // cow is the copy-on-write state shared by an operator's tables.
