@@ -49,7 +49,7 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 		return nil, err
 	}
 	o := &Operator{reg: newRegistry()}
-	o.base = base{l: l, wm: math.MinInt64, c: cow{ver: 1}, kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
+	o.base = base{l: l, wm: math.MinInt64, c: cow{ver: 1, oldest: math.MaxUint64}, kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
 	maxPar := uint64(l.cfg.MaxParallelism)
 	if l.cfg.Backend == BackendBadger {
 		st, err := openStore(l.cfg.Dir, l.cfg.Badger)
@@ -106,7 +106,7 @@ func (o *Operator) Process(b *row.Batch, late *row.Batch) (lateRows int) {
 	if b == nil || b.Len == 0 {
 		return 0
 	}
-	o.c.frozen = o.reg.frozen.Load()
+	o.c.load(o.reg)
 	n := o.core.process(b, late)
 	o.late += int64(n)
 	return n
@@ -119,7 +119,7 @@ func (o *Operator) Process(b *row.Batch, late *row.Batch) (lateRows int) {
 // then it purges windows with end-1+AllowedLateness <= wm. emit receives
 // batches of the output schema (from row.NewBatch) and owns them.
 func (o *Operator) AdvanceWatermark(wm int64, emit func(*row.Batch)) {
-	o.c.frozen = o.reg.frozen.Load()
+	o.c.load(o.reg)
 	old := o.wm
 	if wm > o.wm {
 		o.wm = wm
@@ -162,7 +162,8 @@ func (o *Operator) sync() {
 
 func (o *Operator) snapshotOf(data snapData) *Snapshot {
 	v := o.c.ver
-	o.c.frozen = o.reg.freeze(v)
+	o.reg.freeze(v)
+	o.c.load(o.reg)
 	o.c.ver++
 	return &Snapshot{data: data, reg: o.reg, ver: v, wm: o.wm}
 }
@@ -177,7 +178,7 @@ func (o *Operator) Restore(kg int, data []byte) error {
 	if kg < o.kgStart || kg >= o.kgStart+o.nkg {
 		return fmt.Errorf("window: restore key group %d outside this subtask's range [%d, %d)", kg, o.kgStart, o.kgStart+o.nkg)
 	}
-	o.c.frozen = o.reg.frozen.Load()
+	o.c.load(o.reg)
 	rest, err := readHeader(data, o.l)
 	if err != nil {
 		return fmt.Errorf("window: restore key group %d: %w", kg, err)

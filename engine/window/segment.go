@@ -37,6 +37,10 @@ type segment[K keyT] struct {
 	free  int32     // first free record, -1 if none (sessions only)
 	words []uint64
 	ver   uint64
+	// sharedSlots: slots is still the array of the frozen segment this one
+	// was copied from (clone copies only the records, which is all an
+	// update of existing keys writes); insert, set and del copy it first.
+	sharedSlots bool
 }
 
 func newSegment[K keyT](ver uint64, hint, stride int) *segment[K] {
@@ -74,11 +78,20 @@ func (s *segment[K]) find(key K, h uint32) (int32, bool) {
 	}
 }
 
+// ownSlots copies a slot array shared with a frozen segment.
+func (s *segment[K]) ownSlots() {
+	if s.sharedSlots {
+		s.slots = slices.Clone(s.slots)
+		s.sharedSlots = false
+	}
+}
+
 // insert adds key (absent, owned) with record r.
 func (s *segment[K]) insert(key K, h uint32, r int32) {
 	if int(s.n+1) > len(s.slots)*3/4 {
 		s.grow()
 	}
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	i := h & mask
 	for s.slots[i].rec != 0 {
@@ -90,6 +103,7 @@ func (s *segment[K]) insert(key K, h uint32, r int32) {
 
 // set changes the record of key, which is present.
 func (s *segment[K]) set(key K, h uint32, r int32) {
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		if sl := &s.slots[i]; sl.h == h && sl.key == key {
@@ -102,6 +116,7 @@ func (s *segment[K]) set(key K, h uint32, r int32) {
 // del removes key, which is present, shifting later entries of its probe
 // run back so that no tombstones are needed.
 func (s *segment[K]) del(key K, h uint32) {
+	s.ownSlots()
 	mask := uint32(len(s.slots) - 1)
 	i := h & mask
 	for {
@@ -130,6 +145,7 @@ func (s *segment[K]) grow() {
 	old := s.slots
 	n := max(8, len(old)*2)
 	s.slots = make([]slot[K], n)
+	s.sharedSlots = false
 	mask := uint32(n - 1)
 	for _, sl := range old {
 		if sl.rec == 0 {
@@ -172,15 +188,23 @@ func (s *segment[K]) release(r int32, stride int) {
 	s.free = r
 }
 
-// clone copies the segment for writing at version ver.
+// clone copies the segment for writing at version ver: its records, not
+// its slot array, which is copied only if a key comes or goes.
 func (s *segment[K]) clone(ver uint64) *segment[K] {
-	return &segment[K]{slots: slices.Clone(s.slots), n: s.n, free: s.free, words: slices.Clone(s.words), ver: ver}
+	return &segment[K]{slots: s.slots, sharedSlots: len(s.slots) > 0, n: s.n, free: s.free, words: slices.Clone(s.words), ver: ver}
 }
 
 // cow is the copy-on-write state shared by an operator's tables.
 type cow struct {
 	ver    uint64 // version of segments created or copied now
 	frozen uint64 // segments with ver <= frozen belong to a live snapshot
+	oldest uint64 // oldest live snapshot's version, MaxUint64 if none
+}
+
+// load reads the live snapshots' versions, once per call into the operator.
+func (c *cow) load(r *registry) {
+	c.frozen = r.frozen.Load()
+	c.oldest = r.oldest.Load()
 }
 
 // table is the state of one key group (of one pane, for tumbling and
@@ -198,6 +222,19 @@ type table[K keyT] struct {
 	shift     uint8 // 32 - bits: h >> shift is the segment (0 when bits is 0)
 	bits      uint8
 	n         int // keys
+	// pool holds segments replaced by their copies, oldest first, until
+	// the snapshots that shared them are released; then the next copy
+	// reuses one's header and record slab. Without it the batches after a
+	// snapshot allocate ~1000 objects each, and pay the allocator, page
+	// faults and GC assists for it (most of their p99 on a 1 GB state).
+	pool []retired[K]
+}
+
+// retired is a segment replaced while the snapshots up to version frozen
+// shared it.
+type retired[K keyT] struct {
+	s      *segment[K]
+	frozen uint64
 }
 
 const (
@@ -238,7 +275,7 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 	if s.ver > c.frozen {
 		return s
 	}
-	n := s.clone(c.ver)
+	n := t.copyOf(s, c)
 	if ch.ver <= c.frozen {
 		if t.chunksVer <= c.frozen {
 			t.chunks = slices.Clone(t.chunks)
@@ -250,6 +287,30 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 		t.chunks[ci] = ch
 	}
 	ch.segs[i&(chunkLen-1)] = n
+	return n
+}
+
+// copyOf returns a writable copy of the frozen segment s at version
+// c.ver, reusing a retired segment no live snapshot holds any more, and
+// retires s.
+func (t *table[K]) copyOf(s *segment[K], c *cow) *segment[K] {
+	var n *segment[K]
+	if len(t.pool) > 0 && t.pool[0].frozen < c.oldest {
+		n = t.pool[0].s
+		t.pool[0] = retired[K]{}
+		t.pool = t.pool[1:]
+		w := n.words[:0]
+		if cap(w) < len(s.words) {
+			w = make([]uint64, 0, len(s.words))
+		}
+		*n = segment[K]{slots: s.slots, sharedSlots: len(s.slots) > 0, n: s.n, free: s.free, words: append(w, s.words...), ver: c.ver}
+	} else {
+		n = s.clone(c.ver)
+	}
+	// At most one table's worth of segments waits: what a snapshot holds.
+	if len(t.pool) < 1<<t.bits {
+		t.pool = append(t.pool, retired[K]{s: s, frozen: c.frozen})
+	}
 	return n
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -16,18 +17,25 @@ type registry struct {
 	mu     sync.Mutex
 	live   map[uint64]int
 	frozen atomic.Uint64 // newest live snapshot version, 0 if none
+	oldest atomic.Uint64 // oldest live snapshot version, MaxUint64 if none
 }
 
-func newRegistry() *registry { return &registry{live: map[uint64]int{}} }
+func newRegistry() *registry {
+	r := &registry{live: map[uint64]int{}}
+	r.oldest.Store(math.MaxUint64)
+	return r
+}
 
-func (r *registry) freeze(v uint64) uint64 {
+func (r *registry) freeze(v uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.live[v]++
 	r.frozen.Store(v)
-	return v
+	r.oldest.Store(min(r.oldest.Load(), v))
 }
 
+// release is the writer's last touch of the snapshot's segments: the
+// atomic stores order it before the operator reuses them (cow.load).
 func (r *registry) release(v uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -35,10 +43,13 @@ func (r *registry) release(v uint64) {
 		delete(r.live, v)
 	}
 	var m uint64
+	o := uint64(math.MaxUint64)
 	for lv := range r.live {
 		m = max(m, lv)
+		o = min(o, lv)
 	}
 	r.frozen.Store(m)
+	r.oldest.Store(o)
 }
 
 // Snapshot is a frozen view of an operator's state. Its methods are safe to
