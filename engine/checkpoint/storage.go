@@ -15,6 +15,9 @@
 // JSON followed by one line "crc32c <8 hex digits>" (CRC-32C of everything
 // before that line), and it records the size and CRC-32C of every state
 // file, so that a torn or corrupted checkpoint is detected and skipped.
+// State files are written and read as streams (stream.go): each section
+// also records its own CRC-32C, so that a restore reads and checks only
+// the sections it needs.
 package checkpoint
 
 import (
@@ -146,7 +149,8 @@ type Section struct {
 	CRC32C uint32 `json:"crc32c,omitempty"`
 }
 
-// Writer builds one subtask's state file in memory. Keyed state is written
+// Writer builds one subtask's state file in memory, for WriteState (the
+// runtime streams its state files with CreateState instead). Keyed state is written
 // either with AddKeyGroup or with BeginKeyGroup followed by Write calls;
 // operator state with AddOperatorState. A Writer is not safe for concurrent
 // use and is done after Finish.

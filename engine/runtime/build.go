@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -187,7 +188,8 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 // TaskManager will, each task restores its own share (reads its sections
 // and opens its operators, in chain order) on its own goroutine, up to
 // Options.RestoreConcurrency tasks at a time. On failure it closes what it
-// opened and returns the first error.
+// opened and returns the error of the first task (in task order) that
+// failed, as opening one after another would.
 func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 	limit := e.opts.RestoreConcurrency
 	if limit <= 0 {
@@ -197,10 +199,10 @@ func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 	defer cancel()
 	var (
 		mu       sync.Mutex
-		first    error
 		opened   []*member
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, limit)
+		errs     = make([]error, len(tasks))
 		byMember = map[*member]*task{}
 	)
 	for _, t := range e.tasks {
@@ -208,7 +210,7 @@ func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 			byMember[m] = t
 		}
 	}
-	for _, ms := range tasks {
+	for i, ms := range tasks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -223,21 +225,25 @@ func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 					return
 				}
 				err := e.openMember(ctx, rr, m, byMember[m])
-				mu.Lock()
-				if err == nil {
-					opened = append(opened, m)
-				} else if first == nil {
-					first = err
-					cancel() // the others stop reading
-				}
-				mu.Unlock()
 				if err != nil {
+					errs[i] = err
+					cancel() // the others stop reading state
 					return
 				}
+				mu.Lock()
+				opened = append(opened, m)
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	var first error
+	for _, err := range errs {
+		// A read cut short because another task failed is not the cause.
+		if err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
 	if first == nil {
 		first = e.ctx.Err()
 	}

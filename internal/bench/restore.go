@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/nodes"
@@ -34,6 +36,18 @@ func init() {
 
 func (b *ballast) Open(ctx *rt.Context, r *rt.Restored) error {
 	b.Ctx = ctx
+	if r != nil && r.Keyed != nil {
+		// Read every key group's state, one at a time, as the window does.
+		var buf []byte
+		err := r.Keyed(func(s rt.KeyedState) error {
+			buf = slices.Grow(buf[:0], int(s.Size))[:s.Size]
+			_, err := io.ReadFull(s.R, buf)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	b.chunk = make([]byte, ballastBytes/int64(ctx.MaxParallelism))
 	for i := range b.chunk {
 		b.chunk[i] = byte(i * 7)
