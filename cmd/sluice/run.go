@@ -103,12 +103,7 @@ func cmdRun(args []string) int {
 		fmt.Fprintf(os.Stderr, "sluice run: %v\n", err)
 		return 1
 	}
-	g, err := plan.Build(j)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "sluice run: %s: %v\n", fs.Arg(0), err)
-		return 1
-	}
-	opts, err := plan.Options(j)
+	g, opts, err := plan.Prepare(j)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice run: %s: %v\n", fs.Arg(0), err)
 		return 1

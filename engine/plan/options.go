@@ -39,3 +39,17 @@ func Options(j *spec.Job) (runtime.Options, error) {
 	}
 	return o, nil
 }
+
+// Prepare plans a parsed job and derives its run options: what every
+// runner of a spec (sluice run, tests, benchmarks) does before runtime.Run.
+func Prepare(j *spec.Job) (*runtime.Graph, runtime.Options, error) {
+	g, err := Build(j)
+	if err != nil {
+		return nil, runtime.Options{}, err
+	}
+	opts, err := Options(j)
+	if err != nil {
+		return nil, runtime.Options{}, err
+	}
+	return g, opts, nil
+}

@@ -155,13 +155,9 @@ func (j *testJob) run(t *testing.T) (*runtime.Result, error) {
 	if err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	g, err := plan.Build(sj)
+	g, opts, err := plan.Prepare(sj)
 	if err != nil {
 		t.Fatalf("plan: %v", err)
-	}
-	opts, err := plan.Options(sj)
-	if err != nil {
-		t.Fatalf("options: %v", err)
 	}
 	var mu sync.Mutex
 	var logs strings.Builder

@@ -186,11 +186,7 @@ func bigstateChild(arg string) {
 	if err != nil {
 		fail(err)
 	}
-	g, err := plan.Build(j)
-	if err != nil {
-		fail(err)
-	}
-	opts, err := plan.Options(j)
+	g, opts, err := plan.Prepare(j)
 	if err != nil {
 		fail(err)
 	}

@@ -104,11 +104,7 @@ func restoreAt(storage, local string, par int) {
 		if err != nil {
 			fail(err)
 		}
-		g, err := plan.Build(j)
-		if err != nil {
-			fail(err)
-		}
-		opts, err := plan.Options(j)
+		g, opts, err := plan.Prepare(j)
 		if err != nil {
 			fail(err)
 		}

@@ -20,13 +20,9 @@ func Plan(t testing.TB, specJSON string, sets ...string) (*runtime.Graph, runtim
 	if err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	g, err := plan.Build(sj)
+	g, opts, err := plan.Prepare(sj)
 	if err != nil {
 		t.Fatalf("plan: %v", err)
-	}
-	opts, err := plan.Options(sj)
-	if err != nil {
-		t.Fatalf("options: %v", err)
 	}
 	return g, opts
 }
