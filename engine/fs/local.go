@@ -24,52 +24,17 @@ func (Local) URI(p string) string {
 	return "file://" + p
 }
 
-// WriteFile implements FS.
-func (Local) WriteFile(ctx context.Context, p string, data []byte) (err error) {
-	if err := ctx.Err(); err != nil {
+// WriteFile implements FS: one streamed write (Create), committed.
+func (l Local) WriteFile(ctx context.Context, p string, data []byte) error {
+	w, err := l.Create(ctx, p)
+	if err != nil {
 		return err
 	}
-	p = osPath(p)
-	dir, base := filepath.Split(p)
-	if dir == "" {
-		dir = "."
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return err
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if errors.Is(err, iofs.ErrNotExist) {
-		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.CreateTemp(dir, "."+base+".tmp-*")
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", p, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	if err = os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	// The rename is durable only once the directory is synced.
-	if err = syncDir(dir); err != nil {
-		return fmt.Errorf("syncing directory of %s: %w", p, err)
-	}
-	return nil
+	return w.Commit()
 }
 
 func syncDir(dir string) error {
