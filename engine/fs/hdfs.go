@@ -655,6 +655,7 @@ type hdfsFile struct {
 	ctx  context.Context
 	mu   sync.Mutex
 	f    *hdfs.FileReader
+	pos  int64 // f's offset, -1 when unknown
 	path string
 	stop func() bool
 }
@@ -667,8 +668,23 @@ func (f *hdfsFile) ReadAt(b []byte, off int64) (int, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := f.f.ReadAt(b, off)
+	// Sequential reads go on with the current block reader: the client's
+	// ReadAt seeks every time, which can start a new block read (a new
+	// datanode request) per call.
+	if off != f.pos {
+		if _, err := f.f.Seek(off, io.SeekStart); err != nil {
+			f.pos = -1
+			return 0, f.h.wrap("reading", f.path, err)
+		}
+		f.pos = off
+	}
+	n, err := io.ReadFull(f.f, b)
+	f.pos += int64(n)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
 	if err != nil && err != io.EOF {
+		f.pos = -1 // seek again next time
 		err = f.h.wrap("reading", f.path, err)
 	}
 	return n, err
