@@ -51,29 +51,37 @@ func committedWindows(t *testing.T, dir string) map[windowKey]windowAgg {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			var r struct {
-				Key         int64 `json:"key"`
-				WindowStart int64 `json:"window_start"`
-				WindowEnd   int64 `json:"window_end"`
-				Count       int64 `json:"count"`
-				Sum         int64 `json:"sum"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("%s: bad line %q: %v", e.Name(), sc.Text(), err)
-			}
-			if r.WindowEnd != r.WindowStart+1000 {
-				t.Fatalf("%s: window [%d, %d) is not 1 s", e.Name(), r.WindowStart, r.WindowEnd)
-			}
-			k := windowKey{r.Key, r.WindowStart}
-			if prev, dup := got[k]; dup {
-				t.Fatalf("key %d window %d emitted twice: %+v and %+v (file %s)", r.Key, r.WindowStart, prev, r, e.Name())
-			}
-			got[k] = windowAgg{r.Count, r.Sum}
-		}
+		addWindows(t, e.Name(), data, got, true)
 	}
 	return got
+}
+
+// addWindows adds the window results of one part file (JSON lines) to got,
+// failing on a bad line or a (key, window) seen twice; oneSecond also checks
+// that every window is 1 s long.
+func addWindows(t *testing.T, file string, data []byte, got map[windowKey]windowAgg, oneSecond bool) {
+	t.Helper()
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		var r struct {
+			Key         int64 `json:"key"`
+			WindowStart int64 `json:"window_start"`
+			WindowEnd   int64 `json:"window_end"`
+			Count       int64 `json:"count"`
+			Sum         int64 `json:"sum"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%s: bad line %q: %v", file, sc.Text(), err)
+		}
+		if oneSecond && r.WindowEnd != r.WindowStart+1000 {
+			t.Fatalf("%s: window [%d, %d) is not 1 s", file, r.WindowStart, r.WindowEnd)
+		}
+		k := windowKey{r.Key, r.WindowStart}
+		if prev, dup := got[k]; dup {
+			t.Fatalf("key %d window %d emitted twice: %+v and %+v (file %s)", r.Key, r.WindowStart, prev, r, file)
+		}
+		got[k] = windowAgg{r.Count, r.Sum}
+	}
 }
 
 func compareWindows(t *testing.T, got, want map[windowKey]windowAgg) {

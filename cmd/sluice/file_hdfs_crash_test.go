@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
@@ -118,23 +115,7 @@ func hdfsWindows(t *testing.T, dir string) map[windowKey]windowAgg {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		for sc.Scan() {
-			var r struct {
-				Key         int64 `json:"key"`
-				WindowStart int64 `json:"window_start"`
-				Count       int64 `json:"count"`
-				Sum         int64 `json:"sum"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("%s: bad line %q: %v", e.Name, sc.Text(), err)
-			}
-			k := windowKey{r.Key, r.WindowStart}
-			if prev, dup := got[k]; dup {
-				t.Fatalf("key %d window %d emitted twice: %+v and %+v (file %s)", r.Key, r.WindowStart, prev, r, e.Name)
-			}
-			got[k] = windowAgg{r.Count, r.Sum}
-		}
+		addWindows(t, e.Name, data, got, false)
 	}
 	return got
 }
