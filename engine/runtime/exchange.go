@@ -7,28 +7,31 @@ import (
 	"github.com/sluice-stream/sluice/engine/state"
 )
 
-type msgKind uint8
+// MessageKind says what a Message carries.
+type MessageKind uint8
 
 const (
-	msgData msgKind = iota
-	msgWatermark
-	msgIdle
-	msgBarrier
-	// msgEndData: the sender emits no more rows or watermarks, only
+	MsgData MessageKind = iota
+	MsgWatermark
+	MsgIdle
+	MsgBarrier
+	// MsgEndData: the sender emits no more rows or watermarks, only
 	// barriers (Flink's EndOfData); the receiver calls EndInput once every
 	// channel sent it, so what EndInput emits precedes the final barrier.
-	msgEndData
-	// msgEnd: nothing at all follows (after the final checkpoint's barrier).
-	msgEnd
+	MsgEndData
+	// MsgEnd: nothing at all follows (after the final checkpoint's barrier).
+	MsgEnd
 )
 
-// message is what travels between tasks: a batch or a control element.
-type message struct {
-	kind    msgKind
-	ch      int32 // input channel at the receiver
-	batch   *row.Batch
-	wm      int64
-	barrier Trigger
+// Message is what travels on a channel between tasks, in order: a batch or
+// an in-band control element. Between processes the data plane carries it
+// (see Network).
+type Message struct {
+	Kind      MessageKind
+	Batch     *row.Batch // MsgData
+	Watermark int64      // MsgWatermark
+	Barrier   Trigger    // MsgBarrier
+	ch        int32      // input channel at the receiver
 }
 
 // creditsPerChannel bounds the batches in flight from one sender to one
@@ -40,7 +43,7 @@ const creditsPerChannel = 8
 // inbox is a task's receiving end: one Go channel shared by all its input
 // channels, each limited by its own credits.
 type inbox struct {
-	ch      chan message
+	ch      chan Message
 	credits []chan struct{}
 	input   []int // input channel → index of the node's logical input
 }
@@ -50,7 +53,7 @@ func newInbox(channelsPerInput []int) *inbox {
 	for _, c := range channelsPerInput {
 		n += c
 	}
-	in := &inbox{ch: make(chan message, n*creditsPerChannel), credits: make([]chan struct{}, n), input: make([]int, 0, n)}
+	in := &inbox{ch: make(chan Message, n*creditsPerChannel), credits: make([]chan struct{}, n), input: make([]int, 0, n)}
 	for i := range in.credits {
 		in.credits[i] = make(chan struct{}, creditsPerChannel)
 	}
@@ -71,7 +74,7 @@ func (in *inbox) release(ch int32) { <-in.credits[ch] }
 type channelWriter interface {
 	// send delivers m in order, blocking while the channel has no credit;
 	// it returns false (and drops m) when the job is being cancelled.
-	send(m message) bool
+	send(m Message) bool
 }
 
 // sender is an in-process input channel seen from the producing subtask.
@@ -81,13 +84,13 @@ type sender struct {
 	ctx context.Context
 }
 
-func (s *sender) send(m message) bool {
+func (s *sender) send(m Message) bool {
 	m.ch = s.ch
 	select {
 	case s.in.credits[s.ch] <- struct{}{}:
 	case <-s.ctx.Done():
-		if m.batch != nil {
-			m.batch.Release()
+		if m.Batch != nil {
+			m.Batch.Release()
 		}
 		return false
 	}
@@ -115,16 +118,16 @@ func (e *edgeOutput) Collect(b *row.Batch) {
 	n := len(e.targets)
 	switch {
 	case n == 1:
-		e.targets[0].send(message{kind: msgData, batch: b})
+		e.targets[0].send(Message{Kind: MsgData, Batch: b})
 	case e.part == Rebalance || e.part == Forward:
-		e.targets[e.rr%n].send(message{kind: msgData, batch: b})
+		e.targets[e.rr%n].send(Message{Kind: MsgData, Batch: b})
 		e.rr++
 	case e.part == Broadcast:
 		for i, t := range e.targets {
 			if i == n-1 {
-				t.send(message{kind: msgData, batch: b})
+				t.send(Message{Kind: MsgData, Batch: b})
 			} else {
-				t.send(message{kind: msgData, batch: b.Clone()})
+				t.send(Message{Kind: MsgData, Batch: b.Clone()})
 			}
 		}
 	default: // Hash: split rows by the subtask owning their key group
@@ -162,14 +165,14 @@ func (e *edgeOutput) hashSplit(b *row.Batch) {
 		}
 		nb := row.NewBatch(b.Schema)
 		nb.AppendSelected(b, sel)
-		e.targets[t].send(message{kind: msgData, batch: nb})
+		e.targets[t].send(Message{Kind: MsgData, Batch: nb})
 	}
 	b.Release()
 }
 
-func (e *edgeOutput) Watermark(wm int64) { e.control(message{kind: msgWatermark, wm: wm}) }
+func (e *edgeOutput) Watermark(wm int64) { e.control(Message{Kind: MsgWatermark, Watermark: wm}) }
 
-func (e *edgeOutput) control(m message) {
+func (e *edgeOutput) control(m Message) {
 	for _, t := range e.targets {
 		t.send(m)
 	}

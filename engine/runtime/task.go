@@ -76,15 +76,15 @@ type task struct {
 	alignStart time.Time // first barrier of the checkpoint being aligned
 	align      Trigger   // barrier being aligned, or the last one aligned
 	blocked    []bool
-	buffered   [][]message
+	buffered   [][]Message
 	seen       []bool
 	ended      []bool
-	dataEnded  []bool // msgEndData (or msgEnd) received, per channel
+	dataEnded  []bool // MsgEndData (or MsgEnd) received, per channel
 	inputEnded bool   // EndInput called
 	wms        []int64
 	idle       []bool
 	currentWM  int64
-	replay     []message
+	replay     []Message
 	finalID    int64 // id of the final (or stopping) checkpoint once passed
 	stopped    bool  // a source that injected the barrier of stop-with-savepoint stopID
 	stopID     int64
@@ -178,14 +178,14 @@ func (t *task) runSource(ctx context.Context) error {
 			if t.err != nil {
 				return t.err
 			}
-			t.broadcast(message{kind: msgEndData})
+			t.broadcast(Message{Kind: MsgEndData})
 			t.job.event(event{kind: evSourceFinished, task: t.idx})
 			continue
 		}
 		wm, idle := t.source.Watermark()
 		if idle && !t.sourceIdle {
 			t.sourceIdle = true
-			t.broadcast(message{kind: msgIdle})
+			t.broadcast(Message{Kind: MsgIdle})
 		}
 		if !idle {
 			if t.sourceIdle {
@@ -224,7 +224,7 @@ func (t *task) emitWatermark(wm int64) {
 	t.members[0].ctx.Out.Watermark(wm)
 }
 
-func (t *task) broadcast(m message) {
+func (t *task) broadcast(m Message) {
 	for _, e := range t.edges {
 		e.control(m)
 	}
@@ -237,7 +237,7 @@ func (t *task) handleCtrl(c ctrlMsg) bool {
 		t.checkpoint(c.trigger)
 		if c.trigger.Final {
 			t.finalID = c.trigger.ID
-			t.broadcast(message{kind: msgEnd})
+			t.broadcast(Message{Kind: MsgEnd})
 		} else if c.trigger.Stop {
 			// Emit nothing after the savepoint's barrier until it either
 			// completes (the job ends) or fails (abort resumes).
@@ -319,7 +319,7 @@ func (t *task) checkpoint(tr Trigger) {
 	// The pause ends here: forwarding the barrier may wait for credits,
 	// which is back-pressure, not checkpointing.
 	t.job.pauses.record(time.Since(begin), operatorState(t.members, snaps))
-	t.broadcast(message{kind: msgBarrier, barrier: tr})
+	t.broadcast(Message{Kind: MsgBarrier, Barrier: tr})
 	if snaps != nil {
 		t.job.upload(t, tr, snaps)
 	}
@@ -328,7 +328,7 @@ func (t *task) checkpoint(tr Trigger) {
 func (t *task) runOperator(ctx context.Context) error {
 	n := len(t.in.credits)
 	t.blocked = make([]bool, n)
-	t.buffered = make([][]message, n)
+	t.buffered = make([][]Message, n)
 	t.ended = make([]bool, n)
 	t.dataEnded = make([]bool, n)
 	t.seen = make([]bool, n)
@@ -345,7 +345,7 @@ func (t *task) runOperator(ctx context.Context) error {
 		if len(t.replay) > 0 {
 			m := t.replay[0]
 			t.replay = t.replay[1:]
-			if m.kind == msgBarrier && t.drainCtrl() {
+			if m.Kind == MsgBarrier && t.drainCtrl() {
 				return t.err
 			}
 			t.handle(m)
@@ -353,7 +353,7 @@ func (t *task) runOperator(ctx context.Context) error {
 		}
 		select {
 		case m := <-t.in.ch:
-			if m.kind == msgBarrier && t.drainCtrl() {
+			if m.Kind == MsgBarrier && t.drainCtrl() {
 				return t.err
 			}
 			t.handle(m)
@@ -389,34 +389,34 @@ func (t *task) drainCtrl() bool {
 
 // handle processes one message from an input channel. Replayed messages
 // (buffered during alignment) already hold their credit until processed.
-func (t *task) handle(m message) {
+func (t *task) handle(m Message) {
 	if t.blocked[m.ch] {
 		t.buffered[m.ch] = append(t.buffered[m.ch], m)
 		return
 	}
 	t.in.release(m.ch)
 	h := t.head()
-	switch m.kind {
-	case msgData:
-		h.ctx.Metrics.RowsIn.Add(int64(m.batch.Len))
-		if err := h.op.Process(t.in.input[m.ch], m.batch); err != nil {
+	switch m.Kind {
+	case MsgData:
+		h.ctx.Metrics.RowsIn.Add(int64(m.Batch.Len))
+		if err := h.op.Process(t.in.input[m.ch], m.Batch); err != nil {
 			t.fail(fmt.Errorf("%s#%d: %w", h.node.ID, t.subtask, err))
 		}
-	case msgWatermark:
+	case MsgWatermark:
 		t.idle[m.ch] = false
-		if m.wm > t.wms[m.ch] {
-			t.wms[m.ch] = m.wm
+		if m.Watermark > t.wms[m.ch] {
+			t.wms[m.ch] = m.Watermark
 		}
 		t.advanceWatermark()
-	case msgIdle:
+	case MsgIdle:
 		t.idle[m.ch] = true
 		t.advanceWatermark()
-	case msgBarrier:
+	case MsgBarrier:
 		t.onBarrier(m)
-	case msgEndData:
+	case MsgEndData:
 		t.dataEnded[m.ch] = true
 		t.maybeEndInput()
-	case msgEnd:
+	case MsgEnd:
 		t.ended[m.ch] = true
 		t.dataEnded[m.ch] = true // an End implies the end of data
 		t.maybeEndInput()
@@ -439,7 +439,7 @@ func (t *task) maybeEndInput() {
 	}
 	t.endInput(0)
 	if t.err == nil {
-		t.broadcast(message{kind: msgEndData})
+		t.broadcast(Message{Kind: MsgEndData})
 	}
 }
 
@@ -477,8 +477,8 @@ func (t *task) advanceWatermark() {
 	}
 }
 
-func (t *task) onBarrier(m message) {
-	id := m.barrier.ID
+func (t *task) onBarrier(m Message) {
+	id := m.Barrier.ID
 	if t.aligning && id > t.align.ID {
 		// The checkpoint being aligned was abandoned: let its channels go.
 		t.unblock()
@@ -489,7 +489,7 @@ func (t *task) onBarrier(m message) {
 		}
 		t.aligning = true
 		t.alignStart = time.Now()
-		t.align = m.barrier
+		t.align = m.Barrier
 		clear(t.seen)
 	}
 	if id < t.align.ID {
@@ -519,7 +519,7 @@ func (t *task) maybeAligned() {
 	t.unblock()
 	if tr.Final {
 		// Everything upstream ended; the End messages follow the barrier.
-		t.broadcast(message{kind: msgEnd})
+		t.broadcast(Message{Kind: MsgEnd})
 	}
 }
 

@@ -93,22 +93,22 @@ func wmString(wm int64) string {
 // traceWriter is the task's downstream channel: it records what is sent.
 type traceWriter struct{ tr *trace }
 
-func (w traceWriter) send(m message) bool {
-	switch m.kind {
-	case msgData:
-		for _, v := range m.batch.Cols[0].Ints {
+func (w traceWriter) send(m Message) bool {
+	switch m.Kind {
+	case MsgData:
+		for _, v := range m.Batch.Cols[0].Ints {
 			w.tr.add("out row %d", v)
 		}
-		m.batch.Release()
-	case msgWatermark:
-		w.tr.add("out wm %s", wmString(m.wm))
-	case msgIdle:
+		m.Batch.Release()
+	case MsgWatermark:
+		w.tr.add("out wm %s", wmString(m.Watermark))
+	case MsgIdle:
 		w.tr.add("out idle")
-	case msgBarrier:
-		w.tr.add("out barrier %d", m.barrier.ID)
-	case msgEndData:
+	case MsgBarrier:
+		w.tr.add("out barrier %d", m.Barrier.ID)
+	case MsgEndData:
 		w.tr.add("out end-data")
-	case msgEnd:
+	case MsgEnd:
 		w.tr.add("out end")
 	}
 	return true
@@ -171,18 +171,18 @@ func newHarness(t *testing.T, channels, chain int, exactlyOnce bool) *harness {
 func (h *harness) row(ch int, v int64) {
 	b := row.NewBatch(harnessSchema)
 	_ = b.AppendRow(v)
-	h.in[ch].send(message{kind: msgData, batch: b})
+	h.in[ch].send(Message{Kind: MsgData, Batch: b})
 }
 
-func (h *harness) wm(ch int, wm int64) { h.in[ch].send(message{kind: msgWatermark, wm: wm}) }
-func (h *harness) idle(ch int)         { h.in[ch].send(message{kind: msgIdle}) }
-func (h *harness) endData(ch int)      { h.in[ch].send(message{kind: msgEndData}) }
-func (h *harness) end(ch int)          { h.in[ch].send(message{kind: msgEnd}) }
+func (h *harness) wm(ch int, wm int64) { h.in[ch].send(Message{Kind: MsgWatermark, Watermark: wm}) }
+func (h *harness) idle(ch int)         { h.in[ch].send(Message{Kind: MsgIdle}) }
+func (h *harness) endData(ch int)      { h.in[ch].send(Message{Kind: MsgEndData}) }
+func (h *harness) end(ch int)          { h.in[ch].send(Message{Kind: MsgEnd}) }
 func (h *harness) barrier(ch int, id int64) {
-	h.in[ch].send(message{kind: msgBarrier, barrier: Trigger{ID: id}})
+	h.in[ch].send(Message{Kind: MsgBarrier, Barrier: Trigger{ID: id}})
 }
 func (h *harness) finalBarrier(ch int, id int64) {
-	h.in[ch].send(message{kind: msgBarrier, barrier: Trigger{ID: id, Final: true}})
+	h.in[ch].send(Message{Kind: MsgBarrier, Barrier: Trigger{ID: id, Final: true}})
 }
 func (h *harness) abort(id int64) { h.task.ctrl <- ctrlMsg{kind: ctrlAbort, id: id} }
 
