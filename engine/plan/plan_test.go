@@ -549,7 +549,7 @@ func TestRestartIncremental(t *testing.T) {
 		"checkpoint": {"interval": "20ms", "incremental": true, "retained": 2},
 		"restart": {"strategy": "fixed-delay", "attempts": 4, "delay": "1ms"},
 		"nodes": [
-		{"id": "src", "type": "sequence", "params": {"rows": 60000, "keys": 2000, "rate": 40000}},
+		{"id": "src", "type": "sequence", "params": {"rows": 120000, "keys": 2000, "rate": 40000}},
 		{"id": "f", "type": "failing", "inputs": ["src"], "params": {"after": 1, "afterCheckpoints": 2, "times": 2, "flag": %q}},
 		`+windowNode+`,
 		{"id": "out", "type": "file", "inputs": ["win"], "params": {"path": "x"}}]}`, t.Name(), "f"))
@@ -560,7 +560,7 @@ func TestRestartIncremental(t *testing.T) {
 	if n := res.Restored.Deltas.Load(); n == 0 {
 		t.Errorf("no restore read a delta")
 	}
-	checkWindows(t, j.readOut(t, "out"), windows(sequence(60000, 2000, 0, 1)))
+	checkWindows(t, j.readOut(t, "out"), windows(sequence(120000, 2000, 0, 1)))
 }
 
 // TestRescaleIncremental: a run with badger and incremental checkpoints
@@ -573,7 +573,7 @@ func TestRescaleIncremental(t *testing.T) {
 		"checkpoint": {"interval": "20ms", "incremental": true},
 		"restart": {"strategy": "none"},
 		"nodes": [
-		{"id": "src", "type": "sequence", "params": {"rows": 40000, "keys": 2000, "rate": 40000}},
+		{"id": "src", "type": "sequence", "params": {"rows": 100000, "keys": 2000, "rate": 40000}},
 		{"id": "f", "type": "failing", "inputs": ["src"], "params": {"after": 1, "afterCheckpoints": 2, "times": 1, "flag": %q}},
 		`+windowNode+`,
 		{"id": "out", "type": "file", "inputs": ["win"], "params": {"path": "x"}}]}`, t.Name(), "f"))
@@ -586,7 +586,7 @@ func TestRescaleIncremental(t *testing.T) {
 	if n := res.Restored.Deltas.Load(); n == 0 {
 		t.Errorf("the restore read no delta")
 	}
-	checkWindows(t, j.readOut(t, "out"), windows(sequence(40000, 2000, 0, 1)))
+	checkWindows(t, j.readOut(t, "out"), windows(sequence(100000, 2000, 0, 1)))
 }
 
 // TestRestartAttemptsExhausted: a node that keeps failing fails the job

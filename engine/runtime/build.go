@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/state"
 )
 
@@ -21,12 +22,40 @@ func chainable(g *Graph, n *Node) bool {
 	return in.Partition == Forward && up.Parallelism == n.Parallelism
 }
 
-// build creates the tasks of this execution, wires their inputs and
-// outputs, and opens every operator and source with its restored state.
-func (e *execution) build(rr *restoreReader) error {
-	g := e.g
-	headOf := map[string]string{} // node → its chain's head
-	chains := map[string][]*Node{}
+// TaskInfo describes one task of a job: a chain of nodes' subtasks that
+// runs on one goroutine. Tasks(g) lists them in a fixed order, so that every
+// process planning the same job agrees on the indices.
+type TaskInfo struct {
+	Index   int
+	Subtask int
+	Nodes   []string // the chain, head first
+	Source  bool
+}
+
+// Tasks lists g's tasks: per chain head in graph order, its subtasks.
+func Tasks(g *Graph) []TaskInfo {
+	heads, chains := chainsOf(g)
+	var ts []TaskInfo
+	for _, n := range g.Nodes {
+		if heads[n.ID] != n.ID {
+			continue
+		}
+		var ids []string
+		for _, cn := range chains[n.ID] {
+			ids = append(ids, cn.ID)
+		}
+		for s := 0; s < n.Parallelism; s++ {
+			ts = append(ts, TaskInfo{Index: len(ts), Subtask: s, Nodes: ids, Source: n.NewSource != nil})
+		}
+	}
+	return ts
+}
+
+// chainsOf maps every node to its chain's head, and every head to its
+// chain (in topological order).
+func chainsOf(g *Graph) (headOf map[string]string, chains map[string][]*Node) {
+	headOf = map[string]string{}
+	chains = map[string][]*Node{}
 	for _, n := range g.Nodes {
 		h := n.ID
 		if chainable(g, n) {
@@ -35,29 +64,68 @@ func (e *execution) build(rr *restoreReader) error {
 		headOf[n.ID] = h
 		chains[h] = append(chains[h], n)
 	}
-	// tasks[node][subtask] and members for lookup.
-	taskOf := map[string][]*task{}
+	return headOf, chains
+}
+
+// build creates this process's tasks of the attempt, wires their inputs
+// and outputs (to tasks here or, through the Network, elsewhere), and opens
+// every operator and source with its restored state.
+func (e *Host) build(rr *restoreReader) error {
+	g := e.g
+	headOf, chains := chainsOf(g)
+	infos := Tasks(g)
+	here := make([]bool, len(infos))
+	if e.cfg.Tasks == nil {
+		for i := range here {
+			here[i] = true
+		}
+	} else {
+		for _, i := range e.cfg.Tasks {
+			if i < 0 || i >= len(infos) {
+				return fmt.Errorf("task %d: the job has %d tasks", i, len(infos))
+			}
+			here[i] = true
+		}
+	}
+	e.byIndex = make([]*task, len(infos))
+	// taskOf[node][subtask] is the task index; memberOf the members here.
+	taskOf := map[string][]int{}
 	memberOf := map[string][]*member{}
+	idx := 0
 	for _, n := range g.Nodes {
 		if headOf[n.ID] != n.ID {
 			continue
 		}
-		ts := make([]*task, n.Parallelism)
+		ts := make([]int, n.Parallelism)
 		for s := range ts {
-			t := &task{idx: len(e.tasks), subtask: s, ctrl: make(chan ctrlMsg, 64), job: e}
-			if n.NewSource == nil {
-				perInput := make([]int, len(n.Inputs))
-				for i, in := range n.Inputs {
-					perInput[i] = channelsFrom(g, n, in)
+			ts[s] = idx
+			if here[idx] {
+				t := &task{idx: idx, subtask: s, ctrl: make(chan ctrlMsg, 64), job: e}
+				if n.NewSource == nil {
+					perInput := make([]int, len(n.Inputs))
+					for i, in := range n.Inputs {
+						perInput[i] = channelsFrom(g, n, in)
+					}
+					t.in = newInbox(perInput)
+					for i, in := range n.Inputs {
+						for range perInput[i] {
+							t.in.schemas = append(t.in.schemas, outputSchema(g.node(in.From), in.Output))
+						}
+					}
 				}
-				t.in = newInbox(perInput)
+				e.tasks = append(e.tasks, t)
+				e.byIndex[idx] = t
 			}
-			e.tasks = append(e.tasks, t)
-			ts[s] = t
+			idx++
 		}
 		for _, cn := range chains[n.ID] {
+			taskOf[cn.ID] = ts
 			ms := make([]*member, n.Parallelism)
 			for s := range ms {
+				t := e.byIndex[ts[s]]
+				if t == nil {
+					continue
+				}
 				ctx := &Context{
 					JobName:        g.JobName,
 					NodeID:         cn.ID,
@@ -67,9 +135,9 @@ func (e *execution) build(rr *restoreReader) error {
 					KeyGroups:      state.RangeForSubtask(s, g.MaxParallelism, cn.Parallelism),
 					ExactlyOnce:    g.ExactlyOnce,
 					Attempt:        e.attempt,
-					Incremental:    e.opts.Incremental,
+					Incremental:    e.cfg.Incremental,
 					LocalDir:       filepath.Join(e.localDir, fmt.Sprintf("%s-%d", cn.ID, s)),
-					Log:            e.opts.Log.With("node", cn.ID, "subtask", s),
+					Log:            e.cfg.Log.With("node", cn.ID, "subtask", s),
 					Metrics:        e.metrics[cn.ID],
 				}
 				m := &member{node: cn, ctx: ctx}
@@ -77,8 +145,7 @@ func (e *execution) build(rr *restoreReader) error {
 					m.op = cn.NewOperator()
 				}
 				ms[s] = m
-				ts[s].members = append(ts[s].members, m)
-				taskOf[cn.ID] = ts
+				t.members = append(t.members, m)
 			}
 			memberOf[cn.ID] = ms
 		}
@@ -86,6 +153,10 @@ func (e *execution) build(rr *restoreReader) error {
 	// Outputs, per member and output name.
 	for _, n := range g.Nodes {
 		for s, m := range memberOf[n.ID] {
+			if m == nil {
+				continue
+			}
+			t := e.byIndex[taskOf[n.ID][s]]
 			outs := map[string][]Output{}
 			for _, c := range g.Nodes {
 				for i, in := range c.Inputs {
@@ -95,10 +166,13 @@ func (e *execution) build(rr *restoreReader) error {
 					var o Output
 					if headOf[c.ID] == headOf[n.ID] {
 						cm := memberOf[c.ID][s]
-						o = &chainLink{t: taskOf[n.ID][s], op: cm.op, input: i, m: e.metrics[c.ID]}
+						o = &chainLink{t: t, op: cm.op, input: i, m: e.metrics[c.ID]}
 					} else {
-						eo := e.edgeTo(n, s, c, i, taskOf[c.ID])
-						taskOf[n.ID][s].edges = append(taskOf[n.ID][s].edges, eo)
+						eo, err := e.edgeTo(n, s, t, c, i, taskOf[c.ID])
+						if err != nil {
+							return err
+						}
+						t.edges = append(t.edges, eo)
 						o = eo
 					}
 					outs[in.Output] = append(outs[in.Output], o)
@@ -112,6 +186,41 @@ func (e *execution) build(rr *restoreReader) error {
 				if len(outs[name]) > 0 {
 					m.ctx.Side[name] = combine(outs[name])
 				}
+			}
+		}
+	}
+	// Inputs whose producers run elsewhere give their credits back through
+	// the Network.
+	for _, t := range e.tasks {
+		if t.in == nil {
+			continue
+		}
+		n := t.members[0].node
+		ch := 0
+		for _, in := range n.Inputs {
+			producers := taskOf[in.From]
+			for k := range channelsFrom(g, n, in) {
+				p := producers[k]
+				if pointwise(g, n, in) {
+					p = producers[t.subtask]
+				}
+				if e.byIndex[p] == nil {
+					if t.in.remote == nil {
+						if e.cfg.Network == nil {
+							return fmt.Errorf("task %d has an input from task %d, which runs elsewhere, and no network", t.idx, p)
+						}
+						t.in.remote = make([]bool, len(t.in.credits))
+						key := ChannelKey{Attempt: e.attempt, Task: int32(t.idx)}
+						net := e.cfg.Network
+						t.in.grant = func(ch int32) {
+							k := key
+							k.Channel = ch
+							net.Grant(k, 1)
+						}
+					}
+					t.in.remote[ch] = true
+				}
+				ch++
 			}
 		}
 	}
@@ -131,11 +240,19 @@ func (e *execution) build(rr *restoreReader) error {
 	if md := rr.md; md != nil {
 		for _, ns := range md.Nodes {
 			if g.node(ns.NodeID) == nil {
-				e.opts.Log.Warn("checkpoint has state for a node the job no longer has; ignoring it", "node", ns.NodeID)
+				e.cfg.Log.Warn("checkpoint has state for a node the job no longer has; ignoring it", "node", ns.NodeID)
 			}
 		}
 	}
 	return nil
+}
+
+// outputSchema is the schema of node n's output name ("" for main).
+func outputSchema(n *Node, name string) *row.Schema {
+	if name == "" {
+		return n.Schema
+	}
+	return n.Side[name]
 }
 
 func combine(outs []Output) Output {
@@ -161,8 +278,9 @@ func channelsFrom(g *Graph, n *Node, in Edge) int {
 	return g.node(in.From).Parallelism
 }
 
-// edgeTo builds producer subtask s's output over consumer c's input i.
-func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *edgeOutput {
+// edgeTo builds producer subtask s's output (on task t) over consumer
+// c's input i, whose subtasks are the tasks consumers.
+func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) (*edgeOutput, error) {
 	in := c.Inputs[i]
 	part := in.Partition
 	// Channel index of (input i, producer subtask s) at each consumer.
@@ -171,17 +289,39 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 		offset += channelsFrom(e.g, c, c.Inputs[j])
 	}
 	eo := &edgeOutput{part: part, keyCols: in.KeyCols, maxPar: e.g.MaxParallelism}
-	if pointwise(e.g, c, in) {
-		eo.targets = []channelWriter{&sender{in: consumers[s].in, ch: int32(offset), ctx: e.ctx}}
-		return eo
+	target := func(consumer int, ch int32) (channelWriter, error) {
+		if ct := e.byIndex[consumer]; ct != nil {
+			return &sender{in: ct.in, ch: ch, ctx: e.ctx}, nil
+		}
+		if e.cfg.Network == nil || e.cfg.Locate == nil {
+			return nil, fmt.Errorf("task %d runs elsewhere and there is no network", consumer)
+		}
+		key := ChannelKey{Attempt: e.attempt, Task: int32(consumer), Channel: ch}
+		cs, err := e.cfg.Network.Sender(e.ctx, e.cfg.Locate(consumer), key)
+		if err != nil {
+			return nil, fmt.Errorf("channel to task %d: %w", consumer, err)
+		}
+		return &remoteSender{cs: cs, t: t, key: key}, nil
 	}
-	for _, t := range consumers {
-		eo.targets = append(eo.targets, &sender{in: t.in, ch: int32(offset + s), ctx: e.ctx})
+	if pointwise(e.g, c, in) {
+		w, err := target(consumers[s], int32(offset))
+		if err != nil {
+			return nil, err
+		}
+		eo.targets = []channelWriter{w}
+		return eo, nil
+	}
+	for _, ct := range consumers {
+		w, err := target(ct, int32(offset+s))
+		if err != nil {
+			return nil, err
+		}
+		eo.targets = append(eo.targets, w)
 	}
 	if part == Forward {
 		eo.part = Rebalance
 	}
-	return eo
+	return eo, nil
 }
 
 // open opens every task's members with their restored state. As a
@@ -190,8 +330,8 @@ func (e *execution) edgeTo(n *Node, s int, c *Node, i int, consumers []*task) *e
 // Options.RestoreConcurrency tasks at a time. On failure it closes what it
 // opened and returns the error of the first task (in task order) that
 // failed, as opening one after another would.
-func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
-	limit := e.opts.RestoreConcurrency
+func (e *Host) open(rr *restoreReader, tasks [][]*member) error {
+	limit := e.cfg.RestoreConcurrency
 	if limit <= 0 {
 		limit = runtime.GOMAXPROCS(0)
 	}
@@ -261,13 +401,13 @@ func (e *execution) open(rr *restoreReader, tasks [][]*member) error {
 
 // openMember opens one member with its share of the restored state. It is
 // the one place a *Restored is built for a subtask.
-func (e *execution) openMember(ctx context.Context, rr *restoreReader, m *member, t *task) error {
+func (e *Host) openMember(ctx context.Context, rr *restoreReader, m *member, t *task) error {
 	n := m.node
 	r, err := rr.restoredFor(ctx, n.ID, m.ctx.KeyGroups)
 	if err != nil {
 		return err
 	}
-	e.opts.restoreFlags.apply(r)
+	e.cfg.RestoreFlags.apply(r)
 	if n.NewSource != nil {
 		src := n.NewSource()
 		if err := src.Open(m.ctx, r); err != nil {

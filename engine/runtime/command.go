@@ -190,29 +190,31 @@ type commands struct {
 }
 
 // command runs on the driver goroutine.
-func (e *execution) command(c Command, res *Result) {
+func (d *driver) command(c Command, res *Result) {
 	switch c := c.(type) {
 	case SkipBacklog:
-		e.skipBacklog(c)
+		d.skipBacklog(c)
 	case StatusRequest:
-		reply(c.Reply, e.status(res))
+		reply(c.Reply, d.status(res))
 	}
 }
 
-func (e *execution) status(res *Result) Status {
-	s := status(e.g, res, "running")
-	s.Attempt = e.attempt
-	can := map[string]bool{}
-	for _, t := range e.tasks {
-		if t.source != nil {
-			_, ok := t.source.(BacklogSkipper)
-			can[t.members[0].node.ID] = ok
+func (d *driver) status(res *Result) Status {
+	s := status(d.g, res, "running")
+	s.Attempt = d.a.ID()
+	for i := range s.Nodes {
+		if n := d.g.node(s.Nodes[i].ID); n.NewSource != nil {
+			s.Nodes[i].CanSkipBacklog = canSkipBacklog(n)
 		}
 	}
-	for i := range s.Nodes {
-		s.Nodes[i].CanSkipBacklog = can[s.Nodes[i].ID]
-	}
 	return s
+}
+
+// canSkipBacklog reports whether source node n's sources are
+// BacklogSkippers (asked of an instance that is never opened).
+func canSkipBacklog(n *Node) bool {
+	_, ok := n.NewSource().(BacklogSkipper)
+	return ok
 }
 
 func status(g *Graph, res *Result, state string) Status {
@@ -230,10 +232,10 @@ func status(g *Graph, res *Result, state string) Status {
 }
 
 // skipBacklog hands the request to every source task it names.
-func (e *execution) skipBacklog(req SkipBacklog) {
+func (d *driver) skipBacklog(req SkipBacklog) {
 	op := &skipOp{reply: req.Reply}
 	if req.Node != "" {
-		n := e.g.node(req.Node)
+		n := d.g.node(req.Node)
 		switch {
 		case n == nil:
 			op.abort(fmt.Errorf("%w: the job has no node %q", ErrBadCommand, req.Node))
@@ -243,18 +245,24 @@ func (e *execution) skipBacklog(req SkipBacklog) {
 			return
 		}
 	}
-	var targets []*task
+	var targets []int
 	cannot := map[string]string{} // node → type
-	for _, t := range e.tasks {
-		n := t.members[0].node
-		if t.source == nil || req.Node != "" && n.ID != req.Node {
+	can := map[string]bool{}
+	for _, t := range d.infos {
+		n := d.g.node(t.Nodes[0])
+		if !t.Source || req.Node != "" && n.ID != req.Node {
 			continue
 		}
-		if _, ok := t.source.(BacklogSkipper); !ok {
+		ok, seen := can[n.ID]
+		if !seen {
+			ok = canSkipBacklog(n)
+			can[n.ID] = ok
+		}
+		if !ok {
 			cannot[n.ID] = n.Type
 			continue
 		}
-		targets = append(targets, t)
+		targets = append(targets, t.Index)
 	}
 	for id := range cannot {
 		op.unsupported = append(op.unsupported, id)
@@ -269,49 +277,54 @@ func (e *execution) skipBacklog(req SkipBacklog) {
 		return
 	}
 	op.pending = len(targets)
-	e.cmds.skips = append(e.cmds.skips, op)
+	d.cmds.skips = append(d.cmds.skips, op)
 	for _, t := range targets {
-		if !e.send(t, ctrlMsg{kind: ctrlSkipBacklog, skip: op}) {
+		if err := d.a.SkipBacklog(t, op.done); err != nil {
 			op.abort(fmt.Errorf("%w: the job stopped before every source skipped", ErrNotRunning))
 			return
 		}
 	}
 	// Forget finished operations so a long run does not accumulate them.
-	live := e.cmds.skips[:0]
-	for _, o := range e.cmds.skips {
+	live := d.cmds.skips[:0]
+	for _, o := range d.cmds.skips {
 		if !o.finished() {
 			live = append(live, o)
 		}
 	}
-	e.cmds.skips = live
+	d.cmds.skips = live
 }
 
-// endCommands fails the commands this execution did not finish.
-func (e *execution) endCommands() {
-	for _, op := range e.cmds.skips {
+// endCommands fails the commands this attempt did not finish.
+func (d *driver) endCommands() {
+	for _, op := range d.cmds.skips {
 		op.abort(fmt.Errorf("%w: the run ended (failure, restart or stop) before every source skipped; ask again", ErrNotRunning))
 	}
-	e.cmds.skips = nil
+	d.cmds.skips = nil
 }
 
 // skipBacklog runs on the source task's goroutine, between two polls: the
 // next barrier this task forwards comes after the skip, so the next
 // checkpoint records the new positions.
-func (t *task) skipBacklog(op *skipOp) {
+func (t *task) skipBacklog(done func(subtask string, err error)) {
 	name := t.name()
 	log := t.members[0].ctx.Log
 	if t.sourceDone || t.finalID != 0 || t.stopped {
-		op.done(name, nil) // nothing left to read
+		done(name, nil) // nothing left to read
+		return
+	}
+	skipper, ok := t.source.(BacklogSkipper)
+	if !ok {
+		done(name, fmt.Errorf("%w: %s cannot skip its backlog", ErrBadCommand, name))
 		return
 	}
 	began := time.Now()
-	if err := t.source.(BacklogSkipper).SkipBacklog(); err != nil {
+	if err := skipper.SkipBacklog(); err != nil {
 		log.Warn("skipping the backlog failed", "err", err)
-		op.done(name, err)
+		done(name, err)
 		return
 	}
 	log.Info("backlog skipped", "took", time.Since(began).Round(time.Millisecond))
-	op.done(name, nil)
+	done(name, nil)
 }
 
 // waitRestart waits out the restart delay, answering commands meanwhile.

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/state"
@@ -45,7 +46,12 @@ const creditsPerChannel = 8
 type inbox struct {
 	ch      chan Message
 	credits []chan struct{}
-	input   []int // input channel → index of the node's logical input
+	input   []int        // input channel → index of the node's logical input
+	schemas []*row.Schema // input channel → schema of its batches
+	// remote marks the channels whose sender is in another process: their
+	// credits go back through grant.
+	remote []bool
+	grant  func(ch int32)
 }
 
 func newInbox(channelsPerInput []int) *inbox {
@@ -66,15 +72,37 @@ func newInbox(channelsPerInput []int) *inbox {
 }
 
 // release returns the credit of a message the receiver has processed.
-func (in *inbox) release(ch int32) { <-in.credits[ch] }
+func (in *inbox) release(ch int32) {
+	<-in.credits[ch]
+	if in.remote != nil && in.remote[ch] {
+		in.grant(ch)
+	}
+}
 
-// channelWriter is one input channel seen from its producer. The in-process
-// sender is the only one today; between TaskManagers a TCP stream with the
-// same credit rule will implement it, feeding the remote task's inbox.
+// channelWriter is one input channel seen from its producer: a sender in
+// this process, a remoteSender to another.
 type channelWriter interface {
 	// send delivers m in order, blocking while the channel has no credit;
-	// it returns false (and drops m) when the job is being cancelled.
+	// it returns false (and drops m) when the job is being cancelled or the
+	// channel is broken.
 	send(m Message) bool
+}
+
+// remoteSender is an input channel of a task in another process, written
+// by task t.
+type remoteSender struct {
+	cs  ChannelSender
+	t   *task
+	key ChannelKey
+}
+
+func (r *remoteSender) send(m Message) bool {
+	if err := r.cs.Send(m); err != nil {
+		// Runs on t's goroutine: the task fails with the channel.
+		r.t.fail(fmt.Errorf("sending to channel %d of task %d: %w", r.key.Channel, r.key.Task, err))
+		return false
+	}
+	return true
 }
 
 // sender is an in-process input channel seen from the producing subtask.

@@ -57,15 +57,18 @@ func (w *writtenFiles) chain(st *checkpoint.Storage, node string, subtask int, b
 	return append(chain, st.Ref(base, prev)), nil
 }
 
-// chainIDs lists the checkpoints whose files a pending checkpoint's chains
-// refer to.
-func chainIDs(p *Pending) map[int64]bool {
+// chainIDs lists the checkpoints whose files the chains of checkpoint
+// id's state files (written here) refer to.
+func (w *writtenFiles) chainIDs(id int64) map[int64]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	ids := map[int64]bool{}
-	for _, payload := range p.Acks {
-		for _, s := range payload.([]nodeSubtaskState) {
-			for _, f := range s.state.Chain {
-				ids[f.CheckpointID] = true
-			}
+	for k, st := range w.files {
+		if k.id != id {
+			continue
+		}
+		for _, f := range st.Chain {
+			ids[f.CheckpointID] = true
 		}
 	}
 	return ids

@@ -2,14 +2,10 @@ package runtime
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -59,24 +55,6 @@ type Options struct {
 	// (RestoreBeforeError, Restored.AcceptLoss).
 	AcceptLostTransactions bool
 	Log                    *slog.Logger
-
-	// restoreFlags is what Run tells the operators it opens about the
-	// checkpoint it chose (set on each Restored by build).
-	restoreFlags restoreFlags
-}
-
-// restoreFlags are the fields of Restored that Run decides, not the
-// checkpoint.
-type restoreFlags struct {
-	skippedNewer    int64
-	allowDuplicates bool
-	acceptLoss      bool
-}
-
-func (f restoreFlags) apply(r *Restored) {
-	if r != nil {
-		r.SkippedNewer, r.AllowDuplicates, r.AcceptLoss = f.skippedNewer, f.allowDuplicates, f.acceptLoss
-	}
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -117,6 +95,12 @@ type Result struct {
 // savepoint, ctx is cancelled, or it fails more often than the restart
 // strategy allows.
 func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
+	return RunOn(ctx, g, opts, nil)
+}
+
+// RunOn is Run with the attempts' tasks deployed by dep (nil: in this
+// process). Restore, fallback and restart work alike wherever tasks run.
+func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -126,6 +110,9 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 	res := &Result{Metrics: make(map[string]*NodeMetrics), started: time.Now()}
 	for _, n := range g.Nodes {
 		res.Metrics[n.ID] = &NodeMetrics{}
+	}
+	if dep == nil {
+		dep = localDeployer{g: g, opts: opts, res: res}
 	}
 	restore := opts.Restore
 	before := int64(math.MaxInt64) // "latest" means the newest below this
@@ -146,13 +133,19 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 			if md != nil {
 				opts.Log.Info("restoring", "checkpoint", md.CheckpointID, "savepoint", md.Savepoint, "path", dir)
 			}
-			var e *execution
+			var a Attempt
+			var firstID int64
 			began := time.Now()
-			o := opts
+			dp := Deployment{Attempt: NewAttemptID(), Restore: md, RestoreDir: dir}
 			if md != nil {
-				o.restoreFlags = restoreFlags{skippedNewer: skipped, allowDuplicates: opts.AllowFallbackDuplicates, acceptLoss: acceptLoss}
+				dp.Flags = RestoreFlags{SkippedNewer: skipped, AllowDuplicates: opts.AllowFallbackDuplicates, AcceptLoss: acceptLoss}
 			}
-			e, err = newExecution(ctx, g, o, md, dir, res)
+			firstID, err = opts.Storage.NextCheckpointID(ctx)
+			if err != nil {
+				err = fmt.Errorf("reading checkpoint storage: %w", err)
+			} else {
+				a, err = dep.Deploy(ctx, dp)
+			}
 			if md != nil {
 				res.RestoreTime += time.Since(began)
 			}
@@ -222,8 +215,7 @@ func Run(ctx context.Context, g *Graph, opts Options) (*Result, error) {
 					"localBytes", res.Restored.LocalBytes.Load(), "remoteBytes", res.Restored.RemoteBytes.Load())
 			}
 			if err == nil {
-				e.pauses = &res.pauseLog
-				err = e.run(ctx, res)
+				err = newDriver(ctx, g, opts, a).run(ctx, res, firstID)
 			}
 		}
 		res.Pauses = summarise(res.pauseLog.pauses)
@@ -319,124 +311,92 @@ func restorable(g *Graph, md *checkpoint.Metadata, dir string) error {
 		dir, md.CheckpointID, md.MaxParallelism, g.MaxParallelism, md.MaxParallelism)
 }
 
-type evKind uint8
-
-const (
-	evAck evKind = iota
-	evDecline
-	evSourceFinished
-)
-
-type event struct {
-	kind   evKind
-	task   int
-	id     int64
-	err    error
-	states []nodeSubtaskState
+// Deployer starts attempts of a job: it builds and opens the tasks of an
+// attempt wherever they run, restored from the checkpoint the driver chose;
+// the driver then starts them. Run deploys in this process; a framework
+// master deploys on its TaskManagers.
+type Deployer interface {
+	// Deploy returns the opened attempt, or the first error of an
+	// operator's Open as it is (RestoreBeforeError, FallbackRefusedError,
+	// a corrupt state file), with nothing left running.
+	Deploy(ctx context.Context, d Deployment) (Attempt, error)
 }
 
-type nodeSubtaskState struct {
-	node  string
-	par   int
-	state checkpoint.SubtaskState
+// Deployment is one attempt to deploy.
+type Deployment struct {
+	Attempt    string
+	Restore    *checkpoint.Metadata // nil: start empty
+	RestoreDir string
+	Flags      RestoreFlags
 }
 
-// execution is one attempt at running the job.
-type execution struct {
-	g           *Graph
-	opts        Options
-	exactlyOnce bool
-	attempt     string
-	tasks       []*task
-	sources     int
-	events      chan event
-	ctx         context.Context
-	cancel      context.CancelFunc
-	uploads     sync.WaitGroup
-	metrics     map[string]*NodeMetrics
-	firstID     int64
-	pauses      *pauseLog
-	localDir    string // this attempt's local state directory
-	recovery    localRecovery
-	pruning     atomic.Bool // a Prune is running in the background
-	written     writtenFiles
-	cmds        commands
+// localDeployer runs every task in this process.
+type localDeployer struct {
+	g    *Graph
+	opts Options
+	res  *Result
 }
 
-func (e *execution) event(ev event) {
-	select {
-	case e.events <- ev:
-	case <-e.ctx.Done():
+func (l localDeployer) Deploy(ctx context.Context, d Deployment) (Attempt, error) {
+	return NewHost(ctx, HostConfig{
+		Graph: l.g, Attempt: d.Attempt, Storage: l.opts.Storage,
+		Restore: d.Restore, RestoreDir: d.RestoreDir, RestoreFlags: d.Flags,
+		Incremental: l.opts.Incremental, LocalRecovery: l.opts.LocalRecovery, LocalStateDir: l.opts.LocalStateDir,
+		RestoreConcurrency: l.opts.RestoreConcurrency, Log: l.opts.Log,
+		Metrics: l.res.Metrics, RestoreStats: &l.res.Restored, pauses: &l.res.pauseLog,
+	})
+}
+
+// driver runs one attempt: the checkpoint coordinator, the checkpoints'
+// metadata and housekeeping, and the commands. It runs on Run's goroutine;
+// the attempt's tasks run wherever the Deployer put them.
+type driver struct {
+	g       *Graph
+	opts    Options
+	a       Attempt
+	infos   []TaskInfo
+	ctx     context.Context // ends with the attempt
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup // storage housekeeping in the background
+	pruning atomic.Bool    // a Prune is running in the background
+	cmds    commands
+}
+
+func newDriver(ctx context.Context, g *Graph, opts Options, a Attempt) *driver {
+	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g)}
+	d.ctx, d.cancel = context.WithCancel(ctx)
+	return d
+}
+
+// stop ends the attempt: its tasks, then the housekeeping.
+func (d *driver) stop() {
+	d.a.Stop()
+	d.cancel()
+	d.bg.Wait()
+}
+
+func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
+	defer d.endCommands()
+	e := d.a
+	sources := 0
+	for _, t := range d.infos {
+		if t.Source {
+			sources++
+		}
 	}
-}
-
-func newAttemptID() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-func newExecution(ctx context.Context, g *Graph, opts Options, md *checkpoint.Metadata, dir string, res *Result) (*execution, error) {
-	e := &execution{g: g, opts: opts, exactlyOnce: g.ExactlyOnce, attempt: newAttemptID(), metrics: res.Metrics, events: make(chan event, 1024)}
-	e.ctx, e.cancel = context.WithCancel(ctx)
-	id, err := opts.Storage.NextCheckpointID(ctx)
-	if err != nil {
-		e.cancel()
-		return nil, fmt.Errorf("reading checkpoint storage: %w", err)
-	}
-	e.firstID = id
-	base := opts.LocalStateDir
-	if base == "" {
-		base = filepath.Join(os.TempDir(), "sluice-local")
-	}
-	e.localDir = filepath.Join(base, g.JobName, e.attempt)
-	e.recovery = localRecovery{log: opts.Log}
-	if opts.LocalRecovery {
-		e.recovery.dir = filepath.Join(base, g.JobName, "recovery")
-	}
-	rr := &restoreReader{st: opts.Storage, md: md, dir: dir, local: e.recovery, stats: &res.Restored}
-	if err := e.build(rr); err != nil {
-		e.cancel()
-		return nil, err
-	}
-	return e, nil
-}
-
-func (e *execution) run(ctx context.Context, res *Result) error {
-	defer e.cancel()
-	defer os.RemoveAll(e.localDir) // after the tasks closed their state
-	defer e.endCommands()
 	now := time.Now().UnixMilli()
 	coord := NewCoordinator(CoordinatorConfig{
-		Interval:          e.opts.Interval.Milliseconds(),
-		Timeout:           e.opts.Timeout.Milliseconds(),
-		MinPause:          e.opts.MinPause.Milliseconds(),
-		Tasks:             len(e.tasks),
-		SourceTasks:       e.sources,
-		TolerableFailures: e.opts.TolerableFailures,
-		FirstID:           e.firstID,
+		Interval:          d.opts.Interval.Milliseconds(),
+		Timeout:           d.opts.Timeout.Milliseconds(),
+		MinPause:          d.opts.MinPause.Milliseconds(),
+		Tasks:             len(d.infos),
+		SourceTasks:       sources,
+		TolerableFailures: d.opts.TolerableFailures,
+		FirstID:           firstID,
 	}, now)
+	e.Start()
 
-	errs := make(chan error, len(e.tasks))
-	var running sync.WaitGroup
-	for _, t := range e.tasks {
-		running.Add(1)
-		go func() {
-			defer running.Done()
-			if err := t.run(e.ctx); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	allExited := make(chan struct{})
-	go func() { running.Wait(); close(allExited) }()
-	stop := func() {
-		e.cancel()
-		<-allExited
-		e.uploads.Wait()
-	}
-
-	tick := e.opts.Interval / 4
+	tick := d.opts.Interval / 4
 	if tick <= 0 || tick > 100*time.Millisecond {
 		tick = 100 * time.Millisecond
 	}
@@ -452,21 +412,19 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 	apply = func(a Actions) error {
 		now := time.Now().UnixMilli()
 		for _, id := range a.Abort {
-			e.background(func(ctx context.Context) {
-				e.opts.Storage.Abort(ctx, id, false)
-				e.opts.Storage.Abort(ctx, id, true)
+			d.background(func(ctx context.Context) {
+				d.opts.Storage.Abort(ctx, id, false)
+				d.opts.Storage.Abort(ctx, id, true)
 			})
 		}
 		for _, id := range a.Abort {
-			for _, t := range e.tasks {
-				if !e.send(t, ctrlMsg{kind: ctrlAbort, id: id}) {
-					return e.ctx.Err()
-				}
+			if err := e.Abort(id); err != nil {
+				return err
 			}
 		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
-			e.opts.Log.Warn("checkpoint failed", "err", a.Failed)
+			d.opts.Log.Warn("checkpoint failed", "err", a.Failed)
 			if a.FailedSavepoint {
 				for _, w := range waiting {
 					w.Reply <- SavepointResult{Err: a.Failed}
@@ -478,27 +436,24 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 			return a.Fail
 		}
 		if p := a.Commit; p != nil {
-			path, err := e.commit(p)
+			path, err := d.commit(p)
 			if err != nil {
 				return apply(coord.CommitFailed(now, p.ID, err))
 			}
 			if p.Savepoint {
-				e.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
+				d.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
 				for _, w := range waiting {
 					w.Reply <- SavepointResult{Path: path}
 				}
 				waiting = nil
 			} else {
 				res.Checkpoints++
-				chains := chainIDs(p)
-				e.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path, "builds_on", len(chains))
-				e.written.completed(p.ID)
-				e.recovery.prune(p.ID, chains)
-				if e.pruning.CompareAndSwap(false, true) {
-					e.background(func(ctx context.Context) {
-						defer e.pruning.Store(false)
-						if err := e.opts.Storage.Prune(ctx, e.opts.Retained); err != nil {
-							e.opts.Log.Warn("pruning old checkpoints", "err", err)
+				d.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
+				if d.pruning.CompareAndSwap(false, true) {
+					d.background(func(ctx context.Context) {
+						defer d.pruning.Store(false)
+						if err := d.opts.Storage.Prune(ctx, d.opts.Retained); err != nil {
+							d.opts.Log.Warn("pruning old checkpoints", "err", err)
 						}
 					})
 				}
@@ -508,17 +463,14 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 			}
 		}
 		if a.Notify != 0 {
-			for _, t := range e.tasks {
-				if !e.send(t, ctrlMsg{kind: ctrlNotify, id: a.Notify}) {
-					return e.ctx.Err()
-				}
+			if err := e.Notify(a.Notify); err != nil {
+				return err
 			}
 		}
 		if a.Trigger != nil {
-			for _, t := range e.tasks {
-				if t.source != nil && !e.send(t, ctrlMsg{kind: ctrlTrigger, trigger: *a.Trigger}) {
-					return e.ctx.Err()
-				}
+			fmt.Println("TRIGGER", a.Trigger.ID, time.Now().UnixMilli()%100000)
+			if err := e.Trigger(*a.Trigger); err != nil {
+				return err
 			}
 		}
 		finished = finished || a.Finished
@@ -529,32 +481,34 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 	for !finished && !stopped {
 		var err error
 		select {
-		case ev := <-e.events:
+		case ev := <-e.Events():
 			now := time.Now().UnixMilli()
-			switch ev.kind {
-			case evAck:
-				err = apply(coord.Ack(now, ev.id, ev.task, ev.states))
-			case evDecline:
-				err = apply(coord.Decline(now, ev.id, ev.err))
-			case evSourceFinished:
+			switch ev.Kind {
+			case EventAck:
+				fmt.Println("ACK", ev.ID, ev.Task, time.Now().UnixMilli()%100000)
+				err = apply(coord.Ack(now, ev.ID, ev.Task, ev.States))
+			case EventDecline:
+				err = apply(coord.Decline(now, ev.ID, ev.Err))
+			case EventSourceFinished:
 				err = apply(coord.SourceFinished(now))
+			case EventFailed:
+				err = ev.Err
+			case EventExited:
+				err = errors.New("every task exited before the job finished")
 			}
 		case <-ticker.C:
 			err = apply(coord.Tick(time.Now().UnixMilli()))
-		case req := <-e.opts.Savepoints:
+		case req := <-d.opts.Savepoints:
 			waiting = append(waiting, req)
 			err = apply(coord.RequestSavepoint(time.Now().UnixMilli(), req.Stop))
-		case c := <-e.opts.Commands:
-			e.command(c, res)
-		case err = <-errs:
-		case <-allExited:
-			err = errors.New("every task exited before the job finished")
+		case c := <-d.opts.Commands:
+			d.command(c, res)
 		case <-ctx.Done():
-			stop()
+			d.stop()
 			return ctx.Err()
 		}
 		if err != nil {
-			stop()
+			d.stop()
 			for _, w := range waiting {
 				w.Reply <- SavepointResult{Err: err}
 			}
@@ -563,144 +517,71 @@ func (e *execution) run(ctx context.Context, res *Result) error {
 	}
 	if stopped {
 		res.Stopped = true
-		stop()
+		d.stop()
 		return nil
 	}
 	// Finished: tasks exit once told the final checkpoint completed.
-	select {
-	case <-allExited:
-	case err := <-errs:
-		stop()
-		return err
-	case <-ctx.Done():
-		stop()
-		return ctx.Err()
+	for {
+		select {
+		case ev := <-e.Events():
+			switch ev.Kind {
+			case EventFailed:
+				d.stop()
+				return ev.Err
+			case EventExited:
+				d.stop()
+				return nil
+			}
+		case <-ctx.Done():
+			d.stop()
+			return ctx.Err()
+		}
 	}
-	select {
-	case err := <-errs:
-		return err
-	default:
-	}
-	e.uploads.Wait()
-	return nil
 }
 
 // storageTimeout bounds one call to checkpoint storage from the driver, so
 // that a storage that hangs (rather than failing) cannot stall the
 // coordinator: the checkpoint fails and the job goes on.
-func (e *execution) storageTimeout() time.Duration {
-	if e.opts.Timeout > 0 {
-		return e.opts.Timeout
+func (d *driver) storageTimeout() time.Duration {
+	if d.opts.Timeout > 0 {
+		return d.opts.Timeout
 	}
 	return time.Minute
 }
 
 // background runs storage housekeeping (aborts, pruning) off the driver
 // goroutine, bounded by storageTimeout; the run waits for it before ending.
-func (e *execution) background(f func(ctx context.Context)) {
-	e.uploads.Add(1)
+func (d *driver) background(f func(ctx context.Context)) {
+	d.bg.Add(1)
 	go func() {
-		defer e.uploads.Done()
-		ctx, cancel := context.WithTimeout(e.ctx, e.storageTimeout())
+		defer d.bg.Done()
+		ctx, cancel := context.WithTimeout(d.ctx, d.storageTimeout())
 		defer cancel()
 		f(ctx)
 	}()
 }
 
-func (e *execution) send(t *task, m ctrlMsg) bool {
-	select {
-	case t.ctrl <- m:
-		return true
-	case <-e.ctx.Done():
-		return false
-	}
-}
-
-// upload writes a task's snapshots asynchronously and acknowledges.
-func (e *execution) upload(t *task, tr Trigger, snaps []Snapshot) {
-	e.uploads.Add(1)
-	go func() {
-		defer e.uploads.Done()
-		var states []nodeSubtaskState
-		for i, s := range snaps {
-			if s == nil {
-				continue
-			}
-			n := t.members[i].node
-			st, err := e.writeState(t, n, tr, s)
-			if err != nil {
-				e.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: %w", n.ID, t.subtask, err)})
-				return
-			}
-			states = append(states, nodeSubtaskState{node: n.ID, par: n.Parallelism, state: st})
-		}
-		e.event(event{kind: evAck, task: t.idx, id: tr.ID, states: states})
-	}()
-}
-
-// writeState streams one snapshot into its state file in checkpoint
-// storage, and into the local recovery copy alongside.
-func (e *execution) writeState(t *task, n *Node, tr Trigger, s Snapshot) (checkpoint.SubtaskState, error) {
-	var chain []checkpoint.StateFile
-	if d, ok := s.(DeltaSnapshot); ok && d.DeltaBase() > 0 && !tr.Savepoint {
-		var err error
-		if chain, err = e.written.chain(e.opts.Storage, n.ID, t.subtask, d.DeltaBase()); err != nil {
-			return checkpoint.SubtaskState{}, err
-		}
-	}
-	var local *localCopy
-	if !tr.Savepoint {
-		local = e.recovery.create(tr.ID, checkpoint.StateFileName(n.ID, t.subtask))
-	}
-	var tee io.Writer
-	if local != nil {
-		tee = local
-	}
-	w, err := e.opts.Storage.CreateState(e.ctx, tr.ID, tr.Savepoint, n.ID, t.subtask, tee)
-	if err != nil {
-		local.done(false)
-		return checkpoint.SubtaskState{}, err
-	}
-	if err := s.Write(w); err != nil {
-		w.Abort()
-		local.done(false)
-		return checkpoint.SubtaskState{}, fmt.Errorf("writing snapshot: %w", err)
-	}
-	st, err := w.Commit()
-	local.done(err == nil)
-	if err != nil {
-		return st, err
-	}
-	if chain != nil {
-		st.Delta, st.Chain = true, chain
-	}
-	if !tr.Savepoint {
-		e.written.add(n.ID, t.subtask, tr.ID, st)
-	}
-	return st, nil
-}
-
 // commit writes the checkpoint's metadata, last.
-func (e *execution) commit(p *Pending) (string, error) {
+func (d *driver) commit(p *Pending) (string, error) {
 	md := &checkpoint.Metadata{
 		Version:        1,
-		JobName:        e.g.JobName,
+		JobName:        d.g.JobName,
 		CheckpointID:   p.ID,
 		Savepoint:      p.Savepoint,
 		TimestampMs:    time.Now().UnixMilli(),
-		MaxParallelism: e.g.MaxParallelism,
+		MaxParallelism: d.g.MaxParallelism,
 	}
 	byNode := map[string]*checkpoint.NodeState{}
 	var order []string
 	for _, payload := range p.Acks {
-		for _, s := range payload.([]nodeSubtaskState) {
-			ns := byNode[s.node]
+		for _, s := range payload.([]NodeSubtaskState) {
+			ns := byNode[s.Node]
 			if ns == nil {
-				ns = &checkpoint.NodeState{NodeID: s.node, Parallelism: s.par}
-				byNode[s.node] = ns
-				order = append(order, s.node)
+				ns = &checkpoint.NodeState{NodeID: s.Node, Parallelism: s.Parallelism}
+				byNode[s.Node] = ns
+				order = append(order, s.Node)
 			}
-			ns.Subtasks = append(ns.Subtasks, s.state)
+			ns.Subtasks = append(ns.Subtasks, s.State)
 		}
 	}
 	sort.Strings(order)
@@ -709,7 +590,7 @@ func (e *execution) commit(p *Pending) (string, error) {
 		sort.Slice(ns.Subtasks, func(i, j int) bool { return ns.Subtasks[i].Subtask < ns.Subtasks[j].Subtask })
 		md.Nodes = append(md.Nodes, *ns)
 	}
-	ctx, cancel := context.WithTimeout(e.ctx, e.storageTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.storageTimeout())
 	defer cancel()
-	return e.opts.Storage.Commit(ctx, md)
+	return d.opts.Storage.Commit(ctx, md)
 }

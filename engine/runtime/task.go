@@ -56,7 +56,7 @@ type ctrlMsg struct {
 	kind    ctrlKind
 	trigger Trigger
 	id      int64
-	skip    *skipOp
+	skip    func(subtask string, err error)
 }
 
 // task runs a chain of subtasks on one goroutine.
@@ -68,7 +68,7 @@ type task struct {
 	in      *inbox    // head is an operator
 	ctrl    chan ctrlMsg
 	edges   []*edgeOutput // every network output of the chain
-	job     *execution
+	job     *Host
 	err     error
 
 	// alignment
@@ -179,7 +179,7 @@ func (t *task) runSource(ctx context.Context) error {
 				return t.err
 			}
 			t.broadcast(Message{Kind: MsgEndData})
-			t.job.event(event{kind: evSourceFinished, task: t.idx})
+			t.job.event(TaskEvent{Kind: EventSourceFinished, Task: t.idx})
 			continue
 		}
 		wm, idle := t.source.Watermark()
@@ -310,7 +310,7 @@ func (t *task) checkpoint(tr Trigger) {
 		}
 		m.ctx.savepoint = false
 		if err != nil {
-			t.job.event(event{kind: evDecline, task: t.idx, id: tr.ID, err: fmt.Errorf("%s#%d: snapshot: %w", m.node.ID, t.subtask, err)})
+			t.job.event(TaskEvent{Kind: EventDecline, Task: t.idx, ID: tr.ID, Err: fmt.Errorf("%s#%d: snapshot: %w", m.node.ID, t.subtask, err)})
 			snaps = nil
 			break
 		}

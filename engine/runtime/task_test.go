@@ -116,7 +116,7 @@ func (w traceWriter) send(m Message) bool {
 
 type harness struct {
 	t    *testing.T
-	e    *execution
+	e    *Host
 	task *task
 	in   []*sender
 	tr   *trace
@@ -129,7 +129,7 @@ type harness struct {
 func newHarness(t *testing.T, channels, chain int, exactlyOnce bool) *harness {
 	t.Helper()
 	tr := &trace{changed: make(chan struct{}, 1)}
-	e := &execution{g: &Graph{JobName: "harness"}, exactlyOnce: exactlyOnce, events: make(chan event, 1024), pauses: &pauseLog{}}
+	e := &Host{g: &Graph{JobName: "harness"}, exactlyOnce: exactlyOnce, events: make(chan TaskEvent, 1024), pauses: &pauseLog{}}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	tk := &task{ctrl: make(chan ctrlMsg, 64), job: e, in: newInbox([]int{channels})}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -214,8 +214,8 @@ func (h *harness) acks() []int64 {
 	for {
 		select {
 		case ev := <-h.e.events:
-			if ev.kind == evAck {
-				ids = append(ids, ev.id)
+			if ev.Kind == EventAck {
+				ids = append(ids, ev.ID)
 			}
 		default:
 			return ids
