@@ -46,7 +46,7 @@ const creditsPerChannel = 8
 type inbox struct {
 	ch      chan Message
 	credits []chan struct{}
-	input   []int        // input channel → index of the node's logical input
+	input   []int         // input channel → index of the node's logical input
 	schemas []*row.Schema // input channel → schema of its batches
 	// remote marks the channels whose sender is in another process: their
 	// credits go back through grant.
