@@ -421,3 +421,70 @@ func (e *Host) openMember(ctx context.Context, rr *restoreReader, m *member, t *
 	}
 	return nil
 }
+
+// Regions splits g's tasks into pipelined regions: tasks joined by a
+// channel (any edge that is not chained) are in one region, so a region can
+// restart from a checkpoint without the others noticing. A job of forward
+// edges only (a router) has one region per subtask; one hash edge between
+// all subtasks makes the whole job one region. Regions are lists of task
+// indices, ascending, in order of their first task.
+func Regions(g *Graph) [][]int {
+	infos := Tasks(g)
+	headOf, _ := chainsOf(g)
+	first := map[string]int{} // chain head → index of its subtask 0
+	for _, t := range infos {
+		if t.Subtask == 0 {
+			first[t.Nodes[0]] = t.Index
+		}
+	}
+	parent := make([]int, len(infos))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	union := func(a, b int) {
+		if ra, rb := find(a), find(b); ra != rb {
+			parent[max(ra, rb)] = min(ra, rb)
+		}
+	}
+	for _, n := range g.Nodes {
+		if chainable(g, n) {
+			continue // inside its upstream's task
+		}
+		for _, in := range n.Inputs {
+			up := g.node(in.From)
+			c, p := first[headOf[n.ID]], first[headOf[in.From]]
+			if pointwise(g, n, in) {
+				for s := 0; s < n.Parallelism; s++ {
+					union(c+s, p+s)
+				}
+				continue
+			}
+			for s := 0; s < n.Parallelism; s++ {
+				for u := 0; u < up.Parallelism; u++ {
+					union(c+s, p+u)
+				}
+			}
+		}
+	}
+	var regions [][]int
+	at := map[int]int{}
+	for i := range infos {
+		r := find(i)
+		k, ok := at[r]
+		if !ok {
+			k = len(regions)
+			at[r] = k
+			regions = append(regions, nil)
+		}
+		regions[k] = append(regions[k], i)
+	}
+	return regions
+}
