@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages whose concurrency bugs would lose data (engine/plan: whole jobs in-process): always under the race detector.
 RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/connectors/... ./engine/checkpoint/... ./engine/fs/... ./engine/plan/...
 
-.PHONY: build run run-kafka test vet bench fuzz clean
+.PHONY: build run run-kafka test vet bench fuzz clean proto
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/sluice
@@ -32,6 +32,21 @@ test: vet
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... | tee bench.txt
 	$(GO) run ./internal/bench | tee -a bench.txt
+
+# Regenerates the control-plane code (internal/controlpb) from control.proto.
+# The tools come from the Go module proxy at pinned versions into bin/tools,
+# so nothing installed by hand is used; protoc-gen-go is the protobuf module
+# version in go.mod, so the generated code matches the runtime it links with.
+# The output is committed: running this again leaves git status clean.
+TOOLS                      := $(CURDIR)/bin/tools
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+proto:
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+	cd internal/controlpb && PATH="$(TOOLS):$$PATH" $(TOOLS)/buf generate
 
 clean:
 	rm -rf bin bench.txt
