@@ -88,7 +88,7 @@ func (x TaskState_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskState_State.Descriptor instead.
 func (TaskState_State) EnumDescriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11, 0}
+	return file_control_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type ErrorInfo_Kind int32
@@ -140,7 +140,7 @@ func (x ErrorInfo_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorInfo_Kind.Descriptor instead.
 func (ErrorInfo_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12, 0}
+	return file_control_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // FromTaskManager is every message a TaskManager sends on its session.
@@ -160,6 +160,8 @@ type FromTaskManager struct {
 	//	*FromTaskManager_SourceFinished
 	//	*FromTaskManager_SkipBacklogResult
 	//	*FromTaskManager_Metrics
+	//	*FromTaskManager_Deployed
+	//	*FromTaskManager_AttemptEnded
 	Msg           isFromTaskManager_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -288,6 +290,24 @@ func (x *FromTaskManager) GetMetrics() *MetricsReport {
 	return nil
 }
 
+func (x *FromTaskManager) GetDeployed() *Deployed {
+	if x != nil {
+		if x, ok := x.Msg.(*FromTaskManager_Deployed); ok {
+			return x.Deployed
+		}
+	}
+	return nil
+}
+
+func (x *FromTaskManager) GetAttemptEnded() *AttemptEnded {
+	if x != nil {
+		if x, ok := x.Msg.(*FromTaskManager_AttemptEnded); ok {
+			return x.AttemptEnded
+		}
+	}
+	return nil
+}
+
 type isFromTaskManager_Msg interface {
 	isFromTaskManager_Msg()
 }
@@ -324,6 +344,14 @@ type FromTaskManager_Metrics struct {
 	Metrics *MetricsReport `protobuf:"bytes,17,opt,name=metrics,proto3,oneof"`
 }
 
+type FromTaskManager_Deployed struct {
+	Deployed *Deployed `protobuf:"bytes,18,opt,name=deployed,proto3,oneof"`
+}
+
+type FromTaskManager_AttemptEnded struct {
+	AttemptEnded *AttemptEnded `protobuf:"bytes,19,opt,name=attempt_ended,json=attemptEnded,proto3,oneof"`
+}
+
 func (*FromTaskManager_Register) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_Heartbeat) isFromTaskManager_Msg() {}
@@ -339,6 +367,10 @@ func (*FromTaskManager_SourceFinished) isFromTaskManager_Msg() {}
 func (*FromTaskManager_SkipBacklogResult) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_Metrics) isFromTaskManager_Msg() {}
+
+func (*FromTaskManager_Deployed) isFromTaskManager_Msg() {}
+
+func (*FromTaskManager_AttemptEnded) isFromTaskManager_Msg() {}
 
 // FromMaster is every message the master sends on a session.
 type FromMaster struct {
@@ -357,6 +389,7 @@ type FromMaster struct {
 	//	*FromMaster_AbortCheckpoint
 	//	*FromMaster_SkipBacklog
 	//	*FromMaster_Shutdown
+	//	*FromMaster_StartTasks
 	Msg           isFromMaster_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -496,6 +529,15 @@ func (x *FromMaster) GetShutdown() *Shutdown {
 	return nil
 }
 
+func (x *FromMaster) GetStartTasks() *StartTasks {
+	if x != nil {
+		if x, ok := x.Msg.(*FromMaster_StartTasks); ok {
+			return x.StartTasks
+		}
+	}
+	return nil
+}
+
 type isFromMaster_Msg interface {
 	isFromMaster_Msg()
 }
@@ -540,6 +582,10 @@ type FromMaster_Shutdown struct {
 	Shutdown *Shutdown `protobuf:"bytes,19,opt,name=shutdown,proto3,oneof"`
 }
 
+type FromMaster_StartTasks struct {
+	StartTasks *StartTasks `protobuf:"bytes,20,opt,name=start_tasks,json=startTasks,proto3,oneof"`
+}
+
 func (*FromMaster_Registered) isFromMaster_Msg() {}
 
 func (*FromMaster_Refused) isFromMaster_Msg() {}
@@ -559,6 +605,8 @@ func (*FromMaster_AbortCheckpoint) isFromMaster_Msg() {}
 func (*FromMaster_SkipBacklog) isFromMaster_Msg() {}
 
 func (*FromMaster_Shutdown) isFromMaster_Msg() {}
+
+func (*FromMaster_StartTasks) isFromMaster_Msg() {}
 
 // Register is the first message of a session.
 type Register struct {
@@ -1141,6 +1189,155 @@ func (x *Restore) GetAcceptLoss() bool {
 	return false
 }
 
+// Deployed answers a Deploy once every task of it is open (restored), or
+// with the first error of an operator's Open: nothing of the attempt is
+// left running on this TaskManager then.
+type Deployed struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Unset when every task is open.
+	Error         *ErrorInfo `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployed) Reset() {
+	*x = Deployed{}
+	mi := &file_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployed) ProtoMessage() {}
+
+func (x *Deployed) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployed.ProtoReflect.Descriptor instead.
+func (*Deployed) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Deployed) GetAttempt() string {
+	if x != nil {
+		return x.Attempt
+	}
+	return ""
+}
+
+func (x *Deployed) GetError() *ErrorInfo {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// StartTasks runs the open tasks of an attempt: sent once every
+// TaskManager of the attempt answered Deployed, so no task sends to a task
+// that is not there yet.
+type StartTasks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTasks) Reset() {
+	*x = StartTasks{}
+	mi := &file_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTasks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTasks) ProtoMessage() {}
+
+func (x *StartTasks) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTasks.ProtoReflect.Descriptor instead.
+func (*StartTasks) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StartTasks) GetAttempt() string {
+	if x != nil {
+		return x.Attempt
+	}
+	return ""
+}
+
+// AttemptEnded: every task of the attempt on this TaskManager has exited
+// (after a TaskState FAILED of any that failed), by finishing or by Cancel.
+type AttemptEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptEnded) Reset() {
+	*x = AttemptEnded{}
+	mi := &file_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptEnded) ProtoMessage() {}
+
+func (x *AttemptEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptEnded.ProtoReflect.Descriptor instead.
+func (*AttemptEnded) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AttemptEnded) GetAttempt() string {
+	if x != nil {
+		return x.Attempt
+	}
+	return ""
+}
+
 // Cancel stops every task of an attempt.
 type Cancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1152,7 +1349,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1361,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1374,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{10}
+	return file_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetAttempt() string {
@@ -1208,7 +1405,7 @@ type TaskState struct {
 
 func (x *TaskState) Reset() {
 	*x = TaskState{}
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1417,7 @@ func (x *TaskState) String() string {
 func (*TaskState) ProtoMessage() {}
 
 func (x *TaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1430,7 @@ func (x *TaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskState.ProtoReflect.Descriptor instead.
 func (*TaskState) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11}
+	return file_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskState) GetAttempt() string {
@@ -1282,7 +1479,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1491,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1504,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12}
+	return file_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ErrorInfo) GetMessage() string {
@@ -1362,7 +1559,7 @@ type TriggerCheckpoint struct {
 
 func (x *TriggerCheckpoint) Reset() {
 	*x = TriggerCheckpoint{}
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1571,7 @@ func (x *TriggerCheckpoint) String() string {
 func (*TriggerCheckpoint) ProtoMessage() {}
 
 func (x *TriggerCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1584,7 @@ func (x *TriggerCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpoint.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{13}
+	return file_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TriggerCheckpoint) GetAttempt() string {
@@ -1438,7 +1635,7 @@ type AckCheckpoint struct {
 
 func (x *AckCheckpoint) Reset() {
 	*x = AckCheckpoint{}
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1647,7 @@ func (x *AckCheckpoint) String() string {
 func (*AckCheckpoint) ProtoMessage() {}
 
 func (x *AckCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1660,7 @@ func (x *AckCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckCheckpoint.ProtoReflect.Descriptor instead.
 func (*AckCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{14}
+	return file_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AckCheckpoint) GetAttempt() string {
@@ -1507,7 +1704,7 @@ type NodeSubtaskState struct {
 
 func (x *NodeSubtaskState) Reset() {
 	*x = NodeSubtaskState{}
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1716,7 @@ func (x *NodeSubtaskState) String() string {
 func (*NodeSubtaskState) ProtoMessage() {}
 
 func (x *NodeSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1729,7 @@ func (x *NodeSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubtaskState.ProtoReflect.Descriptor instead.
 func (*NodeSubtaskState) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{15}
+	return file_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeSubtaskState) GetNode() string {
@@ -1569,7 +1766,7 @@ type DeclineCheckpoint struct {
 
 func (x *DeclineCheckpoint) Reset() {
 	*x = DeclineCheckpoint{}
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1778,7 @@ func (x *DeclineCheckpoint) String() string {
 func (*DeclineCheckpoint) ProtoMessage() {}
 
 func (x *DeclineCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1791,7 @@ func (x *DeclineCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpoint.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{16}
+	return file_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeclineCheckpoint) GetAttempt() string {
@@ -1637,7 +1834,7 @@ type NotifyCheckpointComplete struct {
 
 func (x *NotifyCheckpointComplete) Reset() {
 	*x = NotifyCheckpointComplete{}
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1846,7 @@ func (x *NotifyCheckpointComplete) String() string {
 func (*NotifyCheckpointComplete) ProtoMessage() {}
 
 func (x *NotifyCheckpointComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1859,7 @@ func (x *NotifyCheckpointComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointComplete.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointComplete) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{17}
+	return file_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NotifyCheckpointComplete) GetAttempt() string {
@@ -1690,7 +1887,7 @@ type AbortCheckpoint struct {
 
 func (x *AbortCheckpoint) Reset() {
 	*x = AbortCheckpoint{}
-	mi := &file_control_proto_msgTypes[18]
+	mi := &file_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1899,7 @@ func (x *AbortCheckpoint) String() string {
 func (*AbortCheckpoint) ProtoMessage() {}
 
 func (x *AbortCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[18]
+	mi := &file_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1912,7 @@ func (x *AbortCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCheckpoint.ProtoReflect.Descriptor instead.
 func (*AbortCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{18}
+	return file_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AbortCheckpoint) GetAttempt() string {
@@ -1743,7 +1940,7 @@ type SourceFinished struct {
 
 func (x *SourceFinished) Reset() {
 	*x = SourceFinished{}
-	mi := &file_control_proto_msgTypes[19]
+	mi := &file_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1952,7 @@ func (x *SourceFinished) String() string {
 func (*SourceFinished) ProtoMessage() {}
 
 func (x *SourceFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[19]
+	mi := &file_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1965,7 @@ func (x *SourceFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceFinished.ProtoReflect.Descriptor instead.
 func (*SourceFinished) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{19}
+	return file_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceFinished) GetAttempt() string {
@@ -1792,14 +1989,16 @@ type SkipBacklog struct {
 	// Matches the SkipBacklogResult to the request.
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Source node to skip; empty for every source.
-	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// The source task to skip (its index in the job's task list).
+	Task          int32 `protobuf:"varint,4,opt,name=task,proto3" json:"task,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SkipBacklog) Reset() {
 	*x = SkipBacklog{}
-	mi := &file_control_proto_msgTypes[20]
+	mi := &file_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +2010,7 @@ func (x *SkipBacklog) String() string {
 func (*SkipBacklog) ProtoMessage() {}
 
 func (x *SkipBacklog) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[20]
+	mi := &file_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +2023,7 @@ func (x *SkipBacklog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipBacklog.ProtoReflect.Descriptor instead.
 func (*SkipBacklog) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{20}
+	return file_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SkipBacklog) GetAttempt() string {
@@ -1848,6 +2047,13 @@ func (x *SkipBacklog) GetNode() string {
 	return ""
 }
 
+func (x *SkipBacklog) GetTask() int32 {
+	if x != nil {
+		return x.Task
+	}
+	return 0
+}
+
 // SkipBacklogResult answers a SkipBacklog.
 type SkipBacklogResult struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1865,7 +2071,7 @@ type SkipBacklogResult struct {
 
 func (x *SkipBacklogResult) Reset() {
 	*x = SkipBacklogResult{}
-	mi := &file_control_proto_msgTypes[21]
+	mi := &file_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2083,7 @@ func (x *SkipBacklogResult) String() string {
 func (*SkipBacklogResult) ProtoMessage() {}
 
 func (x *SkipBacklogResult) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[21]
+	mi := &file_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2096,7 @@ func (x *SkipBacklogResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipBacklogResult.ProtoReflect.Descriptor instead.
 func (*SkipBacklogResult) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{21}
+	return file_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SkipBacklogResult) GetAttempt() string {
@@ -1938,7 +2144,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_control_proto_msgTypes[22]
+	mi := &file_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2156,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[22]
+	mi := &file_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2169,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{22}
+	return file_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1984,7 +2190,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_control_proto_msgTypes[23]
+	mi := &file_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2202,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[23]
+	mi := &file_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2215,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{23}
+	return file_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MetricsReport) GetAttempt() string {
@@ -2044,7 +2250,7 @@ type SubtaskMetrics struct {
 
 func (x *SubtaskMetrics) Reset() {
 	*x = SubtaskMetrics{}
-	mi := &file_control_proto_msgTypes[24]
+	mi := &file_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2262,7 @@ func (x *SubtaskMetrics) String() string {
 func (*SubtaskMetrics) ProtoMessage() {}
 
 func (x *SubtaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[24]
+	mi := &file_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2275,7 @@ func (x *SubtaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskMetrics.ProtoReflect.Descriptor instead.
 func (*SubtaskMetrics) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{24}
+	return file_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubtaskMetrics) GetNode() string {
@@ -2132,7 +2338,7 @@ var File_control_proto protoreflect.FileDescriptor
 
 const file_control_proto_rawDesc = "" +
 	"\n" +
-	"\rcontrol.proto\x12\x11sluice.control.v1\"\x93\x05\n" +
+	"\rcontrol.proto\x12\x11sluice.control.v1\"\x96\x06\n" +
 	"\x0fFromTaskManager\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12%\n" +
 	"\x0etaskmanager_id\x18\x02 \x01(\tR\rtaskmanagerId\x129\n" +
@@ -2145,8 +2351,10 @@ const file_control_proto_rawDesc = "" +
 	"\x12decline_checkpoint\x18\x0e \x01(\v2$.sluice.control.v1.DeclineCheckpointH\x00R\x11declineCheckpoint\x12L\n" +
 	"\x0fsource_finished\x18\x0f \x01(\v2!.sluice.control.v1.SourceFinishedH\x00R\x0esourceFinished\x12V\n" +
 	"\x13skip_backlog_result\x18\x10 \x01(\v2$.sluice.control.v1.SkipBacklogResultH\x00R\x11skipBacklogResult\x12<\n" +
-	"\ametrics\x18\x11 \x01(\v2 .sluice.control.v1.MetricsReportH\x00R\ametricsB\x05\n" +
-	"\x03msg\"\xdf\x05\n" +
+	"\ametrics\x18\x11 \x01(\v2 .sluice.control.v1.MetricsReportH\x00R\ametrics\x129\n" +
+	"\bdeployed\x18\x12 \x01(\v2\x1b.sluice.control.v1.DeployedH\x00R\bdeployed\x12F\n" +
+	"\rattempt_ended\x18\x13 \x01(\v2\x1f.sluice.control.v1.AttemptEndedH\x00R\fattemptEndedB\x05\n" +
+	"\x03msg\"\xa1\x06\n" +
 	"\n" +
 	"FromMaster\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12?\n" +
@@ -2162,7 +2370,9 @@ const file_control_proto_rawDesc = "" +
 	"\x1anotify_checkpoint_complete\x18\x10 \x01(\v2+.sluice.control.v1.NotifyCheckpointCompleteH\x00R\x18notifyCheckpointComplete\x12O\n" +
 	"\x10abort_checkpoint\x18\x11 \x01(\v2\".sluice.control.v1.AbortCheckpointH\x00R\x0fabortCheckpoint\x12C\n" +
 	"\fskip_backlog\x18\x12 \x01(\v2\x1e.sluice.control.v1.SkipBacklogH\x00R\vskipBacklog\x129\n" +
-	"\bshutdown\x18\x13 \x01(\v2\x1b.sluice.control.v1.ShutdownH\x00R\bshutdownB\x05\n" +
+	"\bshutdown\x18\x13 \x01(\v2\x1b.sluice.control.v1.ShutdownH\x00R\bshutdown\x12@\n" +
+	"\vstart_tasks\x18\x14 \x01(\v2\x1d.sluice.control.v1.StartTasksH\x00R\n" +
+	"startTasksB\x05\n" +
 	"\x03msg\"\xcb\x01\n" +
 	"\bRegister\x12\x14\n" +
 	"\x05slots\x18\x01 \x01(\x05R\x05slots\x12!\n" +
@@ -2206,7 +2416,15 @@ const file_control_proto_rawDesc = "" +
 	"\rskipped_newer\x18\x03 \x01(\x03R\fskippedNewer\x12)\n" +
 	"\x10allow_duplicates\x18\x04 \x01(\bR\x0fallowDuplicates\x12\x1f\n" +
 	"\vaccept_loss\x18\x05 \x01(\bR\n" +
-	"acceptLoss\":\n" +
+	"acceptLoss\"X\n" +
+	"\bDeployed\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\x122\n" +
+	"\x05error\x18\x02 \x01(\v2\x1c.sluice.control.v1.ErrorInfoR\x05error\"&\n" +
+	"\n" +
+	"StartTasks\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\"(\n" +
+	"\fAttemptEnded\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\":\n" +
 	"\x06Cancel\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbd\x02\n" +
@@ -2263,12 +2481,13 @@ const file_control_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\">\n" +
 	"\x0eSourceFinished\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x12\n" +
-	"\x04task\x18\x02 \x01(\x05R\x04task\"Z\n" +
+	"\x04task\x18\x02 \x01(\x05R\x04task\"n\n" +
 	"\vSkipBacklog\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node\"\x9e\x01\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
+	"\x04task\x18\x04 \x01(\x05R\x04task\"\x9e\x01\n" +
 	"\x11SkipBacklogResult\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x1d\n" +
 	"\n" +
@@ -2306,7 +2525,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_control_proto_goTypes = []any{
 	(TaskState_State)(0),             // 0: sluice.control.v1.TaskState.State
 	(ErrorInfo_Kind)(0),              // 1: sluice.control.v1.ErrorInfo.Kind
@@ -2320,57 +2539,64 @@ var file_control_proto_goTypes = []any{
 	(*Deploy)(nil),                   // 9: sluice.control.v1.Deploy
 	(*TaskLocation)(nil),             // 10: sluice.control.v1.TaskLocation
 	(*Restore)(nil),                  // 11: sluice.control.v1.Restore
-	(*Cancel)(nil),                   // 12: sluice.control.v1.Cancel
-	(*TaskState)(nil),                // 13: sluice.control.v1.TaskState
-	(*ErrorInfo)(nil),                // 14: sluice.control.v1.ErrorInfo
-	(*TriggerCheckpoint)(nil),        // 15: sluice.control.v1.TriggerCheckpoint
-	(*AckCheckpoint)(nil),            // 16: sluice.control.v1.AckCheckpoint
-	(*NodeSubtaskState)(nil),         // 17: sluice.control.v1.NodeSubtaskState
-	(*DeclineCheckpoint)(nil),        // 18: sluice.control.v1.DeclineCheckpoint
-	(*NotifyCheckpointComplete)(nil), // 19: sluice.control.v1.NotifyCheckpointComplete
-	(*AbortCheckpoint)(nil),          // 20: sluice.control.v1.AbortCheckpoint
-	(*SourceFinished)(nil),           // 21: sluice.control.v1.SourceFinished
-	(*SkipBacklog)(nil),              // 22: sluice.control.v1.SkipBacklog
-	(*SkipBacklogResult)(nil),        // 23: sluice.control.v1.SkipBacklogResult
-	(*Shutdown)(nil),                 // 24: sluice.control.v1.Shutdown
-	(*MetricsReport)(nil),            // 25: sluice.control.v1.MetricsReport
-	(*SubtaskMetrics)(nil),           // 26: sluice.control.v1.SubtaskMetrics
+	(*Deployed)(nil),                 // 12: sluice.control.v1.Deployed
+	(*StartTasks)(nil),               // 13: sluice.control.v1.StartTasks
+	(*AttemptEnded)(nil),             // 14: sluice.control.v1.AttemptEnded
+	(*Cancel)(nil),                   // 15: sluice.control.v1.Cancel
+	(*TaskState)(nil),                // 16: sluice.control.v1.TaskState
+	(*ErrorInfo)(nil),                // 17: sluice.control.v1.ErrorInfo
+	(*TriggerCheckpoint)(nil),        // 18: sluice.control.v1.TriggerCheckpoint
+	(*AckCheckpoint)(nil),            // 19: sluice.control.v1.AckCheckpoint
+	(*NodeSubtaskState)(nil),         // 20: sluice.control.v1.NodeSubtaskState
+	(*DeclineCheckpoint)(nil),        // 21: sluice.control.v1.DeclineCheckpoint
+	(*NotifyCheckpointComplete)(nil), // 22: sluice.control.v1.NotifyCheckpointComplete
+	(*AbortCheckpoint)(nil),          // 23: sluice.control.v1.AbortCheckpoint
+	(*SourceFinished)(nil),           // 24: sluice.control.v1.SourceFinished
+	(*SkipBacklog)(nil),              // 25: sluice.control.v1.SkipBacklog
+	(*SkipBacklogResult)(nil),        // 26: sluice.control.v1.SkipBacklogResult
+	(*Shutdown)(nil),                 // 27: sluice.control.v1.Shutdown
+	(*MetricsReport)(nil),            // 28: sluice.control.v1.MetricsReport
+	(*SubtaskMetrics)(nil),           // 29: sluice.control.v1.SubtaskMetrics
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: sluice.control.v1.FromTaskManager.register:type_name -> sluice.control.v1.Register
 	8,  // 1: sluice.control.v1.FromTaskManager.heartbeat:type_name -> sluice.control.v1.Heartbeat
-	13, // 2: sluice.control.v1.FromTaskManager.task_state:type_name -> sluice.control.v1.TaskState
-	16, // 3: sluice.control.v1.FromTaskManager.ack_checkpoint:type_name -> sluice.control.v1.AckCheckpoint
-	18, // 4: sluice.control.v1.FromTaskManager.decline_checkpoint:type_name -> sluice.control.v1.DeclineCheckpoint
-	21, // 5: sluice.control.v1.FromTaskManager.source_finished:type_name -> sluice.control.v1.SourceFinished
-	23, // 6: sluice.control.v1.FromTaskManager.skip_backlog_result:type_name -> sluice.control.v1.SkipBacklogResult
-	25, // 7: sluice.control.v1.FromTaskManager.metrics:type_name -> sluice.control.v1.MetricsReport
-	6,  // 8: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
-	7,  // 9: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
-	8,  // 10: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
-	9,  // 11: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
-	12, // 12: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
-	15, // 13: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
-	19, // 14: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
-	20, // 15: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
-	22, // 16: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
-	24, // 17: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
-	5,  // 18: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
-	10, // 19: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
-	11, // 20: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
-	0,  // 21: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
-	14, // 22: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
-	1,  // 23: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
-	17, // 24: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
-	14, // 25: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
-	26, // 26: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
-	2,  // 27: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
-	3,  // 28: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
-	28, // [28:29] is the sub-list for method output_type
-	27, // [27:28] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	16, // 2: sluice.control.v1.FromTaskManager.task_state:type_name -> sluice.control.v1.TaskState
+	19, // 3: sluice.control.v1.FromTaskManager.ack_checkpoint:type_name -> sluice.control.v1.AckCheckpoint
+	21, // 4: sluice.control.v1.FromTaskManager.decline_checkpoint:type_name -> sluice.control.v1.DeclineCheckpoint
+	24, // 5: sluice.control.v1.FromTaskManager.source_finished:type_name -> sluice.control.v1.SourceFinished
+	26, // 6: sluice.control.v1.FromTaskManager.skip_backlog_result:type_name -> sluice.control.v1.SkipBacklogResult
+	28, // 7: sluice.control.v1.FromTaskManager.metrics:type_name -> sluice.control.v1.MetricsReport
+	12, // 8: sluice.control.v1.FromTaskManager.deployed:type_name -> sluice.control.v1.Deployed
+	14, // 9: sluice.control.v1.FromTaskManager.attempt_ended:type_name -> sluice.control.v1.AttemptEnded
+	6,  // 10: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
+	7,  // 11: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
+	8,  // 12: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
+	9,  // 13: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
+	15, // 14: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
+	18, // 15: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
+	22, // 16: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
+	23, // 17: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
+	25, // 18: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
+	27, // 19: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
+	13, // 20: sluice.control.v1.FromMaster.start_tasks:type_name -> sluice.control.v1.StartTasks
+	5,  // 21: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
+	10, // 22: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
+	11, // 23: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
+	17, // 24: sluice.control.v1.Deployed.error:type_name -> sluice.control.v1.ErrorInfo
+	0,  // 25: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
+	17, // 26: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
+	1,  // 27: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
+	20, // 28: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
+	17, // 29: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
+	29, // 30: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
+	2,  // 31: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
+	3,  // 32: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
+	32, // [32:33] is the sub-list for method output_type
+	31, // [31:32] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -2387,6 +2613,8 @@ func file_control_proto_init() {
 		(*FromTaskManager_SourceFinished)(nil),
 		(*FromTaskManager_SkipBacklogResult)(nil),
 		(*FromTaskManager_Metrics)(nil),
+		(*FromTaskManager_Deployed)(nil),
+		(*FromTaskManager_AttemptEnded)(nil),
 	}
 	file_control_proto_msgTypes[1].OneofWrappers = []any{
 		(*FromMaster_Registered)(nil),
@@ -2399,6 +2627,7 @@ func file_control_proto_init() {
 		(*FromMaster_AbortCheckpoint)(nil),
 		(*FromMaster_SkipBacklog)(nil),
 		(*FromMaster_Shutdown)(nil),
+		(*FromMaster_StartTasks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2406,7 +2635,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
