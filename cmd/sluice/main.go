@@ -14,7 +14,10 @@ func main() {
 const usage = `usage: sluice <command> [flags] [args]
 
 commands:
-  run JOB        run a job in this process (the embedded default: no cluster needed)
+  run JOB        run a job in this process (the embedded default: no cluster needed);
+                 with --cluster N, on N TaskManager processes with this one as job master
+  framework      a job's master (--job JOB) with its TaskManagers (--resource-manager local)
+  taskmanager    a worker process that registers with a job master (--master ADDR)
   validate JOB   check a job spec and print its plan, or the first error
   skip-backlog   make a running job's sources skip to their newest data (via its --http API)
   help           this text
@@ -30,6 +33,10 @@ func run(args []string) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:])
+	case "framework":
+		return cmdFramework(args[1:])
+	case "taskmanager":
+		return cmdTaskManager(args[1:])
 	case "validate":
 		return cmdValidate(args[1:])
 	case "skip-backlog":

@@ -81,6 +81,14 @@ func cmdValidate(args []string) int {
 
 func cmdRun(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cl := clusterFlags(fs, false)
+	return runJob(fs, args, cl)
+}
+
+// runJob runs a job: in this process, or (cl.taskManagers > 0) as a job
+// master with TaskManager processes. `sluice run` and `sluice framework`
+// share it.
+func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 	var sets setFlags
 	fs.Var(&sets, "set", "override a spec value by dotted path, KEY=VALUE (repeatable), like Flink's -D")
 	restore := fs.String("restore", env("SLUICE_RESTORE", ""), `restore from "latest" (newest complete checkpoint) or a checkpoint/savepoint path`)
@@ -93,19 +101,26 @@ func cmdRun(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if cl.framework {
+		if *cl.job == "" || fs.NArg() > 0 {
+			fmt.Fprintln(os.Stderr, "sluice framework: give the job spec file with --job JOB (and no arguments)")
+			return 2
+		}
+		_ = fs.Parse([]string{*cl.job}) // the job file as the one argument
+	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sluice run:", err)
+		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 		return 2
 	}
 	j, err := loadJob(fs, sets)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sluice run: %v\n", err)
+		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 		return 1
 	}
 	g, opts, err := plan.Prepare(j)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sluice run: %s: %v\n", fs.Arg(0), err)
+		fmt.Fprintf(os.Stderr, "sluice %s: %s: %v\n", fs.Name(), fs.Arg(0), err)
 		return 1
 	}
 	opts.Restore = *restore
@@ -157,7 +172,7 @@ func cmdRun(args []string) int {
 		stopAPI, err := serveAPI(apiCtx, *httpAddr, &jobAPI{cmds: cmds, savepoints: savepoints, log: log})
 		if err != nil {
 			apiCancel()
-			fmt.Fprintf(os.Stderr, "sluice run: %v\n", err)
+			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 			return 2
 		}
 		// Requests end with the job (apiCancel), then the server stops.
@@ -166,13 +181,23 @@ func cmdRun(args []string) int {
 	}
 
 	start := time.Now()
-	res, err := runtime.Run(ctx, g, opts)
+	run := func(ctx context.Context) (*runtime.Result, error) { return runtime.Run(ctx, g, opts) }
+	if cl.on() {
+		m, err := cl.master(j, g, *localDir, *logLevel, log)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
+			return 2
+		}
+		defer m.Close()
+		run = func(ctx context.Context) (*runtime.Result, error) { return m.Run(ctx, opts) }
+	}
+	res, err := run(ctx)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "sluice run: cancelled")
+			fmt.Fprintf(os.Stderr, "sluice %s: cancelled\n", fs.Name())
 			return 130
 		}
-		fmt.Fprintf(os.Stderr, "sluice run: job %q failed: %v\n", j.Name, err)
+		fmt.Fprintf(os.Stderr, "sluice %s: job %q failed: %v\n", fs.Name(), j.Name, err)
 		return 1
 	}
 	state := "finished"

@@ -233,6 +233,15 @@ func (h *Host) Stop() {
 	})
 }
 
+// Done is closed once the host is being stopped.
+func (h *Host) Done() <-chan struct{} { return h.ctx.Done() }
+
+// Fail fails the attempt from outside its tasks (a TaskManager's data
+// connection that its tasks depend on broke): an EventFailed for task -1.
+func (h *Host) Fail(err error) {
+	go h.event(TaskEvent{Kind: EventFailed, Task: -1, Err: err})
+}
+
 // Trigger implements Attempt: every source task of this host.
 func (h *Host) Trigger(tr Trigger) error {
 	for _, t := range h.tasks {

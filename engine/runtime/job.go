@@ -54,7 +54,10 @@ type Options struct {
 	// output was lost and no older checkpoint can replay it
 	// (RestoreBeforeError, Restored.AcceptLoss).
 	AcceptLostTransactions bool
-	Log                    *slog.Logger
+	// Metrics, when set, are the run's counters (Result.Metrics): a
+	// Deployer whose tasks run elsewhere keeps them up to date.
+	Metrics map[string]*NodeMetrics
+	Log     *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -107,9 +110,12 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 	if opts.Storage == nil {
 		return nil, errors.New("no checkpoint storage")
 	}
-	res := &Result{Metrics: make(map[string]*NodeMetrics), started: time.Now()}
-	for _, n := range g.Nodes {
-		res.Metrics[n.ID] = &NodeMetrics{}
+	res := &Result{Metrics: opts.Metrics, started: time.Now()}
+	if res.Metrics == nil {
+		res.Metrics = make(map[string]*NodeMetrics)
+		for _, n := range g.Nodes {
+			res.Metrics[n.ID] = &NodeMetrics{}
+		}
 	}
 	if dep == nil {
 		dep = localDeployer{g: g, opts: opts, res: res}
@@ -468,7 +474,6 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			}
 		}
 		if a.Trigger != nil {
-			fmt.Println("TRIGGER", a.Trigger.ID, time.Now().UnixMilli()%100000)
 			if err := e.Trigger(*a.Trigger); err != nil {
 				return err
 			}
@@ -485,7 +490,6 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			now := time.Now().UnixMilli()
 			switch ev.Kind {
 			case EventAck:
-				fmt.Println("ACK", ev.ID, ev.Task, time.Now().UnixMilli()%100000)
 				err = apply(coord.Ack(now, ev.ID, ev.Task, ev.States))
 			case EventDecline:
 				err = apply(coord.Decline(now, ev.ID, ev.Err))

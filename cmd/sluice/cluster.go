@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/engine/spec"
+	"github.com/sluice-stream/sluice/framework"
+	"github.com/sluice-stream/sluice/taskmanager"
+)
+
+// clusterOpts are the flags of a job master: `sluice run --cluster N` and
+// `sluice framework`.
+type clusterOpts struct {
+	framework    bool    // sluice framework: always a master
+	job          *string // framework: --job
+	rm           *string
+	taskManagers *int
+	slots        *int
+	spares       *int
+	listen       *string
+	hbInterval   *time.Duration
+	hbTimeout    *time.Duration
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
+	c := &clusterOpts{framework: framework}
+	if framework {
+		c.job = fs.String("job", env("SLUICE_JOB", ""), "the job spec file")
+		c.rm = fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where TaskManagers come from: local (child processes)")
+		c.taskManagers = fs.Int("taskmanagers", envInt("SLUICE_TASKMANAGERS", 0), "TaskManagers to keep (default: enough slots for the job's highest parallelism)")
+	} else {
+		local := "local"
+		c.rm = &local
+		c.taskManagers = fs.Int("cluster", 0, "run the job on N TaskManager processes (`sluice taskmanager` children) with this process as their job master; 0: in this process")
+	}
+	c.slots = fs.Int("slots", envInt("SLUICE_SLOTS", 0), "slots per TaskManager (default: enough for the job over the TaskManagers)")
+	c.spares = fs.Int("spare-taskmanagers", envInt("SLUICE_SPARE_TASKMANAGERS", -1), "idle TaskManagers kept registered to take a failed one's work at once (default: the spec's resources.spareTaskManagers)")
+	c.listen = fs.String("control", env("SLUICE_CONTROL", "127.0.0.1:0"), "the job master's control address (gRPC) TaskManagers register with")
+	c.hbInterval = fs.Duration("heartbeat-interval", envDuration("SLUICE_HEARTBEAT_INTERVAL", 0), "heartbeat interval between master and TaskManagers (default: the spec's heartbeat.interval, 1s)")
+	c.hbTimeout = fs.Duration("heartbeat-timeout", envDuration("SLUICE_HEARTBEAT_TIMEOUT", 0), "a TaskManager silent this long is lost (default: the spec's heartbeat.timeout, 4s)")
+	return c
+}
+
+// on says whether the job runs on TaskManagers.
+func (c *clusterOpts) on() bool { return c.framework || *c.taskManagers > 0 }
+
+// master starts the job master and its resource manager.
+func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel string, log *slog.Logger) (*framework.Master, error) {
+	if *c.rm != "local" {
+		return nil, fmt.Errorf("--resource-manager %q: only local is built (mesos comes with the Mesos framework)", *c.rm)
+	}
+	n := *c.taskManagers
+	slots := *c.slots
+	need := framework.Pipelines(runtime.Tasks(g))
+	if n <= 0 {
+		n = max(1, (need+max(slots, 1)-1)/max(slots, 1))
+	}
+	if slots <= 0 {
+		slots = (need + n - 1) / n
+	}
+	spares := *c.spares
+	if spares < 0 {
+		spares = 0
+	}
+	rm := &framework.Local{Slots: slots, LocalDir: localDir, Args: []string{"--log-level", logLevel}, Log: log}
+	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
+		HeartbeatInterval: *c.hbInterval, HeartbeatTimeout: *c.hbTimeout, RM: rm, Log: log})
+}
+
+func cmdFramework(args []string) int {
+	fs := flag.NewFlagSet("framework", flag.ContinueOnError)
+	return runJob(fs, args, clusterFlags(fs, true))
+}
+
+func cmdTaskManager(args []string) int {
+	fs := flag.NewFlagSet("taskmanager", flag.ContinueOnError)
+	master := fs.String("master", env("SLUICE_MASTER", ""), "the job master's control address (host:port)")
+	slots := fs.Int("slots", envInt("SLUICE_SLOTS", 1), "slots: how many subtasks of each chain this TaskManager runs")
+	data := fs.String("data", env("SLUICE_DATA", "127.0.0.1:0"), "the data server's listen address")
+	advertise := fs.String("advertise", env("SLUICE_ADVERTISE", ""), "the data address other TaskManagers dial (default: the listener's)")
+	resourceID := fs.String("resource-id", env("SLUICE_RESOURCE_ID", ""), "this TaskManager's name for its resource manager (default pid-<pid>)")
+	localDir := fs.String("local-dir", env("SLUICE_LOCAL_DIR", ""), "directory for local state and local recovery copies (default: its own under the system temp directory)")
+	connect := fs.Duration("connect-timeout", envDuration("SLUICE_CONNECT_TIMEOUT", 30*time.Second), "exit when no master accepts a registration for this long")
+	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "sluice taskmanager: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *master == "" {
+		fmt.Fprintln(os.Stderr, "sluice taskmanager: --master ADDR is required")
+		return 2
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice taskmanager:", err)
+		return 2
+	}
+	if *resourceID != "" {
+		log = log.With("taskmanager", *resourceID)
+	}
+	tm, err := taskmanager.New(taskmanager.Config{Master: *master, Slots: *slots, Data: *data, Advertise: *advertise,
+		ResourceID: *resourceID, LocalDir: *localDir, ConnectTimeout: *connect, Log: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice taskmanager:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := tm.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice taskmanager:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,510 @@
+// Package framework is the per-job master: it keeps TaskManagers (through a
+// ResourceManager: local child processes here, Mesos tasks next), places
+// the job's tasks on their slots, deploys and cancels attempts over the
+// control plane (internal/controlpb), and drives checkpoints, restores and
+// restarts with the engine's own driver (runtime.RunOn): the master is the
+// runtime.Deployer whose attempts run on TaskManagers.
+//
+// Fencing: the master has an epoch; every message it sends carries it and
+// every message it takes must carry it too, plus the attempt it is about.
+// A message of another epoch or of an attempt that is no longer the
+// current one (a TaskManager that was paused while the job moved on) is
+// refused: it can acknowledge no checkpoint and start no commit.
+package framework
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/engine/spec"
+	pb "github.com/sluice-stream/sluice/internal/controlpb"
+)
+
+// Config configures a Master.
+type Config struct {
+	Job   *spec.Job
+	Graph *runtime.Graph
+	// Listen is the control address (default 127.0.0.1:0).
+	Listen string
+	// Epoch is the master's fencing epoch (default 1; the HA store gives a
+	// restarted master a higher one).
+	Epoch             int64
+	HeartbeatInterval time.Duration // default 1 s
+	HeartbeatTimeout  time.Duration // default 4 s
+	// TaskManagers is how many the master keeps (besides Spares), each
+	// with Slots slots.
+	TaskManagers int
+	Slots        int
+	Spares       int
+	RM           ResourceManager
+	// SlotWait bounds how long a deployment waits for enough slots
+	// (default 2 min).
+	SlotWait time.Duration
+	Log      *slog.Logger
+}
+
+// Master is a job master.
+type Master struct {
+	cfg   Config
+	log   *slog.Logger
+	spec  []byte
+	tasks []runtime.TaskInfo
+	lis   net.Listener
+	srv   *grpc.Server
+
+	mu      sync.Mutex
+	tms     map[string]*tmConn
+	nextID  int
+	changed chan struct{} // closed and replaced when tms changes
+	current *attempt
+	prev    Placement
+	lost    int // TaskManagers lost so far
+	// metrics sums the TaskManagers' counters (reports, per TaskManager,
+	// the lost ones' last ones included) into the run's NodeMetrics.
+	metrics map[string]*runtime.NodeMetrics
+	reports map[string]*pb.MetricsReport
+}
+
+// tmConn is a registered TaskManager.
+type tmConn struct {
+	id, resourceID, data, host string
+	slots                      int
+	out                        chan *pb.FromMaster
+	ctx                        context.Context
+	drop                       context.CancelCauseFunc // ends the session
+	mu                         sync.Mutex
+	lastHeard                  time.Time
+	rtt                        time.Duration
+}
+
+func (t *tmConn) send(m *pb.FromMaster) {
+	select {
+	case t.out <- m:
+	case <-t.ctx.Done():
+	}
+}
+
+// New plans nothing: cfg.Graph is the planned cfg.Job. It starts the
+// control server.
+func New(cfg Config) (*Master, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Epoch == 0 {
+		cfg.Epoch = 1
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 4 * time.Second
+	}
+	if cfg.SlotWait <= 0 {
+		cfg.SlotWait = 2 * time.Minute
+	}
+	specJSON, err := json.Marshal(cfg.Job)
+	if err != nil {
+		return nil, fmt.Errorf("framework: encoding the job spec: %w", err)
+	}
+	tasks := runtime.Tasks(cfg.Graph)
+	if cfg.Slots <= 0 {
+		cfg.Slots = 1
+	}
+	if cfg.TaskManagers <= 0 {
+		cfg.TaskManagers = (Pipelines(tasks) + cfg.Slots - 1) / cfg.Slots
+	}
+	if need := Pipelines(tasks); cfg.TaskManagers*cfg.Slots < need {
+		return nil, fmt.Errorf("framework: the job needs %d slots (its highest parallelism); %d TaskManagers × %d slots are %d",
+			need, cfg.TaskManagers, cfg.Slots, cfg.TaskManagers*cfg.Slots)
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("framework: control server: %w", err)
+	}
+	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, changed: make(chan struct{}),
+		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}}
+	for _, n := range cfg.Graph.Nodes {
+		m.metrics[n.ID] = &runtime.NodeMetrics{}
+	}
+	m.srv = grpc.NewServer()
+	pb.RegisterControlServer(m.srv, &controlServer{m: m})
+	go m.srv.Serve(lis)
+	return m, nil
+}
+
+// Addr is the control address TaskManagers register with.
+func (m *Master) Addr() string { return m.lis.Addr().String() }
+
+// Close stops the control server, shutting every TaskManager down, and
+// the resource manager's processes.
+func (m *Master) Close() {
+	m.mu.Lock()
+	for _, t := range m.tms {
+		t.send(&pb.FromMaster{Epoch: m.cfg.Epoch, Msg: &pb.FromMaster_Shutdown{Shutdown: &pb.Shutdown{Reason: "the job master is stopping"}}})
+	}
+	m.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // let the shutdowns out
+	m.srv.Stop()
+	if m.cfg.RM != nil {
+		m.cfg.RM.Close()
+	}
+}
+
+// Run runs the job on the TaskManagers: the engine's driver with this
+// master as its Deployer.
+func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result, error) {
+	if m.cfg.RM != nil {
+		if err := m.cfg.RM.Start(ctx, m.Addr(), m.cfg.TaskManagers+m.cfg.Spares, m.lostByRM); err != nil {
+			return nil, fmt.Errorf("framework: starting TaskManagers: %w", err)
+		}
+	}
+	opts.Metrics = m.metrics
+	return runtime.RunOn(ctx, m.cfg.Graph, opts, m)
+}
+
+// recordMetrics takes a TaskManager's counters.
+func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reports[tm] = r
+	in, out := map[string]int64{}, map[string]int64{}
+	for _, r := range m.reports {
+		for _, s := range r.Subtasks {
+			in[s.Node] += s.RowsIn
+			out[s.Node] += s.RowsOut
+		}
+	}
+	for id, nm := range m.metrics {
+		nm.RowsIn.Store(in[id])
+		nm.RowsOut.Store(out[id])
+	}
+}
+
+// lostByRM: the resource manager saw a TaskManager's process or task end.
+func (m *Master) lostByRM(resourceID string, err error) {
+	m.mu.Lock()
+	var t *tmConn
+	for _, c := range m.tms {
+		if c.resourceID == resourceID {
+			t = c
+		}
+	}
+	m.mu.Unlock()
+	if t != nil {
+		t.drop(fmt.Errorf("its resource %s ended: %w", resourceID, err))
+	}
+}
+
+func (m *Master) notifyChanged() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// workers lists the registered TaskManagers (sorted by id).
+func (m *Master) workers() []Worker {
+	ws := make([]Worker, 0, len(m.tms))
+	for _, t := range m.tms {
+		ws = append(ws, Worker{ID: t.id, Slots: t.slots})
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].ID < ws[j].ID })
+	return ws
+}
+
+// Deploy implements runtime.Deployer: place the tasks, deploy them on
+// their TaskManagers, and wait until every one is open.
+func (m *Master) Deploy(ctx context.Context, d runtime.Deployment) (runtime.Attempt, error) {
+	wait, cancel := context.WithTimeout(ctx, m.cfg.SlotWait)
+	defer cancel()
+	var place Placement
+	var lastErr error
+	for {
+		m.mu.Lock()
+		p, err := Place(Pipelines(m.tasks), m.workers(), m.prev)
+		changed := m.changed
+		m.mu.Unlock()
+		if err == nil {
+			place = p
+			break
+		}
+		lastErr = err
+		select {
+		case <-changed:
+		case <-wait.Done():
+			return nil, fmt.Errorf("waiting for TaskManagers: %w (after %v)", lastErr, m.cfg.SlotWait)
+		}
+	}
+	a := &attempt{m: m, id: d.Attempt, events: make(chan runtime.TaskEvent, 1024), done: make(chan struct{}),
+		on: map[string]*tmConn{}, deployed: map[string]bool{}, ended: map[string]bool{}, skips: map[string]func(string, error){},
+		taskOn: map[int]string{}, deployedCh: make(chan error, 64)}
+	byTM := TasksOf(m.tasks, place)
+	var locs []*pb.TaskLocation
+	m.mu.Lock()
+	for id, ts := range byTM {
+		t := m.tms[id]
+		a.on[id] = t
+		for _, i := range ts {
+			a.taskOn[i] = id
+			locs = append(locs, &pb.TaskLocation{Task: int32(i), DataAddress: t.data})
+		}
+	}
+	m.current = a
+	m.prev = place
+	m.mu.Unlock()
+	var restore *pb.Restore
+	if d.Restore != nil {
+		restore = &pb.Restore{CheckpointId: d.Restore.CheckpointID, Location: d.RestoreDir, SkippedNewer: d.Flags.SkippedNewer,
+			AllowDuplicates: d.Flags.AllowDuplicates, AcceptLoss: d.Flags.AcceptLoss}
+	}
+	for id, ts := range byTM {
+		tasks := make([]int32, len(ts))
+		for i, x := range ts {
+			tasks[i] = int32(x)
+		}
+		a.on[id].send(m.msg(&pb.FromMaster_Deploy{Deploy: &pb.Deploy{Attempt: a.id, Tasks: tasks, Locations: locs, Restore: restore,
+			Incremental: m.cfg.Job.Checkpoint.Incremental, LocalRecovery: m.cfg.Job.Checkpoint.LocalRecovery}}))
+	}
+	m.log.Info("deploying", "attempt", a.id, "taskmanagers", len(byTM), "tasks", len(m.tasks))
+	// Every TaskManager answers Deployed, or is lost.
+	var first error
+	for range byTM {
+		select {
+		case err := <-a.deployedCh:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			a.Stop()
+			return nil, ctx.Err()
+		}
+	}
+	if first != nil {
+		a.Stop()
+		return nil, first
+	}
+	return a, nil
+}
+
+func (m *Master) msg(x any) *pb.FromMaster {
+	out := &pb.FromMaster{Epoch: m.cfg.Epoch}
+	switch v := x.(type) {
+	case *pb.FromMaster_Deploy:
+		out.Msg = v
+	case *pb.FromMaster_StartTasks:
+		out.Msg = v
+	case *pb.FromMaster_Cancel:
+		out.Msg = v
+	case *pb.FromMaster_TriggerCheckpoint:
+		out.Msg = v
+	case *pb.FromMaster_NotifyCheckpointComplete:
+		out.Msg = v
+	case *pb.FromMaster_AbortCheckpoint:
+		out.Msg = v
+	case *pb.FromMaster_SkipBacklog:
+		out.Msg = v
+	case *pb.FromMaster_Heartbeat:
+		out.Msg = v
+	case *pb.FromMaster_Shutdown:
+		out.Msg = v
+	case *pb.FromMaster_Registered:
+		out.Msg = v
+	case *pb.FromMaster_Refused:
+		out.Msg = v
+	default:
+		panic(fmt.Sprintf("framework: no FromMaster for %T", x))
+	}
+	return out
+}
+
+// attempt is an attempt deployed on TaskManagers, as the driver sees it.
+type attempt struct {
+	m      *Master
+	id     string
+	events chan runtime.TaskEvent
+	done   chan struct{} // closed by Stop
+
+	mu         sync.Mutex
+	on         map[string]*tmConn // TaskManagers running its tasks
+	taskOn     map[int]string
+	deployed   map[string]bool
+	deployedCh chan error
+	ended      map[string]bool
+	endedCh    chan struct{} // set by Stop: closed when every TaskManager ended
+	stopped    bool
+	skips      map[string]func(string, error)
+	nextReq    int
+	exited     bool
+}
+
+func (a *attempt) ID() string                       { return a.id }
+func (a *attempt) Events() <-chan runtime.TaskEvent { return a.events }
+
+func (a *attempt) event(ev runtime.TaskEvent) {
+	select {
+	case a.events <- ev:
+	case <-a.done:
+	}
+}
+
+func (a *attempt) all(x any) {
+	a.mu.Lock()
+	tms := make([]*tmConn, 0, len(a.on))
+	for _, t := range a.on {
+		tms = append(tms, t)
+	}
+	a.mu.Unlock()
+	for _, t := range tms {
+		t.send(a.m.msg(x))
+	}
+}
+
+func (a *attempt) Start() {
+	a.all(&pb.FromMaster_StartTasks{StartTasks: &pb.StartTasks{Attempt: a.id}})
+}
+
+func (a *attempt) Trigger(tr runtime.Trigger) error {
+	a.all(&pb.FromMaster_TriggerCheckpoint{TriggerCheckpoint: pb.FromTrigger(a.id, tr)})
+	return nil
+}
+
+func (a *attempt) Notify(id int64) error {
+	a.all(&pb.FromMaster_NotifyCheckpointComplete{NotifyCheckpointComplete: &pb.NotifyCheckpointComplete{Attempt: a.id, Id: id}})
+	return nil
+}
+
+func (a *attempt) Abort(id int64) error {
+	a.all(&pb.FromMaster_AbortCheckpoint{AbortCheckpoint: &pb.AbortCheckpoint{Attempt: a.id, Id: id}})
+	return nil
+}
+
+func (a *attempt) SkipBacklog(task int, done func(string, error)) error {
+	a.mu.Lock()
+	t := a.on[a.taskOn[task]]
+	a.nextReq++
+	req := strconv.Itoa(a.nextReq)
+	a.skips[req] = done
+	a.mu.Unlock()
+	if t == nil {
+		return fmt.Errorf("%w: task %d is not deployed", runtime.ErrNotRunning, task)
+	}
+	t.send(a.m.msg(&pb.FromMaster_SkipBacklog{SkipBacklog: &pb.SkipBacklog{Attempt: a.id, RequestId: req, Task: int32(task)}}))
+	return nil
+}
+
+// Stop cancels the attempt on its TaskManagers and waits until each ended
+// it or is gone (bounded: a TaskManager that does not answer is dropped).
+func (a *attempt) Stop() {
+	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	a.stopped = true
+	close(a.done)
+	a.endedCh = make(chan struct{})
+	var tms []*tmConn
+	for id, t := range a.on {
+		if !a.ended[id] {
+			tms = append(tms, t)
+		}
+	}
+	if len(tms) == 0 {
+		close(a.endedCh)
+	}
+	ended := a.endedCh
+	a.mu.Unlock()
+	for _, t := range tms {
+		t.send(a.m.msg(&pb.FromMaster_Cancel{Cancel: &pb.Cancel{Attempt: a.id, Reason: "the attempt is stopped"}}))
+	}
+	select {
+	case <-ended:
+	case <-time.After(a.m.cfg.HeartbeatTimeout + 5*time.Second):
+		for _, t := range tms {
+			a.mu.Lock()
+			done := a.ended[t.id]
+			a.mu.Unlock()
+			if !done {
+				t.drop(errors.New("it did not end a cancelled attempt in time"))
+			}
+		}
+	}
+	a.m.mu.Lock()
+	if a.m.current == a {
+		a.m.current = nil
+	}
+	a.m.mu.Unlock()
+}
+
+// endedOn records that TaskManager id ended the attempt (or was lost).
+func (a *attempt) endedOn(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.on[id]; !ok || a.ended[id] {
+		return
+	}
+	a.ended[id] = true
+	if len(a.ended) < len(a.on) {
+		return
+	}
+	if a.stopped {
+		if a.endedCh != nil {
+			close(a.endedCh)
+		}
+		return
+	}
+	if !a.exited {
+		a.exited = true
+		go a.event(runtime.TaskEvent{Kind: runtime.EventExited})
+	}
+}
+
+// lostTM: a TaskManager of this attempt is gone.
+func (a *attempt) lostTM(id string, cause error) {
+	a.mu.Lock()
+	_, mine := a.on[id]
+	deployed := a.deployed[id]
+	a.mu.Unlock()
+	if !mine {
+		return
+	}
+	if !deployed {
+		a.deployedOn(id, fmt.Errorf("TaskManager %s was lost while deploying: %w", id, cause))
+	}
+	a.event(runtime.TaskEvent{Kind: runtime.EventFailed, Task: -1, Err: fmt.Errorf("TaskManager %s lost: %w", id, cause)})
+	a.endedOn(id)
+}
+
+func (a *attempt) deployedOn(id string, err error) {
+	a.mu.Lock()
+	if a.deployed[id] {
+		a.mu.Unlock()
+		return
+	}
+	a.deployed[id] = true
+	a.mu.Unlock()
+	a.deployedCh <- err
+}
+
+// attemptByID is the current attempt if its id is id, else nil: messages
+// about any other attempt are refused.
+func (m *Master) attemptByID(id string) *attempt {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.current != nil && m.current.id == id {
+		return m.current
+	}
+	return nil
+}
