@@ -81,7 +81,7 @@ type fixedDelay struct {
 func (f *fixedDelay) Failed(time.Time) (time.Duration, error) {
 	if f.restarts >= f.cfg.Attempts {
 		return 0, &RestartRefusedError{Strategy: RestartFixedDelay,
-			Reason: fmt.Sprintf("restarted %d times, all of its %d attempts", f.restarts, f.cfg.Attempts)}
+			Reason: fmt.Sprintf("restarted %s, all of its %d attempts", times(f.restarts), f.cfg.Attempts)}
 	}
 	f.restarts++
 	return f.cfg.Delay, nil
@@ -162,7 +162,7 @@ func (e *exponentialDelay) Failed(now time.Time) (time.Duration, error) {
 	}
 	if e.cfg.Attempts > 0 && e.restarts >= e.cfg.Attempts {
 		return 0, &RestartRefusedError{Strategy: RestartExponentialDelay,
-			Reason: fmt.Sprintf("restarted %d times (all of its %d attempts) and no run lasted the %v that resets the backoff", e.restarts, e.cfg.Attempts, e.cfg.ResetThreshold)}
+			Reason: fmt.Sprintf("restarted %s (all of its %d attempts) and no run lasted the %v that resets the backoff", times(e.restarts), e.cfg.Attempts, e.cfg.ResetThreshold)}
 	}
 	if e.backoff == 0 {
 		e.backoff = e.cfg.InitialBackoff
@@ -177,6 +177,13 @@ func (e *exponentialDelay) Failed(now time.Time) (time.Duration, error) {
 	e.restarts++
 	e.restarted = now.Add(delay)
 	return delay, nil
+}
+
+func times(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
 }
 
 // scale is d × f, saturating instead of overflowing.

@@ -102,7 +102,7 @@ func TestRestartStrategies(t *testing.T) {
 		{"exponential attempts reset", runtime.ExponentialDelay{InitialBackoff: time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetThreshold: time.Minute, Attempts: 1}, []step{
 			{at: 0, delay: time.Second},
 			{at: 2 * time.Minute, delay: time.Second},
-			{at: 2*time.Minute + 2*time.Second, refuse: "restarted 1 times"},
+			{at: 2*time.Minute + 2*time.Second, refuse: "restarted once (all of its 1 attempts)"},
 		}},
 		{"exponential jitter", runtime.ExponentialDelay{InitialBackoff: 10 * time.Second, MaxBackoff: time.Minute, Multiplier: 2, ResetThreshold: time.Hour, Jitter: 0.1,
 			Rand: fixed(0, 0.5, 0.75, 0.999999999)}, []step{
