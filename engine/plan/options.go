@@ -33,11 +33,36 @@ func Options(j *spec.Job) (runtime.Options, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute
 	}
-	if j.Restart.Strategy != "none" {
-		o.RestartAttempts = j.Restart.Attempts
-		o.RestartDelay = j.Restart.Delay.D()
+	o.Restart = restart(j.Restart)
+	if f, ok := o.Restart.(runtime.FixedDelay); ok {
+		o.RestartAttempts, o.RestartDelay = f.Attempts, f.Delay
 	}
 	return o, nil
+}
+
+// restart maps the job's defaulted restart settings to the runtime's
+// strategy.
+func restart(r spec.Restart) runtime.Restart {
+	switch r.Strategy {
+	case spec.NoRestart:
+		return runtime.NoRestart{}
+	case spec.FailureRate:
+		return runtime.FailureRate{MaxFailures: r.MaxFailuresPerInterval, Interval: r.FailureRateInterval.D(), Delay: r.Delay.D()}
+	case spec.ExponentialDelay:
+		jitter := spec.DefaultJitterFactor
+		if r.JitterFactor != nil {
+			jitter = *r.JitterFactor
+		}
+		return runtime.ExponentialDelay{
+			InitialBackoff: r.InitialBackoff.D(),
+			MaxBackoff:     r.MaxBackoff.D(),
+			Multiplier:     r.BackoffMultiplier,
+			ResetThreshold: r.ResetBackoffThreshold.D(),
+			Jitter:         jitter,
+			Attempts:       r.Attempts,
+		}
+	}
+	return runtime.FixedDelay{Attempts: r.Attempts, Delay: r.Delay.D()}
 }
 
 // Prepare plans a parsed job and derives its run options: what every

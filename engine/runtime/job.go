@@ -26,8 +26,10 @@ type Options struct {
 	MinPause          time.Duration
 	Retained          int
 	TolerableFailures int
-	// RestartAttempts is how many times a failed run is restarted from the
-	// latest checkpoint; RestartDelay waits between attempts.
+	// Restart is the restart strategy: whether and when a failed run is
+	// restarted from the latest checkpoint. Nil: FixedDelay with
+	// RestartAttempts and RestartDelay.
+	Restart         Restart
 	RestartAttempts int
 	RestartDelay    time.Duration
 	// LocalRecovery keeps a local copy of each subtask's latest state so a
@@ -121,6 +123,7 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 		dep = localDeployer{g: g, opts: opts, res: res}
 	}
 	restore := opts.Restore
+	restarts := restartStrategy(opts)
 	before := int64(math.MaxInt64) // "latest" means the newest below this
 	// What the restore being tried has skipped: the newest checkpoint
 	// found corrupt (and why), and whether a sink's lost output is accepted.
@@ -228,12 +231,15 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 		if err == nil || ctx.Err() != nil {
 			return res, err
 		}
-		if res.Restarts >= opts.RestartAttempts {
-			return res, fmt.Errorf("%w after %d restarts: %w", ErrJobFailed, res.Restarts, err)
+		delay, refused := restarts.Failed(time.Now())
+		if refused != nil {
+			return res, fmt.Errorf("%w after %d restarts (restart strategy %w): %w", ErrJobFailed, res.Restarts, refused, err)
 		}
 		res.Restarts++
-		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "of", opts.RestartAttempts, "err", err)
-		if err := waitRestart(ctx, g, opts, res); err != nil {
+		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "delay", delay, "err", err)
+		wait := opts // waitRestart waits wait.RestartDelay
+		wait.RestartDelay = delay
+		if err := waitRestart(ctx, g, wait, res); err != nil {
 			return res, err
 		}
 		// Once this run has completed a checkpoint, restart from the latest

@@ -85,6 +85,7 @@ func TestDefaults(t *testing.T) {
 		},
 		StateBackend: Heap,
 		Restart:      Restart{Strategy: FixedDelay, Attempts: 3, Delay: Duration(time.Second)},
+		Heartbeat:    Heartbeat{Interval: Duration(time.Second), Timeout: Duration(4 * time.Second)},
 	}
 	got := *j
 	got.Nodes = nil
@@ -278,7 +279,7 @@ func TestErrors(t *testing.T) {
 		{name: "incremental heap", sets: []string{"checkpoint.incremental=true"}, want: []string{"checkpoint.incremental: only the badger state backend"}},
 		{name: "badger memory with heap", sets: []string{"badger.blockCacheMiB=16"}, want: []string{"badger: only with stateBackend badger"}},
 		{name: "badger memtable too big", sets: []string{"stateBackend=badger", "badger.memtableMiB=4096"}, want: []string{"badger.memtableMiB: 4096 is outside [0, 1024]"}},
-		{name: "restart strategy", sets: []string{"restart.strategy=exponential"}, want: []string{`restart.strategy: "exponential" is not one of fixed-delay, none`}},
+		{name: "restart strategy", sets: []string{"restart.strategy=exponential"}, want: []string{`restart.strategy: "exponential" is not one of fixed-delay, failure-rate, exponential-delay, none`}},
 		{name: "restart attempts", sets: []string{"restart.attempts=-2"}, want: []string{"restart.attempts: must be ≥ 0, got -2"}},
 		{name: "resources", sets: []string{"resources.cpus=-1"}, want: []string{"resources.cpus: must be ≥ 0"}},
 		{name: "role", sets: []string{"role=a b"}, want: []string{`role: "a b" is not a valid Mesos role`}},

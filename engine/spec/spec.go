@@ -23,6 +23,7 @@ type Job struct {
 	// Badger sizes the badger state backend's memory per subtask.
 	Badger      *BadgerMemory `json:"badger,omitempty"`
 	Restart     Restart       `json:"restart"`
+	Heartbeat   Heartbeat     `json:"heartbeat"`
 	Resources   *Resources    `json:"resources,omitempty"`
 	Role        string        `json:"role,omitempty"`
 	Constraints [][]string    `json:"constraints,omitempty"`
@@ -72,11 +73,55 @@ const (
 	AtLeastOnce = "at-least-once"
 )
 
-// Restart is what happens when a task fails.
+// Restart is what happens when a task fails: the restart strategy and its
+// settings. Each field belongs to the strategies named in its comment.
 type Restart struct {
-	Strategy string   `json:"strategy,omitempty"` // none | fixed-delay (default)
-	Attempts int      `json:"attempts,omitempty"`
-	Delay    Duration `json:"delay,omitempty"`
+	// Strategy is fixed-delay (default), failure-rate, exponential-delay
+	// or none.
+	Strategy string `json:"strategy,omitempty"`
+	// Attempts: fixed-delay, restarts in all; exponential-delay, restarts
+	// before the job fails unless a stable run resets the backoff (0: no
+	// limit).
+	Attempts int `json:"attempts,omitempty"`
+	// Delay before each restart (fixed-delay, failure-rate).
+	Delay Duration `json:"delay,omitempty"`
+	// MaxFailuresPerInterval failures within FailureRateInterval are
+	// restarted; one more fails the job (failure-rate).
+	MaxFailuresPerInterval int      `json:"maxFailuresPerInterval,omitempty"`
+	FailureRateInterval    Duration `json:"failureRateInterval,omitempty"`
+	// The backoff starts at InitialBackoff, is multiplied by
+	// BackoffMultiplier at each further failure up to MaxBackoff, and
+	// starts again after a run of ResetBackoffThreshold; each delay is
+	// the backoff ± JitterFactor × backoff (exponential-delay).
+	InitialBackoff        Duration `json:"initialBackoff,omitempty"`
+	MaxBackoff            Duration `json:"maxBackoff,omitempty"`
+	BackoffMultiplier     float64  `json:"backoffMultiplier,omitempty"`
+	ResetBackoffThreshold Duration `json:"resetBackoffThreshold,omitempty"`
+	// JitterFactor is a pointer so that 0 (no jitter) differs from unset.
+	JitterFactor *float64 `json:"jitterFactor,omitempty"`
+}
+
+// MaxDelay is the longest the strategy waits before a restart.
+func (r *Restart) MaxDelay() time.Duration {
+	switch r.Strategy {
+	case NoRestart:
+		return 0
+	case ExponentialDelay:
+		j := DefaultJitterFactor
+		if r.JitterFactor != nil {
+			j = *r.JitterFactor
+		}
+		return time.Duration(float64(r.MaxBackoff) * (1 + j))
+	}
+	return r.Delay.D()
+}
+
+// Heartbeat is how TaskManagers and the job's master watch each other: a
+// heartbeat every Interval, and a peer silent for Timeout is lost. Used by
+// the framework master, not by sluice run.
+type Heartbeat struct {
+	Interval Duration `json:"interval,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
 }
 
 // Resources is what one TaskManager asks of Mesos.
@@ -85,6 +130,9 @@ type Resources struct {
 	MemMB  float64 `json:"mem,omitempty"`
 	DiskMB float64 `json:"disk,omitempty"`
 	Slots  int     `json:"slots,omitempty"`
+	// SpareTaskManagers are started beyond those the job's slots need, so
+	// that a lost TaskManager's tasks restart without waiting for an offer.
+	SpareTaskManagers int `json:"spareTaskManagers,omitempty"`
 }
 
 // Node is a source, operator or sink.

@@ -3,6 +3,7 @@ package spec
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +22,17 @@ const (
 	DefaultRetained          = 1
 	DefaultRestartAttempts   = 3
 	DefaultRestartDelay      = Duration(time.Second)
+	// failure-rate and exponential-delay take Flink's defaults.
+	DefaultMaxFailuresPerInterval = 1
+	DefaultFailureRateInterval    = Duration(time.Minute)
+	DefaultInitialBackoff         = Duration(time.Second)
+	DefaultMaxBackoff             = Duration(time.Minute)
+	DefaultBackoffMultiplier      = 1.5
+	DefaultResetBackoffThreshold  = Duration(time.Hour)
+	DefaultJitterFactor           = 0.1
+	DefaultHeartbeatInterval      = Duration(time.Second)
+	// DefaultHeartbeatTimeout is this many heartbeat intervals.
+	DefaultHeartbeatTimeoutIntervals = 4
 )
 
 // State backends.
@@ -31,8 +43,10 @@ const (
 
 // Restart strategies.
 const (
-	FixedDelay = "fixed-delay"
-	NoRestart  = "none"
+	FixedDelay       = "fixed-delay"
+	FailureRate      = "failure-rate"
+	ExponentialDelay = "exponential-delay"
+	NoRestart        = "none"
 )
 
 // Input partitionings.
@@ -105,13 +119,48 @@ func (j *Job) ApplyDefaults() {
 	if r.Strategy == "" {
 		r.Strategy = FixedDelay
 	}
-	if r.Strategy == FixedDelay {
+	switch r.Strategy {
+	case FixedDelay:
 		if r.Attempts == 0 {
 			r.Attempts = DefaultRestartAttempts
 		}
 		if r.Delay == 0 {
 			r.Delay = DefaultRestartDelay
 		}
+	case FailureRate:
+		if r.MaxFailuresPerInterval == 0 {
+			r.MaxFailuresPerInterval = DefaultMaxFailuresPerInterval
+		}
+		if r.FailureRateInterval == 0 {
+			r.FailureRateInterval = DefaultFailureRateInterval
+		}
+		if r.Delay == 0 {
+			r.Delay = DefaultRestartDelay
+		}
+	case ExponentialDelay:
+		if r.InitialBackoff == 0 {
+			r.InitialBackoff = DefaultInitialBackoff
+		}
+		if r.MaxBackoff == 0 {
+			r.MaxBackoff = max(DefaultMaxBackoff, r.InitialBackoff)
+		}
+		if r.BackoffMultiplier == 0 {
+			r.BackoffMultiplier = DefaultBackoffMultiplier
+		}
+		if r.ResetBackoffThreshold == 0 {
+			r.ResetBackoffThreshold = DefaultResetBackoffThreshold
+		}
+		if r.JitterFactor == nil {
+			jf := DefaultJitterFactor
+			r.JitterFactor = &jf
+		}
+	}
+	h := &j.Heartbeat
+	if h.Interval == 0 {
+		h.Interval = DefaultHeartbeatInterval
+	}
+	if h.Timeout == 0 && h.Interval <= Duration(math.MaxInt64/DefaultHeartbeatTimeoutIntervals) {
+		h.Timeout = DefaultHeartbeatTimeoutIntervals * h.Interval
 	}
 	for i := range j.Nodes {
 		for k := range j.Nodes[i].Inputs {
@@ -205,14 +254,9 @@ func (j *Job) Validate() error {
 		}
 	}
 
-	switch c.Restart.Strategy {
-	case FixedDelay:
-		if c.Restart.Attempts < 0 {
-			add("restart.attempts: must be ≥ 0, got %d", c.Restart.Attempts)
-		}
-	case NoRestart:
-	default:
-		add("restart.strategy: %q is not one of %s, %s", c.Restart.Strategy, FixedDelay, NoRestart)
+	errs = append(errs, c.Restart.check(j.Restart)...)
+	if h := c.Heartbeat; h.Timeout <= h.Interval {
+		add("heartbeat.timeout: %v must exceed heartbeat.interval %v", h.Timeout.D(), h.Interval.D())
 	}
 
 	if r := c.Resources; r != nil {
@@ -228,6 +272,9 @@ func (j *Job) Validate() error {
 		if r.Slots < 0 {
 			add("resources.slots: must be ≥ 0, got %d", r.Slots)
 		}
+		if r.SpareTaskManagers < 0 {
+			add("resources.spareTaskManagers: must be ≥ 0, got %d", r.SpareTaskManagers)
+		}
 	}
 	if strings.ContainsAny(c.Role, " \t\n") || c.Role == "." || c.Role == ".." || strings.HasPrefix(c.Role, "-") {
 		add("role: %q is not a valid Mesos role", c.Role)
@@ -240,6 +287,61 @@ func (j *Job) Validate() error {
 
 	errs = append(errs, c.checkGraph()...)
 	return errors.Join(errs...)
+}
+
+// restartFields names each restart field and the strategies it belongs to.
+var restartFields = []struct {
+	name       string
+	set        func(r *Restart) bool
+	strategies []string
+}{
+	{"attempts", func(r *Restart) bool { return r.Attempts != 0 }, []string{FixedDelay, ExponentialDelay}},
+	{"delay", func(r *Restart) bool { return r.Delay != 0 }, []string{FixedDelay, FailureRate}},
+	{"maxFailuresPerInterval", func(r *Restart) bool { return r.MaxFailuresPerInterval != 0 }, []string{FailureRate}},
+	{"failureRateInterval", func(r *Restart) bool { return r.FailureRateInterval != 0 }, []string{FailureRate}},
+	{"initialBackoff", func(r *Restart) bool { return r.InitialBackoff != 0 }, []string{ExponentialDelay}},
+	{"maxBackoff", func(r *Restart) bool { return r.MaxBackoff != 0 }, []string{ExponentialDelay}},
+	{"backoffMultiplier", func(r *Restart) bool { return r.BackoffMultiplier != 0 }, []string{ExponentialDelay}},
+	{"resetBackoffThreshold", func(r *Restart) bool { return r.ResetBackoffThreshold != 0 }, []string{ExponentialDelay}},
+	{"jitterFactor", func(r *Restart) bool { return r.JitterFactor != nil }, []string{ExponentialDelay}},
+}
+
+// check validates the defaulted restart settings r; given is r as written,
+// to tell fields of another strategy (an error, as the user may think they
+// apply) from defaults.
+func (r Restart) check(given Restart) []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !oneOf(r.Strategy, FixedDelay, FailureRate, ExponentialDelay, NoRestart) {
+		add("restart.strategy: %q is not one of %s, %s, %s, %s", r.Strategy, FixedDelay, FailureRate, ExponentialDelay, NoRestart)
+		return errs
+	}
+	if r.Strategy == NoRestart {
+		return nil // the other fields are ignored, so that --set restart.strategy=none just works
+	}
+	for _, f := range restartFields {
+		if f.set(&given) && !slices.Contains(f.strategies, r.Strategy) {
+			add("restart.%s: only with strategy %s (strategy is %s)", f.name, strings.Join(f.strategies, " or "), r.Strategy)
+		}
+	}
+	if r.Attempts < 0 {
+		add("restart.attempts: must be ≥ 0, got %d", r.Attempts)
+	}
+	if r.Strategy == FailureRate && r.MaxFailuresPerInterval < 1 {
+		add("restart.maxFailuresPerInterval: must be ≥ 1, got %d", r.MaxFailuresPerInterval)
+	}
+	if r.Strategy == ExponentialDelay {
+		if r.MaxBackoff < r.InitialBackoff {
+			add("restart.maxBackoff: %v is less than restart.initialBackoff %v", r.MaxBackoff.D(), r.InitialBackoff.D())
+		}
+		if r.BackoffMultiplier < 1 {
+			add("restart.backoffMultiplier: must be ≥ 1, got %v", r.BackoffMultiplier)
+		}
+		if jf := r.JitterFactor; jf != nil && (*jf < 0 || *jf > 1) {
+			add("restart.jitterFactor: must be between 0 and 1, got %v", *jf)
+		}
+	}
+	return errs
 }
 
 // clone copies j deeply enough for ApplyDefaults not to touch j.

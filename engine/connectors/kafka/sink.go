@@ -182,10 +182,7 @@ const kafkaTxnTimeout = 15 * time.Minute
 // that fails after it adds up to another timeout.)
 func kafkaTxnNeed(j *spec.Job) time.Duration {
 	need := j.Checkpoint.Interval.D() + j.Checkpoint.Timeout.D()
-	if j.Restart.Strategy != spec.NoRestart {
-		need += j.Restart.Delay.D()
-	}
-	return need
+	return need + j.Restart.MaxDelay()
 }
 
 // acks counts a producer's messages in flight.
