@@ -74,6 +74,7 @@ type Master struct {
 	// the lost ones' last ones included) into the run's NodeMetrics.
 	metrics map[string]*runtime.NodeMetrics
 	reports map[string]*pb.MetricsReport
+	closing bool
 }
 
 // tmConn is a registered TaskManager.
@@ -152,16 +153,17 @@ func (m *Master) Addr() string { return m.lis.Addr().String() }
 // Close stops the control server, shutting every TaskManager down, and
 // the resource manager's processes.
 func (m *Master) Close() {
+	if m.cfg.RM != nil {
+		m.cfg.RM.Close() // first: no replacement for what stops now
+	}
 	m.mu.Lock()
+	m.closing = true
 	for _, t := range m.tms {
 		t.send(&pb.FromMaster{Epoch: m.cfg.Epoch, Msg: &pb.FromMaster_Shutdown{Shutdown: &pb.Shutdown{Reason: "the job master is stopping"}}})
 	}
 	m.mu.Unlock()
 	time.Sleep(50 * time.Millisecond) // let the shutdowns out
 	m.srv.Stop()
-	if m.cfg.RM != nil {
-		m.cfg.RM.Close()
-	}
 }
 
 // Run runs the job on the TaskManagers: the engine's driver with this

@@ -117,7 +117,11 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	m.lost++
 	m.notifyChanged()
 	a := m.current
+	closing := m.closing
 	m.mu.Unlock()
+	if closing {
+		return nil
+	}
 	m.log.Warn("TaskManager lost", "id", t.id, "resource", t.resourceID, "cause", cause)
 	if a != nil {
 		a.lostTM(t.id, cause)

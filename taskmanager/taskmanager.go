@@ -430,6 +430,7 @@ func (s *session) handle(m *pb.FromMaster) error {
 			if h != nil {
 				h.Stop()
 			}
+			s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Metrics{Metrics: tm.report()}})
 			s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_AttemptEnded{AttemptEnded: &pb.AttemptEnded{Attempt: msg.Cancel.Attempt}}})
 		}()
 	case *pb.FromMaster_Shutdown:
@@ -522,6 +523,9 @@ func (s *session) forward(attempt string, h *runtime.Host) {
 				}
 				s.tm.mu.Unlock()
 				h.Stop()
+				// The final counts first: the master takes them before it
+				// learns the attempt ended.
+				s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Metrics{Metrics: s.tm.report()}})
 				s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_AttemptEnded{AttemptEnded: &pb.AttemptEnded{Attempt: attempt}}})
 				return
 			}

@@ -72,8 +72,15 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel s
 	if *c.rm != "local" {
 		return nil, fmt.Errorf("--resource-manager %q: only local is built (mesos comes with the Mesos framework)", *c.rm)
 	}
+	res := spec.Resources{}
+	if j.Resources != nil {
+		res = *j.Resources
+	}
 	n := *c.taskManagers
 	slots := *c.slots
+	if slots <= 0 && res.Slots > 0 {
+		slots = res.Slots
+	}
 	need := framework.Pipelines(runtime.Tasks(g))
 	if n <= 0 {
 		n = max(1, (need+max(slots, 1)-1)/max(slots, 1))
@@ -83,11 +90,18 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel s
 	}
 	spares := *c.spares
 	if spares < 0 {
-		spares = 0
+		spares = res.SpareTaskManagers
+	}
+	hbi, hbt := *c.hbInterval, *c.hbTimeout
+	if hbi <= 0 {
+		hbi = j.Heartbeat.Interval.D()
+	}
+	if hbt <= 0 {
+		hbt = j.Heartbeat.Timeout.D()
 	}
 	rm := &framework.Local{Slots: slots, LocalDir: localDir, Args: []string{"--log-level", logLevel}, Log: log}
 	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
-		HeartbeatInterval: *c.hbInterval, HeartbeatTimeout: *c.hbTimeout, RM: rm, Log: log})
+		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, Log: log})
 }
 
 func cmdFramework(args []string) int {

@@ -539,7 +539,10 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 				d.stop()
 				return ev.Err
 			case EventExited:
-				d.stop()
+				// Done: let the housekeeping (pruning) finish.
+				d.a.Stop()
+				d.bg.Wait()
+				d.cancel()
 				return nil
 			}
 		case <-ctx.Done():
