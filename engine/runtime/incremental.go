@@ -73,3 +73,17 @@ func (w *writtenFiles) chainIDs(id int64) map[int64]bool {
 	}
 	return ids
 }
+
+// chainIDs lists the checkpoints whose files a pending checkpoint's chains
+// refer to (for the log).
+func chainIDs(p *Pending) map[int64]bool {
+	ids := map[int64]bool{}
+	for _, payload := range p.Acks {
+		for _, s := range payload.([]NodeSubtaskState) {
+			for _, f := range s.State.Chain {
+				ids[f.CheckpointID] = true
+			}
+		}
+	}
+	return ids
+}

@@ -460,7 +460,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 				waiting = nil
 			} else {
 				res.Checkpoints++
-				d.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path)
+				d.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path, "builds_on", len(chainIDs(p)))
 				if d.pruning.CompareAndSwap(false, true) {
 					d.background(func(ctx context.Context) {
 						defer d.pruning.Store(false)
