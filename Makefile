@@ -2,8 +2,8 @@
 GO      ?= go
 BIN     := bin/sluice
 PKGS    := ./...
-# Packages whose concurrency bugs would lose data (engine/plan: whole jobs in-process): always under the race detector.
-RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/connectors/... ./engine/checkpoint/... ./engine/fs/... ./engine/plan/...
+# Packages whose concurrency bugs would lose data (engine/plan: whole jobs in-process; framework and taskmanager: the cluster): always under the race detector.
+RACE    := ./engine/runtime/... ./engine/state/... ./engine/window/... ./engine/nodes/... ./engine/connectors/... ./engine/checkpoint/... ./engine/fs/... ./engine/plan/... ./framework/... ./taskmanager/...
 
 .PHONY: build run run-kafka test vet bench fuzz clean proto
 
@@ -25,7 +25,7 @@ vet:
 
 test: vet
 	$(GO) test -race -timeout 15m $(RACE)
-	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/connectors -e /engine/checkpoint -e /engine/fs -e /engine/plan)
+	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/connectors -e /engine/checkpoint -e /engine/fs -e /engine/plan -e /framework -e /taskmanager)
 
 # Go benchmarks of the hot paths, then the harness that runs whole jobs beside
 # hand-written loops (figures for docs/benchmarks.md).
