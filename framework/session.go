@@ -34,8 +34,9 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	switch {
 	case reg == nil:
 		return refuse(fmt.Sprintf("the first message of a session must be Register, not %T", first.Msg))
-	case first.Epoch != 0 && first.Epoch != m.cfg.Epoch:
-		return refuse(fmt.Sprintf("registered under master epoch %d; this master's epoch is %d", first.Epoch, m.cfg.Epoch))
+	case first.Epoch > m.cfg.Epoch:
+		// It has served a newer master: this one is stale.
+		return refuse(fmt.Sprintf("this master's epoch %d is older than epoch %d the TaskManager has served; this master is stale", m.cfg.Epoch, first.Epoch))
 	case reg.Slots <= 0:
 		return refuse(fmt.Sprintf("slots %d: must be at least 1", reg.Slots))
 	case reg.DataAddress == "":

@@ -72,6 +72,7 @@ type TaskManager struct {
 	graph       *runtime.Graph
 	opts        runtime.Options
 	metrics     map[string]*runtime.NodeMetrics // every attempt's, per node
+	epoch       int64                           // the newest master epoch served
 	lostPeers   chan string
 	registered  chan struct{} // closed at the first registration (tests)
 	regOnce     sync.Once
@@ -241,7 +242,11 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 	}
 	reg := &pb.Register{Slots: int32(tm.cfg.Slots), DataAddress: tm.net.Addr(), Host: tm.host,
 		ResourceId: tm.cfg.ResourceID, Pid: int64(os.Getpid())}
-	if err := stream.Send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Register{Register: reg}}); err != nil {
+	// The newest epoch it served: a master older than that is stale.
+	tm.mu.Lock()
+	epoch := tm.epoch
+	tm.mu.Unlock()
+	if err := stream.Send(&pb.FromTaskManager{Epoch: epoch, Msg: &pb.FromTaskManager_Register{Register: reg}}); err != nil {
 		return false, fmt.Errorf("master %s: registering: %w", addr, err)
 	}
 	first, err := stream.Recv()
@@ -258,6 +263,9 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 	s := &session{tm: tm, epoch: first.Epoch, id: ok.TaskmanagerId, out: make(chan *pb.FromTaskManager, 1024),
 		ctx: sctx, cancel: cancel, interval: time.Duration(ok.HeartbeatIntervalMs) * time.Millisecond,
 		timeout: time.Duration(ok.HeartbeatTimeoutMs) * time.Millisecond}
+	tm.mu.Lock()
+	tm.epoch = max(tm.epoch, first.Epoch)
+	tm.mu.Unlock()
 	if err := tm.plan(ok.JobSpec); err != nil {
 		return true, err
 	}
