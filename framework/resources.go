@@ -46,8 +46,8 @@ type Local struct {
 	// were replaced; one that comes back is refused by the master and exits.
 	released map[string]bool
 	next     int
-	closed bool
-	lost   func(string, error)
+	closed   bool
+	lost     func(string, error)
 }
 
 func (l *Local) Start(ctx context.Context, master string, n int, lost func(string, error)) error {
@@ -153,4 +153,3 @@ func (l *Local) Close() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
 }
-
