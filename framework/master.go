@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -51,7 +52,13 @@ type Config struct {
 	// SlotWait bounds how long a deployment waits for enough slots
 	// (default 2 min).
 	SlotWait time.Duration
-	Log      *slog.Logger
+	// HA, when set, is the job's HA directory: the master takes its epoch
+	// there (Epoch is ignored), publishes its address, keeps the job and
+	// its latest checkpoint, and stops when a newer master appears.
+	HA *HA
+	// HTTP is the master's REST address, published in the HA directory.
+	HTTP string
+	Log  *slog.Logger
 }
 
 // Master is a job master.
@@ -132,9 +139,25 @@ func New(cfg Config) (*Master, error) {
 		return nil, fmt.Errorf("framework: the job needs %d slots (its highest parallelism); %d TaskManagers × %d slots are %d",
 			need, cfg.TaskManagers, cfg.Slots, cfg.TaskManagers*cfg.Slots)
 	}
+	host, _ := os.Hostname()
+	if cfg.HA != nil {
+		e, err := cfg.HA.Claim(context.Background(), MasterInfo{Host: host, PID: os.Getpid(), Started: time.Now()})
+		if err != nil {
+			return nil, fmt.Errorf("framework: %w", err)
+		}
+		cfg.Epoch = e
+		cfg.Log.Info("took the job's fencing epoch", "epoch", e, "ha", cfg.HA.URI())
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("framework: control server: %w", err)
+	}
+	if cfg.HA != nil {
+		info := MasterInfo{Epoch: cfg.Epoch, Control: lis.Addr().String(), HTTP: cfg.HTTP, Host: host, PID: os.Getpid(), Started: time.Now()}
+		if err := cfg.HA.Publish(context.Background(), info); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("framework: %w", err)
+		}
 	}
 	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, changed: make(chan struct{}),
 		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}}
@@ -169,13 +192,106 @@ func (m *Master) Close() {
 // Run runs the job on the TaskManagers: the engine's driver with this
 // master as its Deployer.
 func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result, error) {
+	want := m.cfg.TaskManagers + m.cfg.Spares
+	if ha := m.cfg.HA; ha != nil {
+		kept, err := ha.SaveJob(ctx, m.spec)
+		if err != nil {
+			return nil, fmt.Errorf("framework: %w", err)
+		}
+		if string(kept) != string(m.spec) {
+			m.log.Warn("the HA directory keeps another version of the job spec; running the one given", "ha", ha.URI())
+		}
+		epoch := m.cfg.Epoch
+		if epoch > 1 && opts.Restore == "" {
+			// A master of this job ran before: go on from the latest
+			// checkpoint (none: from the start). It is resolved when the
+			// first attempt deploys, after the wait for the TaskManagers
+			// below, so a commit the old master had in flight lands first.
+			cp, err := ha.Checkpoint(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("framework: %w", err)
+			}
+			if cp != nil {
+				m.log.Info("taking over the job from an earlier master: restoring the latest checkpoint", "recorded", cp.ID, "of_epoch", cp.Epoch)
+			}
+			opts.Restore = "latest"
+		}
+		opts.Fence = func(ctx context.Context) error { return ha.Fence(ctx, epoch) }
+		opts.Completed = func(id int64, path string) {
+			// Best effort: the checkpoint storage has it anyway.
+			cctx, cancel := context.WithTimeout(context.Background(), m.cfg.HeartbeatTimeout)
+			defer cancel()
+			if err := ha.SaveCheckpoint(cctx, CheckpointPointer{Epoch: epoch, ID: id, Path: path}); err != nil {
+				m.log.Warn("recording the latest checkpoint in the HA directory", "err", err)
+			}
+		}
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go m.watchEpoch(ctx, cancel)
+		if epoch > 1 {
+			// The TaskManagers of the master before may still run: they
+			// find this one in the HA directory and register again. Only
+			// the shortfall is started anew.
+			want -= m.waitRegistrations(ctx, want, 2*m.cfg.HeartbeatTimeout)
+		}
+		defer func() {
+			if c := context.Cause(ctx); errors.Is(c, ErrSuperseded) {
+				m.log.Error("stopping: a newer master leads the job", "cause", c)
+			}
+		}()
+	}
 	if m.cfg.RM != nil {
-		if err := m.cfg.RM.Start(ctx, m.Addr(), m.cfg.TaskManagers+m.cfg.Spares, m.lostByRM); err != nil {
+		if err := m.cfg.RM.Start(ctx, m.Addr(), max(want, 0), m.lostByRM); err != nil {
 			return nil, fmt.Errorf("framework: starting TaskManagers: %w", err)
 		}
 	}
 	opts.Metrics = m.metrics
-	return runtime.RunOn(ctx, m.cfg.Graph, opts, m)
+	res, err := runtime.RunOn(ctx, m.cfg.Graph, opts, m)
+	if c := context.Cause(ctx); errors.Is(c, ErrSuperseded) {
+		err = fmt.Errorf("framework: %w", c)
+	}
+	return res, err
+}
+
+// watchEpoch stops the run when a newer master takes the job.
+func (m *Master) watchEpoch(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := m.cfg.HA.Fence(ctx, m.cfg.Epoch); errors.Is(err, ErrSuperseded) {
+				stop(err)
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// waitRegistrations waits up to d for n TaskManagers to register; it
+// returns how many did.
+func (m *Master) waitRegistrations(ctx context.Context, n int, d time.Duration) int {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		m.mu.Lock()
+		have, changed := len(m.tms), m.changed
+		m.mu.Unlock()
+		if have >= n {
+			return have
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			m.log.Info("TaskManagers of the earlier master registered again", "count", have, "of", n)
+			return have
+		case <-ctx.Done():
+			return have
+		}
+	}
 }
 
 // recordMetrics takes a TaskManager's counters.

@@ -35,6 +35,10 @@ type Local struct {
 	// LocalDir is passed on as --local-dir (each TaskManager gets its own
 	// subdirectory).
 	LocalDir string
+	// HADir, when set, is passed as --ha-dir instead of --master: the
+	// TaskManagers find the current master there, and find the next one
+	// after a master failover.
+	HADir string
 	// Args are appended to each command line (e.g. --log-level).
 	Args []string
 	Log  *slog.Logger
@@ -84,6 +88,9 @@ func (l *Local) startOne() error {
 	l.next++
 	id := "local-" + strconv.Itoa(l.next)
 	args := []string{"taskmanager", "--master", l.master, "--slots", strconv.Itoa(max(l.Slots, 1)), "--resource-id", id}
+	if l.HADir != "" {
+		args[1], args[2] = "--ha-dir", l.HADir
+	}
 	if l.LocalDir != "" {
 		args = append(args, "--local-dir", l.LocalDir+"/"+id)
 	}

@@ -27,6 +27,7 @@ type clusterOpts struct {
 	slots        *int
 	spares       *int
 	listen       *string
+	haDir        *string
 	hbInterval   *time.Duration
 	hbTimeout    *time.Duration
 }
@@ -59,6 +60,7 @@ func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 	c.slots = fs.Int("slots", envInt("SLUICE_SLOTS", 0), "slots per TaskManager (default: enough for the job over the TaskManagers)")
 	c.spares = fs.Int("spare-taskmanagers", envInt("SLUICE_SPARE_TASKMANAGERS", -1), "idle TaskManagers kept registered to take a failed one's work at once (default: the spec's resources.spareTaskManagers)")
 	c.listen = fs.String("control", env("SLUICE_CONTROL", "127.0.0.1:0"), "the job master's control address (gRPC) TaskManagers register with")
+	c.haDir = fs.String("ha-dir", env("SLUICE_HA_DIR", ""), "the job's HA directory (file:// or hdfs://): the master's fencing epoch, address, job and latest checkpoint; a master restarted on it resumes the job with the TaskManagers still running")
 	c.hbInterval = fs.Duration("heartbeat-interval", envDuration("SLUICE_HEARTBEAT_INTERVAL", 0), "heartbeat interval between master and TaskManagers (default: the spec's heartbeat.interval, 1s)")
 	c.hbTimeout = fs.Duration("heartbeat-timeout", envDuration("SLUICE_HEARTBEAT_TIMEOUT", 0), "a TaskManager silent this long is lost (default: the spec's heartbeat.timeout, 4s)")
 	return c
@@ -100,8 +102,16 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel s
 		hbt = j.Heartbeat.Timeout.D()
 	}
 	rm := &framework.Local{Slots: slots, LocalDir: localDir, Args: []string{"--log-level", logLevel}, Log: log}
+	var ha *framework.HA
+	if *c.haDir != "" {
+		var err error
+		if ha, err = framework.OpenHA(*c.haDir); err != nil {
+			return nil, err
+		}
+		rm.HADir = *c.haDir
+	}
 	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
-		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, Log: log})
+		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, Log: log})
 }
 
 func cmdFramework(args []string) int {
@@ -112,6 +122,7 @@ func cmdFramework(args []string) int {
 func cmdTaskManager(args []string) int {
 	fs := flag.NewFlagSet("taskmanager", flag.ContinueOnError)
 	master := fs.String("master", env("SLUICE_MASTER", ""), "the job master's control address (host:port)")
+	haDir := fs.String("ha-dir", env("SLUICE_HA_DIR", ""), "find the job master in this HA directory instead (and the next one after a failover)")
 	slots := fs.Int("slots", envInt("SLUICE_SLOTS", 1), "slots: how many subtasks of each chain this TaskManager runs")
 	data := fs.String("data", env("SLUICE_DATA", "127.0.0.1:0"), "the data server's listen address")
 	advertise := fs.String("advertise", env("SLUICE_ADVERTISE", ""), "the data address other TaskManagers dial (default: the listener's)")
@@ -126,8 +137,8 @@ func cmdTaskManager(args []string) int {
 		fmt.Fprintf(os.Stderr, "sluice taskmanager: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *master == "" {
-		fmt.Fprintln(os.Stderr, "sluice taskmanager: --master ADDR is required")
+	if (*master == "") == (*haDir == "") {
+		fmt.Fprintln(os.Stderr, "sluice taskmanager: give the master with --master ADDR or --ha-dir URI (one of them)")
 		return 2
 	}
 	log, err := newLogger(*logLevel)
@@ -138,12 +149,27 @@ func cmdTaskManager(args []string) int {
 	if *resourceID != "" {
 		log = log.With("taskmanager", *resourceID)
 	}
-	tm, err := taskmanager.New(taskmanager.Config{Master: *master, Slots: *slots, Data: *data, Advertise: *advertise,
-		ResourceID: *resourceID, LocalDir: *localDir, ConnectTimeout: *connect, Log: log})
+	cfg := taskmanager.Config{Master: *master, Slots: *slots, Data: *data, Advertise: *advertise,
+		ResourceID: *resourceID, LocalDir: *localDir, ConnectTimeout: *connect, Log: log}
+	if *haDir != "" {
+		ha, err := framework.OpenHA(*haDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sluice taskmanager:", err)
+			return 2
+		}
+		cfg.MasterAddress = func(ctx context.Context) (string, error) {
+			info, err := ha.Leader(ctx)
+			return info.Control, err
+		}
+	}
+	tm, err := taskmanager.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sluice taskmanager:", err)
 		return 2
 	}
+	// Its stdout and stderr are often its master's: a master that dies must
+	// not take it down with a broken pipe (it waits for the next master).
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := tm.Run(ctx); err != nil {

@@ -268,3 +268,153 @@ func TestTaskManagerBadMaster(t *testing.T) {
 		t.Errorf("no --master: %v\n%s", err, outp)
 	}
 }
+
+// processesWith lists the live processes whose command line holds s.
+func processesWith(s string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || isZombieProc(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(s)) && bytes.Contains(cmdline, []byte("\x00taskmanager\x00")) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func clusterHAArgs(dir, out, ha string, rows, keys int) []string {
+	return []string{"run", "--cluster", "2", "--ha-dir", ha,
+		"--set", "nodes.out.params.path=" + out,
+		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
+		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
+		"--set", "nodes.src.params.rate=25000",
+		"--set", "checkpoint.interval=150ms",
+		"--set", `restart={"strategy":"fixed-delay","attempts":10,"delay":"50ms"}`,
+		"--local-dir", filepath.Join(dir, "local"),
+	}
+}
+
+// TestClusterMasterRestart kills the job master with SIGKILL and starts it
+// again on the same HA directory: the TaskManager processes it started
+// find the new master there and register again (no new ones are started),
+// the job resumes from its latest checkpoint, and every result is
+// committed exactly once.
+func TestClusterMasterRestart(t *testing.T) {
+	const rows, keys = 150_000, 100
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	ha := "file://" + filepath.Join(dir, "ha")
+	args := append(clusterHAArgs(dir, out, ha, rows, keys), repoFile(t, "examples/exactly-once.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	defer func() {
+		for _, p := range processesWith(ha) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	// The first master logs to a file, as under a supervisor: its
+	// TaskManagers share it and outlive it.
+	logFile, err := os.Create(filepath.Join(dir, "master1.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	first := exec.CommandContext(ctx, sluiceBin, args...)
+	first.Stderr = logFile
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tms := waitChildren(t, first.Process.Pid, 2)
+	log1 := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
+	// Some checkpoints, then the master dies.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(log1(), "deploying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deployment:\n%s", log1())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	_ = first.Process.Signal(syscall.SIGKILL)
+	_ = first.Wait()
+	t.Logf("master killed; TaskManagers %v", tms)
+
+	second := exec.CommandContext(ctx, sluiceBin, args...)
+	var log2 bytes.Buffer
+	second.Stderr = &log2
+	if err := second.Run(); err != nil {
+		t.Fatalf("the restarted master failed: %v\n%s", err, tail(log2.String(), 5000))
+	}
+	logs := log2.String()
+	if !strings.Contains(logs, "took the job's fencing epoch") || !strings.Contains(logs, "epoch=2") {
+		t.Errorf("the restarted master did not take epoch 2:\n%s", tail(logs, 3000))
+	}
+	if strings.Contains(logs, "TaskManager process started") {
+		t.Errorf("the restarted master started new TaskManagers instead of taking the running ones:\n%s", tail(logs, 3000))
+	}
+	if n := strings.Count(logs, "TaskManager registered"); n != len(tms) {
+		t.Errorf("%d registrations with the new master, want the %d TaskManagers of the first", n, len(tms))
+	}
+	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+}
+
+// TestClusterTwoMasters starts two masters of one job on one HA
+// directory at once: the one with the older epoch stops, saying why, and
+// the other runs the job; every result is committed exactly once.
+func TestClusterTwoMasters(t *testing.T) {
+	const rows, keys = 100_000, 100
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	ha := "file://" + filepath.Join(dir, "ha")
+	args := append(clusterHAArgs(dir, out, ha, rows, keys), repoFile(t, "examples/exactly-once.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	defer func() {
+		for _, p := range processesWith(ha) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	type result struct {
+		err error
+		log string
+	}
+	results := make(chan result, 2)
+	for i := range 2 {
+		logFile, err := os.Create(filepath.Join(dir, fmt.Sprintf("master%d.log", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logFile.Close()
+		cmd := exec.CommandContext(ctx, sluiceBin, args...)
+		cmd.Stderr = logFile
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			err := cmd.Wait()
+			b, _ := os.ReadFile(logFile.Name())
+			results <- result{err, string(b)}
+		}()
+	}
+	var ok, stopped int
+	for range 2 {
+		r := <-results
+		switch {
+		case r.err == nil:
+			ok++
+		case strings.Contains(r.log, "a newer master leads the job"):
+			stopped++
+		default:
+			t.Errorf("a master failed otherwise: %v\n%s", r.err, tail(r.log, 3000))
+		}
+	}
+	if ok != 1 || stopped != 1 {
+		t.Fatalf("%d masters ran the job and %d stopped for the newer one; want 1 and 1", ok, stopped)
+	}
+	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+}

@@ -56,6 +56,13 @@ type Options struct {
 	// output was lost and no older checkpoint can replay it
 	// (RestoreBeforeError, Restored.AcceptLoss).
 	AcceptLostTransactions bool
+	// Fence, when set, is asked before each checkpoint's metadata is
+	// written; an error fails that checkpoint's commit (a master that lost
+	// its leadership must write no metadata for the job).
+	Fence func(ctx context.Context) error
+	// Completed, when set, is told each completed checkpoint (not
+	// savepoint) once its metadata is durable.
+	Completed func(id int64, path string)
 	// Metrics, when set, are the run's counters (Result.Metrics): a
 	// Deployer whose tasks run elsewhere keeps them up to date.
 	Metrics map[string]*NodeMetrics
@@ -460,6 +467,9 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 				waiting = nil
 			} else {
 				res.Checkpoints++
+				if d.opts.Completed != nil {
+					d.opts.Completed(p.ID, path)
+				}
 				d.opts.Log.Debug("checkpoint complete", "id", p.ID, "path", path, "builds_on", len(chainIDs(p)))
 				if d.pruning.CompareAndSwap(false, true) {
 					d.background(func(ctx context.Context) {
@@ -605,5 +615,10 @@ func (d *driver) commit(p *Pending) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.storageTimeout())
 	defer cancel()
+	if d.opts.Fence != nil {
+		if err := d.opts.Fence(ctx); err != nil {
+			return "", err
+		}
+	}
 	return d.opts.Storage.Commit(ctx, md)
 }
