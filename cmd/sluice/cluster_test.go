@@ -418,3 +418,7 @@ func TestClusterTwoMasters(t *testing.T) {
 	}
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
 }
+
+func TestClusterKillTaskManagerWithSpare(t *testing.T) {
+	runClusterCrashTest(t, 3, "--spare-taskmanagers", "1")
+}
