@@ -521,3 +521,53 @@ func TestKafkaSinkReusedProducerCrash(t *testing.T) {
 	}
 	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, 20)
 }
+
+// TestKafkaSinkFallbackReusedUncommitted: after checkpoint 1 the producer
+// of its transaction takes the next rows, pre-committed at checkpoint 2,
+// which is then skipped (corrupt) before that transaction committed.
+// Nothing committed after checkpoint 1, so falling back to it is safe,
+// although the id was used after it under the same epoch; once that
+// transaction commits, the same fallback is refused.
+func TestKafkaSinkFallbackReusedUncommitted(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r1 := s.snapshot(t, 1)
+	if err := s.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 10, 20)
+	s.snapshot(t, 2)
+	_ = s.Close() // crash before checkpoint 2 completes
+
+	r1.SkippedNewer = 2
+	s2 := newTxnSink(t, c, 5*time.Second)
+	if err := s2.open(r1); err != nil {
+		t.Fatalf("fallback with nothing committed after the checkpoint: %v\nlog:\n%s", err, s2.logs)
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, 10)
+
+	// Again from checkpoint 1 of this attempt, and this time the rows
+	// after it commit (checkpoint 2 completes).
+	s2.write(t, 10, 20)
+	r1b := s2.snapshot(t, 1)
+	if err := s2.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s2.write(t, 20, 30)
+	s2.snapshot(t, 2)
+	if err := s2.CheckpointComplete(2); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+	r1b.SkippedNewer = 2
+	s3 := newTxnSink(t, c, 5*time.Second)
+	err := s3.open(r1b)
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-0-0 committed a transaction after checkpoint 1") {
+		t.Fatalf("fallback past a committed transaction: %v (%T), want a FallbackRefusedError naming txn-out-0-0\nlog:\n%s", err, err, s3.logs)
+	}
+}
