@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -432,35 +433,47 @@ type kafkaTxnPart struct {
 // the transaction's first record is the marker the coordinator wrote to end
 // it (a producer id has one transaction open at a time, and the coordinator
 // writes all its markers before the producer's next transaction can add a
-// partition). The coordinator decides once, so an abort or a commit marker
-// in any partition decides; open means no partition still holding its
-// records has a marker yet.
+// partition). One partition tells: the coordinator decides once, so a
+// marker there is the outcome, and no marker there means the transaction
+// has not ended (or is ending: its markers are being written). Each
+// partition's last stable offset usually tells at once
+// (stableTxnOutcome); when none does, one partition is read on from the
+// transaction's first record, the one with the fewest records after it.
 func txnLogOutcome(client sarama.Client, pid int64, parts []kafkaTxnPart) (txnOutcome, error) {
-	out := txnGone
+	type toScan struct {
+		p    kafkaTxnPart
+		left int64
+	}
+	var scan []toScan
 	for _, p := range parts {
-		o, err := partTxnOutcome(client, pid, p)
+		out, ok, hwm := stableTxnOutcome(client, pid, p)
+		if !ok {
+			scan = append(scan, toScan{p, hwm - p.offset})
+			continue
+		}
+		if out != txnGone {
+			return out, nil
+		}
+	}
+	sort.SliceStable(scan, func(i, j int) bool { return scan[i].left < scan[j].left })
+	for _, c := range scan {
+		out, err := partTxnOutcome(client, pid, c.p)
 		if err != nil {
 			return 0, err
 		}
-		switch {
-		case o == txnAborted:
-			return txnAborted, nil
-		case o == txnCommitted:
-			out = txnCommitted
-		case o == txnOpen && out == txnGone:
-			out = txnOpen
+		if out != txnGone {
+			return out, nil
 		}
 	}
-	return out, nil
+	return txnGone, nil
 }
 
 // kafkaFetchBytes bounds one fetch of scanLog.
 const kafkaFetchBytes = 1 << 20
 
+// partTxnOutcome reads partition p from the transaction's first record on
+// for its marker.
 func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome, error) {
-	if out, ok, err := stableTxnOutcome(client, pid, p); err != nil || ok {
-		return out, err
-	}
 	out := txnOpen
 	gone, err := scanLog(client, p.topic, p.partition, p.offset, func(rb *sarama.RecordBatch) bool {
 		if rb.ProducerID != pid || rb.FirstOffset <= p.offset {
@@ -481,17 +494,19 @@ func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome
 	return out, nil
 }
 
-// stableTxnOutcome answers partTxnOutcome with one small read_committed
+// stableTxnOutcome answers for partition p with one small read_committed
 // fetch at the transaction's first offset when the partition's last stable
 // offset (the first offset of its oldest open transaction) tells: above it,
 // the transaction ended, aborted if the fetch lists it among the aborted
 // transactions, else committed; at it, the transaction is still open. Below
-// it, another transaction that started earlier is open, and only reading
-// on (scanLog) tells; ok is false then.
-func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome, bool, error) {
+// it, another transaction that began earlier is open, and only reading on
+// (partTxnOutcome) tells: ok is false then (or when the fetch failed), with
+// the partition's high watermark when known.
+func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (out txnOutcome, ok bool, hwm int64) {
+	hwm = math.MaxInt64
 	b, err := client.Leader(p.topic, p.partition)
 	if err != nil {
-		return 0, false, nil // scanLog retries
+		return 0, false, hwm // partTxnOutcome retries
 	}
 	// One batch: the broker returns the first one whatever the
 	// partition's limit (and lists the aborted transactions it overlaps).
@@ -499,20 +514,23 @@ func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutco
 	req.AddBlock(p.topic, p.partition, p.offset, 1, -1)
 	resp, err := b.Fetch(req)
 	if err != nil {
-		return 0, false, nil
+		return 0, false, hwm
 	}
 	blk := resp.GetBlock(p.topic, p.partition)
 	switch {
 	case blk == nil:
-		return 0, false, nil
+		return 0, false, hwm
 	case blk.Err == sarama.ErrOffsetOutOfRange:
-		return txnGone, true, nil
+		return txnGone, true, hwm
 	case blk.Err != sarama.ErrNoError:
-		return 0, false, nil
+		return 0, false, hwm
+	}
+	hwm = blk.HighWaterMarkOffset
+	switch {
 	case blk.LastStableOffset == p.offset:
-		return txnOpen, true, nil
+		return txnOpen, true, hwm
 	case blk.LastStableOffset < p.offset:
-		return 0, false, nil
+		return 0, false, hwm
 	}
 	// The aborted transactions listed are those overlapping the batches
 	// returned: this transaction's first batch must be among them.
@@ -523,7 +541,7 @@ func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutco
 		}
 	}
 	if !ours {
-		return 0, false, nil
+		return 0, false, hwm
 	}
 	for _, a := range blk.AbortedTransactions {
 		// A producer id has one transaction at a time, and the record at
@@ -531,10 +549,10 @@ func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutco
 		// that began at or before it and reaches it (the broker lists only
 		// those reaching the fetched offset) is this one.
 		if a.ProducerID == pid && a.FirstOffset <= p.offset {
-			return txnAborted, true, nil
+			return txnAborted, true, hwm
 		}
 	}
-	return txnCommitted, true, nil
+	return txnCommitted, true, hwm
 }
 
 // txnMarker reads a control batch's marker: its first record's key is

@@ -773,7 +773,26 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 			recs = append(recs, t)
 		}
 	}
-	sort.SliceStable(recs, func(i, j int) bool { return recs[i].cp < recs[j].cp })
+	// Oldest checkpoint first; within one, by where they wrote first, so
+	// that committing one moves the partition's last stable offset up to
+	// the next (which stableTxnOutcome then settles at once).
+	sort.SliceStable(recs, func(i, j int) bool {
+		a, b := recs[i], recs[j]
+		if a.cp != b.cp {
+			return a.cp < b.cp
+		}
+		if len(a.parts) == 0 || len(b.parts) == 0 {
+			return len(a.parts) < len(b.parts)
+		}
+		pa, pb := a.parts[0], b.parts[0]
+		if pa.topic != pb.topic {
+			return pa.topic < pb.topic
+		}
+		if pa.partition != pb.partition {
+			return pa.partition < pb.partition
+		}
+		return pa.offset < pb.offset
+	})
 	var aborted, committed []*kafkaTxnRecord
 	for _, t := range recs {
 		commit := len(aborted) == 0 || r.AcceptLoss
