@@ -338,11 +338,17 @@ type kafkaSinkEO struct {
 
 // kafkaEndsRead reads the sink topic's log end offsets after a snapshot.
 type kafkaEndsRead struct {
-	cp   int64
-	done chan struct{}
-	ends []kafkaTxnPart
-	err  error
+	cp     int64
+	done   chan struct{}
+	gaveUp chan struct{} // the snapshot was written without them
+	ends   []kafkaTxnPart
+	err    error
 }
+
+// kafkaEndsWait bounds how long a snapshot's write waits for the log end
+// offsets (brokers down): without them only a fallback to the checkpoint
+// is refused.
+const kafkaEndsWait = 10 * time.Second
 
 type kafkaIDEpoch struct {
 	pid   int64
@@ -1155,11 +1161,12 @@ func (s *kafkaSinkEO) Snapshot(id int64) (runtime.Snapshot, error) {
 		// Read after the snapshot, before any later transaction commits
 		// (CheckpointComplete waits for it): a fallback to this
 		// checkpoint looks for later commits from there.
-		ends = &kafkaEndsRead{cp: id, done: make(chan struct{})}
+		ends = &kafkaEndsRead{cp: id, done: make(chan struct{}), gaveUp: make(chan struct{})}
 		s.ends = append(s.ends, ends)
+		client, topic := s.client, s.cfg.p.Topic
 		go func() {
 			defer close(ends.done)
-			ends.ends, ends.err = logEnds(s.client, s.cfg.p.Topic)
+			ends.ends, ends.err = logEnds(client, topic)
 		}()
 	}
 	sub, log := s.Ctx.Subtask, s.Ctx.Log
@@ -1168,17 +1175,25 @@ func (s *kafkaSinkEO) Snapshot(id int64) (runtime.Snapshot, error) {
 			w.AddOperatorState([]byte(e))
 		}
 		if ends != nil {
-			<-ends.done
-			if ends.err != nil {
+			var list []kafkaTxnPart
+			var err error
+			select {
+			case <-ends.done:
+				list, err = ends.ends, ends.err
+			case <-time.After(kafkaEndsWait):
+				err = errors.New("timed out")
+				close(ends.gaveUp)
+			}
+			if err != nil {
 				// Not a failure: only a fallback to this checkpoint (past
 				// a corrupt newer one) cannot show that nothing committed
 				// after it, and is refused.
-				log.Warn("kafka sink: reading the log end offsets for the checkpoint", "checkpoint", id, "err", ends.err)
+				log.Warn("kafka sink: reading the log end offsets for the checkpoint", "checkpoint", id, "err", err)
 				return nil
 			}
 			var b strings.Builder
 			fmt.Fprintf(&b, "%s%d ", kafkaEndsEntry, sub)
-			appendKafkaParts(&b, ends.ends)
+			appendKafkaParts(&b, list)
 			w.AddOperatorState([]byte(b.String()))
 		}
 		return nil
@@ -1191,7 +1206,10 @@ func (s *kafkaSinkEO) waitEnds(id int64) {
 	k := 0
 	for _, r := range s.ends {
 		if r.cp < id {
-			<-r.done
+			select {
+			case <-r.done:
+			case <-r.gaveUp:
+			}
 			continue
 		}
 		s.ends[k] = r
