@@ -302,7 +302,13 @@ type kafkaTxn struct {
 	// parts is where its last pre-committed transaction (pending, or
 	// committed since) wrote first.
 	parts []kafkaTxnPart
+	freed time.Time // when the producer last became free (or was made)
 }
+
+// kafkaProducerIdle is how long a free producer of the pool is kept for a
+// later transaction: well below Kafka's default
+// transactional.id.expiration.ms (7 days).
+var kafkaProducerIdle = 24 * time.Hour
 
 // kafkaSinkBase is what both kafka sinks share: the planned config and
 // the encoding of rows into producer messages.
@@ -1023,6 +1029,15 @@ func (s *kafkaSinkEO) begin() error {
 			return fmt.Errorf("kafka sink: client of transactional id %s: %w", t.id, err)
 		}
 	}
+	if t.p != nil && time.Since(t.freed) > kafkaProducerIdle {
+		// The coordinator forgets an id idle for
+		// transactional.id.expiration.ms (7 days by default), and its
+		// producer would fail at its next transaction: a new one instead.
+		if err := closeProducer(t.p, t.acks); err != nil {
+			return err
+		}
+		t.p, t.acks = nil, nil
+	}
 	if t.p == nil {
 		p, err := sarama.NewAsyncProducerFromClient(t.client)
 		if err != nil {
@@ -1033,7 +1048,7 @@ func (s *kafkaSinkEO) begin() error {
 		if err != nil {
 			return err
 		}
-		t.pid, t.epoch = pid, epoch
+		t.pid, t.epoch, t.freed = pid, epoch, time.Now()
 		s.fenced(t.id, pid, epoch)
 	}
 	if err := t.p.BeginTxn(); err != nil {
@@ -1237,7 +1252,7 @@ func (s *kafkaSinkEO) CheckpointComplete(id int64) error {
 		if err := t.p.CommitTxn(); err != nil {
 			return fmt.Errorf("kafka sink: committing %s (checkpoint %d): %w", t.id, t.cp, err)
 		}
-		t.cp = 0 // free: its producer takes a later transaction
+		t.cp, t.freed = 0, time.Now() // free: its producer takes a later transaction
 	}
 	s.pending = s.pending[:k]
 	return nil

@@ -479,6 +479,16 @@ func TestKafkaSinkReusesProducers(t *testing.T) {
 		t.Fatalf("%d InitProducerId requests over %d transactions, want at most %d (the pool)", got, n, kafkaTxnPool)
 	}
 	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, n*10)
+
+	// A producer left free longer than kafkaProducerIdle is replaced (the
+	// broker may have forgotten its id).
+	defer func(d time.Duration) { kafkaProducerIdle = d }(kafkaProducerIdle)
+	kafkaProducerIdle = 0
+	before := inits.Load()
+	s.write(t, n*10, n*10+10)
+	if got := inits.Load() - before; got != 1 {
+		t.Fatalf("%d InitProducerId requests for a transaction on an idle producer, want 1", got)
+	}
 }
 
 // TestKafkaSinkReusedProducerCrash: checkpoint 2 records the transaction
