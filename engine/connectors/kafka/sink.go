@@ -1001,8 +1001,17 @@ const kafkaFenceClients = 4
 // (so one checkpoint's transaction and a later one share their (id,
 // producer id, epoch): recover tells them apart by the logs).
 func (s *kafkaSinkEO) begin() error {
-	if s.cur != nil {
-		return nil
+	if t := s.cur; t != nil {
+		if t.n > 0 || time.Since(t.freed) <= kafkaProducerIdle {
+			return nil
+		}
+		// Open and empty since long ago (no rows): nothing of it reached
+		// the coordinator, so sarama ends it locally, and its producer is
+		// replaced below.
+		if err := t.p.AbortTxn(); err != nil {
+			return fmt.Errorf("kafka sink: ending the empty transaction of %s: %w", t.id, err)
+		}
+		s.cur = nil
 	}
 	var t *kafkaTxn
 	for _, u := range s.pool {

@@ -480,8 +480,12 @@ func TestKafkaSinkReusesProducers(t *testing.T) {
 	}
 	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, n*10)
 
-	// A producer left free longer than kafkaProducerIdle is replaced (the
-	// broker may have forgotten its id).
+	// A producer left free longer than kafkaProducerIdle, or with an
+	// empty transaction open that long, is replaced (the broker may have
+	// forgotten its id).
+	if err := s.begin(); err != nil {
+		t.Fatal(err)
+	}
 	defer func(d time.Duration) { kafkaProducerIdle = d }(kafkaProducerIdle)
 	kafkaProducerIdle = 0
 	before := inits.Load()
@@ -489,6 +493,11 @@ func TestKafkaSinkReusesProducers(t *testing.T) {
 	if got := inits.Load() - before; got != 1 {
 		t.Fatalf("%d InitProducerId requests for a transaction on an idle producer, want 1", got)
 	}
+	s.snapshot(t, n+1)
+	if err := s.CheckpointComplete(n + 1); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, n*10+10)
 }
 
 // TestKafkaSinkReusedProducerCrash: checkpoint 2 records the transaction
