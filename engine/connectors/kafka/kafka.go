@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -393,6 +394,10 @@ func endTxn(client sarama.Client, txnID string, pid int64, epoch int16, commit b
 			return txnFenced, nil
 		case sarama.ErrInvalidProducerIDMapping:
 			return txnForgotten, nil
+		case sarama.ErrInvalidTxnState:
+			// The transaction ended otherwise (an abort) while this
+			// request was on its way: the markers tell.
+			return txnFenced, nil
 		case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable, sarama.ErrOffsetsLoadInProgress, sarama.ErrConcurrentTransactions:
 			continue
 		default:
@@ -426,45 +431,163 @@ type kafkaTxnPart struct {
 // txnLogOutcome reads how the transaction of producer pid that wrote first
 // at parts ended: in each partition, the first control batch of pid after
 // the transaction's first record is the marker the coordinator wrote to end
-// it (a producer id has one transaction open at a time). An abort in any
-// partition means aborted; commit markers in every partition still holding
-// its records mean committed.
+// it (a producer id has one transaction open at a time, and the coordinator
+// writes all its markers before the producer's next transaction can add a
+// partition). One partition tells: the coordinator decides once, so a
+// marker there is the outcome, and no marker there means the transaction
+// has not ended (or is ending: its markers are being written). Each
+// partition's last stable offset usually tells at once
+// (stableTxnOutcome); when none does, one partition is read on from the
+// transaction's first record, the one with the fewest records after it.
 func txnLogOutcome(client sarama.Client, pid int64, parts []kafkaTxnPart) (txnOutcome, error) {
-	out := txnGone
+	type toScan struct {
+		p    kafkaTxnPart
+		left int64
+	}
+	var scan []toScan
 	for _, p := range parts {
-		o, err := partTxnOutcome(client, pid, p)
+		out, ok, hwm := stableTxnOutcome(client, pid, p)
+		if !ok {
+			scan = append(scan, toScan{p, hwm - p.offset})
+			continue
+		}
+		if out != txnGone {
+			return out, nil
+		}
+	}
+	sort.SliceStable(scan, func(i, j int) bool { return scan[i].left < scan[j].left })
+	for _, c := range scan {
+		out, err := partTxnOutcome(client, pid, c.p)
 		if err != nil {
 			return 0, err
 		}
-		switch {
-		case o == txnAborted:
-			return txnAborted, nil
-		case o == txnOpen:
-			out = txnOpen
-		case o == txnCommitted && out == txnGone:
-			out = txnCommitted
+		if out != txnGone {
+			return out, nil
 		}
+	}
+	return txnGone, nil
+}
+
+// kafkaFetchBytes bounds one fetch of scanLog.
+const kafkaFetchBytes = 1 << 20
+
+// partTxnOutcome reads partition p from the transaction's first record on
+// for its marker.
+func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome, error) {
+	out := txnOpen
+	gone, err := scanLog(client, p.topic, p.partition, p.offset, func(rb *sarama.RecordBatch) bool {
+		if rb.ProducerID != pid || rb.FirstOffset <= p.offset {
+			return false
+		}
+		if m, ok := txnMarker(rb); ok {
+			out = m
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: reading %s/%d from offset %d for the end of producer %d's transaction: %w", p.topic, p.partition, p.offset, pid, err)
+	}
+	if gone {
+		return txnGone, nil
 	}
 	return out, nil
 }
 
-// kafkaFetchBytes bounds one fetch of partTxnOutcome.
-const kafkaFetchBytes = 1 << 20
+// stableTxnOutcome answers for partition p with one small read_committed
+// fetch at the transaction's first offset when the partition's last stable
+// offset (the first offset of its oldest open transaction) tells: above it,
+// the transaction ended, aborted if the fetch lists it among the aborted
+// transactions, else committed; at it, the transaction is still open. Below
+// it, another transaction that began earlier is open, and only reading on
+// (partTxnOutcome) tells: ok is false then (or when the fetch failed), with
+// the partition's high watermark when known.
+func stableTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (out txnOutcome, ok bool, hwm int64) {
+	hwm = math.MaxInt64
+	b, err := client.Leader(p.topic, p.partition)
+	if err != nil {
+		return 0, false, hwm // partTxnOutcome retries
+	}
+	// One batch: the broker returns the first one whatever the
+	// partition's limit (and lists the aborted transactions it overlaps).
+	req := &sarama.FetchRequest{Version: 4, MinBytes: 1, MaxBytes: kafkaFetchBytes, Isolation: sarama.ReadCommitted}
+	req.AddBlock(p.topic, p.partition, p.offset, 1, -1)
+	resp, err := b.Fetch(req)
+	if err != nil {
+		return 0, false, hwm
+	}
+	blk := resp.GetBlock(p.topic, p.partition)
+	switch {
+	case blk == nil:
+		return 0, false, hwm
+	case blk.Err == sarama.ErrOffsetOutOfRange:
+		return txnGone, true, hwm
+	case blk.Err != sarama.ErrNoError:
+		return 0, false, hwm
+	}
+	hwm = blk.HighWaterMarkOffset
+	switch {
+	case blk.LastStableOffset == p.offset:
+		return txnOpen, true, hwm
+	case blk.LastStableOffset < p.offset:
+		return 0, false, hwm
+	}
+	// The aborted transactions listed are those overlapping the batches
+	// returned: this transaction's first batch must be among them.
+	ours := false
+	for _, rs := range blk.RecordsSet {
+		if rb := rs.RecordBatch; rb != nil && rb.ProducerID == pid && rb.FirstOffset <= p.offset && p.offset <= rb.FirstOffset+int64(rb.LastOffsetDelta) {
+			ours = true
+		}
+	}
+	if !ours {
+		return 0, false, hwm
+	}
+	for _, a := range blk.AbortedTransactions {
+		// A producer id has one transaction at a time, and the record at
+		// p.offset is this transaction's: an aborted transaction of pid
+		// that began at or before it and reaches it (the broker lists only
+		// those reaching the fetched offset) is this one.
+		if a.ProducerID == pid && a.FirstOffset <= p.offset {
+			return txnAborted, true, hwm
+		}
+	}
+	return txnCommitted, true, hwm
+}
 
-func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome, error) {
-	off := p.offset
+// txnMarker reads a control batch's marker: its first record's key is
+// version int16, type int16 (0 abort, 1 commit).
+func txnMarker(rb *sarama.RecordBatch) (txnOutcome, bool) {
+	if !rb.Control || len(rb.Records) == 0 || len(rb.Records[0].Key) < 4 {
+		return 0, false
+	}
+	switch binary.BigEndian.Uint16(rb.Records[0].Key[2:4]) {
+	case 0:
+		return txnAborted, true
+	case 1:
+		return txnCommitted, true
+	}
+	return 0, false
+}
+
+// scanLog reads a partition's record batches from offset from up to its
+// high watermark (read_uncommitted), handing each batch that ends at or
+// after from to visit until visit returns true. gone means from is below
+// the log start (retention deleted it).
+func scanLog(client sarama.Client, topic string, partition int32, from int64, visit func(*sarama.RecordBatch) bool) (gone bool, err error) {
+	off := from
 	for attempt := 0; ; {
-		b, err := client.Leader(p.topic, p.partition)
+		b, err := client.Leader(topic, partition)
 		var blk *sarama.FetchResponseBlock
 		if err == nil {
 			req := &sarama.FetchRequest{Version: 4, MinBytes: 1, MaxBytes: kafkaFetchBytes, Isolation: sarama.ReadUncommitted}
-			req.AddBlock(p.topic, p.partition, off, kafkaFetchBytes, -1)
+			req.AddBlock(topic, partition, off, kafkaFetchBytes, -1)
 			var resp *sarama.FetchResponse
 			if resp, err = b.Fetch(req); err == nil {
-				if blk = resp.GetBlock(p.topic, p.partition); blk == nil {
+				if blk = resp.GetBlock(topic, partition); blk == nil {
 					err = errors.New("no block in the fetch response")
 				} else if blk.Err == sarama.ErrOffsetOutOfRange {
-					return txnGone, nil // deleted by retention (below the log start)
+					return true, nil
 				} else if blk.Err != sarama.ErrNoError {
 					err = blk.Err
 				}
@@ -472,10 +595,10 @@ func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome
 		}
 		if err != nil {
 			if attempt++; attempt >= 10 {
-				return 0, fmt.Errorf("kafka: reading %s/%d at offset %d for the end of producer %d's transaction: %w", p.topic, p.partition, off, pid, err)
+				return false, fmt.Errorf("reading %s/%d at offset %d: %w", topic, partition, off, err)
 			}
 			time.Sleep(100 * time.Millisecond)
-			_ = client.RefreshMetadata(p.topic)
+			_ = client.RefreshMetadata(topic)
 			continue
 		}
 		moved := false
@@ -488,24 +611,79 @@ func partTxnOutcome(client sarama.Client, pid int64, p kafkaTxnPart) (txnOutcome
 			if last < off {
 				continue
 			}
-			if rb.Control && rb.ProducerID == pid && len(rb.Records) > 0 && len(rb.Records[0].Key) >= 4 {
-				// A control record's key: version int16, type int16 (0 abort, 1 commit).
-				switch binary.BigEndian.Uint16(rb.Records[0].Key[2:4]) {
-				case 0:
-					return txnAborted, nil
-				case 1:
-					return txnCommitted, nil
-				}
+			if visit(rb) {
+				return false, nil
 			}
 			off, moved = last+1, true
 		}
 		if !moved {
 			if off >= blk.HighWaterMarkOffset {
-				return txnOpen, nil
+				return false, nil
 			}
-			return 0, fmt.Errorf("kafka: reading %s/%d at offset %d: no complete record batch in %d bytes", p.topic, p.partition, off, kafkaFetchBytes)
+			return false, fmt.Errorf("reading %s/%d at offset %d: no complete record batch in %d bytes", topic, partition, off, kafkaFetchBytes)
 		}
 	}
+}
+
+// logEnds reads the end offset (high watermark) of every partition of
+// topic, one ListOffsets request per leader.
+func logEnds(client sarama.Client, topic string) ([]kafkaTxnPart, error) {
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			time.Sleep(100 * time.Millisecond)
+			_ = client.RefreshMetadata(topic)
+		}
+		parts, err := client.Partitions(topic)
+		if err != nil {
+			last = err
+			continue
+		}
+		type byLeader struct {
+			req   *sarama.OffsetRequest
+			parts []int32
+		}
+		reqs := map[*sarama.Broker]*byLeader{}
+		last = nil
+		for _, p := range parts {
+			b, err := client.Leader(topic, p)
+			if err != nil {
+				last = err
+				break
+			}
+			r := reqs[b]
+			if r == nil {
+				r = &byLeader{req: &sarama.OffsetRequest{Version: 1}}
+				reqs[b] = r
+			}
+			r.req.AddBlock(topic, p, sarama.OffsetNewest, 1)
+			r.parts = append(r.parts, p)
+		}
+		if last != nil {
+			continue
+		}
+		out := make([]kafkaTxnPart, 0, len(parts))
+		for b, r := range reqs {
+			resp, err := b.GetAvailableOffsets(r.req)
+			if err != nil {
+				last = err
+				break
+			}
+			for _, p := range r.parts {
+				blk := resp.GetBlock(topic, p)
+				if blk == nil || blk.Err != sarama.ErrNoError {
+					last = fmt.Errorf("partition %d: %v", p, blk)
+					break
+				}
+				out = append(out, kafkaTxnPart{topic, p, blk.Offset})
+			}
+		}
+		if last == nil {
+			sort.Slice(out, func(i, j int) bool { return out[i].partition < out[j].partition })
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("kafka: end offsets of %s: %w", topic, last)
 }
 
 // fenceTxnID runs InitProducerId for a transactional id: the coordinator

@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -284,9 +286,9 @@ func (a *acks) wait() error {
 // kafkaTxn is one transactional producer of an exactly-once sink subtask.
 type kafkaTxn struct {
 	id string
-	// client lives as long as the subtask: each transaction's producer is
-	// made from it (a new producer, hence InitProducerId and a new epoch,
-	// but no new connections or metadata).
+	// client and p live as long as the subtask: the producer runs the id's
+	// transactions one after another (BeginTxn … CommitTxn), so
+	// InitProducerId runs once, when it is created.
 	client sarama.Client
 	p      sarama.AsyncProducer
 	acks   *acks
@@ -294,8 +296,16 @@ type kafkaTxn struct {
 	cp     int64 // checkpoint that pre-committed it, 0: open or free
 	pid    int64
 	epoch  int16
-	parts  []kafkaTxnPart // where it wrote first, once pre-committed
+	// parts is where its last pre-committed transaction (pending, or
+	// committed since) wrote first.
+	parts []kafkaTxnPart
+	freed time.Time // when the producer last became free (or was made)
 }
+
+// kafkaProducerIdle is how long a free producer of the pool is kept for a
+// later transaction: well below Kafka's default
+// transactional.id.expiration.ms (7 days).
+var kafkaProducerIdle = 24 * time.Hour
 
 // kafkaSinkBase is what both kafka sinks share: the planned config and
 // the encoding of rows into producer messages.
@@ -323,21 +333,52 @@ type kafkaSinkEO struct {
 	// can tell whether any id was used after it (fallbackCheck).
 	epochs   map[string]kafkaIDEpoch
 	fallback *fallbackCheck // while Open must show nothing committed after the checkpoint
+	// ends are the reads of the log end offsets each snapshot starts
+	// (recorded for fallbackCheck), oldest first, until a commit waited
+	// for them.
+	ends []*kafkaEndsRead
 }
+
+// kafkaEndsRead reads the sink topic's log end offsets after a snapshot.
+type kafkaEndsRead struct {
+	cp     int64
+	done   chan struct{}
+	gaveUp chan struct{} // the snapshot was written without them
+	ends   []kafkaTxnPart
+	err    error
+}
+
+// kafkaEndsWait bounds how long a snapshot's write waits for the log end
+// offsets (brokers down): without them only a fallback to the checkpoint
+// is refused.
+const kafkaEndsWait = 10 * time.Second
 
 type kafkaIDEpoch struct {
 	pid   int64
 	epoch int16
-	open  bool // recorded only: the id had a transaction open for rows after the checkpoint
+	// Recorded only:
+	open bool // the id had a transaction open for rows after the checkpoint
+	// live: the id had a producer, which may have run transactions after
+	// the checkpoint under the same epoch; last is where the producer's
+	// last transaction before the checkpoint wrote first. v2: the entry
+	// has both (checkpoints of versions that made a producer per
+	// transaction have neither).
+	live, v2 bool
+	last     []kafkaTxnPart
 }
 
 // fallbackCheck compares each id's epoch, as the restore fences it, with
 // the epoch the restored checkpoint recorded. Fencing bumps the epoch by
 // one; anything else means the id was used (or fenced, or timed out) after
-// the checkpoint, and a transaction of it may have committed.
+// the checkpoint, and a transaction of it may have committed. An id that
+// had a producer at the checkpoint can have run transactions after it
+// under the same epoch: for those the partitions' logs after the
+// checkpoint's end offsets tell (checkLive).
 type fallbackCheck struct {
 	recorded map[string]kafkaIDEpoch
+	ends     map[int][]kafkaTxnPart // log end offsets after the snapshot, by subtask
 	seen     map[string]bool
+	live     []string // ids to look for in the logs
 	why      []string
 }
 
@@ -349,9 +390,17 @@ type fallbackCheck struct {
 //	    of versions before it), to read its end marker from.
 const kafkaTxnEntry = "txn "
 
-// "id <transactional id> <producer id> <epoch> <open 0|1>": the epoch of
-// an id of the subtask's share at the checkpoint (kafkaSinkEO.epochs).
+// "id <transactional id> <producer id> <epoch> <open 0|1> <live 0|1> <topic>:<partition>:<offset>,...|-":
+// the epoch of an id of the subtask's share at the checkpoint
+// (kafkaSinkEO.epochs), whether it had a producer (live), and where that
+// producer's last pre-committed transaction wrote first. (Checkpoints of
+// versions that made a producer per transaction stop after open.)
 const kafkaIDEntry = "id "
+
+// "ends <subtask> <topic>:<partition>:<offset>,...": the log end offsets
+// of the sink topic, read after the snapshot and before any later
+// transaction of the subtask committed (fallbackCheck).
+const kafkaEndsEntry = "ends "
 
 // kafkaTxnRecord is a transaction recorded in a checkpoint.
 type kafkaTxnRecord struct {
@@ -365,12 +414,9 @@ type kafkaTxnRecord struct {
 func (t *kafkaTxn) entry() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s%s %d %d %d", kafkaTxnEntry, t.id, t.pid, t.epoch, t.cp)
-	for i, p := range t.parts {
-		sep := ","
-		if i == 0 {
-			sep = " "
-		}
-		fmt.Fprintf(&b, "%s%s:%d:%d", sep, p.topic, p.partition, p.offset)
+	if len(t.parts) > 0 {
+		b.WriteByte(' ')
+		appendKafkaParts(&b, t.parts)
 	}
 	return b.String()
 }
@@ -390,23 +436,48 @@ func parseKafkaTxn(e []byte) (*kafkaTxnRecord, bool, error) {
 		return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
 	}
 	if len(f) == 5 {
-		for _, ps := range strings.Split(f[4], ",") {
-			i, j := strings.LastIndexByte(ps, ':'), -1
-			if i > 0 {
-				j = strings.LastIndexByte(ps[:i], ':')
-			}
-			if j <= 0 {
-				return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %q is not topic:partition:offset", e, ps)
-			}
-			part, err1 := strconv.ParseInt(ps[j+1:i], 10, 32)
-			off, err2 := strconv.ParseInt(ps[i+1:], 10, 64)
-			if err1 != nil || err2 != nil {
-				return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %q is not topic:partition:offset", e, ps)
-			}
-			t.parts = append(t.parts, kafkaTxnPart{ps[:j], int32(part), off})
+		if t.parts, err = parseKafkaParts(f[4]); err != nil {
+			return nil, true, fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
 		}
 	}
 	return t, true, nil
+}
+
+// parseKafkaParts parses "<topic>:<partition>:<offset>,..." ("-": none).
+func parseKafkaParts(list string) ([]kafkaTxnPart, error) {
+	if list == "-" {
+		return nil, nil
+	}
+	var out []kafkaTxnPart
+	for _, ps := range strings.Split(list, ",") {
+		i, j := strings.LastIndexByte(ps, ':'), -1
+		if i > 0 {
+			j = strings.LastIndexByte(ps[:i], ':')
+		}
+		if j <= 0 {
+			return nil, fmt.Errorf("%q is not topic:partition:offset", ps)
+		}
+		part, err1 := strconv.ParseInt(ps[j+1:i], 10, 32)
+		off, err2 := strconv.ParseInt(ps[i+1:], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%q is not topic:partition:offset", ps)
+		}
+		out = append(out, kafkaTxnPart{ps[:j], int32(part), off})
+	}
+	return out, nil
+}
+
+// appendKafkaParts appends the list parseKafkaParts reads.
+func appendKafkaParts(b *strings.Builder, parts []kafkaTxnPart) {
+	if len(parts) == 0 {
+		b.WriteString("-")
+	}
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(b, "%s:%d:%d", p.topic, p.partition, p.offset)
+	}
 }
 
 func (s *kafkaSinkBase) producerConfig() (*sarama.Config, error) {
@@ -466,6 +537,12 @@ func (s *kafkaSinkEO) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	}
 	if f := s.fallback; f != nil {
 		s.fallback = nil
+		// After the fences: a commit's markers are all written before
+		// InitProducerId on its id returns.
+		if err := s.checkLive(f, r.CheckpointID); err != nil {
+			_ = s.Close()
+			return err
+		}
 		if len(f.why) > 0 {
 			_ = s.Close()
 			more := ""
@@ -488,22 +565,48 @@ func (s *kafkaSinkEO) closeClient() {
 	}
 }
 
-// startFallbackCheck reads the ids' epochs the checkpoint recorded.
+// startFallbackCheck reads the ids' epochs and the log end offsets the
+// checkpoint recorded.
 func (s *kafkaSinkEO) startFallbackCheck(r *runtime.Restored) error {
-	f := &fallbackCheck{recorded: map[string]kafkaIDEpoch{}, seen: map[string]bool{}}
+	f := &fallbackCheck{recorded: map[string]kafkaIDEpoch{}, ends: map[int][]kafkaTxnPart{}, seen: map[string]bool{}}
 	for _, e := range r.OperatorState {
+		if rest, ok := strings.CutPrefix(string(e), kafkaEndsEntry); ok {
+			var sub int
+			var list string
+			if _, err := fmt.Sscanf(rest, "%d %s", &sub, &list); err != nil {
+				return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
+			}
+			ends, err := parseKafkaParts(list)
+			if err != nil {
+				return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
+			}
+			f.ends[sub] = ends
+			continue
+		}
 		rest, ok := strings.CutPrefix(string(e), kafkaIDEntry)
 		if !ok {
 			continue
 		}
-		var id string
+		fs := strings.Fields(rest)
 		var v kafkaIDEpoch
-		var open int
-		if _, err := fmt.Sscanf(rest, "%s %d %d %d", &id, &v.pid, &v.epoch, &open); err != nil {
+		var open, live int
+		var err error
+		switch len(fs) {
+		case 4:
+			_, err = fmt.Sscanf(strings.Join(fs[1:], " "), "%d %d %d", &v.pid, &v.epoch, &open)
+		case 6:
+			if _, err = fmt.Sscanf(strings.Join(fs[1:5], " "), "%d %d %d %d", &v.pid, &v.epoch, &open, &live); err == nil {
+				v.last, err = parseKafkaParts(fs[5])
+			}
+			v.v2 = true
+		default:
+			err = errors.New("want 4 or 6 fields")
+		}
+		if err != nil {
 			return fmt.Errorf("kafka sink: bad state entry %q: %w", e, err)
 		}
-		v.open = open == 1
-		f.recorded[id] = v
+		v.open, v.live = open == 1, live == 1
+		f.recorded[fs[0]] = v
 	}
 	s.fallback = f
 	return nil
@@ -524,17 +627,146 @@ func (s *kafkaSinkEO) fenced(id string, pid int64, epoch int16) {
 		f.why = append(f.why, fmt.Sprintf("%s has no epoch recorded in the checkpoint", id))
 	case was.pid != pid || epoch != was.epoch+1:
 		f.why = append(f.why, fmt.Sprintf("%s went from producer %d epoch %d to producer %d epoch %d", id, was.pid, was.epoch, pid, epoch-1))
-	case was.open:
+	case !was.v2 && was.open:
 		f.why = append(f.why, fmt.Sprintf("%s had a transaction open for rows after the checkpoint", id))
+	case was.live:
+		f.live = append(f.live, id)
 	}
 }
 
+// checkLive looks for transactions that ids with a producer at the
+// checkpoint committed after it. Each id's producer runs one transaction
+// at a time, and the coordinator writes all of a transaction's markers
+// before the next one can add a partition: so, in each partition, the
+// first control batch of the id's producer id after the first offset of
+// its last transaction before the checkpoint ends that transaction (it may
+// have committed after the snapshot: it is in the checkpoint), and every
+// marker of an earlier one lies below the end offsets read after the
+// snapshot. Any other commit marker of the producer id, from the end
+// offsets on, ended a transaction of rows after the checkpoint. A partition
+// created since is read from its start.
+func (s *kafkaSinkEO) checkLive(f *fallbackCheck, cp int64) error {
+	bySub := map[int][]string{}
+	for _, id := range f.live {
+		var sub, n int
+		rest, ok := strings.CutPrefix(id, s.prefix+"-")
+		if ok {
+			_, err := fmt.Sscanf(rest, "%d-%d", &sub, &n)
+			ok = err == nil
+		}
+		if _, recorded := f.ends[sub]; !ok || !recorded {
+			f.why = append(f.why, fmt.Sprintf("%s had a producer at the checkpoint, and the checkpoint holds no log end offsets to look for its later transactions from (topicField, or they could not be read)", id))
+			continue
+		}
+		bySub[sub] = append(bySub[sub], id)
+	}
+	for sub, ids := range bySub {
+		if err := s.checkLiveSub(f, cp, f.ends[sub], ids); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *kafkaSinkEO) checkLiveSub(f *fallbackCheck, cp int64, ends []kafkaTxnPart, ids []string) error {
+	type watch struct {
+		id      string
+		last    map[kafkaTP]int64
+		skipped map[kafkaTP]bool
+		flagged bool
+	}
+	byPid := map[int64]*watch{}
+	for _, id := range ids {
+		rec := f.recorded[id]
+		w := &watch{id: id, last: map[kafkaTP]int64{}, skipped: map[kafkaTP]bool{}}
+		for _, p := range rec.last {
+			w.last[kafkaTP{p.topic, p.partition}] = p.offset
+		}
+		byPid[rec.pid] = w
+	}
+	end := map[kafkaTP]int64{}
+	topics := map[string]bool{}
+	for _, p := range ends {
+		end[kafkaTP{p.topic, p.partition}] = p.offset
+		topics[p.topic] = true
+	}
+	for topic := range topics {
+		_ = s.client.RefreshMetadata(topic)
+		parts, err := s.client.Partitions(topic)
+		if err != nil {
+			return fmt.Errorf("kafka sink: partitions of %s: %w", topic, err)
+		}
+		for _, p := range parts {
+			if _, ok := end[kafkaTP{topic, p}]; !ok {
+				end[kafkaTP{topic, p}] = 0 // created after the checkpoint
+			}
+		}
+	}
+	start := maps.Clone(end)
+	for _, w := range byPid {
+		for tp, o := range w.last {
+			if e, ok := start[tp]; !ok || o < e {
+				start[tp] = o
+			}
+		}
+	}
+	flag := func(w *watch, why string) {
+		if !w.flagged {
+			w.flagged = true
+			f.why = append(f.why, why)
+		}
+	}
+	for tp, from := range start {
+		gone, err := scanLog(s.client, tp.topic, tp.partition, from, func(rb *sarama.RecordBatch) bool {
+			w := byPid[rb.ProducerID]
+			if w == nil || !rb.Control {
+				return false
+			}
+			m, ok := txnMarker(rb)
+			if !ok {
+				return false
+			}
+			if first, ok := w.last[tp]; ok {
+				if rb.FirstOffset < first {
+					return false // a transaction before the last one
+				}
+				if !w.skipped[tp] {
+					w.skipped[tp] = true // the last one's marker
+					return false
+				}
+			} else if e, ok := end[tp]; ok && rb.FirstOffset < e {
+				return false
+			}
+			if m == txnCommitted {
+				flag(w, fmt.Sprintf("%s committed a transaction after checkpoint %d (its marker is at %s/%d offset %d)", w.id, cp, tp.topic, tp.partition, rb.FirstOffset))
+			}
+			return false
+		})
+		if err != nil {
+			return fmt.Errorf("kafka sink: looking for transactions after checkpoint %d: %w", cp, err)
+		}
+		if gone {
+			for _, w := range byPid {
+				flag(w, fmt.Sprintf("%s may have committed a transaction after checkpoint %d: %s/%d is deleted from offset %d on (retention)", w.id, cp, tp.topic, tp.partition, from))
+			}
+		}
+	}
+	return nil
+}
+
 // recover commits the transactions the restored checkpoint pre-committed,
-// oldest first. Every subtask commits every recorded transaction before it
-// fences any id (fenceAll, creating a producer), so a commit that finds its
-// epoch fenced was done by another subtask or attempt, unless the broker
-// aborted the transaction on its timeout: the partitions' logs tell (the
-// end marker). An aborted transaction's rows are lost unless the sources
+// oldest first. An id's producer runs its transactions one after another
+// under one epoch, so a recorded (id, producer id, epoch) may name a later
+// transaction too, open at the crash, and EndTxn(commit) would commit that
+// one (rows after the checkpoint, which the sources replay). So the
+// partitions' logs decide first (the end marker after the transaction's
+// first records): a transaction that ended is never ended again, and one
+// that did not is its producer's current one (the producer begins the next
+// only after it committed), which EndTxn commits. Every subtask settles
+// every recorded transaction before it fences any id (fenceAll, creating a
+// producer), so a commit that finds its epoch fenced was done by another
+// subtask, unless the broker aborted the transaction on its timeout: the
+// logs tell again. An aborted transaction's rows are lost unless the sources
 // replay them, so the restore must start from a checkpoint taken before
 // it (RestoreBeforeError): transactions commit in checkpoint order, so
 // once one is aborted, the later ones are left alone (fencing aborts those
@@ -550,7 +782,26 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 			recs = append(recs, t)
 		}
 	}
-	sort.SliceStable(recs, func(i, j int) bool { return recs[i].cp < recs[j].cp })
+	// Oldest checkpoint first; within one, by where they wrote first, so
+	// that committing one moves the partition's last stable offset up to
+	// the next (which stableTxnOutcome then settles at once).
+	sort.SliceStable(recs, func(i, j int) bool {
+		a, b := recs[i], recs[j]
+		if a.cp != b.cp {
+			return a.cp < b.cp
+		}
+		if len(a.parts) == 0 || len(b.parts) == 0 {
+			return len(a.parts) < len(b.parts)
+		}
+		pa, pb := a.parts[0], b.parts[0]
+		if pa.topic != pb.topic {
+			return pa.topic < pb.topic
+		}
+		if pa.partition != pb.partition {
+			return pa.partition < pb.partition
+		}
+		return pa.offset < pb.offset
+	})
 	var aborted, committed []*kafkaTxnRecord
 	for _, t := range recs {
 		commit := len(aborted) == 0 || r.AcceptLoss
@@ -596,6 +847,26 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 // settle finds out how a recorded transaction ended, committing it first
 // when commit is set and it is still open.
 func (s *kafkaSinkEO) settle(t *kafkaTxnRecord, commit bool) (txnOutcome, error) {
+	if len(t.parts) > 0 {
+		out, err := txnLogOutcome(s.client, t.pid, t.parts)
+		if err != nil {
+			return 0, fmt.Errorf("kafka sink: transaction %s of checkpoint %d: %w", t.id, t.cp, err)
+		}
+		switch out {
+		case txnGone:
+			s.Ctx.Log.Warn("kafka sink: a transaction of the restored checkpoint ended long ago; its end marker is no longer readable, taking it as committed",
+				"transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp)
+			return txnCommitted, nil
+		case txnCommitted, txnAborted:
+			s.Ctx.Log.Info("kafka sink: a transaction of the restored checkpoint had already ended", "transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp, "outcome", out.String())
+			return out, nil
+		}
+		if !commit {
+			return txnOpen, nil // not committed: fencing aborts it
+		}
+	}
+	// Open, or recorded by a version that did not say where it wrote (and
+	// made a producer, hence an epoch, per transaction): commit it.
 	res := txnFenced
 	if commit {
 		var err error
@@ -722,14 +993,22 @@ const kafkaFenceWorkers = 16
 // fencing workers share when there are more ids than workers.
 const kafkaFenceClients = 4
 
-// begin makes sure a transaction is open for the next rows. A committed
-// transaction's producer is closed and its id gets a new producer (and so a
-// new epoch) for its next transaction: a checkpoint records a transaction by
-// (transactional id, producer id, epoch), and a restore that commits a
-// recorded transaction must never find a later one under the same triple.
+// begin makes sure a transaction is open for the next rows, on a free id
+// of the pool: its producer, once created, stays for the next transactions
+// (so one checkpoint's transaction and a later one share their (id,
+// producer id, epoch): recover tells them apart by the logs).
 func (s *kafkaSinkEO) begin() error {
-	if s.cur != nil {
-		return nil
+	if t := s.cur; t != nil {
+		if t.n > 0 || time.Since(t.freed) <= kafkaProducerIdle {
+			return nil
+		}
+		// Open and empty since long ago (no rows): nothing of it reached
+		// the coordinator, so sarama ends it locally, and its producer is
+		// replaced below.
+		if err := t.p.AbortTxn(); err != nil {
+			return fmt.Errorf("kafka sink: ending the empty transaction of %s: %w", t.id, err)
+		}
+		s.cur = nil
 	}
 	var t *kafkaTxn
 	for _, u := range s.pool {
@@ -756,6 +1035,15 @@ func (s *kafkaSinkEO) begin() error {
 			return fmt.Errorf("kafka sink: client of transactional id %s: %w", t.id, err)
 		}
 	}
+	if t.p != nil && time.Since(t.freed) > kafkaProducerIdle {
+		// The coordinator forgets an id idle for
+		// transactional.id.expiration.ms (7 days by default), and its
+		// producer would fail at its next transaction: a new one instead.
+		if err := closeProducer(t.p, t.acks); err != nil {
+			return err
+		}
+		t.p, t.acks = nil, nil
+	}
 	if t.p == nil {
 		p, err := sarama.NewAsyncProducerFromClient(t.client)
 		if err != nil {
@@ -766,6 +1054,7 @@ func (s *kafkaSinkEO) begin() error {
 		if err != nil {
 			return err
 		}
+		t.pid, t.epoch, t.freed = pid, epoch, time.Now()
 		s.fenced(t.id, pid, epoch)
 	}
 	if err := t.p.BeginTxn(); err != nil {
@@ -860,19 +1149,94 @@ func (s *kafkaSinkEO) Snapshot(id int64) (runtime.Snapshot, error) {
 	for _, t := range s.pending {
 		entries = append(entries, t.entry())
 	}
+	slots := map[string]*kafkaTxn{}
+	for _, t := range s.pool {
+		if t.p != nil {
+			slots[t.id] = t
+		}
+	}
+	var b strings.Builder
 	for id, v := range s.epochs {
-		open := 0
+		open, live := 0, 0
 		if s.cur != nil && s.cur.id == id {
 			open = 1
 		}
-		entries = append(entries, fmt.Sprintf("%s%s %d %d %d", kafkaIDEntry, id, v.pid, v.epoch, open))
+		t := slots[id]
+		if t != nil {
+			live = 1
+			// The epoch is the producer's (read again after sarama may
+			// have bumped it on an error).
+			v.pid, v.epoch = t.pid, t.epoch
+		}
+		b.Reset()
+		fmt.Fprintf(&b, "%s%s %d %d %d %d ", kafkaIDEntry, id, v.pid, v.epoch, open, live)
+		if t != nil {
+			appendKafkaParts(&b, t.parts)
+		} else {
+			b.WriteString("-")
+		}
+		entries = append(entries, b.String())
 	}
+	var ends *kafkaEndsRead
+	if s.cfg.topicCol < 0 {
+		// Read after the snapshot, before any later transaction commits
+		// (CheckpointComplete waits for it): a fallback to this
+		// checkpoint looks for later commits from there.
+		ends = &kafkaEndsRead{cp: id, done: make(chan struct{}), gaveUp: make(chan struct{})}
+		s.ends = append(s.ends, ends)
+		client, topic := s.client, s.cfg.p.Topic
+		go func() {
+			defer close(ends.done)
+			ends.ends, ends.err = logEnds(client, topic)
+		}()
+	}
+	sub, log := s.Ctx.Subtask, s.Ctx.Log
 	return runtime.SnapshotFunc(func(w runtime.StateWriter) error {
 		for _, e := range entries {
 			w.AddOperatorState([]byte(e))
 		}
+		if ends != nil {
+			var list []kafkaTxnPart
+			var err error
+			select {
+			case <-ends.done:
+				list, err = ends.ends, ends.err
+			case <-time.After(kafkaEndsWait):
+				err = errors.New("timed out")
+				close(ends.gaveUp)
+			}
+			if err != nil {
+				// Not a failure: only a fallback to this checkpoint (past
+				// a corrupt newer one) cannot show that nothing committed
+				// after it, and is refused.
+				log.Warn("kafka sink: reading the log end offsets for the checkpoint", "checkpoint", id, "err", err)
+				return nil
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "%s%d ", kafkaEndsEntry, sub)
+			appendKafkaParts(&b, list)
+			w.AddOperatorState([]byte(b.String()))
+		}
 		return nil
 	}), nil
+}
+
+// waitEnds waits for the log end offsets read by the snapshots before
+// checkpoint id: transactions of rows after them commit only then.
+func (s *kafkaSinkEO) waitEnds(id int64) {
+	k := 0
+	for _, r := range s.ends {
+		if r.cp < id {
+			select {
+			case <-r.done:
+			case <-r.gaveUp:
+			}
+			continue
+		}
+		s.ends[k] = r
+		k++
+	}
+	s.ends = s.ends[:k]
 }
 
 // CheckpointComplete commits the transactions pre-committed at checkpoints
@@ -883,6 +1247,7 @@ func (s *kafkaSinkEO) CheckpointComplete(id int64) error {
 			return err
 		}
 	}
+	s.waitEnds(id)
 	k := 0
 	for _, t := range s.pending {
 		if t.cp > id {
@@ -893,10 +1258,7 @@ func (s *kafkaSinkEO) CheckpointComplete(id int64) error {
 		if err := t.p.CommitTxn(); err != nil {
 			return fmt.Errorf("kafka sink: committing %s (checkpoint %d): %w", t.id, t.cp, err)
 		}
-		if err := closeProducer(t.p, t.acks); err != nil {
-			return err
-		}
-		t.p, t.acks, t.cp = nil, nil, 0
+		t.cp, t.freed = 0, time.Now() // free: its producer takes a later transaction
 	}
 	s.pending = s.pending[:k]
 	return nil

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,23 +333,51 @@ func TestKafkaSinkTxnTimeoutPlan(t *testing.T) {
 }
 
 // BenchmarkKafkaSinkTxn measures one checkpoint's transaction of an
-// exactly-once sink subtask: 1000 rows, pre-commit, commit.
+// exactly-once sink subtask: rows in, pre-commit, commit; with kfake as it
+// answers and with 2 ms added to every transaction-coordinator request
+// (InitProducerId, AddPartitionsToTxn, EndTxn: a broker's round trip and
+// log append). commit-µs/op is the commit and the next transaction's
+// start (CheckpointComplete, begin), the part a reused producer changes.
 func BenchmarkKafkaSinkTxn(b *testing.B) {
-	c := kafkatest.Start(b, 0, 4, "out")
-	s := newTxnSink(b, c, time.Minute)
-	if err := s.open(nil); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s.write(b, i*1000, (i+1)*1000)
-		s.snapshot(b, int64(i+1))
-		if err := s.CheckpointComplete(int64(i + 1)); err != nil {
-			b.Fatal(err)
+	for _, delay := range []time.Duration{0, 2 * time.Millisecond} {
+		for _, rows := range []int{10, 1000} {
+			b.Run(fmt.Sprintf("coordinatorDelay=%v/rows=%d", delay, rows), func(b *testing.B) {
+				c := kafkatest.Start(b, 0, 4, "out")
+				if delay > 0 {
+					for _, k := range []kmsg.Key{kmsg.InitProducerID, kmsg.AddPartitionsToTxn, kmsg.EndTxn} {
+						c.ControlKey(int16(k), func(kmsg.Request) (kmsg.Response, error, bool) {
+							c.KeepControl()
+							c.SleepControl(func() { time.Sleep(delay) })
+							return nil, nil, false
+						})
+					}
+				}
+				s := newTxnSink(b, c, time.Minute)
+				if err := s.open(nil); err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				inits := countRequests(c, kmsg.InitProducerID)
+				var commit time.Duration
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					s.write(b, i*rows, (i+1)*rows)
+					s.snapshot(b, int64(i+1))
+					t0 := time.Now()
+					if err := s.CheckpointComplete(int64(i + 1)); err != nil {
+						b.Fatal(err)
+					}
+					if err := s.begin(); err != nil {
+						b.Fatal(err)
+					}
+					commit += time.Since(t0)
+				}
+				b.ReportMetric(float64(rows), "rows/op")
+				b.ReportMetric(float64(commit.Microseconds())/float64(b.N), "commit-µs/op")
+				b.ReportMetric(float64(inits.Load())/float64(b.N), "initProducerId/op")
+			})
 		}
 	}
-	b.ReportMetric(1000, "rows/op")
 }
 
 // TestKafkaSinkMixedOutcome: of one checkpoint's transactions, one
@@ -379,5 +409,237 @@ func TestKafkaSinkMixedOutcome(t *testing.T) {
 	var refused *runtime.FallbackRefusedError
 	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-1-0") || !strings.Contains(err.Error(), "txn-out-0-0") {
 		t.Fatalf("open: %v (%T), want a FallbackRefusedError naming both transactions\nlog:\n%s", err, err, s.logs)
+	}
+}
+
+// countRequests counts the requests of one kind the cluster answers.
+func countRequests(c *kafkatest.Cluster, key kmsg.Key) *atomic.Int64 {
+	var n atomic.Int64
+	c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		n.Add(1)
+		return nil, nil, false
+	})
+	return &n
+}
+
+// keysOf returns the ids (record keys) a reader saw, sorted.
+func keysOf(t *testing.T, recs []kafkatest.Record) []int {
+	t.Helper()
+	var out []int
+	for _, r := range recs {
+		var k int
+		if _, err := fmt.Sscanf(string(r.Key), "%d", &k); err != nil {
+			t.Fatalf("record key %q: %v", r.Key, err)
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// wantIDs fails unless keys are from..to-1, each once.
+func wantIDs(t *testing.T, keys []int, from, to int) {
+	t.Helper()
+	ok := len(keys) == to-from
+	for i := 0; ok && i < len(keys); i++ {
+		ok = keys[i] == from+i
+	}
+	if !ok {
+		t.Fatalf("read ids %v, want %d..%d once each", keys, from, to-1)
+	}
+}
+
+// TestKafkaSinkReusesProducers: an exactly-once sink subtask runs its
+// transactions on the producers of its pool, one after another, so a run
+// of many checkpoints asks for a producer id (InitProducerId) about once
+// per pool slot, not once per transaction.
+func TestKafkaSinkReusesProducers(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	inits := countRequests(c, kmsg.InitProducerID)
+	const n = 20
+	for i := 0; i < n; i++ {
+		s.write(t, i*10, (i+1)*10)
+		s.snapshot(t, int64(i+1))
+		if i > 0 { // one checkpoint pending while the next rows come
+			if err := s.CheckpointComplete(int64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.CheckpointComplete(n); err != nil {
+		t.Fatal(err)
+	}
+	if got := inits.Load(); got > kafkaTxnPool {
+		t.Fatalf("%d InitProducerId requests over %d transactions, want at most %d (the pool)", got, n, kafkaTxnPool)
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, n*10)
+
+	// A producer left free longer than kafkaProducerIdle, or with an
+	// empty transaction open that long, is replaced (the broker may have
+	// forgotten its id).
+	if err := s.begin(); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { kafkaProducerIdle = d }(kafkaProducerIdle)
+	kafkaProducerIdle = 0
+	before := inits.Load()
+	s.write(t, n*10, n*10+10)
+	if got := inits.Load() - before; got != 1 {
+		t.Fatalf("%d InitProducerId requests for a transaction on an idle producer, want 1", got)
+	}
+	s.snapshot(t, n+1)
+	if err := s.CheckpointComplete(n + 1); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, n*10+10)
+}
+
+// TestKafkaSinkReusedProducerCrash: checkpoint 2 records the transaction
+// of checkpoint 1 (still pending at its snapshot), which then commits; its
+// producer takes the rows after checkpoint 2 and the job crashes with
+// that transaction open, under the same (id, producer id, epoch) as the
+// recorded one. The restore of checkpoint 2 must commit checkpoint 2's
+// transaction, leave checkpoint 1's alone (committing "it" again would
+// commit the open one: rows the sources replay) and abort the open one.
+// Another subtask's transaction, open since before, holds the partitions'
+// last stable offset below the recorded transactions, so the restore
+// reads on to their end markers.
+func TestKafkaSinkReusedProducerCrash(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	a, b := newTxnSink(t, c, 10*time.Second), newTxnSink(t, c, 10*time.Second)
+	if err := a.openAs(nil, 0, 2, &runtime.NodeMetrics{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.openAs(nil, 1, 2, &runtime.NodeMetrics{}); err != nil {
+		t.Fatal(err)
+	}
+	b.write(t, 1000, 1010) // open until the crash: never pre-committed
+	a.write(t, 0, 10)
+	a.snapshot(t, 1)
+	first := *a.pending[0]
+	a.write(t, 10, 20)
+	r := a.snapshot(t, 2)
+	if err := a.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	a.write(t, 20, 30)
+	if a.cur.id != first.id || a.cur.pid != first.pid || a.cur.epoch != first.epoch {
+		t.Fatalf("the rows after checkpoint 2 went to %s (producer %d epoch %d), not to checkpoint 1's %s (producer %d epoch %d)",
+			a.cur.id, a.cur.pid, a.cur.epoch, first.id, first.pid, first.epoch)
+	}
+	_ = a.Close()
+	_ = b.Close()
+
+	for i := 0; i < 2; i++ { // restored twice: the second finds everything settled
+		m := &runtime.NodeMetrics{}
+		a2, b2 := newTxnSink(t, c, 10*time.Second), newTxnSink(t, c, 10*time.Second)
+		if err := a2.openAs(r, 0, 2, m); err != nil {
+			t.Fatalf("restore %d: %v\nlog:\n%s", i, err, a2.logs)
+		}
+		if err := b2.openAs(r, 1, 2, m); err != nil {
+			t.Fatalf("restore %d: %v\nlog:\n%s", i, err, b2.logs)
+		}
+		_ = a2.Close()
+		_ = b2.Close()
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, 20)
+}
+
+// TestKafkaSinkFallbackReusedUncommitted: after checkpoint 1 the producer
+// of its transaction takes the next rows, pre-committed at checkpoint 2,
+// which is then skipped (corrupt) before that transaction committed.
+// Nothing committed after checkpoint 1, so falling back to it is safe,
+// although the id was used after it under the same epoch; once that
+// transaction commits, the same fallback is refused.
+func TestKafkaSinkFallbackReusedUncommitted(t *testing.T) {
+	c := kafkatest.Start(t, 0, 2, "out")
+	s := newTxnSink(t, c, 5*time.Second)
+	if err := s.open(nil); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 0, 10)
+	r1 := s.snapshot(t, 1)
+	if err := s.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, 10, 20)
+	s.snapshot(t, 2)
+	_ = s.Close() // crash before checkpoint 2 completes
+
+	r1.SkippedNewer = 2
+	s2 := newTxnSink(t, c, 5*time.Second)
+	if err := s2.open(r1); err != nil {
+		t.Fatalf("fallback with nothing committed after the checkpoint: %v\nlog:\n%s", err, s2.logs)
+	}
+	wantIDs(t, keysOf(t, c.ReadCommitted(t, "out", 2)), 0, 10)
+
+	// Again from checkpoint 1 of this attempt, and this time the rows
+	// after it commit (checkpoint 2 completes).
+	s2.write(t, 10, 20)
+	r1b := s2.snapshot(t, 1)
+	if err := s2.CheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	s2.write(t, 20, 30)
+	s2.snapshot(t, 2)
+	if err := s2.CheckpointComplete(2); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+	r1b.SkippedNewer = 2
+	s3 := newTxnSink(t, c, 5*time.Second)
+	err := s3.open(r1b)
+	var refused *runtime.FallbackRefusedError
+	if !errors.As(err, &refused) || !strings.Contains(err.Error(), "txn-out-0-0 committed a transaction after checkpoint 1") {
+		t.Fatalf("fallback past a committed transaction: %v (%T), want a FallbackRefusedError naming txn-out-0-0\nlog:\n%s", err, err, s3.logs)
+	}
+}
+
+// BenchmarkKafkaSinkRestore measures the restore of one exactly-once sink
+// subtask (Open, subtask 0 of 4) from a checkpoint whose four subtasks
+// each pre-committed a transaction of rows over 4 partitions, interleaved
+// in the logs, and crashed before committing: the restore settles all
+// four (each subtask sees every entry).
+func BenchmarkKafkaSinkRestore(b *testing.B) {
+	for _, rows := range []int{1000, 20000} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			c := kafkatest.Start(b, 0, 4, "out")
+			var took time.Duration
+			for i := 0; i < b.N; i++ {
+				subs := make([]*txnSink, 4)
+				for k := range subs {
+					subs[k] = newTxnSink(b, c, time.Minute)
+					subs[k].cfg.p.TransactionalIDPrefix = fmt.Sprintf("bench%d", i)
+					if err := subs[k].openAs(nil, k, 4, &runtime.NodeMetrics{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for j := 0; j < rows; j += 100 {
+					for _, s := range subs {
+						s.write(b, j, j+100)
+					}
+				}
+				r := &runtime.Restored{CheckpointID: 1}
+				for _, s := range subs {
+					r.OperatorState = append(r.OperatorState, s.snapshot(b, 1).OperatorState...)
+					_ = s.Close()
+				}
+				s := newTxnSink(b, c, time.Minute)
+				s.cfg.p.TransactionalIDPrefix = fmt.Sprintf("bench%d", i)
+				t0 := time.Now()
+				if err := s.openAs(r, 0, 4, &runtime.NodeMetrics{}); err != nil {
+					b.Fatal(err)
+				}
+				took += time.Since(t0)
+				_ = s.Close()
+			}
+			b.ReportMetric(float64(took.Microseconds())/float64(b.N), "restore-µs/op")
+		})
 	}
 }
