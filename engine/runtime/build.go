@@ -100,7 +100,8 @@ func (e *Host) build(rr *restoreReader) error {
 		for s := range ts {
 			ts[s] = idx
 			if here[idx] {
-				t := &task{idx: idx, subtask: s, ctrl: make(chan ctrlMsg, 64), job: e}
+				t := &task{idx: idx, subtask: s, ctrl: make(chan ctrlMsg, 64), job: e, done: make(chan struct{})}
+				t.ctx, t.cancel = context.WithCancel(e.ctx)
 				if n.NewSource == nil {
 					perInput := make([]int, len(n.Inputs))
 					for i, in := range n.Inputs {
@@ -291,13 +292,13 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 	eo := &edgeOutput{part: part, keyCols: in.KeyCols, maxPar: e.g.MaxParallelism}
 	target := func(consumer int, ch int32) (channelWriter, error) {
 		if ct := e.byIndex[consumer]; ct != nil {
-			return &sender{in: ct.in, ch: ch, ctx: e.ctx}, nil
+			return &sender{in: ct.in, ch: ch, ctx: t.ctx}, nil
 		}
 		if e.cfg.Network == nil || e.cfg.Locate == nil {
 			return nil, fmt.Errorf("task %d runs elsewhere and there is no network", consumer)
 		}
 		key := ChannelKey{Attempt: e.attempt, Task: int32(consumer), Channel: ch}
-		cs, err := e.cfg.Network.Sender(e.ctx, e.cfg.Locate(consumer), key)
+		cs, err := e.cfg.Network.Sender(t.ctx, e.cfg.Locate(consumer), key)
 		if err != nil {
 			return nil, fmt.Errorf("channel to task %d: %w", consumer, err)
 		}

@@ -67,6 +67,9 @@ type Coordinator struct {
 	wantSavepoint bool
 	wantStop      bool
 	started       bool
+	// suspended: a region of the job is restarting; no checkpoint starts
+	// until Resume (its tasks could not acknowledge).
+	suspended bool
 }
 
 // NewCoordinator starts counting checkpoints at cfg.FirstID (≥1).
@@ -196,8 +199,44 @@ func (c *Coordinator) fail(now int64, p *Pending, err error) Actions {
 	return a
 }
 
+// Suspend aborts the checkpoint in flight, if any (without counting it as
+// a failure: a region of the job failed, not the checkpoint) and starts no
+// other until Resume. A savepoint in flight is reported failed.
+func (c *Coordinator) Suspend(now int64, reason error) Actions {
+	var a Actions
+	c.suspended = true
+	if p := c.pending; p != nil {
+		c.pending = nil
+		c.lastEnd = now
+		a.Abort = []int64{p.ID}
+		a.Failed = fmt.Errorf("checkpoint %d aborted: %w", p.ID, reason)
+		a.FailedSavepoint = p.Savepoint
+		if p.Stop {
+			c.wantStop = false
+		}
+		if p.Final {
+			c.finalDone = false
+		}
+	}
+	return a
+}
+
+// Resume lets checkpoints start again after Suspend.
+func (c *Coordinator) Resume(now int64) Actions {
+	c.suspended = false
+	var a Actions
+	c.maybeTrigger(now, &a)
+	return a
+}
+
+// SourcesRestarted takes back n SourceFinished: those source tasks were
+// restarted (with their region) and will emit again.
+func (c *Coordinator) SourcesRestarted(n int) {
+	c.sourcesDone = max(0, c.sourcesDone-n)
+}
+
 func (c *Coordinator) maybeTrigger(now int64, a *Actions) {
-	if c.pending != nil || c.committing != nil || c.finalDone || a.Fail != nil {
+	if c.pending != nil || c.committing != nil || c.finalDone || a.Fail != nil || c.suspended {
 		return
 	}
 	allDone := c.cfg.SourceTasks > 0 && c.sourcesDone >= c.cfg.SourceTasks

@@ -131,3 +131,28 @@ func TestCoordinatorFailedStopGoesOn(t *testing.T) {
 		t.Fatalf("want a second stop savepoint, got %+v", a.Trigger)
 	}
 }
+
+// TestCoordinatorSuspend: a region restart aborts the checkpoint in flight
+// without counting a failure, starts none while suspended, and takes back
+// the restarted sources' end.
+func TestCoordinatorSuspend(t *testing.T) {
+	c := NewCoordinator(CoordinatorConfig{Interval: 10, Timeout: 1000, Tasks: 2, SourceTasks: 2, TolerableFailures: 0}, 0)
+	a := c.Tick(10)
+	if a.Trigger == nil {
+		t.Fatal("no trigger")
+	}
+	a = c.Suspend(20, errors.New("region 1 restarts"))
+	if len(a.Abort) != 1 || a.Fail != nil {
+		t.Fatalf("suspend: %+v, want the pending one aborted and no job failure", a)
+	}
+	if a := c.Tick(100); a.Trigger != nil {
+		t.Fatal("a checkpoint started while suspended")
+	}
+	c.SourceFinished(110)
+	c.SourcesRestarted(1)
+	c.SourceFinished(120) // the other source: 1 of 2 again, not both
+	a = c.Resume(130)
+	if a.Trigger == nil || a.Trigger.Final {
+		t.Fatalf("resume: %+v, want a periodic checkpoint (one source still runs)", a.Trigger)
+	}
+}

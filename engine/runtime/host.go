@@ -42,6 +42,10 @@ type Host struct {
 	running     sync.WaitGroup
 	startOnce   sync.Once
 	stopOnce    sync.Once
+	// subs are the hosts that took over regions of this one's tasks
+	// (RestartTasks); what the driver asks goes to them too.
+	mu   sync.Mutex
+	subs []*Host
 }
 
 // HostConfig configures a Host.
@@ -109,11 +113,17 @@ const (
 
 // TaskEvent is what a task reports to its attempt's driver.
 type TaskEvent struct {
-	Kind   EventKind
-	Task   int
-	ID     int64
-	Err    error
-	States []NodeSubtaskState
+	Kind EventKind
+	Task int
+	// Tasks lists the tasks an EventFailed of Task -1 concerns (e.g. those
+	// of a lost TaskManager); nil: the whole attempt.
+	Tasks []int
+	// Attempt is the deployment the task belongs to: after a region
+	// restart the driver drops what the region's old tasks still report.
+	Attempt string
+	ID      int64
+	Err     error
+	States  []NodeSubtaskState
 }
 
 // NodeSubtaskState is one node's state file of a task's acknowledgement.
@@ -144,6 +154,15 @@ type Attempt interface {
 	SkipBacklog(task int, done func(subtask string, err error)) error
 	// Stop cancels the tasks and waits until they and their uploads ended.
 	Stop()
+}
+
+// RegionRestarter is an Attempt that can restart some of its tasks while
+// the others go on (region failover).
+type RegionRestarter interface {
+	// RestartTasks stops tasks — pipelined regions: no channel joins them
+	// to the other tasks — and runs them anew as attempt d, restored from
+	// d.Restore. The tasks' events then carry d.Attempt.
+	RestartTasks(ctx context.Context, tasks []int, d Deployment) error
 }
 
 // NewAttemptID returns a new random attempt id.
@@ -210,7 +229,8 @@ func (h *Host) Start() {
 			h.running.Add(1)
 			go func() {
 				defer h.running.Done()
-				if err := t.run(h.ctx); err != nil {
+				defer close(t.done)
+				if err := t.run(t.ctx); err != nil && !t.halted.Load() {
 					h.event(TaskEvent{Kind: EventFailed, Task: t.idx, Err: err})
 				}
 			}()
@@ -227,10 +247,76 @@ func (h *Host) Start() {
 func (h *Host) Stop() {
 	h.stopOnce.Do(func() {
 		h.cancel()
+		for _, sub := range h.subHosts() {
+			sub.Stop()
+		}
 		h.running.Wait()
 		h.uploads.Wait()
 		os.RemoveAll(h.localDir) // after the tasks closed their state
 	})
+}
+
+func (h *Host) subHosts() []*Host {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Host(nil), h.subs...)
+}
+
+// StopTasks stops the given tasks of this host (those it runs), and waits
+// until their goroutines ended; their exits are no failure. Their uploads
+// in flight may still acknowledge: for checkpoints the driver aborted.
+func (h *Host) StopTasks(tasks []int) {
+	var stopping []*task
+	for _, i := range tasks {
+		if t := h.local(i); t != nil && !t.halted.Load() {
+			t.halted.Store(true)
+			t.cancel()
+			stopping = append(stopping, t)
+		}
+	}
+	for _, t := range stopping {
+		<-t.done
+	}
+	for _, sub := range h.subHosts() {
+		sub.StopTasks(tasks)
+	}
+}
+
+// RestartTasks implements RegionRestarter for a host that runs every task
+// of the job: the tasks stop, and a new host of them, attempt d, opens
+// them restored from d.Restore and runs them. The host ends (EventExited)
+// once its own tasks and every such new host ended.
+func (h *Host) RestartTasks(ctx context.Context, tasks []int, d Deployment) error {
+	h.running.Add(1) // the new host: this one must not end in between
+	h.StopTasks(tasks)
+	cfg := h.cfg
+	cfg.Tasks, cfg.Attempt = tasks, d.Attempt
+	cfg.Restore, cfg.RestoreDir, cfg.RestoreFlags = d.Restore, d.RestoreDir, d.Flags
+	sub, err := NewHost(h.ctx, cfg)
+	if err != nil {
+		h.running.Done()
+		return err
+	}
+	h.mu.Lock()
+	h.subs = append(h.subs, sub)
+	h.mu.Unlock()
+	go func() {
+		defer h.running.Done()
+		for {
+			select {
+			case ev := <-sub.Events():
+				if ev.Kind == EventExited {
+					sub.Stop()
+					return
+				}
+				h.event(ev)
+			case <-h.ctx.Done():
+				return
+			}
+		}
+	}()
+	sub.Start()
+	return nil
 }
 
 // Done is closed once the host is being stopped.
@@ -245,8 +331,13 @@ func (h *Host) Fail(err error) {
 // Trigger implements Attempt: every source task of this host.
 func (h *Host) Trigger(tr Trigger) error {
 	for _, t := range h.tasks {
-		if t.source != nil && !h.send(t, ctrlMsg{kind: ctrlTrigger, trigger: tr}) {
+		if t.source != nil && !t.halted.Load() && !h.send(t, ctrlMsg{kind: ctrlTrigger, trigger: tr}) {
 			return h.ctx.Err()
+		}
+	}
+	for _, sub := range h.subHosts() {
+		if err := sub.Trigger(tr); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -256,8 +347,13 @@ func (h *Host) Trigger(tr Trigger) error {
 func (h *Host) Notify(id int64) error {
 	h.completed(id)
 	for _, t := range h.tasks {
-		if !h.send(t, ctrlMsg{kind: ctrlNotify, id: id}) {
+		if !t.halted.Load() && !h.send(t, ctrlMsg{kind: ctrlNotify, id: id}) {
 			return h.ctx.Err()
+		}
+	}
+	for _, sub := range h.subHosts() {
+		if err := sub.Notify(id); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -274,8 +370,13 @@ func (h *Host) completed(id int64) {
 // Abort implements Attempt.
 func (h *Host) Abort(id int64) error {
 	for _, t := range h.tasks {
-		if !h.send(t, ctrlMsg{kind: ctrlAbort, id: id}) {
+		if !t.halted.Load() && !h.send(t, ctrlMsg{kind: ctrlAbort, id: id}) {
 			return h.ctx.Err()
+		}
+	}
+	for _, sub := range h.subHosts() {
+		if err := sub.Abort(id); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -284,6 +385,13 @@ func (h *Host) Abort(id int64) error {
 // SkipBacklog implements Attempt.
 func (h *Host) SkipBacklog(task int, done func(subtask string, err error)) error {
 	t := h.local(task)
+	if t != nil && t.halted.Load() {
+		for _, sub := range h.subHosts() {
+			if st := sub.local(task); st != nil && !st.halted.Load() {
+				return sub.SkipBacklog(task, done)
+			}
+		}
+	}
 	if t == nil || t.source == nil {
 		return fmt.Errorf("%w: task %d is not a source task of this process", ErrBadCommand, task)
 	}
@@ -329,6 +437,9 @@ func (h *Host) Deliver(key ChannelKey, m Message) error {
 }
 
 func (h *Host) event(ev TaskEvent) {
+	if ev.Attempt == "" {
+		ev.Attempt = h.attempt
+	}
 	select {
 	case h.events <- ev:
 	case <-h.ctx.Done():

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
@@ -70,6 +71,13 @@ type task struct {
 	edges   []*edgeOutput // every network output of the chain
 	job     *Host
 	err     error
+	// ctx ends the task alone (a region restart) or with its host;
+	// done is closed when its goroutine ended; halted marks a task its
+	// host stopped on purpose (its exit is no failure).
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	halted atomic.Bool
 
 	// alignment
 	aligning   bool
