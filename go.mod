@@ -9,8 +9,13 @@ require (
 	github.com/expr-lang/expr v1.17.6
 	github.com/jcmturner/gokrb5/v8 v8.4.4
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2
-	google.golang.org/protobuf v1.36.3
+	google.golang.org/grpc v1.76.0
+	google.golang.org/protobuf v1.36.12
 	gopkg.in/yaml.v3 v3.0.1
+)
+
+require (
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
 )
 
 require (

@@ -40,6 +40,10 @@ type Config struct {
 	// (30 s when 0). Credits bound what is in flight, so a healthy receiver
 	// always reads: a stalled write means a hung or unreachable peer.
 	WriteTimeout time.Duration
+
+	// rawData (benchmarks): data frames are delivered without a batch, not
+	// decoded, to measure the transport without the row codec.
+	rawData bool
 }
 
 // Network is the data plane of one process: its data server and its

@@ -136,9 +136,10 @@ func TestNoCreditStallsOnlyItsChannel(t *testing.T) {
 }
 
 // A lost connection fails the senders on it, a blocked one included, and is
-// reported on both sides; a new Sender dials again.
+// reported on both sides; a new Sender dials again. (TCP only: the gRPC
+// rival has no OnPeerLost.)
 func TestLostConnectionFailsSend(t *testing.T) {
-	forEachTransport(t, func(t *testing.T, newNet netFactory) {
+	func(t *testing.T, newNet netFactory) {
 		lostA, lostB := make(lostRecorder, 4), make(lostRecorder, 4)
 		ra, rb, rc := newTestReceiver(), newTestReceiver(), newTestReceiver()
 		a := newNet(t, ra, lostA.onLost)
@@ -195,7 +196,7 @@ func TestLostConnectionFailsSend(t *testing.T) {
 		if err := expect(b2, key, in, 2, 5); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}(t, tcpFactory)
 }
 
 // A Sender whose context is done fails Send, waiting for credit or not.
