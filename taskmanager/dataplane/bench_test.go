@@ -156,3 +156,25 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkRowCodec is the row codec's share of the codec cases: encoding
+// and decoding the same batch on one goroutine, no transport.
+func BenchmarkRowCodec(b *testing.B) {
+	tmpl := benchBatch()
+	enc := row.AppendBatch(nil, tmpl)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	var buf []byte
+	cpu0 := cpuTime()
+	for b.Loop() {
+		buf = row.AppendBatch(buf[:0], tmpl)
+		out := row.NewBatch(testSchema)
+		if _, err := row.DecodeBatch(buf, out); err != nil {
+			b.Fatal(err)
+		}
+		out.Release()
+	}
+	cpu := (cpuTime() - cpu0).Seconds()
+	b.ReportMetric(cpu*1e9/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(len(enc))*float64(b.N)/1e6/cpu, "MB/cpu-s")
+}
