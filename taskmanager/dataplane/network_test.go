@@ -469,3 +469,81 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatalf("credit %+v, %v", h, err)
 	}
 }
+
+// A connection cut in the middle (a proxy between the processes drops it):
+// the sender's Send fails and the receiving process is told which peer it
+// lost, though neither process closed anything.
+func TestCutConnection(t *testing.T) {
+	lostA, lostB := make(lostRecorder, 4), make(lostRecorder, 4)
+	ra, rb := newTestReceiver(), newTestReceiver()
+	a := tcpFactory(t, ra, lostA.onLost)
+	b := tcpFactory(t, rb, lostB.onLost)
+	proxy, cut := startProxy(t, b.Addr())
+	key := runtime.ChannelKey{Attempt: "x", Task: 0, Channel: 0}
+	in := rb.add(key)
+	s, err := a.Sender(context.Background(), proxy, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.Send(runtime.Message{Kind: runtime.MsgData, Batch: batch(i, 4)}); err != nil {
+			t.Fatal(err)
+		}
+		m := <-in
+		m.Batch.Release()
+		b.Grant(key, 1)
+	}
+	cut()
+	if addr := <-lostB; addr != a.Addr() {
+		t.Errorf("b lost %q, want a %q", addr, a.Addr())
+	}
+	if addr := <-lostA; addr != proxy {
+		t.Errorf("a lost %q, want %q", addr, proxy)
+	}
+	for range runtime.ChannelCredits + 1 {
+		if err = s.Send(runtime.Message{Kind: runtime.MsgIdle}); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatal("sends over a cut connection kept succeeding")
+	}
+}
+
+// startProxy forwards connections to addr until cut closes them all.
+func startProxy(t *testing.T, addr string) (string, func()) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go io.Copy(up, c)
+			go io.Copy(c, up)
+		}
+	}()
+	cut := func() {
+		lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(cut)
+	return lis.Addr().String(), cut
+}
