@@ -547,3 +547,41 @@ func startProxy(t *testing.T, addr string) (string, func()) {
 	t.Cleanup(cut)
 	return lis.Addr().String(), cut
 }
+
+// Senders waiting on another Sender's dial are not failed by that
+// Sender's context.
+func TestDialSharedDespiteCancel(t *testing.T) {
+	ra, rb := newTestReceiver(), newTestReceiver()
+	a := tcpFactory(t, ra, nil).(*Network)
+	b := tcpFactory(t, rb, nil)
+	// Hold a's dial to b open: a dial in progress is what others wait on.
+	d := &dialCall{done: make(chan struct{})}
+	a.mu.Lock()
+	a.dialing[b.Addr()] = d
+	a.mu.Unlock()
+	key := runtime.ChannelKey{Attempt: "x"}
+	in := rb.add(key)
+	errc := make(chan error, 1)
+	go func() { errc <- sendAll(context.Background(), a, b.Addr(), key, 1, 1) }()
+	for { // until the Sender waits for the dial
+		a.mu.Lock()
+		w := d.waiters
+		a.mu.Unlock()
+		if w > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The dialling Sender's context is cancelled.
+	a.mu.Lock()
+	delete(a.dialing, b.Addr())
+	a.mu.Unlock()
+	d.err = context.Canceled
+	close(d.done)
+	if err := expect(b, key, in, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
