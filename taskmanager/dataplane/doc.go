@@ -19,6 +19,13 @@
 // engine's row codec; watermarks, idleness, barriers and end of stream are
 // frames of the same channel, so they stay in order with the data.
 //
+// Per connection a writer goroutine drains the frames the senders queued
+// (encoded on the senders' goroutines) into one buffered write; a reader
+// goroutine hands message frames to a few decoders, a channel always to the
+// same one, which decode and call Receiver.Deliver. The receiving process
+// must know a channel (Receiver.Schema) before its first message arrives:
+// a channel unknown at its first message is dropped for good, as a zombie's.
+//
 // What it is not: the control plane (deployment, heartbeats, checkpoints go
 // through the master's gRPC service), nor a retrying transport. A broken
 // connection breaks its channels (Send fails) and is reported through

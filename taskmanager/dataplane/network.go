@@ -40,6 +40,10 @@ type Config struct {
 	// (30 s when 0). Credits bound what is in flight, so a healthy receiver
 	// always reads: a stalled write means a hung or unreachable peer.
 	WriteTimeout time.Duration
+
+	// rawData (benchmarks): data frames are delivered without a batch, not
+	// decoded, to measure the transport without the row codec.
+	rawData bool
 }
 
 // Network is the data plane of one process: its data server and its
@@ -68,9 +72,10 @@ type route struct {
 }
 
 type dialCall struct {
-	done chan struct{}
-	c    *conn
-	err  error
+	done    chan struct{}
+	c       *conn
+	err     error
+	waiters int // Senders waiting for it (tests)
 }
 
 var _ runtime.Network = (*Network)(nil)
@@ -260,15 +265,17 @@ func (n *Network) connTo(ctx context.Context, addr string) (*conn, error) {
 		if d == nil {
 			break
 		}
+		d.waiters++
 		n.mu.Unlock()
 		select {
 		case <-d.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if d.err != nil {
+		if d.err != nil && !(errors.Is(d.err, context.Canceled) && ctx.Err() == nil) {
 			return nil, d.err
 		}
+		// Connected, or the Sender that dialled gave up: look again.
 		n.mu.Lock()
 	}
 	d := &dialCall{done: make(chan struct{})}

@@ -136,9 +136,10 @@ func TestNoCreditStallsOnlyItsChannel(t *testing.T) {
 }
 
 // A lost connection fails the senders on it, a blocked one included, and is
-// reported on both sides; a new Sender dials again.
+// reported on both sides; a new Sender dials again. (TCP only: the gRPC
+// rival has no OnPeerLost.)
 func TestLostConnectionFailsSend(t *testing.T) {
-	forEachTransport(t, func(t *testing.T, newNet netFactory) {
+	func(t *testing.T, newNet netFactory) {
 		lostA, lostB := make(lostRecorder, 4), make(lostRecorder, 4)
 		ra, rb, rc := newTestReceiver(), newTestReceiver(), newTestReceiver()
 		a := newNet(t, ra, lostA.onLost)
@@ -195,7 +196,7 @@ func TestLostConnectionFailsSend(t *testing.T) {
 		if err := expect(b2, key, in, 2, 5); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}(t, tcpFactory)
 }
 
 // A Sender whose context is done fails Send, waiting for credit or not.
@@ -466,5 +467,121 @@ func TestFrameRoundTrip(t *testing.T) {
 	c := appendCredit(nil, 5, 1<<31)
 	if h, err := parseHeader(c, DefaultMaxFrame); err != nil || h.typ != frameCredit || binary.BigEndian.Uint32(c[headerLen:]) != 1<<31 {
 		t.Fatalf("credit %+v, %v", h, err)
+	}
+}
+
+// A connection cut in the middle (a proxy between the processes drops it):
+// the sender's Send fails and the receiving process is told which peer it
+// lost, though neither process closed anything.
+func TestCutConnection(t *testing.T) {
+	lostA, lostB := make(lostRecorder, 4), make(lostRecorder, 4)
+	ra, rb := newTestReceiver(), newTestReceiver()
+	a := tcpFactory(t, ra, lostA.onLost)
+	b := tcpFactory(t, rb, lostB.onLost)
+	proxy, cut := startProxy(t, b.Addr())
+	key := runtime.ChannelKey{Attempt: "x", Task: 0, Channel: 0}
+	in := rb.add(key)
+	s, err := a.Sender(context.Background(), proxy, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.Send(runtime.Message{Kind: runtime.MsgData, Batch: batch(i, 4)}); err != nil {
+			t.Fatal(err)
+		}
+		m := <-in
+		m.Batch.Release()
+		b.Grant(key, 1)
+	}
+	cut()
+	if addr := <-lostB; addr != a.Addr() {
+		t.Errorf("b lost %q, want a %q", addr, a.Addr())
+	}
+	if addr := <-lostA; addr != proxy {
+		t.Errorf("a lost %q, want %q", addr, proxy)
+	}
+	for range runtime.ChannelCredits + 1 {
+		if err = s.Send(runtime.Message{Kind: runtime.MsgIdle}); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatal("sends over a cut connection kept succeeding")
+	}
+}
+
+// startProxy forwards connections to addr until cut closes them all.
+func startProxy(t *testing.T, addr string) (string, func()) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			go io.Copy(up, c)
+			go io.Copy(c, up)
+		}
+	}()
+	cut := func() {
+		lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(cut)
+	return lis.Addr().String(), cut
+}
+
+// Senders waiting on another Sender's dial are not failed by that
+// Sender's context.
+func TestDialSharedDespiteCancel(t *testing.T) {
+	ra, rb := newTestReceiver(), newTestReceiver()
+	a := tcpFactory(t, ra, nil).(*Network)
+	b := tcpFactory(t, rb, nil)
+	// Hold a's dial to b open: a dial in progress is what others wait on.
+	d := &dialCall{done: make(chan struct{})}
+	a.mu.Lock()
+	a.dialing[b.Addr()] = d
+	a.mu.Unlock()
+	key := runtime.ChannelKey{Attempt: "x"}
+	in := rb.add(key)
+	errc := make(chan error, 1)
+	go func() { errc <- sendAll(context.Background(), a, b.Addr(), key, 1, 1) }()
+	for { // until the Sender waits for the dial
+		a.mu.Lock()
+		w := d.waiters
+		a.mu.Unlock()
+		if w > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The dialling Sender's context is cancelled.
+	a.mu.Lock()
+	delete(a.dialing, b.Addr())
+	a.mu.Unlock()
+	d.err = context.Canceled
+	close(d.done)
+	if err := expect(b, key, in, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
