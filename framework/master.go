@@ -21,7 +21,6 @@ import (
 	"net"
 	"os"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -176,11 +175,13 @@ func (m *Master) Addr() string { return m.lis.Addr().String() }
 // Close stops the control server, shutting every TaskManager down, and
 // the resource manager's processes.
 func (m *Master) Close() {
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
 	if m.cfg.RM != nil {
 		m.cfg.RM.Close() // first: no replacement for what stops now
 	}
 	m.mu.Lock()
-	m.closing = true
 	for _, t := range m.tms {
 		t.send(&pb.FromMaster{Epoch: m.cfg.Epoch, Msg: &pb.FromMaster_Shutdown{Shutdown: &pb.Shutdown{Reason: "the job master is stopping"}}})
 	}
@@ -342,80 +343,6 @@ func (m *Master) workers() []Worker {
 	return ws
 }
 
-// Deploy implements runtime.Deployer: place the tasks, deploy them on
-// their TaskManagers, and wait until every one is open.
-func (m *Master) Deploy(ctx context.Context, d runtime.Deployment) (runtime.Attempt, error) {
-	wait, cancel := context.WithTimeout(ctx, m.cfg.SlotWait)
-	defer cancel()
-	var place Placement
-	var lastErr error
-	for {
-		m.mu.Lock()
-		p, err := Place(Pipelines(m.tasks), m.workers(), m.prev)
-		changed := m.changed
-		m.mu.Unlock()
-		if err == nil {
-			place = p
-			break
-		}
-		lastErr = err
-		select {
-		case <-changed:
-		case <-wait.Done():
-			return nil, fmt.Errorf("waiting for TaskManagers: %w (after %v)", lastErr, m.cfg.SlotWait)
-		}
-	}
-	a := &attempt{m: m, id: d.Attempt, events: make(chan runtime.TaskEvent, 1024), done: make(chan struct{}),
-		on: map[string]*tmConn{}, deployed: map[string]bool{}, ended: map[string]bool{}, skips: map[string]func(string, error){},
-		taskOn: map[int]string{}, deployedCh: make(chan error, 64)}
-	byTM := TasksOf(m.tasks, place)
-	var locs []*pb.TaskLocation
-	m.mu.Lock()
-	for id, ts := range byTM {
-		t := m.tms[id]
-		a.on[id] = t
-		for _, i := range ts {
-			a.taskOn[i] = id
-			locs = append(locs, &pb.TaskLocation{Task: int32(i), DataAddress: t.data})
-		}
-	}
-	m.current = a
-	m.prev = place
-	m.mu.Unlock()
-	var restore *pb.Restore
-	if d.Restore != nil {
-		restore = &pb.Restore{CheckpointId: d.Restore.CheckpointID, Location: d.RestoreDir, SkippedNewer: d.Flags.SkippedNewer,
-			AllowDuplicates: d.Flags.AllowDuplicates, AcceptLoss: d.Flags.AcceptLoss}
-	}
-	for id, ts := range byTM {
-		tasks := make([]int32, len(ts))
-		for i, x := range ts {
-			tasks[i] = int32(x)
-		}
-		a.on[id].send(m.msg(&pb.FromMaster_Deploy{Deploy: &pb.Deploy{Attempt: a.id, Tasks: tasks, Locations: locs, Restore: restore,
-			Incremental: m.cfg.Job.Checkpoint.Incremental, LocalRecovery: m.cfg.Job.Checkpoint.LocalRecovery}}))
-	}
-	m.log.Info("deploying", "attempt", a.id, "taskmanagers", len(byTM), "tasks", len(m.tasks))
-	// Every TaskManager answers Deployed, or is lost.
-	var first error
-	for range byTM {
-		select {
-		case err := <-a.deployedCh:
-			if err != nil && first == nil {
-				first = err
-			}
-		case <-ctx.Done():
-			a.Stop()
-			return nil, ctx.Err()
-		}
-	}
-	if first != nil {
-		a.Stop()
-		return nil, first
-	}
-	return a, nil
-}
-
 func (m *Master) msg(x any) *pb.FromMaster {
 	out := &pb.FromMaster{Epoch: m.cfg.Epoch}
 	switch v := x.(type) {
@@ -441,188 +368,22 @@ func (m *Master) msg(x any) *pb.FromMaster {
 		out.Msg = v
 	case *pb.FromMaster_Refused:
 		out.Msg = v
+	case *pb.FromMaster_StopTasks:
+		out.Msg = v
 	default:
 		panic(fmt.Sprintf("framework: no FromMaster for %T", x))
 	}
 	return out
 }
 
-// attempt is an attempt deployed on TaskManagers, as the driver sees it.
-type attempt struct {
-	m      *Master
-	id     string
-	events chan runtime.TaskEvent
-	done   chan struct{} // closed by Stop
-
-	mu         sync.Mutex
-	on         map[string]*tmConn // TaskManagers running its tasks
-	taskOn     map[int]string
-	deployed   map[string]bool
-	deployedCh chan error
-	ended      map[string]bool
-	endedCh    chan struct{} // set by Stop: closed when every TaskManager ended
-	stopped    bool
-	skips      map[string]func(string, error)
-	nextReq    int
-	exited     bool
-}
-
-func (a *attempt) ID() string                       { return a.id }
-func (a *attempt) Events() <-chan runtime.TaskEvent { return a.events }
-
-func (a *attempt) event(ev runtime.TaskEvent) {
-	select {
-	case a.events <- ev:
-	case <-a.done:
-	}
-}
-
-func (a *attempt) all(x any) {
-	a.mu.Lock()
-	tms := make([]*tmConn, 0, len(a.on))
-	for _, t := range a.on {
-		tms = append(tms, t)
-	}
-	a.mu.Unlock()
-	for _, t := range tms {
-		t.send(a.m.msg(x))
-	}
-}
-
-func (a *attempt) Start() {
-	a.all(&pb.FromMaster_StartTasks{StartTasks: &pb.StartTasks{Attempt: a.id}})
-}
-
-func (a *attempt) Trigger(tr runtime.Trigger) error {
-	a.all(&pb.FromMaster_TriggerCheckpoint{TriggerCheckpoint: pb.FromTrigger(a.id, tr)})
-	return nil
-}
-
-func (a *attempt) Notify(id int64) error {
-	a.all(&pb.FromMaster_NotifyCheckpointComplete{NotifyCheckpointComplete: &pb.NotifyCheckpointComplete{Attempt: a.id, Id: id}})
-	return nil
-}
-
-func (a *attempt) Abort(id int64) error {
-	a.all(&pb.FromMaster_AbortCheckpoint{AbortCheckpoint: &pb.AbortCheckpoint{Attempt: a.id, Id: id}})
-	return nil
-}
-
-func (a *attempt) SkipBacklog(task int, done func(string, error)) error {
-	a.mu.Lock()
-	t := a.on[a.taskOn[task]]
-	a.nextReq++
-	req := strconv.Itoa(a.nextReq)
-	a.skips[req] = done
-	a.mu.Unlock()
-	if t == nil {
-		return fmt.Errorf("%w: task %d is not deployed", runtime.ErrNotRunning, task)
-	}
-	t.send(a.m.msg(&pb.FromMaster_SkipBacklog{SkipBacklog: &pb.SkipBacklog{Attempt: a.id, RequestId: req, Task: int32(task)}}))
-	return nil
-}
-
-// Stop cancels the attempt on its TaskManagers and waits until each ended
-// it or is gone (bounded: a TaskManager that does not answer is dropped).
-func (a *attempt) Stop() {
-	a.mu.Lock()
-	if a.stopped {
-		a.mu.Unlock()
-		return
-	}
-	a.stopped = true
-	close(a.done)
-	a.endedCh = make(chan struct{})
-	var tms []*tmConn
-	for id, t := range a.on {
-		if !a.ended[id] {
-			tms = append(tms, t)
-		}
-	}
-	if len(tms) == 0 {
-		close(a.endedCh)
-	}
-	ended := a.endedCh
-	a.mu.Unlock()
-	for _, t := range tms {
-		t.send(a.m.msg(&pb.FromMaster_Cancel{Cancel: &pb.Cancel{Attempt: a.id, Reason: "the attempt is stopped"}}))
-	}
-	select {
-	case <-ended:
-	case <-time.After(a.m.cfg.HeartbeatTimeout + 5*time.Second):
-		for _, t := range tms {
-			a.mu.Lock()
-			done := a.ended[t.id]
-			a.mu.Unlock()
-			if !done {
-				t.drop(errors.New("it did not end a cancelled attempt in time"))
-			}
-		}
-	}
-	a.m.mu.Lock()
-	if a.m.current == a {
-		a.m.current = nil
-	}
-	a.m.mu.Unlock()
-}
-
-// endedOn records that TaskManager id ended the attempt (or was lost).
-func (a *attempt) endedOn(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.on[id]; !ok || a.ended[id] {
-		return
-	}
-	a.ended[id] = true
-	if len(a.ended) < len(a.on) {
-		return
-	}
-	if a.stopped {
-		if a.endedCh != nil {
-			close(a.endedCh)
-		}
-		return
-	}
-	if !a.exited {
-		a.exited = true
-		go a.event(runtime.TaskEvent{Kind: runtime.EventExited})
-	}
-}
-
-// lostTM: a TaskManager of this attempt is gone.
-func (a *attempt) lostTM(id string, cause error) {
-	a.mu.Lock()
-	_, mine := a.on[id]
-	deployed := a.deployed[id]
-	a.mu.Unlock()
-	if !mine {
-		return
-	}
-	if !deployed {
-		a.deployedOn(id, fmt.Errorf("TaskManager %s was lost while deploying: %w", id, cause))
-	}
-	a.event(runtime.TaskEvent{Kind: runtime.EventFailed, Task: -1, Err: fmt.Errorf("TaskManager %s lost: %w", id, cause)})
-	a.endedOn(id)
-}
-
-func (a *attempt) deployedOn(id string, err error) {
-	a.mu.Lock()
-	if a.deployed[id] {
-		a.mu.Unlock()
-		return
-	}
-	a.deployed[id] = true
-	a.mu.Unlock()
-	a.deployedCh <- err
-}
-
 // attemptByID is the current attempt if its id is id, else nil: messages
 // about any other attempt are refused.
 func (m *Master) attemptByID(id string) *attempt {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.current != nil && m.current.id == id {
-		return m.current
+	a := m.current
+	m.mu.Unlock()
+	if a != nil && a.has(id) {
+		return a
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ type Local struct {
 	// released: processes the master dropped (hung, or cut off) and that
 	// were replaced; one that comes back is refused by the master and exits.
 	released map[string]bool
+	ours     map[string]bool // every resource id it started
 	next     int
 	closed   bool
 	lost     func(string, error)
@@ -104,6 +105,10 @@ func (l *Local) startOne() error {
 		return fmt.Errorf("local resource manager: starting %s: %w", id, err)
 	}
 	l.procs[id] = cmd
+	if l.ours == nil {
+		l.ours = map[string]bool{}
+	}
+	l.ours[id] = true
 	l.Log.Info("TaskManager process started", "resource", id, "pid", cmd.Process.Pid)
 	go func() {
 		err := cmd.Wait()
@@ -137,7 +142,10 @@ func (l *Local) Lost(resourceID string) {
 	if l.released == nil {
 		l.released = map[string]bool{}
 	}
-	replace := ok && !l.released[resourceID] && !l.closed
+	// One of ours still running (hung or cut off), or one it never
+	// started (adopted from an earlier master): replace it. One of ours
+	// that exited was replaced when it did.
+	replace := (ok && !l.released[resourceID] || !l.ours[resourceID]) && !l.closed
 	l.released[resourceID] = true
 	l.mu.Unlock()
 	if !replace {

@@ -37,17 +37,27 @@ func Pipelines(tasks []runtime.TaskInfo) int {
 // will on Mesos), ties broken by ID. It fails when the slots do not
 // suffice.
 func Place(pipelines int, workers []Worker, prev Placement) (Placement, error) {
+	all := make([]int, pipelines)
+	for i := range all {
+		all[i] = i
+	}
+	return PlaceSome(all, workers, prev)
+}
+
+// PlaceSome is Place for some pipelines; workers' Slots are their free
+// ones. The Placement holds only those pipelines.
+func PlaceSome(pipelines []int, workers []Worker, prev Placement) (Placement, error) {
 	free := map[string]int{}
 	total := 0
 	for _, w := range workers {
-		free[w.ID] = w.Slots
-		total += w.Slots
+		free[w.ID] = max(w.Slots, 0)
+		total += max(w.Slots, 0)
 	}
-	if total < pipelines {
-		return nil, fmt.Errorf("the job needs %d slots and the %d TaskManagers have %d", pipelines, len(workers), total)
+	if total < len(pipelines) {
+		return nil, fmt.Errorf("%d pipelines need a slot and the %d TaskManagers have %d free", len(pipelines), len(workers), total)
 	}
 	p := Placement{}
-	for k := 0; k < pipelines; k++ {
+	for _, k := range pipelines {
 		if id, ok := prev[k]; ok && free[id] > 0 {
 			p[k] = id
 			free[id]--
@@ -57,7 +67,7 @@ func Place(pipelines int, workers []Worker, prev Placement) (Placement, error) {
 	for _, w := range workers {
 		ids = append(ids, w.ID)
 	}
-	for k := 0; k < pipelines; k++ {
+	for _, k := range pipelines {
 		if _, ok := p[k]; ok {
 			continue
 		}

@@ -153,24 +153,24 @@ func (m *Master) handle(t *tmConn, msg *pb.FromTaskManager) {
 		}
 	case *pb.FromTaskManager_Deployed:
 		if a := attemptOf(x.Deployed.Attempt); a != nil {
-			a.deployedOn(t.id, x.Deployed.Error.Err())
+			a.deployedOn(t.id, x.Deployed.Attempt, x.Deployed.Error.Err())
 		}
 	case *pb.FromTaskManager_AckCheckpoint:
 		if a := attemptOf(x.AckCheckpoint.Attempt); a != nil {
 			states, err := pb.States(x.AckCheckpoint.States)
 			if err != nil {
-				a.event(runtime.TaskEvent{Kind: runtime.EventDecline, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, Err: err})
+				a.event(runtime.TaskEvent{Kind: runtime.EventDecline, Attempt: x.AckCheckpoint.Attempt, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, Err: err})
 				return
 			}
-			a.event(runtime.TaskEvent{Kind: runtime.EventAck, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, States: states})
+			a.event(runtime.TaskEvent{Kind: runtime.EventAck, Attempt: x.AckCheckpoint.Attempt, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, States: states})
 		}
 	case *pb.FromTaskManager_DeclineCheckpoint:
 		if a := attemptOf(x.DeclineCheckpoint.Attempt); a != nil {
-			a.event(runtime.TaskEvent{Kind: runtime.EventDecline, Task: int(x.DeclineCheckpoint.Task), ID: x.DeclineCheckpoint.Id, Err: x.DeclineCheckpoint.Error.Err()})
+			a.event(runtime.TaskEvent{Kind: runtime.EventDecline, Attempt: x.DeclineCheckpoint.Attempt, Task: int(x.DeclineCheckpoint.Task), ID: x.DeclineCheckpoint.Id, Err: x.DeclineCheckpoint.Error.Err()})
 		}
 	case *pb.FromTaskManager_SourceFinished:
 		if a := attemptOf(x.SourceFinished.Attempt); a != nil {
-			a.event(runtime.TaskEvent{Kind: runtime.EventSourceFinished, Task: int(x.SourceFinished.Task)})
+			a.event(runtime.TaskEvent{Kind: runtime.EventSourceFinished, Attempt: x.SourceFinished.Attempt, Task: int(x.SourceFinished.Task)})
 		}
 	case *pb.FromTaskManager_TaskState:
 		if a := attemptOf(x.TaskState.Attempt); a != nil && x.TaskState.State == pb.TaskState_STATE_FAILED {
@@ -178,11 +178,15 @@ func (m *Master) handle(t *tmConn, msg *pb.FromTaskManager) {
 			if err == nil {
 				err = errors.New("failed")
 			}
-			a.event(runtime.TaskEvent{Kind: runtime.EventFailed, Task: int(x.TaskState.Task), Err: fmt.Errorf("on TaskManager %s: %w", t.id, err)})
+			a.event(runtime.TaskEvent{Kind: runtime.EventFailed, Attempt: x.TaskState.Attempt, Task: int(x.TaskState.Task), Err: fmt.Errorf("on TaskManager %s: %w", t.id, err)})
 		}
 	case *pb.FromTaskManager_AttemptEnded:
 		if a := attemptOf(x.AttemptEnded.Attempt); a != nil {
-			a.endedOn(t.id)
+			a.endedOn(t.id, x.AttemptEnded.Attempt)
+		}
+	case *pb.FromTaskManager_TasksStopped:
+		if a := attemptOf(x.TasksStopped.Attempt); a != nil {
+			a.tasksStopped(x.TasksStopped.RequestId)
 		}
 	case *pb.FromTaskManager_SkipBacklogResult:
 		r := x.SkipBacklogResult

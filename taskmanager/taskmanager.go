@@ -399,18 +399,34 @@ func (s *session) handle(m *pb.FromMaster) error {
 		if h := tm.attempt(msg.StartTasks.Attempt); h != nil {
 			h.Start()
 		}
+	// Checkpoint messages name the job's attempt; they go to every host
+	// here: the job's, and those of regions restarted since (a TaskManager
+	// serves one job, and an attempt the master replaced was cancelled).
 	case *pb.FromMaster_TriggerCheckpoint:
-		if h := tm.attempt(msg.TriggerCheckpoint.Attempt); h != nil {
+		for _, h := range tm.all() {
 			_ = h.Trigger(msg.TriggerCheckpoint.Trigger())
 		}
 	case *pb.FromMaster_NotifyCheckpointComplete:
-		if h := tm.attempt(msg.NotifyCheckpointComplete.Attempt); h != nil {
+		for _, h := range tm.all() {
 			_ = h.Notify(msg.NotifyCheckpointComplete.Id)
 		}
 	case *pb.FromMaster_AbortCheckpoint:
-		if h := tm.attempt(msg.AbortCheckpoint.Attempt); h != nil {
+		for _, h := range tm.all() {
 			_ = h.Abort(msg.AbortCheckpoint.Id)
 		}
+	case *pb.FromMaster_StopTasks:
+		req := msg.StopTasks
+		tasks := make([]int, len(req.Tasks))
+		for i, t := range req.Tasks {
+			tasks[i] = int(t)
+		}
+		hosts := tm.all()
+		go func() {
+			for _, h := range hosts {
+				h.StopTasks(tasks)
+			}
+			s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_TasksStopped{TasksStopped: &pb.TasksStopped{Attempt: req.Attempt, RequestId: req.RequestId}}})
+		}()
 	case *pb.FromMaster_SkipBacklog:
 		req := msg.SkipBacklog
 		result := func(subtask string, err error) {
@@ -449,6 +465,17 @@ func (s *session) handle(m *pb.FromMaster) error {
 	return nil
 }
 
+// all lists the hosts running here.
+func (tm *TaskManager) all() []*runtime.Host {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	out := make([]*runtime.Host, 0, len(tm.hosts))
+	for _, h := range tm.hosts {
+		out = append(out, h)
+	}
+	return out
+}
+
 func (tm *TaskManager) attempt(id string) *runtime.Host {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
@@ -484,7 +511,7 @@ func (s *session) deploy(d *pb.Deploy) {
 			return
 		}
 		cfg.Restore, cfg.RestoreDir = md, r.Location
-		cfg.RestoreFlags = runtime.RestoreFlags{SkippedNewer: r.SkippedNewer, AllowDuplicates: r.AllowDuplicates, AcceptLoss: r.AcceptLoss}
+		cfg.RestoreFlags = runtime.RestoreFlags{SkippedNewer: r.SkippedNewer, AllowDuplicates: r.AllowDuplicates, AcceptLoss: r.AcceptLoss, Region: r.Region}
 	}
 	h, err := runtime.NewHost(s.ctx, cfg)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -16,6 +17,40 @@ import (
 	"testing"
 	"time"
 )
+
+// logFile is a process's stderr in a file (as under a supervisor: its
+// TaskManagers share it and may outlive it), read as it grows.
+type logFile struct{ path string }
+
+func (l logFile) String() string { b, _ := os.ReadFile(l.path); return string(b) }
+
+// startLogged starts sluice with its stderr in a file of dir.
+func startLogged(t *testing.T, ctx context.Context, dir string, args ...string) (*exec.Cmd, logFile) {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "sluice-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	cmd := exec.CommandContext(ctx, sluiceBin, args...)
+	cmd.Stderr = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, logFile{f.Name()}
+}
+
+// waitLog waits until the log holds s at least n times.
+func waitLog(t *testing.T, l logFile, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for strings.Count(l.String(), s) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not show %q %d times after 2 minutes:\n%s", s, n, tail(l.String(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // taskManagerChildren lists the `sluice taskmanager` processes whose parent
 // is pid, found by their command line as an operator would.
@@ -93,12 +128,7 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 	args = append(args, repoFile(t, "examples/exactly-once.json"))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sluiceBin, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := startLogged(t, ctx, dir, args...)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	defer func() {
@@ -111,6 +141,9 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 	killed := 0
 	waitChildren(t, cmd.Process.Pid, 3)
 	for killed < kills {
+		// Each kill hits a deployed attempt (not one still starting up,
+		// which would restart nothing).
+		waitLog(t, stderr, "deploying", killed+1)
 		time.Sleep(time.Duration(400+rng.IntN(1200)) * time.Millisecond)
 		select {
 		case err := <-done:
@@ -177,14 +210,20 @@ func TestClusterHungTaskManager(t *testing.T) {
 		"--set", `restart={"strategy":"fixed-delay","attempts":10,"delay":"50ms"}`,
 		"--local-dir", filepath.Join(dir, "local"),
 		repoFile(t, "examples/exactly-once.json"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	f, err := os.Create(filepath.Join(dir, "master.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stderr := logFile{f.Name()}
+	cmd.Stderr = f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	tms := waitChildren(t, cmd.Process.Pid, 3)
+	waitLog(t, stderr, "deploying", 1)
 	time.Sleep(1500 * time.Millisecond)
 	zombie := tms[1]
 	if err := syscall.Kill(zombie, syscall.SIGSTOP); err != nil {
@@ -421,4 +460,91 @@ func TestClusterTwoMasters(t *testing.T) {
 
 func TestClusterKillTaskManagerWithSpare(t *testing.T) {
 	runClusterCrashTest(t, 3, "--spare-taskmanagers", "1")
+}
+
+// TestClusterRegionFailover: a job of forward edges only (a router) has
+// one pipelined region per subtask. Killing the TaskManager of one region
+// restarts that region alone, from the latest checkpoint, on a new
+// TaskManager; the other regions are never restarted; every row is
+// written exactly once.
+func TestClusterRegionFailover(t *testing.T) {
+	const rows = 120_000
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	jobFile := filepath.Join(dir, "router.json")
+	spec := fmt.Sprintf(`{"name": "router", "parallelism": 3,
+		"checkpoint": {"interval": "150ms", "storage": "file://%s"},
+		"restart": {"strategy": "fixed-delay", "attempts": 10, "delay": "50ms"},
+		"nodes": [
+		{"id": "src", "type": "sequence", "params": {"rows": %d, "keys": 100, "rate": 20000}},
+		{"id": "keep", "type": "filter", "inputs": ["src"], "params": {"expr": "id >= 0"}},
+		{"id": "out", "type": "file", "inputs": ["keep"], "params": {"path": %q}}]}`, filepath.Join(dir, "checkpoints"), rows, out)
+	if err := os.WriteFile(jobFile, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	logFile, err := os.Create(filepath.Join(dir, "master.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.CommandContext(ctx, sluiceBin, "run", "--cluster", "3", "--local-dir", filepath.Join(dir, "local"), jobFile)
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, c := range taskManagerChildren(cmd.Process.Pid) {
+			_ = syscall.Kill(c, syscall.SIGKILL)
+		}
+	}()
+	tms := waitChildren(t, cmd.Process.Pid, 3)
+	readLog := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(readLog(), "deploying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deployment:\n%s", readLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	if err := syscall.Kill(tms[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the job failed: %v\n%s", err, tail(readLog(), 5000))
+	}
+	logs := readLog()
+	if !strings.Contains(logs, "restarting its region alone (1 of 3 regions") {
+		t.Errorf("no region restart in the log:\n%s", tail(logs, 4000))
+	}
+	if strings.Contains(logs, "job failed; restarting") {
+		t.Errorf("the whole job restarted:\n%s", tail(logs, 4000))
+	}
+	seen := map[int64]int{}
+	es, _ := os.ReadDir(out)
+	for _, e := range es {
+		if !strings.HasPrefix(e.Name(), "part-") {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(out, e.Name()))
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if line == "" {
+				continue
+			}
+			var r struct {
+				ID int64 `json:"id"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%s: %q: %v", e.Name(), line, err)
+			}
+			seen[r.ID]++
+		}
+	}
+	for id := int64(0); id < rows; id++ {
+		if seen[id] != 1 {
+			t.Fatalf("id %d written %d times", id, seen[id])
+		}
+	}
 }

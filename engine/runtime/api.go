@@ -93,6 +93,11 @@ type Restored struct {
 	// older checkpoint is retained; the user accepts losing that output
 	// (sluice run --accept-lost-transactions): log, count and go on.
 	AcceptLoss bool
+	// Region: only this subtask's pipelined region restores (region
+	// failover); the other subtasks of the node run on, so an operator
+	// must settle only its own share of the restored operator state
+	// (what the other subtasks wrote is theirs to finish).
+	Region bool
 }
 
 // RestoreBeforeError is returned by Open when the checkpoint being

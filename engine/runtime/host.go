@@ -86,11 +86,12 @@ type RestoreFlags struct {
 	SkippedNewer    int64
 	AllowDuplicates bool
 	AcceptLoss      bool
+	Region          bool
 }
 
 func (f RestoreFlags) apply(r *Restored) {
 	if r != nil {
-		r.SkippedNewer, r.AllowDuplicates, r.AcceptLoss = f.SkippedNewer, f.AllowDuplicates, f.AcceptLoss
+		r.SkippedNewer, r.AllowDuplicates, r.AcceptLoss, r.Region = f.SkippedNewer, f.AllowDuplicates, f.AcceptLoss, f.Region
 	}
 }
 

@@ -231,11 +231,15 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 					"localBytes", res.Restored.LocalBytes.Load(), "remoteBytes", res.Restored.RemoteBytes.Load())
 			}
 			if err == nil {
-				err = newDriver(ctx, g, opts, a).run(ctx, res, firstID)
+				d := newDriver(ctx, g, opts, a)
+				d.restarts, d.lastMD, d.lastDir = restarts, md, dir
+				err = d.run(ctx, res, firstID)
 			}
 		}
 		res.Pauses = summarise(res.pauseLog.pauses)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrJobFailed) {
+			// ErrJobFailed: the driver's region restarts used up the
+			// restart strategy.
 			return res, err
 		}
 		delay, refused := restarts.Failed(time.Now())
@@ -379,12 +383,134 @@ type driver struct {
 	bg      sync.WaitGroup // storage housekeeping in the background
 	pruning atomic.Bool    // a Prune is running in the background
 	cmds    commands
+
+	// Region failover: when the job's pipelined regions are independent,
+	// a failure restarts only the failed ones (restartRegions).
+	restarts   RestartStrategy
+	regions    [][]int
+	regionOf   []int
+	attemptOf  []string // the attempt each task runs in now
+	finished   map[int]bool
+	lastMD     *checkpoint.Metadata // the latest completed checkpoint (or what the attempt restored)
+	lastDir    string
+	restarting bool
+	regionDone chan regionRestarted
+}
+
+// regionRestarted ends a region restart.
+type regionRestarted struct {
+	tasks   []int
+	attempt string
+	err     error
 }
 
 func newDriver(ctx context.Context, g *Graph, opts Options, a Attempt) *driver {
-	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g)}
+	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g), finished: map[int]bool{}, regionDone: make(chan regionRestarted, 1)}
 	d.ctx, d.cancel = context.WithCancel(ctx)
+	d.regions = Regions(g)
+	d.regionOf = make([]int, len(d.infos))
+	d.attemptOf = make([]string, len(d.infos))
+	for r, ts := range d.regions {
+		for _, t := range ts {
+			d.regionOf[t] = r
+		}
+	}
+	for i := range d.attemptOf {
+		d.attemptOf[i] = a.ID()
+	}
 	return d
+}
+
+// stale reports whether ev comes from a task's earlier attempt (a region
+// that restarted since): it is dropped.
+func (d *driver) stale(ev TaskEvent) bool {
+	return ev.Task >= 0 && ev.Task < len(d.attemptOf) && ev.Attempt != "" && ev.Attempt != d.attemptOf[ev.Task] &&
+		ev.Kind != EventExited
+}
+
+// failedRegions is the regions a failure concerns, nil when it concerns
+// the whole attempt or region failover does not apply.
+func (d *driver) failedRegions(ev TaskEvent) []int {
+	if len(d.regions) < 2 || d.restarts == nil {
+		return nil
+	}
+	if _, ok := d.a.(RegionRestarter); !ok {
+		return nil
+	}
+	tasks := ev.Tasks
+	if ev.Task >= 0 {
+		tasks = []int{ev.Task}
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
+	seen := map[int]bool{}
+	var rs []int
+	for _, t := range tasks {
+		if t < 0 || t >= len(d.regionOf) {
+			return nil
+		}
+		if r := d.regionOf[t]; !seen[r] {
+			seen[r] = true
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == len(d.regions) {
+		return nil // every region: a plain restart
+	}
+	return rs
+}
+
+// restartRegions restarts the failed regions alone, from the latest
+// completed checkpoint, while the others go on: the checkpoint in flight
+// is aborted and none starts until the regions run again.
+func (d *driver) restartRegions(now int64, rs []int, cause error, coord *Coordinator, apply func(Actions) error, res *Result) error {
+	delay, refused := d.restarts.Failed(time.Now())
+	if refused != nil {
+		return fmt.Errorf("%w after %d restarts (restart strategy %w): %w", ErrJobFailed, res.Restarts, refused, cause)
+	}
+	res.Restarts++
+	var tasks []int
+	for _, r := range rs {
+		tasks = append(tasks, d.regions[r]...)
+	}
+	restarted := 0
+	for _, t := range tasks {
+		if d.finished[t] {
+			delete(d.finished, t)
+			restarted++
+		}
+	}
+	coord.SourcesRestarted(restarted)
+	if err := apply(coord.Suspend(now, fmt.Errorf("restarting %d of %d regions: %w", len(rs), len(d.regions), cause))); err != nil {
+		return err
+	}
+	from := "the start"
+	if d.lastMD != nil {
+		from = fmt.Sprintf("checkpoint %d", d.lastMD.CheckpointID)
+	}
+	d.opts.Log.Warn(fmt.Sprintf("a task failed; restarting its region alone (%d of %d regions, %d tasks) from %s", len(rs), len(d.regions), len(tasks), from),
+		"restart", res.Restarts, "delay", delay, "err", cause)
+	dp := Deployment{Attempt: NewAttemptID(), Restore: d.lastMD, RestoreDir: d.lastDir, Flags: RestoreFlags{Region: true}}
+	// From now on what the regions' old tasks report is stale.
+	for _, t := range tasks {
+		d.attemptOf[t] = dp.Attempt
+	}
+	d.restarting = true
+	rr := d.a.(RegionRestarter)
+	go func() {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-d.ctx.Done():
+			d.regionDone <- regionRestarted{err: d.ctx.Err()}
+			return
+		}
+		err := rr.RestartTasks(d.ctx, tasks, dp)
+		d.regionDone <- regionRestarted{tasks: tasks, attempt: dp.Attempt, err: err}
+	}()
+	return nil
 }
 
 // stop ends the attempt: its tasks, then the housekeeping.
@@ -455,10 +581,11 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			return a.Fail
 		}
 		if p := a.Commit; p != nil {
-			path, err := d.commit(p)
+			md, path, err := d.commit(p)
 			if err != nil {
 				return apply(coord.CommitFailed(now, p.ID, err))
 			}
+			d.lastMD, d.lastDir = md, path
 			if p.Savepoint {
 				d.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
 				for _, w := range waiting {
@@ -504,17 +631,32 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		select {
 		case ev := <-e.Events():
 			now := time.Now().UnixMilli()
+			if d.stale(ev) {
+				continue
+			}
 			switch ev.Kind {
 			case EventAck:
 				err = apply(coord.Ack(now, ev.ID, ev.Task, ev.States))
 			case EventDecline:
 				err = apply(coord.Decline(now, ev.ID, ev.Err))
 			case EventSourceFinished:
+				d.finished[ev.Task] = true
 				err = apply(coord.SourceFinished(now))
 			case EventFailed:
 				err = ev.Err
+				if rs := d.failedRegions(ev); rs != nil && !d.restarting {
+					err = d.restartRegions(now, rs, ev.Err, coord, apply, res)
+				}
 			case EventExited:
 				err = errors.New("every task exited before the job finished")
+			}
+		case r := <-d.regionDone:
+			d.restarting = false
+			if err = r.err; err == nil {
+				d.opts.Log.Info("region restarted", "tasks", len(r.tasks), "attempt", r.attempt)
+				err = apply(coord.Resume(time.Now().UnixMilli()))
+			} else {
+				err = fmt.Errorf("restarting a region: %w", err)
 			}
 		case <-ticker.C:
 			err = apply(coord.Tick(time.Now().UnixMilli()))
@@ -585,7 +727,7 @@ func (d *driver) background(f func(ctx context.Context)) {
 }
 
 // commit writes the checkpoint's metadata, last.
-func (d *driver) commit(p *Pending) (string, error) {
+func (d *driver) commit(p *Pending) (*checkpoint.Metadata, string, error) {
 	md := &checkpoint.Metadata{
 		Version:        1,
 		JobName:        d.g.JobName,
@@ -617,8 +759,9 @@ func (d *driver) commit(p *Pending) (string, error) {
 	defer cancel()
 	if d.opts.Fence != nil {
 		if err := d.opts.Fence(ctx); err != nil {
-			return "", err
+			return nil, "", err
 		}
 	}
-	return d.opts.Storage.Commit(ctx, md)
+	path, err := d.opts.Storage.Commit(ctx, md)
+	return md, path, err
 }

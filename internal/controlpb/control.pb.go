@@ -88,7 +88,7 @@ func (x TaskState_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskState_State.Descriptor instead.
 func (TaskState_State) EnumDescriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{14, 0}
+	return file_control_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type ErrorInfo_Kind int32
@@ -140,7 +140,7 @@ func (x ErrorInfo_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorInfo_Kind.Descriptor instead.
 func (ErrorInfo_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{15, 0}
+	return file_control_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // FromTaskManager is every message a TaskManager sends on its session.
@@ -162,6 +162,7 @@ type FromTaskManager struct {
 	//	*FromTaskManager_Metrics
 	//	*FromTaskManager_Deployed
 	//	*FromTaskManager_AttemptEnded
+	//	*FromTaskManager_TasksStopped
 	Msg           isFromTaskManager_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -308,6 +309,15 @@ func (x *FromTaskManager) GetAttemptEnded() *AttemptEnded {
 	return nil
 }
 
+func (x *FromTaskManager) GetTasksStopped() *TasksStopped {
+	if x != nil {
+		if x, ok := x.Msg.(*FromTaskManager_TasksStopped); ok {
+			return x.TasksStopped
+		}
+	}
+	return nil
+}
+
 type isFromTaskManager_Msg interface {
 	isFromTaskManager_Msg()
 }
@@ -352,6 +362,10 @@ type FromTaskManager_AttemptEnded struct {
 	AttemptEnded *AttemptEnded `protobuf:"bytes,19,opt,name=attempt_ended,json=attemptEnded,proto3,oneof"`
 }
 
+type FromTaskManager_TasksStopped struct {
+	TasksStopped *TasksStopped `protobuf:"bytes,20,opt,name=tasks_stopped,json=tasksStopped,proto3,oneof"`
+}
+
 func (*FromTaskManager_Register) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_Heartbeat) isFromTaskManager_Msg() {}
@@ -372,6 +386,8 @@ func (*FromTaskManager_Deployed) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_AttemptEnded) isFromTaskManager_Msg() {}
 
+func (*FromTaskManager_TasksStopped) isFromTaskManager_Msg() {}
+
 // FromMaster is every message the master sends on a session.
 type FromMaster struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -390,6 +406,7 @@ type FromMaster struct {
 	//	*FromMaster_SkipBacklog
 	//	*FromMaster_Shutdown
 	//	*FromMaster_StartTasks
+	//	*FromMaster_StopTasks
 	Msg           isFromMaster_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -538,6 +555,15 @@ func (x *FromMaster) GetStartTasks() *StartTasks {
 	return nil
 }
 
+func (x *FromMaster) GetStopTasks() *StopTasks {
+	if x != nil {
+		if x, ok := x.Msg.(*FromMaster_StopTasks); ok {
+			return x.StopTasks
+		}
+	}
+	return nil
+}
+
 type isFromMaster_Msg interface {
 	isFromMaster_Msg()
 }
@@ -586,6 +612,10 @@ type FromMaster_StartTasks struct {
 	StartTasks *StartTasks `protobuf:"bytes,20,opt,name=start_tasks,json=startTasks,proto3,oneof"`
 }
 
+type FromMaster_StopTasks struct {
+	StopTasks *StopTasks `protobuf:"bytes,21,opt,name=stop_tasks,json=stopTasks,proto3,oneof"`
+}
+
 func (*FromMaster_Registered) isFromMaster_Msg() {}
 
 func (*FromMaster_Refused) isFromMaster_Msg() {}
@@ -607,6 +637,8 @@ func (*FromMaster_SkipBacklog) isFromMaster_Msg() {}
 func (*FromMaster_Shutdown) isFromMaster_Msg() {}
 
 func (*FromMaster_StartTasks) isFromMaster_Msg() {}
+
+func (*FromMaster_StopTasks) isFromMaster_Msg() {}
 
 // Register is the first message of a session.
 type Register struct {
@@ -1119,7 +1151,10 @@ type Restore struct {
 	AllowDuplicates bool `protobuf:"varint,4,opt,name=allow_duplicates,json=allowDuplicates,proto3" json:"allow_duplicates,omitempty"`
 	// The user accepts losing output a RESTORE_BEFORE error reported when no
 	// older checkpoint is retained (--accept-lost-transactions).
-	AcceptLoss    bool `protobuf:"varint,5,opt,name=accept_loss,json=acceptLoss,proto3" json:"accept_loss,omitempty"`
+	AcceptLoss bool `protobuf:"varint,5,opt,name=accept_loss,json=acceptLoss,proto3" json:"accept_loss,omitempty"`
+	// Only a pipelined region restores (region failover): its operators
+	// settle only their own share of the restored state.
+	Region        bool `protobuf:"varint,6,opt,name=region,proto3" json:"region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1185,6 +1220,13 @@ func (x *Restore) GetAllowDuplicates() bool {
 func (x *Restore) GetAcceptLoss() bool {
 	if x != nil {
 		return x.AcceptLoss
+	}
+	return false
+}
+
+func (x *Restore) GetRegion() bool {
+	if x != nil {
+		return x.Region
 	}
 	return false
 }
@@ -1338,6 +1380,124 @@ func (x *AttemptEnded) GetAttempt() string {
 	return ""
 }
 
+// StopTasks stops some tasks of the job, whatever attempt runs them here
+// (region failover: a pipelined region restarts alone, as a new attempt,
+// while the other tasks go on). The TaskManager answers TasksStopped once
+// they ended.
+type StopTasks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job attempt the region belongs to (for the master's bookkeeping).
+	Attempt       string  `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Tasks         []int32 `protobuf:"varint,2,rep,packed,name=tasks,proto3" json:"tasks,omitempty"`
+	RequestId     string  `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopTasks) Reset() {
+	*x = StopTasks{}
+	mi := &file_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopTasks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopTasks) ProtoMessage() {}
+
+func (x *StopTasks) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopTasks.ProtoReflect.Descriptor instead.
+func (*StopTasks) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StopTasks) GetAttempt() string {
+	if x != nil {
+		return x.Attempt
+	}
+	return ""
+}
+
+func (x *StopTasks) GetTasks() []int32 {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *StopTasks) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// TasksStopped answers StopTasks.
+type TasksStopped struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TasksStopped) Reset() {
+	*x = TasksStopped{}
+	mi := &file_control_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TasksStopped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TasksStopped) ProtoMessage() {}
+
+func (x *TasksStopped) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TasksStopped.ProtoReflect.Descriptor instead.
+func (*TasksStopped) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TasksStopped) GetAttempt() string {
+	if x != nil {
+		return x.Attempt
+	}
+	return ""
+}
+
+func (x *TasksStopped) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // Cancel stops every task of an attempt.
 type Cancel struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1349,7 +1509,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1521,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1534,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{13}
+	return file_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Cancel) GetAttempt() string {
@@ -1405,7 +1565,7 @@ type TaskState struct {
 
 func (x *TaskState) Reset() {
 	*x = TaskState{}
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1577,7 @@ func (x *TaskState) String() string {
 func (*TaskState) ProtoMessage() {}
 
 func (x *TaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1590,7 @@ func (x *TaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskState.ProtoReflect.Descriptor instead.
 func (*TaskState) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{14}
+	return file_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskState) GetAttempt() string {
@@ -1479,7 +1639,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1651,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1664,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{15}
+	return file_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ErrorInfo) GetMessage() string {
@@ -1559,7 +1719,7 @@ type TriggerCheckpoint struct {
 
 func (x *TriggerCheckpoint) Reset() {
 	*x = TriggerCheckpoint{}
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1731,7 @@ func (x *TriggerCheckpoint) String() string {
 func (*TriggerCheckpoint) ProtoMessage() {}
 
 func (x *TriggerCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1744,7 @@ func (x *TriggerCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpoint.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{16}
+	return file_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TriggerCheckpoint) GetAttempt() string {
@@ -1635,7 +1795,7 @@ type AckCheckpoint struct {
 
 func (x *AckCheckpoint) Reset() {
 	*x = AckCheckpoint{}
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1807,7 @@ func (x *AckCheckpoint) String() string {
 func (*AckCheckpoint) ProtoMessage() {}
 
 func (x *AckCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1820,7 @@ func (x *AckCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckCheckpoint.ProtoReflect.Descriptor instead.
 func (*AckCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{17}
+	return file_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AckCheckpoint) GetAttempt() string {
@@ -1704,7 +1864,7 @@ type NodeSubtaskState struct {
 
 func (x *NodeSubtaskState) Reset() {
 	*x = NodeSubtaskState{}
-	mi := &file_control_proto_msgTypes[18]
+	mi := &file_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1876,7 @@ func (x *NodeSubtaskState) String() string {
 func (*NodeSubtaskState) ProtoMessage() {}
 
 func (x *NodeSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[18]
+	mi := &file_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1889,7 @@ func (x *NodeSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubtaskState.ProtoReflect.Descriptor instead.
 func (*NodeSubtaskState) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{18}
+	return file_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeSubtaskState) GetNode() string {
@@ -1766,7 +1926,7 @@ type DeclineCheckpoint struct {
 
 func (x *DeclineCheckpoint) Reset() {
 	*x = DeclineCheckpoint{}
-	mi := &file_control_proto_msgTypes[19]
+	mi := &file_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1938,7 @@ func (x *DeclineCheckpoint) String() string {
 func (*DeclineCheckpoint) ProtoMessage() {}
 
 func (x *DeclineCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[19]
+	mi := &file_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1951,7 @@ func (x *DeclineCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpoint.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{19}
+	return file_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeclineCheckpoint) GetAttempt() string {
@@ -1834,7 +1994,7 @@ type NotifyCheckpointComplete struct {
 
 func (x *NotifyCheckpointComplete) Reset() {
 	*x = NotifyCheckpointComplete{}
-	mi := &file_control_proto_msgTypes[20]
+	mi := &file_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2006,7 @@ func (x *NotifyCheckpointComplete) String() string {
 func (*NotifyCheckpointComplete) ProtoMessage() {}
 
 func (x *NotifyCheckpointComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[20]
+	mi := &file_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2019,7 @@ func (x *NotifyCheckpointComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointComplete.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointComplete) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{20}
+	return file_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NotifyCheckpointComplete) GetAttempt() string {
@@ -1887,7 +2047,7 @@ type AbortCheckpoint struct {
 
 func (x *AbortCheckpoint) Reset() {
 	*x = AbortCheckpoint{}
-	mi := &file_control_proto_msgTypes[21]
+	mi := &file_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2059,7 @@ func (x *AbortCheckpoint) String() string {
 func (*AbortCheckpoint) ProtoMessage() {}
 
 func (x *AbortCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[21]
+	mi := &file_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2072,7 @@ func (x *AbortCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortCheckpoint.ProtoReflect.Descriptor instead.
 func (*AbortCheckpoint) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{21}
+	return file_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AbortCheckpoint) GetAttempt() string {
@@ -1940,7 +2100,7 @@ type SourceFinished struct {
 
 func (x *SourceFinished) Reset() {
 	*x = SourceFinished{}
-	mi := &file_control_proto_msgTypes[22]
+	mi := &file_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2112,7 @@ func (x *SourceFinished) String() string {
 func (*SourceFinished) ProtoMessage() {}
 
 func (x *SourceFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[22]
+	mi := &file_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2125,7 @@ func (x *SourceFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceFinished.ProtoReflect.Descriptor instead.
 func (*SourceFinished) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{22}
+	return file_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SourceFinished) GetAttempt() string {
@@ -1998,7 +2158,7 @@ type SkipBacklog struct {
 
 func (x *SkipBacklog) Reset() {
 	*x = SkipBacklog{}
-	mi := &file_control_proto_msgTypes[23]
+	mi := &file_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2170,7 @@ func (x *SkipBacklog) String() string {
 func (*SkipBacklog) ProtoMessage() {}
 
 func (x *SkipBacklog) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[23]
+	mi := &file_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2183,7 @@ func (x *SkipBacklog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipBacklog.ProtoReflect.Descriptor instead.
 func (*SkipBacklog) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{23}
+	return file_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SkipBacklog) GetAttempt() string {
@@ -2071,7 +2231,7 @@ type SkipBacklogResult struct {
 
 func (x *SkipBacklogResult) Reset() {
 	*x = SkipBacklogResult{}
-	mi := &file_control_proto_msgTypes[24]
+	mi := &file_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2243,7 @@ func (x *SkipBacklogResult) String() string {
 func (*SkipBacklogResult) ProtoMessage() {}
 
 func (x *SkipBacklogResult) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[24]
+	mi := &file_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2256,7 @@ func (x *SkipBacklogResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipBacklogResult.ProtoReflect.Descriptor instead.
 func (*SkipBacklogResult) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{24}
+	return file_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SkipBacklogResult) GetAttempt() string {
@@ -2144,7 +2304,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_control_proto_msgTypes[25]
+	mi := &file_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2316,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[25]
+	mi := &file_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2329,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{25}
+	return file_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -2190,7 +2350,7 @@ type MetricsReport struct {
 
 func (x *MetricsReport) Reset() {
 	*x = MetricsReport{}
-	mi := &file_control_proto_msgTypes[26]
+	mi := &file_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2362,7 @@ func (x *MetricsReport) String() string {
 func (*MetricsReport) ProtoMessage() {}
 
 func (x *MetricsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[26]
+	mi := &file_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2375,7 @@ func (x *MetricsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsReport.ProtoReflect.Descriptor instead.
 func (*MetricsReport) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{26}
+	return file_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MetricsReport) GetAttempt() string {
@@ -2250,7 +2410,7 @@ type SubtaskMetrics struct {
 
 func (x *SubtaskMetrics) Reset() {
 	*x = SubtaskMetrics{}
-	mi := &file_control_proto_msgTypes[27]
+	mi := &file_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2422,7 @@ func (x *SubtaskMetrics) String() string {
 func (*SubtaskMetrics) ProtoMessage() {}
 
 func (x *SubtaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[27]
+	mi := &file_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2435,7 @@ func (x *SubtaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskMetrics.ProtoReflect.Descriptor instead.
 func (*SubtaskMetrics) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{27}
+	return file_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubtaskMetrics) GetNode() string {
@@ -2338,7 +2498,7 @@ var File_control_proto protoreflect.FileDescriptor
 
 const file_control_proto_rawDesc = "" +
 	"\n" +
-	"\rcontrol.proto\x12\x11sluice.control.v1\"\x96\x06\n" +
+	"\rcontrol.proto\x12\x11sluice.control.v1\"\xde\x06\n" +
 	"\x0fFromTaskManager\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12%\n" +
 	"\x0etaskmanager_id\x18\x02 \x01(\tR\rtaskmanagerId\x129\n" +
@@ -2353,8 +2513,9 @@ const file_control_proto_rawDesc = "" +
 	"\x13skip_backlog_result\x18\x10 \x01(\v2$.sluice.control.v1.SkipBacklogResultH\x00R\x11skipBacklogResult\x12<\n" +
 	"\ametrics\x18\x11 \x01(\v2 .sluice.control.v1.MetricsReportH\x00R\ametrics\x129\n" +
 	"\bdeployed\x18\x12 \x01(\v2\x1b.sluice.control.v1.DeployedH\x00R\bdeployed\x12F\n" +
-	"\rattempt_ended\x18\x13 \x01(\v2\x1f.sluice.control.v1.AttemptEndedH\x00R\fattemptEndedB\x05\n" +
-	"\x03msg\"\xa1\x06\n" +
+	"\rattempt_ended\x18\x13 \x01(\v2\x1f.sluice.control.v1.AttemptEndedH\x00R\fattemptEnded\x12F\n" +
+	"\rtasks_stopped\x18\x14 \x01(\v2\x1f.sluice.control.v1.TasksStoppedH\x00R\ftasksStoppedB\x05\n" +
+	"\x03msg\"\xe0\x06\n" +
 	"\n" +
 	"FromMaster\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12?\n" +
@@ -2372,7 +2533,9 @@ const file_control_proto_rawDesc = "" +
 	"\fskip_backlog\x18\x12 \x01(\v2\x1e.sluice.control.v1.SkipBacklogH\x00R\vskipBacklog\x129\n" +
 	"\bshutdown\x18\x13 \x01(\v2\x1b.sluice.control.v1.ShutdownH\x00R\bshutdown\x12@\n" +
 	"\vstart_tasks\x18\x14 \x01(\v2\x1d.sluice.control.v1.StartTasksH\x00R\n" +
-	"startTasksB\x05\n" +
+	"startTasks\x12=\n" +
+	"\n" +
+	"stop_tasks\x18\x15 \x01(\v2\x1c.sluice.control.v1.StopTasksH\x00R\tstopTasksB\x05\n" +
 	"\x03msg\"\xcb\x01\n" +
 	"\bRegister\x12\x14\n" +
 	"\x05slots\x18\x01 \x01(\x05R\x05slots\x12!\n" +
@@ -2409,14 +2572,15 @@ const file_control_proto_rawDesc = "" +
 	"\x0elocal_recovery\x18\b \x01(\bR\rlocalRecovery\"E\n" +
 	"\fTaskLocation\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\x05R\x04task\x12!\n" +
-	"\fdata_address\x18\x02 \x01(\tR\vdataAddress\"\xbb\x01\n" +
+	"\fdata_address\x18\x02 \x01(\tR\vdataAddress\"\xd3\x01\n" +
 	"\aRestore\x12#\n" +
 	"\rcheckpoint_id\x18\x01 \x01(\x03R\fcheckpointId\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\x12#\n" +
 	"\rskipped_newer\x18\x03 \x01(\x03R\fskippedNewer\x12)\n" +
 	"\x10allow_duplicates\x18\x04 \x01(\bR\x0fallowDuplicates\x12\x1f\n" +
 	"\vaccept_loss\x18\x05 \x01(\bR\n" +
-	"acceptLoss\"X\n" +
+	"acceptLoss\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\bR\x06region\"X\n" +
 	"\bDeployed\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x122\n" +
 	"\x05error\x18\x02 \x01(\v2\x1c.sluice.control.v1.ErrorInfoR\x05error\"&\n" +
@@ -2424,7 +2588,16 @@ const file_control_proto_rawDesc = "" +
 	"StartTasks\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\"(\n" +
 	"\fAttemptEnded\x12\x18\n" +
-	"\aattempt\x18\x01 \x01(\tR\aattempt\":\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\"Z\n" +
+	"\tStopTasks\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x14\n" +
+	"\x05tasks\x18\x02 \x03(\x05R\x05tasks\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"G\n" +
+	"\fTasksStopped\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\":\n" +
 	"\x06Cancel\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbd\x02\n" +
@@ -2525,7 +2698,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_control_proto_goTypes = []any{
 	(TaskState_State)(0),             // 0: sluice.control.v1.TaskState.State
 	(ErrorInfo_Kind)(0),              // 1: sluice.control.v1.ErrorInfo.Kind
@@ -2542,61 +2715,65 @@ var file_control_proto_goTypes = []any{
 	(*Deployed)(nil),                 // 12: sluice.control.v1.Deployed
 	(*StartTasks)(nil),               // 13: sluice.control.v1.StartTasks
 	(*AttemptEnded)(nil),             // 14: sluice.control.v1.AttemptEnded
-	(*Cancel)(nil),                   // 15: sluice.control.v1.Cancel
-	(*TaskState)(nil),                // 16: sluice.control.v1.TaskState
-	(*ErrorInfo)(nil),                // 17: sluice.control.v1.ErrorInfo
-	(*TriggerCheckpoint)(nil),        // 18: sluice.control.v1.TriggerCheckpoint
-	(*AckCheckpoint)(nil),            // 19: sluice.control.v1.AckCheckpoint
-	(*NodeSubtaskState)(nil),         // 20: sluice.control.v1.NodeSubtaskState
-	(*DeclineCheckpoint)(nil),        // 21: sluice.control.v1.DeclineCheckpoint
-	(*NotifyCheckpointComplete)(nil), // 22: sluice.control.v1.NotifyCheckpointComplete
-	(*AbortCheckpoint)(nil),          // 23: sluice.control.v1.AbortCheckpoint
-	(*SourceFinished)(nil),           // 24: sluice.control.v1.SourceFinished
-	(*SkipBacklog)(nil),              // 25: sluice.control.v1.SkipBacklog
-	(*SkipBacklogResult)(nil),        // 26: sluice.control.v1.SkipBacklogResult
-	(*Shutdown)(nil),                 // 27: sluice.control.v1.Shutdown
-	(*MetricsReport)(nil),            // 28: sluice.control.v1.MetricsReport
-	(*SubtaskMetrics)(nil),           // 29: sluice.control.v1.SubtaskMetrics
+	(*StopTasks)(nil),                // 15: sluice.control.v1.StopTasks
+	(*TasksStopped)(nil),             // 16: sluice.control.v1.TasksStopped
+	(*Cancel)(nil),                   // 17: sluice.control.v1.Cancel
+	(*TaskState)(nil),                // 18: sluice.control.v1.TaskState
+	(*ErrorInfo)(nil),                // 19: sluice.control.v1.ErrorInfo
+	(*TriggerCheckpoint)(nil),        // 20: sluice.control.v1.TriggerCheckpoint
+	(*AckCheckpoint)(nil),            // 21: sluice.control.v1.AckCheckpoint
+	(*NodeSubtaskState)(nil),         // 22: sluice.control.v1.NodeSubtaskState
+	(*DeclineCheckpoint)(nil),        // 23: sluice.control.v1.DeclineCheckpoint
+	(*NotifyCheckpointComplete)(nil), // 24: sluice.control.v1.NotifyCheckpointComplete
+	(*AbortCheckpoint)(nil),          // 25: sluice.control.v1.AbortCheckpoint
+	(*SourceFinished)(nil),           // 26: sluice.control.v1.SourceFinished
+	(*SkipBacklog)(nil),              // 27: sluice.control.v1.SkipBacklog
+	(*SkipBacklogResult)(nil),        // 28: sluice.control.v1.SkipBacklogResult
+	(*Shutdown)(nil),                 // 29: sluice.control.v1.Shutdown
+	(*MetricsReport)(nil),            // 30: sluice.control.v1.MetricsReport
+	(*SubtaskMetrics)(nil),           // 31: sluice.control.v1.SubtaskMetrics
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: sluice.control.v1.FromTaskManager.register:type_name -> sluice.control.v1.Register
 	8,  // 1: sluice.control.v1.FromTaskManager.heartbeat:type_name -> sluice.control.v1.Heartbeat
-	16, // 2: sluice.control.v1.FromTaskManager.task_state:type_name -> sluice.control.v1.TaskState
-	19, // 3: sluice.control.v1.FromTaskManager.ack_checkpoint:type_name -> sluice.control.v1.AckCheckpoint
-	21, // 4: sluice.control.v1.FromTaskManager.decline_checkpoint:type_name -> sluice.control.v1.DeclineCheckpoint
-	24, // 5: sluice.control.v1.FromTaskManager.source_finished:type_name -> sluice.control.v1.SourceFinished
-	26, // 6: sluice.control.v1.FromTaskManager.skip_backlog_result:type_name -> sluice.control.v1.SkipBacklogResult
-	28, // 7: sluice.control.v1.FromTaskManager.metrics:type_name -> sluice.control.v1.MetricsReport
+	18, // 2: sluice.control.v1.FromTaskManager.task_state:type_name -> sluice.control.v1.TaskState
+	21, // 3: sluice.control.v1.FromTaskManager.ack_checkpoint:type_name -> sluice.control.v1.AckCheckpoint
+	23, // 4: sluice.control.v1.FromTaskManager.decline_checkpoint:type_name -> sluice.control.v1.DeclineCheckpoint
+	26, // 5: sluice.control.v1.FromTaskManager.source_finished:type_name -> sluice.control.v1.SourceFinished
+	28, // 6: sluice.control.v1.FromTaskManager.skip_backlog_result:type_name -> sluice.control.v1.SkipBacklogResult
+	30, // 7: sluice.control.v1.FromTaskManager.metrics:type_name -> sluice.control.v1.MetricsReport
 	12, // 8: sluice.control.v1.FromTaskManager.deployed:type_name -> sluice.control.v1.Deployed
 	14, // 9: sluice.control.v1.FromTaskManager.attempt_ended:type_name -> sluice.control.v1.AttemptEnded
-	6,  // 10: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
-	7,  // 11: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
-	8,  // 12: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
-	9,  // 13: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
-	15, // 14: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
-	18, // 15: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
-	22, // 16: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
-	23, // 17: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
-	25, // 18: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
-	27, // 19: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
-	13, // 20: sluice.control.v1.FromMaster.start_tasks:type_name -> sluice.control.v1.StartTasks
-	5,  // 21: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
-	10, // 22: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
-	11, // 23: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
-	17, // 24: sluice.control.v1.Deployed.error:type_name -> sluice.control.v1.ErrorInfo
-	0,  // 25: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
-	17, // 26: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
-	1,  // 27: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
-	20, // 28: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
-	17, // 29: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
-	29, // 30: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
-	2,  // 31: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
-	3,  // 32: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
-	32, // [32:33] is the sub-list for method output_type
-	31, // [31:32] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	16, // 10: sluice.control.v1.FromTaskManager.tasks_stopped:type_name -> sluice.control.v1.TasksStopped
+	6,  // 11: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
+	7,  // 12: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
+	8,  // 13: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
+	9,  // 14: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
+	17, // 15: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
+	20, // 16: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
+	24, // 17: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
+	25, // 18: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
+	27, // 19: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
+	29, // 20: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
+	13, // 21: sluice.control.v1.FromMaster.start_tasks:type_name -> sluice.control.v1.StartTasks
+	15, // 22: sluice.control.v1.FromMaster.stop_tasks:type_name -> sluice.control.v1.StopTasks
+	5,  // 23: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
+	10, // 24: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
+	11, // 25: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
+	19, // 26: sluice.control.v1.Deployed.error:type_name -> sluice.control.v1.ErrorInfo
+	0,  // 27: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
+	19, // 28: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
+	1,  // 29: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
+	22, // 30: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
+	19, // 31: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
+	31, // 32: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
+	2,  // 33: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
+	3,  // 34: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
+	34, // [34:35] is the sub-list for method output_type
+	33, // [33:34] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -2615,6 +2792,7 @@ func file_control_proto_init() {
 		(*FromTaskManager_Metrics)(nil),
 		(*FromTaskManager_Deployed)(nil),
 		(*FromTaskManager_AttemptEnded)(nil),
+		(*FromTaskManager_TasksStopped)(nil),
 	}
 	file_control_proto_msgTypes[1].OneofWrappers = []any{
 		(*FromMaster_Registered)(nil),
@@ -2628,6 +2806,7 @@ func file_control_proto_init() {
 		(*FromMaster_SkipBacklog)(nil),
 		(*FromMaster_Shutdown)(nil),
 		(*FromMaster_StartTasks)(nil),
+		(*FromMaster_StopTasks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2635,7 +2814,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -189,17 +189,17 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 	if err := s.fsys.MkdirAll(fctx, s.dir); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	if ctx.Subtask != 0 {
-		return nil
-	}
-	// Subtask 0 finishes what the restored checkpoint committed to and
-	// removes what earlier attempts left uncommitted. Open runs before any
-	// subtask of this attempt writes, so there is no race.
+	// Each subtask finishes what the restored checkpoint committed to and
+	// removes what earlier attempts left uncommitted, of its share of the
+	// old subtasks (old subtask k goes to k mod parallelism): a subtask
+	// restarted alone (region failover) leaves the files of the others,
+	// which go on writing. Subtask 0 also rewinds what was committed after
+	// the checkpoint. Open runs before any subtask of this attempt writes.
 	entries, err := s.fsys.List(fctx, s.dir)
 	if err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	if ctx.ExactlyOnce {
+	if ctx.ExactlyOnce && ctx.Subtask == 0 {
 		if s.lineage, err = s.rewind(r, entries); err != nil {
 			return err
 		}
@@ -212,6 +212,9 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 				continue // a lineage entry
 			}
 			keep[name] = true
+			if !s.share(name) {
+				continue
+			}
 			if err := s.commit(name); err != nil {
 				return err
 			}
@@ -224,13 +227,29 @@ func (s *fileSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
 		// Commit: such a file is what a killed attempt was writing.
 		uncommitted := strings.HasPrefix(n, mine) && strings.HasSuffix(n, ".inprogress") && !keep[n]
 		unfinished := strings.HasPrefix(n, "."+mine) && strings.Contains(n, ".inprogress.tmp-")
-		if uncommitted || unfinished {
+		if (uncommitted || unfinished) && s.share(n) {
 			if err := s.remove(n); err != nil {
 				return fmt.Errorf("file sink: removing uncommitted %s: %w", n, err)
 			}
 		}
 	}
 	return nil
+}
+
+// share reports whether an in-progress file (".part-….inprogress", or its
+// ".….tmp-…" while written) is this subtask's to commit or remove on
+// restore: its old subtask k with k mod parallelism = this subtask. A name
+// that does not parse is subtask 0's.
+func (s *fileSink) share(name string) bool {
+	base := strings.TrimLeft(name, ".")
+	if i := strings.Index(base, ".inprogress"); i >= 0 {
+		base = base[:i]
+	}
+	_, k, _, ok := s.partFile(base)
+	if !ok {
+		return s.Ctx.Subtask == 0
+	}
+	return k%s.Ctx.Parallelism == s.Ctx.Subtask
 }
 
 // commit renames an in-progress file to its final name; done twice is fine.

@@ -778,7 +778,7 @@ func (s *kafkaSinkEO) recover(r *runtime.Restored) error {
 		if err != nil {
 			return err
 		}
-		if ok {
+		if ok && (!r.Region || s.ownShare(t.id)) {
 			recs = append(recs, t)
 		}
 	}
@@ -911,6 +911,21 @@ func (s *kafkaSinkEO) settle(t *kafkaTxnRecord, commit bool) (txnOutcome, error)
 	}
 	s.Ctx.Log.Info("kafka sink: a transaction of the restored checkpoint had already ended", "transactionalId", t.id, "producerId", t.pid, "epoch", t.epoch, "checkpoint", t.cp, "outcome", out.String())
 	return out, nil
+}
+
+// ownShare reports whether transactional id "<prefix>-<s>-<n>" is this
+// subtask's (s mod parallelism), as fenceAll splits them. A subtask
+// restarted alone (region failover) settles only its own: the others'
+// producers run on and commit theirs, and an EndTxn on a triple their
+// producer has reused since would commit a later transaction.
+func (s *kafkaSinkEO) ownShare(id string) bool {
+	rest, ok := strings.CutPrefix(id, s.prefix+"-")
+	if !ok {
+		return false
+	}
+	sub, _, _ := strings.Cut(rest, "-")
+	n, err := strconv.Atoi(sub)
+	return err == nil && n%s.Ctx.Parallelism == s.Ctx.Subtask
 }
 
 // kafkaTxnPool is the most transactional producers a subtask has: pending
