@@ -59,7 +59,12 @@ type Options struct {
 	// Metrics, when set, are the run's counters (Result.Metrics): a
 	// Deployer whose tasks run elsewhere keeps them up to date.
 	Metrics map[string]*NodeMetrics
-	Log     *slog.Logger
+	// OnCheckpoint, when set, is told of every checkpoint and savepoint
+	// that completes or fails (stats.go); OnRestart of every restart. Both
+	// run on the driver goroutine: they must not block.
+	OnCheckpoint func(CheckpointStats)
+	OnRestart    func(restarts int, cause error)
+	Log          *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -236,6 +241,9 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 			return res, fmt.Errorf("%w after %d restarts (restart strategy %w): %w", ErrJobFailed, res.Restarts, refused, err)
 		}
 		res.Restarts++
+		if opts.OnRestart != nil {
+			opts.OnRestart(res.Restarts, err)
+		}
 		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "delay", delay, "err", err)
 		wait := opts // waitRestart waits wait.RestartDelay
 		wait.RestartDelay = delay
@@ -372,10 +380,11 @@ type driver struct {
 	bg      sync.WaitGroup // storage housekeeping in the background
 	pruning atomic.Bool    // a Prune is running in the background
 	cmds    commands
+	stats   checkpointTracker
 }
 
 func newDriver(ctx context.Context, g *Graph, opts Options, a Attempt) *driver {
-	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g)}
+	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g), stats: checkpointTracker{report: opts.OnCheckpoint}}
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	return d
 }
@@ -436,6 +445,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
+			d.stats.failed(a.Failed)
 			d.opts.Log.Warn("checkpoint failed", "err", a.Failed)
 			if a.FailedSavepoint {
 				for _, w := range waiting {
@@ -452,6 +462,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			if err != nil {
 				return apply(coord.CommitFailed(now, p.ID, err))
 			}
+			d.stats.completed(p, path)
 			if p.Savepoint {
 				d.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
 				for _, w := range waiting {
@@ -480,6 +491,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			}
 		}
 		if a.Trigger != nil {
+			d.stats.trigger(*a.Trigger)
 			if err := e.Trigger(*a.Trigger); err != nil {
 				return err
 			}
