@@ -99,3 +99,30 @@ func TestOnCheckpoint(t *testing.T) {
 		t.Fatalf("reports %+v: want a failed and a completed savepoint", got)
 	}
 }
+
+// TestOnRestart: each restart is reported with its number and cause.
+func TestOnRestart(t *testing.T) {
+	j := newSkipJob(t, t.TempDir())
+	j.opts.RestartAttempts = 1
+	j.opts.RestartDelay = 10 * time.Millisecond
+	restarts := make(chan error, 4)
+	var n atomic.Int64
+	j.opts.OnRestart = func(i int, cause error) { n.Store(int64(i)); restarts <- cause }
+	j.fail.Store(true)
+	stop := j.start(t)
+	select {
+	case cause := <-restarts:
+		if n.Load() != 1 || cause == nil || !strings.Contains(cause.Error(), "injected failure") {
+			t.Fatalf("restart %d, cause %v; want 1 and the injected failure", n.Load(), cause)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no restart reported")
+	}
+	eventually(t, "running again", func() bool { return j.status(t).State == "running" })
+	if err := stop(); err == nil {
+		t.Fatal("the run ended by itself")
+	}
+	if len(restarts) != 0 {
+		t.Fatalf("%d more restarts reported", len(restarts))
+	}
+}
