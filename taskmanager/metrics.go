@@ -23,6 +23,9 @@ var (
 	tmRowsOut = prometheus.NewDesc("sluice_taskmanager_vertex_rows_out_total",
 		"Rows a vertex's subtasks on this TaskManager emitted, over every attempt it ran.",
 		[]string{"job_name", "vertex", "taskmanager"}, nil)
+	tmBackPressure = prometheus.NewDesc("sluice_taskmanager_vertex_back_pressured_seconds_total",
+		"Time a vertex's subtasks on this TaskManager (summed) waited for credits to send downstream, over every attempt it ran.",
+		[]string{"job_name", "vertex", "taskmanager"}, nil)
 	tmAttempts = prometheus.NewDesc("sluice_taskmanager_attempts_running",
 		"Attempts of the job with tasks running on this TaskManager (0 or 1; 0 for an idle spare).",
 		[]string{"taskmanager"}, nil)
@@ -37,7 +40,7 @@ var (
 type tmCollector struct{ tm *TaskManager }
 
 func (c tmCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tmRowsIn, tmRowsOut, tmAttempts, tmSlots, tmEpoch} {
+	for _, d := range []*prometheus.Desc{tmRowsIn, tmRowsOut, tmBackPressure, tmAttempts, tmSlots, tmEpoch} {
 		ch <- d
 	}
 }
@@ -53,6 +56,7 @@ func (c tmCollector) Collect(ch chan<- prometheus.Metric) {
 			if m := metrics[n.ID]; m != nil {
 				ch <- prometheus.MustNewConstMetric(tmRowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), g.JobName, n.ID, id)
 				ch <- prometheus.MustNewConstMetric(tmRowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), g.JobName, n.ID, id)
+				ch <- prometheus.MustNewConstMetric(tmBackPressure, prometheus.CounterValue, time.Duration(m.BackPressured.Load()).Seconds(), g.JobName, n.ID, id)
 			}
 		}
 	}

@@ -562,7 +562,8 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 	defer tm.mu.Unlock()
 	r := &pb.MetricsReport{}
 	for id, m := range tm.metrics {
-		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load()})
+		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load(),
+			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond)})
 	}
 	return r
 }

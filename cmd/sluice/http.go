@@ -209,6 +209,9 @@ type vertexReply struct {
 	State   string `json:"state"`
 	RowsIn  int64  `json:"rowsIn"`
 	RowsOut int64  `json:"rowsOut"`
+	// BackPressuredMs is how long the vertex's subtasks (summed) waited for
+	// credits to send downstream: their consumers were behind.
+	BackPressuredMs int64 `json:"backPressuredMs"`
 	// Subtasks say where each subtask runs (a cluster only).
 	Subtasks []subtaskReply `json:"subtasks,omitempty"`
 }
@@ -226,6 +229,7 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, errorCode(err), errorReply{"vertices: " + err.Error()})
 		return
 	}
+	bp := a.obs.backPressured()
 	where := map[string]string{} // "node#i" → TaskManager id
 	if m := a.obs.master; m != nil {
 		for _, t := range m.TaskManagers() {
@@ -236,7 +240,8 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 	}
 	vs := make([]vertexReply, 0, len(st.Nodes))
 	for _, n := range st.Nodes {
-		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut}
+		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut,
+			BackPressuredMs: bp[n.ID].Milliseconds()}
 		if a.obs.master != nil {
 			for i := range n.Parallelism {
 				tm := where[fmt.Sprintf("%s#%d", n.ID, i)]

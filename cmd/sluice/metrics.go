@@ -84,6 +84,19 @@ func (o *jobObserver) restart(n int, _ error) {
 	o.mu.Unlock()
 }
 
+// backPressured is, per node, how long its subtasks waited for credits:
+// the TaskManagers' reports for a cluster, else the run's own counters.
+func (o *jobObserver) backPressured() map[string]time.Duration {
+	if o.master != nil {
+		return o.master.BackPressured()
+	}
+	out := map[string]time.Duration{}
+	for id, m := range o.nodes {
+		out[id] = time.Duration(m.BackPressured.Load())
+	}
+	return out
+}
+
 // handler serves /metrics.
 func (o *jobObserver) handler() http.Handler {
 	return promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{Registry: o.reg})
@@ -93,14 +106,14 @@ func (o *jobObserver) handler() http.Handler {
 // bounded: job_name (a Prometheus target's own "job" label would clash),
 // vertex, taskmanager; never a key or a value of the data.
 type jobDescs struct {
-	rowsIn, rowsOut, parallelism            *prometheus.Desc
-	completed, failed, savepoints, restarts *prometheus.Desc
-	lastDuration, lastSize, lastAge, lastID *prometheus.Desc
-	tmRegistered, tmLost, tmRTT, tmSlots    *prometheus.Desc
+	rowsIn, rowsOut, parallelism, backPressure *prometheus.Desc
+	completed, failed, savepoints, restarts    *prometheus.Desc
+	lastDuration, lastSize, lastAge, lastID    *prometheus.Desc
+	tmRegistered, tmLost, tmRTT, tmSlots       *prometheus.Desc
 }
 
 func (d jobDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.completed, d.failed, d.savepoints, d.restarts,
+	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.completed, d.failed, d.savepoints, d.restarts,
 		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
 }
 
@@ -112,6 +125,7 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 		rowsIn:       d("sluice_vertex_rows_in_total", "Rows a vertex took in, over its subtasks (over every TaskManager for a cluster).", "vertex"),
 		rowsOut:      d("sluice_vertex_rows_out_total", "Rows a vertex emitted, over its subtasks (over every TaskManager for a cluster).", "vertex"),
 		parallelism:  d("sluice_vertex_parallelism", "A vertex's subtasks.", "vertex"),
+		backPressure: d("sluice_vertex_back_pressured_seconds_total", "Time a vertex's subtasks (summed) waited for credits to send downstream: its consumers were behind.", "vertex"),
 		completed:    d("sluice_checkpoints_completed_total", "Checkpoints completed (savepoints not included)."),
 		savepoints:   d("sluice_savepoints_completed_total", "Savepoints completed."),
 		failed:       d("sluice_checkpoints_failed_total", "Checkpoints and savepoints that failed (declined, expired, or not committed)."),
@@ -142,12 +156,14 @@ func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	o, d := c.o, c.d
+	bp := o.backPressured()
 	for _, n := range o.g.Nodes {
 		ch <- prometheus.MustNewConstMetric(d.parallelism, prometheus.GaugeValue, float64(n.Parallelism), n.ID)
 		if m := o.nodes[n.ID]; m != nil {
 			ch <- prometheus.MustNewConstMetric(d.rowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), n.ID)
 			ch <- prometheus.MustNewConstMetric(d.rowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), n.ID)
 		}
+		ch <- prometheus.MustNewConstMetric(d.backPressure, prometheus.CounterValue, bp[n.ID].Seconds(), n.ID)
 	}
 	o.mu.Lock()
 	completed, savepoints, failed, restarts, last := o.completed, o.savepoints, o.failed, o.restarts, o.last

@@ -229,6 +229,7 @@ func TestMetricsAndRESTEmbedded(t *testing.T) {
 	for v := range vertices {
 		one(t, ss, "sluice_vertex_rows_in_total", map[string]string{"vertex": v})
 		one(t, ss, "sluice_vertex_parallelism", map[string]string{"vertex": v})
+		one(t, ss, "sluice_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
 	}
 	if len(find(ss, "sluice_taskmanagers_registered", nil)) != 0 {
 		t.Error("a job in one process reports TaskManagers")
@@ -324,6 +325,9 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 		t.Errorf("sluice_taskmanagers_registered = %v", n)
 	}
 	one(t, ss, "sluice_taskmanagers_lost_total", nil)
+	for v := range vertices {
+		one(t, ss, "sluice_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
+	}
 	for _, tm := range tms.TaskManagers {
 		one(t, ss, "sluice_taskmanager_slots", map[string]string{"taskmanager": tm.ResourceID})
 		one(t, ss, "sluice_taskmanager_heartbeat_rtt_seconds", map[string]string{"taskmanager": tm.ResourceID})
@@ -348,6 +352,10 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 			return len(s) == 1 && s[0].value > 0
 		})
 		checkLabels(t, tss, vertices, tmName)
+		for v := range vertices {
+			one(t, tss, "sluice_taskmanager_vertex_rows_in_total", map[string]string{"vertex": v})
+			one(t, tss, "sluice_taskmanager_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
+		}
 		for _, name := range []string{"sluice_taskmanager_attempts_running", "sluice_taskmanager_slots", "sluice_taskmanager_master_epoch"} {
 			if v := find(tss, name, nil); len(v) != 1 || v[0].value != 1 {
 				t.Errorf("%s at %s: %+v, want one sample of 1", name, u, v)

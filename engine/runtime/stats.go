@@ -1,8 +1,25 @@
 package runtime
 
 import (
+	"sync/atomic"
 	"time"
 )
+
+// CreditWaitCounter is a ChannelSender that adds the time its Send waits
+// for a credit to a counter (the producer's NodeMetrics.BackPressured),
+// timing only the waits so that a send with credit costs nothing more.
+type CreditWaitCounter interface {
+	CountCreditWait(ns *atomic.Int64)
+}
+
+// backPressured is node id's back-pressure counter, nil when it has no
+// metrics.
+func backPressured(metrics map[string]*NodeMetrics, id string) *atomic.Int64 {
+	if m := metrics[id]; m != nil {
+		return &m.BackPressured
+	}
+	return nil
+}
 
 // CheckpointStats describes one checkpoint or savepoint that ended, for
 // Options.OnCheckpoint (history in the REST API, Prometheus metrics).
