@@ -55,7 +55,9 @@ type Config struct {
 	// ConnectTimeout: with no master to register with for this long, Run
 	// returns an error (default 30 s).
 	ConnectTimeout time.Duration
-	Log            *slog.Logger
+	// Metrics, when set, is the address /metrics is served on (metrics.go).
+	Metrics string
+	Log     *slog.Logger
 }
 
 // TaskManager is one worker process.
@@ -161,6 +163,13 @@ func (tm *TaskManager) peerLost(addr string, err error) {
 // shuts this TaskManager down, or no master answers for ConnectTimeout.
 func (tm *TaskManager) Run(ctx context.Context) error {
 	defer tm.net.Close()
+	if tm.cfg.Metrics != "" {
+		stop, err := tm.serveMetrics(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	defer tm.stopAll()
 	lastOK := time.Now()
 	backoff := 100 * time.Millisecond
@@ -580,7 +589,8 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 	defer tm.mu.Unlock()
 	r := &pb.MetricsReport{}
 	for id, m := range tm.metrics {
-		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load()})
+		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load(),
+			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond)})
 	}
 	return r
 }

@@ -130,6 +130,7 @@ func cmdTaskManager(args []string) int {
 	localDir := fs.String("local-dir", env("SLUICE_LOCAL_DIR", ""), "directory for local state and local recovery copies (default: its own under the system temp directory)")
 	connect := fs.Duration("connect-timeout", envDuration("SLUICE_CONNECT_TIMEOUT", 30*time.Second), "exit when no master accepts a registration for this long")
 	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	metrics := fs.String("metrics", env("SLUICE_METRICS", ""), "serve Prometheus /metrics on this address, e.g. 127.0.0.1:9250 (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -150,7 +151,7 @@ func cmdTaskManager(args []string) int {
 		log = log.With("taskmanager", *resourceID)
 	}
 	cfg := taskmanager.Config{Master: *master, Slots: *slots, Data: *data, Advertise: *advertise,
-		ResourceID: *resourceID, LocalDir: *localDir, ConnectTimeout: *connect, Log: log}
+		ResourceID: *resourceID, LocalDir: *localDir, ConnectTimeout: *connect, Metrics: *metrics, Log: log}
 	if *haDir != "" {
 		ha, err := framework.OpenHA(*haDir)
 		if err != nil {

@@ -8,19 +8,28 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/runtime"
+	"github.com/sluice-stream/sluice/framework"
 )
 
-// The REST API of a job run by `sluice run --http ADDR`: a small control
-// surface over the runtime's command and savepoint channels. Every answer
-// is JSON; errors are {"error": "..."}.
+// The REST API of a job's master (`sluice run --http ADDR`, also with
+// --cluster, and `sluice framework --http ADDR`): a small control surface
+// over the runtime's command and savepoint channels, and what the master
+// observes. Every answer but /metrics is JSON; errors are {"error": "..."}.
+// docs/rest-api.md documents each route.
 //
-//	POST /v1/skip-backlog[?node=ID]  sources seek to their newest data
 //	GET  /v1/status                  job, attempt, restarts, checkpoints, nodes
+//	GET  /v1/vertices                vertices: parallelism, state, rows, where subtasks run
+//	GET  /v1/checkpoints[?limit=N]   counts, the latest, and the last N (≤ 50) checkpoints
+//	GET  /v1/taskmanagers            TaskManagers: slots, addresses, heartbeat RTT, tasks
+//	POST /v1/skip-backlog[?node=ID]  sources seek to their newest data
 //	POST /v1/savepoint[?stop=true]   write a savepoint (as SIGUSR1), answer its path;
 //	                                 with stop, the job then stops (Flink's stop-with-savepoint)
+//	POST /v1/cancel[?savepoint=true] cancel the job (as SIGTERM); with savepoint, after one
+//	GET  /metrics                    Prometheus metrics (text exposition format)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
 // the `sluice skip-backlog` client.
@@ -45,7 +54,10 @@ type errorReply struct {
 type jobAPI struct {
 	cmds       chan<- runtime.Command
 	savepoints chan<- runtime.SavepointRequest
-	log        *slog.Logger
+	obs        *jobObserver
+	// cancel cancels the job (POST /v1/cancel without a savepoint).
+	cancel func()
+	log    *slog.Logger
 }
 
 // skipTimeout bounds a skip-backlog request: a source that cannot reach its
@@ -67,8 +79,14 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/skip-backlog", http.MethodPost, a.skipBacklog)
 	route("/v1/status", http.MethodGet, a.status)
 	route("/v1/savepoint", http.MethodPost, a.savepoint)
+	route("/v1/vertices", http.MethodGet, a.vertices)
+	route("/v1/checkpoints", http.MethodGet, a.checkpoints)
+	route("/v1/taskmanagers", http.MethodGet, a.taskManagers)
+	route("/v1/cancel", http.MethodPost, a.cancelJob)
+	metrics := a.obs.handler()
+	route("/metrics", http.MethodGet, metrics.ServeHTTP)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see /v1/status, /v1/skip-backlog, /v1/savepoint", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /metrics", r.URL.Path)})
 	})
 	return mux
 }
@@ -137,6 +155,23 @@ func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, savepointReply{Error: fmt.Sprintf("stop=%q: want true or false", v)})
 		return
 	}
+	res, code, err := a.askSavepoint(ctx, stop)
+	switch {
+	case err != nil:
+		writeJSON(w, code, savepointReply{Error: err.Error()})
+	case res.Err != nil && stop:
+		writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "stop-with-savepoint failed, the job keeps running: " + res.Err.Error()})
+	case res.Err != nil:
+		writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "savepoint failed: " + res.Err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, savepointReply{Path: res.Path, Stopped: stop})
+	}
+}
+
+// askSavepoint hands the job a savepoint request and waits for its
+// result; err (with its HTTP status) is set when the job did not take the
+// request or the wait ended first.
+func (a *jobAPI) askSavepoint(ctx context.Context, stop bool) (runtime.SavepointResult, int, error) {
 	reply := make(chan runtime.SavepointResult, 1)
 	// Writing may take up to the checkpoint timeout, but a job that is
 	// restarting does not even take the request: say so instead of hanging.
@@ -145,33 +180,191 @@ func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
 	select {
 	case a.savepoints <- runtime.SavepointRequest{Stop: stop, Reply: reply}:
 	case <-take.C:
-		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request within 30s (restarting?); ask again"})
-		return
+		return runtime.SavepointResult{}, http.StatusServiceUnavailable, errors.New("the job did not take the savepoint request within 30s (restarting?); ask again")
 	case <-ctx.Done():
-		writeJSON(w, http.StatusServiceUnavailable, savepointReply{Error: "the job did not take the savepoint request: " + ctx.Err().Error()})
-		return
-	}
-	answer := func(res runtime.SavepointResult) {
-		switch {
-		case res.Err != nil && stop:
-			writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "stop-with-savepoint failed, the job keeps running: " + res.Err.Error()})
-		case res.Err != nil:
-			writeJSON(w, http.StatusInternalServerError, savepointReply{Error: "savepoint failed: " + res.Err.Error()})
-		default:
-			writeJSON(w, http.StatusOK, savepointReply{Path: res.Path, Stopped: stop})
-		}
+		return runtime.SavepointResult{}, http.StatusServiceUnavailable, errors.New("the job did not take the savepoint request: " + ctx.Err().Error())
 	}
 	select {
 	case res := <-reply:
-		answer(res)
+		return res, 0, nil
 	case <-ctx.Done():
 		// A stop ends the job, and with it ctx, right after the reply.
 		select {
 		case res := <-reply:
-			answer(res)
+			return res, 0, nil
 		default:
-			writeJSON(w, errorCode(ctx.Err()), savepointReply{Error: "waiting for the savepoint: " + ctx.Err().Error()})
+			return runtime.SavepointResult{}, errorCode(ctx.Err()), errors.New("waiting for the savepoint: " + ctx.Err().Error())
 		}
+	}
+}
+
+// vertexReply is one vertex of GET /v1/vertices.
+type vertexReply struct {
+	ID          string `json:"id"`
+	Type        string `json:"type"`
+	Parallelism int    `json:"parallelism"`
+	Source      bool   `json:"source,omitempty"`
+	// State is "running", "restarting", or (a cluster) "deploying" while
+	// some subtask has no TaskManager.
+	State   string `json:"state"`
+	RowsIn  int64  `json:"rowsIn"`
+	RowsOut int64  `json:"rowsOut"`
+	// BackPressuredMs is how long the vertex's subtasks (summed) waited for
+	// credits to send downstream: their consumers were behind.
+	BackPressuredMs int64 `json:"backPressuredMs"`
+	// Subtasks say where each subtask runs (a cluster only).
+	Subtasks []subtaskReply `json:"subtasks,omitempty"`
+}
+
+type subtaskReply struct {
+	Subtask     int    `json:"subtask"`
+	TaskManager string `json:"taskManager,omitempty"` // "" while not deployed
+}
+
+func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	st, err := runtime.RequestStatus(ctx, a.cmds)
+	if err != nil {
+		writeJSON(w, errorCode(err), errorReply{"vertices: " + err.Error()})
+		return
+	}
+	bp := a.obs.backPressured()
+	where := map[string]string{} // "node#i" → TaskManager id
+	if m := a.obs.master; m != nil {
+		for _, t := range m.TaskManagers() {
+			for _, s := range t.Tasks {
+				where[s] = t.ID
+			}
+		}
+	}
+	vs := make([]vertexReply, 0, len(st.Nodes))
+	for _, n := range st.Nodes {
+		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut,
+			BackPressuredMs: bp[n.ID].Milliseconds()}
+		if a.obs.master != nil {
+			for i := range n.Parallelism {
+				tm := where[fmt.Sprintf("%s#%d", n.ID, i)]
+				if tm == "" && v.State == "running" {
+					v.State = "deploying"
+				}
+				v.Subtasks = append(v.Subtasks, subtaskReply{Subtask: i, TaskManager: tm})
+			}
+		}
+		vs = append(vs, v)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Job      string        `json:"job"`
+		Vertices []vertexReply `json:"vertices"`
+	}{st.Job, vs})
+}
+
+// checkpointReply is one checkpoint of GET /v1/checkpoints.
+type checkpointReply struct {
+	runtime.CheckpointStats
+	DurationMs float64 `json:"durationMs"`
+}
+
+type checkpointsReply struct {
+	Completed  int64 `json:"completed"`  // checkpoints
+	Savepoints int64 `json:"savepoints"` // savepoints completed
+	Failed     int64 `json:"failed"`     // checkpoints and savepoints
+	Restarts   int64 `json:"restarts"`
+	// Latest is the last completed checkpoint (not savepoint) of this run.
+	Latest *checkpointReply `json:"latest,omitempty"`
+	// History is the last checkpoints and savepoints that ended, newest first.
+	History []checkpointReply `json:"history"`
+}
+
+func checkpointOf(s runtime.CheckpointStats) checkpointReply {
+	return checkpointReply{CheckpointStats: s, DurationMs: float64(s.Duration.Microseconds()) / 1000}
+}
+
+func (a *jobAPI) checkpoints(w http.ResponseWriter, r *http.Request) {
+	limit := historyLen
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > historyLen {
+			writeJSON(w, http.StatusBadRequest, errorReply{fmt.Sprintf("limit=%q: want a number from 1 to %d", v, historyLen)})
+			return
+		}
+		limit = n
+	}
+	o := a.obs
+	o.mu.Lock()
+	rep := checkpointsReply{Completed: o.completed, Savepoints: o.savepoints, Failed: o.failed, Restarts: o.restarts, History: []checkpointReply{}}
+	if o.last != nil {
+		l := checkpointOf(*o.last)
+		rep.Latest = &l
+	}
+	for i := len(o.history) - 1; i >= 0 && len(rep.History) < limit; i-- {
+		rep.History = append(rep.History, checkpointOf(o.history[i]))
+	}
+	o.mu.Unlock()
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// taskManagerReply is one TaskManager of GET /v1/taskmanagers.
+type taskManagerReply struct {
+	framework.TaskManagerStatus
+	HeartbeatRTTMs float64 `json:"heartbeatRttMs"` // 0 before the first round trip
+}
+
+func (a *jobAPI) taskManagers(w http.ResponseWriter, r *http.Request) {
+	rep := struct {
+		// Mode is "cluster" (a job master with TaskManagers) or "embedded"
+		// (sluice run without --cluster: no TaskManagers).
+		Mode         string             `json:"mode"`
+		Registered   int                `json:"registered"`
+		Lost         int                `json:"lost"`
+		TaskManagers []taskManagerReply `json:"taskManagers"`
+	}{Mode: "embedded", TaskManagers: []taskManagerReply{}}
+	if m := a.obs.master; m != nil {
+		rep.Mode = "cluster"
+		for _, t := range m.TaskManagers() {
+			rep.TaskManagers = append(rep.TaskManagers, taskManagerReply{TaskManagerStatus: t, HeartbeatRTTMs: float64(t.HeartbeatRTT.Microseconds()) / 1000})
+		}
+		rep.Registered, rep.Lost = len(rep.TaskManagers), m.Lost()
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+type cancelReply struct {
+	Cancelled bool `json:"cancelled"`
+	// Path is the savepoint written first (?savepoint=true).
+	Path  string `json:"path,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// cancelJob cancels the job: at once (as SIGTERM without
+// --savepoint-on-stop), or with ?savepoint=true after writing a savepoint
+// (stop-with-savepoint; when it fails the job keeps running).
+func (a *jobAPI) cancelJob(w http.ResponseWriter, r *http.Request) {
+	var sp bool
+	switch v := r.URL.Query().Get("savepoint"); v {
+	case "", "false":
+	case "true":
+		sp = true
+	default:
+		writeJSON(w, http.StatusBadRequest, cancelReply{Error: fmt.Sprintf("savepoint=%q: want true or false", v)})
+		return
+	}
+	if !sp {
+		a.log.Info("cancelling the job on request")
+		writeJSON(w, http.StatusOK, cancelReply{Cancelled: true})
+		_ = http.NewResponseController(w).Flush() // the answer goes out before the job ends
+		a.cancel()
+		return
+	}
+	res, code, err := a.askSavepoint(r.Context(), true)
+	switch {
+	case err != nil:
+		writeJSON(w, code, cancelReply{Error: err.Error()})
+	case res.Err != nil:
+		writeJSON(w, http.StatusInternalServerError, cancelReply{Error: "the savepoint failed, the job keeps running: " + res.Err.Error()})
+	default:
+		a.log.Info("cancelling the job on request, after a savepoint", "path", res.Path)
+		writeJSON(w, http.StatusOK, cancelReply{Cancelled: true, Path: res.Path})
 	}
 }
 

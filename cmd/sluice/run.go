@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-stream/sluice/engine/plan"
 	"github.com/sluice-stream/sluice/engine/runtime"
 	"github.com/sluice-stream/sluice/engine/spec"
+	"github.com/sluice-stream/sluice/framework"
 )
 
 // setFlags collects repeated --set KEY=VALUE flags.
@@ -97,7 +98,7 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 	logLevel := fs.String("log-level", env("SLUICE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	allowDup := fs.Bool("allow-fallback-duplicates", false, "when the latest checkpoint is corrupt, fall back to an older one even if a sink (Kafka exactly-once) cannot show it committed nothing after it: that output is written again")
 	acceptLost := fs.Bool("accept-lost-transactions", false, "when a sink's pre-committed output was lost (a Kafka transaction aborted by the broker) and no older checkpoint is retained to replay it, restore anyway and count the loss")
-	httpAddr := fs.String("http", env("SLUICE_HTTP", ""), "serve the job's REST API (status, skip-backlog, savepoint) on this address, e.g. 127.0.0.1:8081")
+	httpAddr := fs.String("http", env("SLUICE_HTTP", ""), "serve the job's REST API (status, vertices, checkpoints, taskmanagers, skip-backlog, savepoint, cancel) and Prometheus /metrics on this address, e.g. 127.0.0.1:8081")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -165,11 +166,36 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 		}
 	}()
 
+	start := time.Now()
+	run := func(ctx context.Context) (*runtime.Result, error) { return runtime.Run(ctx, g, opts) }
+	var m *framework.Master
+	if cl.on() {
+		m, err = cl.master(j, g, *localDir, *logLevel, log)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
+			return 2
+		}
+		defer m.Close()
+		run = func(ctx context.Context) (*runtime.Result, error) { return m.Run(ctx, opts) }
+	}
 	if *httpAddr != "" {
+		// The counters /metrics reads: the master's sums for a cluster,
+		// else the run's own (the tasks count into them).
+		nodes := map[string]*runtime.NodeMetrics{}
+		if m != nil {
+			nodes = m.NodeMetrics()
+		} else {
+			for _, n := range g.Nodes {
+				nodes[n.ID] = &runtime.NodeMetrics{}
+			}
+			opts.Metrics = nodes
+		}
+		obs := newJobObserver(g, nodes, m)
+		opts.OnCheckpoint, opts.OnRestart = obs.checkpoint, obs.restart
 		cmds := make(chan runtime.Command)
 		opts.Commands = cmds
 		apiCtx, apiCancel := context.WithCancel(ctx)
-		stopAPI, err := serveAPI(apiCtx, *httpAddr, &jobAPI{cmds: cmds, savepoints: savepoints, log: log})
+		stopAPI, err := serveAPI(apiCtx, *httpAddr, &jobAPI{cmds: cmds, savepoints: savepoints, obs: obs, cancel: cancel, log: log})
 		if err != nil {
 			apiCancel()
 			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
@@ -180,17 +206,6 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 		defer apiCancel()
 	}
 
-	start := time.Now()
-	run := func(ctx context.Context) (*runtime.Result, error) { return runtime.Run(ctx, g, opts) }
-	if cl.on() {
-		m, err := cl.master(j, g, *localDir, *logLevel, log)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
-			return 2
-		}
-		defer m.Close()
-		run = func(ctx context.Context) (*runtime.Result, error) { return m.Run(ctx, opts) }
-	}
 	res, err := run(ctx)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -292,7 +292,7 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 	eo := &edgeOutput{part: part, keyCols: in.KeyCols, maxPar: e.g.MaxParallelism}
 	target := func(consumer int, ch int32) (channelWriter, error) {
 		if ct := e.byIndex[consumer]; ct != nil {
-			return &sender{in: ct.in, ch: ch, ctx: t.ctx}, nil
+			return &sender{in: ct.in, ch: ch, ctx: t.ctx, waited: backPressured(e.metrics, n.ID)}, nil
 		}
 		if e.cfg.Network == nil || e.cfg.Locate == nil {
 			return nil, fmt.Errorf("task %d runs elsewhere and there is no network", consumer)
@@ -301,6 +301,9 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 		cs, err := e.cfg.Network.Sender(t.ctx, e.cfg.Locate(consumer), key)
 		if err != nil {
 			return nil, fmt.Errorf("channel to task %d: %w", consumer, err)
+		}
+		if c, ok := cs.(CreditWaitCounter); ok {
+			c.CountCreditWait(backPressured(e.metrics, n.ID))
 		}
 		return &remoteSender{cs: cs, t: t, key: key}, nil
 	}

@@ -3,6 +3,8 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/state"
@@ -107,20 +109,30 @@ func (r *remoteSender) send(m Message) bool {
 
 // sender is an in-process input channel seen from the producing subtask.
 type sender struct {
-	in  *inbox
-	ch  int32
-	ctx context.Context
+	in     *inbox
+	ch     int32
+	ctx    context.Context
+	waited *atomic.Int64 // the producer's NodeMetrics.BackPressured
 }
 
 func (s *sender) send(m Message) bool {
 	m.ch = s.ch
 	select {
 	case s.in.credits[s.ch] <- struct{}{}:
-	case <-s.ctx.Done():
-		if m.Batch != nil {
-			m.Batch.Release()
+	default:
+		// No credit: the consumer is behind. Only this slow path is timed.
+		began := time.Now()
+		select {
+		case s.in.credits[s.ch] <- struct{}{}:
+		case <-s.ctx.Done():
+			if m.Batch != nil {
+				m.Batch.Release()
+			}
+			return false
 		}
-		return false
+		if s.waited != nil {
+			s.waited.Add(int64(time.Since(began)))
+		}
 	}
 	s.in.ch <- m // never blocks: capacity covers every credit
 	return true

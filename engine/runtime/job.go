@@ -66,7 +66,12 @@ type Options struct {
 	// Metrics, when set, are the run's counters (Result.Metrics): a
 	// Deployer whose tasks run elsewhere keeps them up to date.
 	Metrics map[string]*NodeMetrics
-	Log     *slog.Logger
+	// OnCheckpoint, when set, is told of every checkpoint and savepoint
+	// that completes or fails (stats.go); OnRestart of every restart. Both
+	// run on the driver goroutine: they must not block.
+	OnCheckpoint func(CheckpointStats)
+	OnRestart    func(restarts int, cause error)
+	Log          *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -247,6 +252,9 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 			return res, fmt.Errorf("%w after %d restarts (restart strategy %w): %w", ErrJobFailed, res.Restarts, refused, err)
 		}
 		res.Restarts++
+		if opts.OnRestart != nil {
+			opts.OnRestart(res.Restarts, err)
+		}
 		opts.Log.Warn("job failed; restarting from the latest checkpoint", "attempt", res.Restarts, "delay", delay, "err", err)
 		wait := opts // waitRestart waits wait.RestartDelay
 		wait.RestartDelay = delay
@@ -395,6 +403,7 @@ type driver struct {
 	lastDir    string
 	restarting bool
 	regionDone chan regionRestarted
+	stats      checkpointTracker
 }
 
 // regionRestarted ends a region restart.
@@ -405,7 +414,8 @@ type regionRestarted struct {
 }
 
 func newDriver(ctx context.Context, g *Graph, opts Options, a Attempt) *driver {
-	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g), finished: map[int]bool{}, regionDone: make(chan regionRestarted, 1)}
+	d := &driver{g: g, opts: opts, a: a, infos: Tasks(g), finished: map[int]bool{}, regionDone: make(chan regionRestarted, 1),
+		stats: checkpointTracker{report: opts.OnCheckpoint}}
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	d.regions = Regions(g)
 	d.regionOf = make([]int, len(d.infos))
@@ -569,6 +579,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
+			d.stats.failed(a.Failed)
 			d.opts.Log.Warn("checkpoint failed", "err", a.Failed)
 			if a.FailedSavepoint {
 				for _, w := range waiting {
@@ -586,6 +597,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 				return apply(coord.CommitFailed(now, p.ID, err))
 			}
 			d.lastMD, d.lastDir = md, path
+			d.stats.completed(p, path)
 			if p.Savepoint {
 				d.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
 				for _, w := range waiting {
@@ -617,6 +629,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			}
 		}
 		if a.Trigger != nil {
+			d.stats.trigger(*a.Trigger)
 			if err := e.Trigger(*a.Trigger); err != nil {
 				return err
 			}

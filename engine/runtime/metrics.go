@@ -17,6 +17,9 @@ type NodeMetrics struct {
 	// restore accepted as lost (Options.AcceptLostTransactions).
 	LostTransactions atomic.Int64
 	OffsetResets     atomic.Int64 // source offsets out of range moved to the earliest or latest
+	// BackPressured is how long (ns, over the node's subtasks) sending a
+	// batch downstream waited for a credit: the consumer was behind.
+	BackPressured atomic.Int64
 }
 
 // pauseLog records how long tasks held back processing for checkpoints:

@@ -407,7 +407,11 @@ type sender struct {
 	wake      chan struct{} // cap 1: credits arrived
 	closed    chan struct{}
 	closeOnce sync.Once
+	waited    *atomic.Int64 // set before the first Send: ns spent waiting for credits
 }
+
+// CountCreditWait implements runtime.CreditWaitCounter.
+func (s *sender) CountCreditWait(ns *atomic.Int64) { s.waited = ns }
 
 func (s *sender) grant(k int64) {
 	s.credits.Add(k)
@@ -466,12 +470,16 @@ func (s *sender) sendRaw(p []byte) error {
 
 // acquire takes one credit, waiting for the receiver to give one back.
 func (s *sender) acquire() error {
+	var began time.Time // of a wait (back-pressure), timed only when there is one
 	for {
 		if c := s.credits.Load(); c > 0 {
 			if s.credits.CompareAndSwap(c, c-1) {
 				break
 			}
 			continue
+		}
+		if began.IsZero() && s.waited != nil {
+			began = time.Now()
 		}
 		select {
 		case <-s.wake:
@@ -482,6 +490,9 @@ func (s *sender) acquire() error {
 		if err := s.broken(); err != nil {
 			return err
 		}
+	}
+	if !began.IsZero() {
+		s.waited.Add(int64(time.Since(began)))
 	}
 	// A credit does not outlive the connection or the context.
 	return s.broken()
