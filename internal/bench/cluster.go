@@ -20,7 +20,10 @@ import (
 // not the engine in this process: `sluice run --cluster N` starts
 // `sluice taskmanager` children of its own executable, so `go run` of the
 // harness cannot stand in for it. `make bench` builds bin/sluice first.
-var sluiceBin = flag.String("sluice", "bin/sluice", "the sluice binary the cluster and recovery scenarios run (make build)")
+var (
+	sluiceBin   = flag.String("sluice", "bin/sluice", "the sluice binary the cluster and recovery scenarios run (make build)")
+	clusterJobs = flag.String("cluster-jobs", "b,c", "cluster: which of the jobs (b, c) to run both ways")
+)
 
 // binary is the sluice binary's absolute path, or the harness stops.
 func binary() string {
@@ -50,8 +53,8 @@ func logTime(line string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// procCPU is a process's user+system CPU time from /proc/PID/stat, in
-// clock ticks of 10 ms (USER_HZ is 100 on Linux).
+// procCPU is a process's own user+system CPU time (not its children's)
+// from /proc/PID/stat, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
 func procCPU(pid int) (time.Duration, bool) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -107,14 +110,16 @@ func taskManagers(pid int) []int {
 	return out
 }
 
-// tmWatch follows the TaskManager children of a master: their CPU time
-// (the last sample of each; the master does not wait for them, so its
-// rusage leaves them out) and, at the end, that none is left behind.
+// tmWatch follows a master and its TaskManager children: their own CPU
+// time (the last sample of each) and, at the end, that none is left
+// behind. The master's rusage from wait4 will not do: it counts the
+// TaskManagers it happened to reap before it exited, and not the others.
 type tmWatch struct {
-	mu   sync.Mutex
-	cpu  map[int]time.Duration
-	stop chan struct{}
-	done chan struct{}
+	mu        sync.Mutex
+	cpu       map[int]time.Duration
+	masterCPU time.Duration
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 func watchTaskManagers(master int) *tmWatch {
@@ -139,6 +144,9 @@ func (w *tmWatch) sample(master int) {
 	pids := taskManagers(master)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if c, ok := procCPU(master); ok {
+		w.masterCPU = c
+	}
 	for _, p := range pids {
 		w.cpu[p] = 0
 	}
@@ -151,7 +159,8 @@ func (w *tmWatch) sample(master int) {
 
 // finish stops watching once the master has exited: it waits (bounded)
 // for the TaskManagers to end on the master's SIGTERM, sampling their CPU
-// until then, and kills any that is still there. It returns their CPU.
+// until then, and kills any that is still there. It returns their CPU
+// and the master's.
 func (w *tmWatch) finish() time.Duration {
 	close(w.stop)
 	<-w.done
@@ -184,7 +193,7 @@ func (w *tmWatch) finish() time.Duration {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var total time.Duration
+	total := w.masterCPU
 	for _, c := range w.cpu {
 		total += c
 	}
@@ -195,7 +204,7 @@ func (w *tmWatch) finish() time.Duration {
 type clusterRun struct {
 	took    time.Duration // the job's own took= (from before the TaskManagers start)
 	running time.Duration // cluster: from the first "deploying" line to the final line
-	cpu     time.Duration // the master's (or the one process's) CPU plus the TaskManagers'
+	cpu     time.Duration // the one process's CPU, or the master's plus the TaskManagers'
 }
 
 // runSluice runs specJSON with the binary, in one process (taskManagers
@@ -227,12 +236,15 @@ func runSluice(specJSON string, taskManagers int, sets ...string) clusterRun {
 	}
 	w := watchTaskManagers(cmd.Process.Pid)
 	err = cmd.Wait()
-	tmCPU := w.finish()
+	clusterCPU := w.finish()
 	if err != nil {
 		fail(fmt.Errorf("sluice run: %w\n%s", err, tail(stderr.String(), 3000)))
 	}
 	var r clusterRun
-	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() + tmCPU
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if taskManagers > 0 {
+		r.cpu = clusterCPU
+	}
 	var deployed time.Time
 	for _, line := range strings.Split(stderr.String(), "\n") {
 		if strings.Contains(line, "msg=deploying") && deployed.IsZero() {
@@ -269,12 +281,15 @@ func tail(s string, n int) string {
 // data plane to the other process's window subtask.
 func scenarioCluster() {
 	for _, c := range []struct {
-		name, spec string
-		rows       int64
+		id, name, spec string
+		rows           int64
 	}{
-		{"(b) tumbling 1 s count+sum", specB, int64(30_000_000 * *scale)},
-		{"(c) sliding 5 min/1 min, 4 aggs, 1 M keys", specC, int64(10_000_000 * *scale)},
+		{"b", "(b) tumbling 1 s count+sum", specB, int64(30_000_000 * *scale)},
+		{"c", "(c) sliding 5 min/1 min, 4 aggs, 1 M keys", specC, int64(10_000_000 * *scale)},
 	} {
+		if !strings.Contains(","+*clusterJobs+",", ","+c.id+",") {
+			continue
+		}
 		sets := []string{fmt.Sprintf("nodes.src.params.rows=%d", c.rows), "parallelism=2"}
 		// The two forms alternate, so that a change in the shared
 		// machine's load falls on both; the best of each is kept.
