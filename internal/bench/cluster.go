@@ -194,8 +194,13 @@ func (w *tmWatch) finish() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	total := w.masterCPU
-	for _, c := range w.cpu {
+	each := fmt.Sprintf("master %v", w.masterCPU)
+	for p, c := range w.cpu {
 		total += c
+		each += fmt.Sprintf(", TaskManager %d %v", p, c)
+	}
+	if len(w.cpu) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: CPU of %s\n", each)
 	}
 	return total
 }
