@@ -118,6 +118,7 @@ type tmWatch struct {
 	mu        sync.Mutex
 	cpu       map[int]time.Duration
 	masterCPU time.Duration
+	each      string // each process's CPU, for the log
 	stop      chan struct{}
 	done      chan struct{}
 }
@@ -148,7 +149,9 @@ func (w *tmWatch) sample(master int) {
 		w.masterCPU = c
 	}
 	for _, p := range pids {
-		w.cpu[p] = 0
+		if _, ok := w.cpu[p]; !ok {
+			w.cpu[p] = 0
+		}
 	}
 	for p := range w.cpu {
 		if c, ok := procCPU(p); ok {
@@ -199,9 +202,7 @@ func (w *tmWatch) finish() time.Duration {
 		total += c
 		each += fmt.Sprintf(", TaskManager %d %v", p, c)
 	}
-	if len(w.cpu) > 0 {
-		fmt.Fprintf(os.Stderr, "bench: CPU of %s\n", each)
-	}
+	w.each = each
 	return total
 }
 
@@ -244,6 +245,9 @@ func runSluice(specJSON string, taskManagers int, env []string, sets ...string) 
 	w := watchTaskManagers(cmd.Process.Pid)
 	err = cmd.Wait()
 	clusterCPU := w.finish()
+	if taskManagers > 0 {
+		fmt.Fprintf(os.Stderr, "bench cluster: CPU of %s\n", w.each)
+	}
 	if err != nil {
 		fail(fmt.Errorf("sluice run: %w\n%s", err, tail(stderr.String(), 3000)))
 	}
