@@ -187,13 +187,24 @@ func runRecovery(spares, n int) []recovery {
 			fail(fmt.Errorf("recovery: kill %d: %w", victim, err))
 		}
 		var r recovery
+		restarted := j.until(killed.Add(10*time.Second), func(l recLine, _ bool, _ int64) bool {
+			if strings.Contains(l.s, "job failed; restarting") {
+				r.failed, r.restarted = l.at.Sub(killed), true
+			}
+			return r.restarted
+		})
+		if !restarted {
+			// The busiest process was the idle spare after all: the job
+			// ran on. Not a recovery; the next kill tries again.
+			fmt.Fprintf(os.Stderr, "bench recovery, %d spare: the kill of pid %d restarted nothing in 10 s; not counted\n", spares, victim)
+			up("after a kill that restarted nothing")
+			continue
+		}
 		var deployedAt time.Time
 		var before int64
 		ok := j.until(killed.Add(time.Minute), func(l recLine, row bool, we int64) bool {
 			switch {
-			case strings.Contains(l.s, "job failed; restarting"):
-				r.failed, r.restarted = l.at.Sub(killed), true
-			case strings.Contains(l.s, "msg=deploying") && r.restarted && deployedAt.IsZero():
+			case strings.Contains(l.s, "msg=deploying") && deployedAt.IsZero():
 				deployedAt, r.deployed = l.at, l.at.Sub(killed)
 				before = j.maxWindow
 			case row && !deployedAt.IsZero():
