@@ -22,7 +22,7 @@ import (
 // harness cannot stand in for it. `make bench` builds bin/sluice first.
 var (
 	sluiceBin   = flag.String("sluice", "bin/sluice", "the sluice binary the cluster and recovery scenarios run (make build)")
-	clusterJobs = flag.String("cluster-jobs", "b,c", "cluster: which of the jobs (b, c) to run both ways")
+	clusterJobs = flag.String("cluster-jobs", "b,c", "cluster: which of the jobs (b, c) to run in one process and on TaskManagers")
 )
 
 // binary is the sluice binary's absolute path, or the harness stops.
