@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 // logFile is a process's stderr in a file (as under a supervisor: its
@@ -54,38 +56,7 @@ func waitLog(t *testing.T, l logFile, s string, n int) {
 
 // taskManagerChildren lists the `sluice taskmanager` processes whose parent
 // is pid, found by their command line as an operator would.
-func taskManagerChildren(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != pid {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(cmdline, []byte("\x00taskmanager\x00")) {
-			out = append(out, child)
-		}
-	}
-	return out
-}
+func taskManagerChildren(pid int) []int { return procs.TaskManagers(pid) }
 
 // waitChildren waits until pid has n TaskManager children.
 func waitChildren(t *testing.T, pid, n int) []int {
@@ -238,7 +209,7 @@ func TestClusterHungTaskManager(t *testing.T) {
 	}
 	// The resumed one is refused and exits (while the job runs or after).
 	gone := time.Now().Add(time.Minute)
-	for syscall.Kill(zombie, 0) == nil && !isZombieProc(zombie) {
+	for !procs.Exited(zombie) {
 		if time.Now().After(gone) {
 			t.Fatalf("the resumed TaskManager %d is still running a minute later\n%s", zombie, tail(stderr.String(), 4000))
 		}
@@ -254,18 +225,6 @@ func TestClusterHungTaskManager(t *testing.T) {
 		}
 	}
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
-}
-
-// isZombieProc: pid has exited but was not reaped yet.
-func isZombieProc(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	return len(f) > 0 && f[0] == "Z"
 }
 
 // TestTaskManagerBadMaster: a TaskManager with no master, or pointed at a
@@ -308,22 +267,9 @@ func TestTaskManagerBadMaster(t *testing.T) {
 	}
 }
 
-// processesWith lists the live processes whose command line holds s.
-func processesWith(s string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || isZombieProc(pid) {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(cmdline, []byte(s)) && bytes.Contains(cmdline, []byte("\x00taskmanager\x00")) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+// processesWith lists the live TaskManager processes whose command line
+// holds s.
+func processesWith(s string) []int { return procs.TaskManagersWith(s) }
 
 func clusterHAArgs(dir, out, ha string, rows, keys int) []string {
 	return []string{"run", "--cluster", "2", "--ha-dir", ha,

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 // The distributed runtime's benchmarks (issue #9) run the built binary,
@@ -76,39 +78,8 @@ func procCPU(pid int) (time.Duration, bool) {
 	return time.Duration(u+st) * 10 * time.Millisecond, true
 }
 
-// taskManagers lists the `sluice taskmanager` children of pid (by parent
-// pid and command line, as an operator would find them).
-func taskManagers(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != pid {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if bytes.Contains(cmdline, []byte("\x00taskmanager\x00")) {
-			out = append(out, child)
-		}
-	}
-	return out
-}
+// taskManagers lists the `sluice taskmanager` children of pid.
+func taskManagers(pid int) []int { return procs.TaskManagers(pid) }
 
 // tmWatch follows a master and its TaskManager children: their own CPU
 // time (the last sample of each) and, at the end, that none is left
