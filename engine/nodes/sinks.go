@@ -2,8 +2,10 @@ package nodes
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
 	"github.com/sluice-stream/sluice/engine/runtime"
@@ -61,14 +63,45 @@ func flushStdout() error {
 	return stdout.w.Flush()
 }
 
-func planDiscard(c *PlanContext) (*Planned, error) {
-	if err := c.Params(&struct{}{}); err != nil {
-		return nil, err
-	}
-	return &Planned{NewOperator: func() runtime.Operator { return &discard{} }}, nil
+type discardParams struct {
+	// Rate, when > 0, is the most rows per second each subtask takes: a
+	// slow consumer, to see back-pressure.
+	Rate float64 `json:"rate"`
 }
 
-type discard struct{ runtime.BaseOperator }
+func planDiscard(c *PlanContext) (*Planned, error) {
+	var p discardParams
+	if err := c.Params(&p); err != nil {
+		return nil, err
+	}
+	if p.Rate < 0 {
+		return nil, fmt.Errorf("params.rate: must be ≥ 0 rows/s, got %v", p.Rate)
+	}
+	return &Planned{NewOperator: func() runtime.Operator { return &discard{rate: p.Rate} }}, nil
+}
 
-func (d *discard) Process(_ int, b *row.Batch) error { b.Release(); return nil }
-func (d *discard) Watermark(int64) error             { return nil }
+type discard struct {
+	runtime.BaseOperator
+	rate  float64
+	start time.Time
+	rows  int64
+}
+
+func (d *discard) Process(_ int, b *row.Batch) error {
+	n := b.Len
+	b.Release()
+	if d.rate <= 0 {
+		return nil
+	}
+	if d.start.IsZero() {
+		d.start = time.Now()
+	}
+	d.rows += int64(n)
+	// Hold the task until the rows taken so far are due at the rate.
+	if wait := time.Until(d.start.Add(time.Duration(float64(d.rows) / d.rate * float64(time.Second)))); wait > 0 {
+		time.Sleep(wait)
+	}
+	return nil
+}
+
+func (d *discard) Watermark(int64) error { return nil }
