@@ -522,10 +522,16 @@ func (s *session) deploy(d *pb.Deploy) {
 		cfg.Restore, cfg.RestoreDir = md, r.Location
 		cfg.RestoreFlags = runtime.RestoreFlags{SkippedNewer: r.SkippedNewer, AllowDuplicates: r.AllowDuplicates, AcceptLoss: r.AcceptLoss, Region: r.Region}
 	}
+	stats := &runtime.RestoreStats{}
+	cfg.RestoreStats = stats
 	h, err := runtime.NewHost(s.ctx, cfg)
 	if err != nil {
 		reply(err)
 		return
+	}
+	if cfg.Restore != nil {
+		tm.log.Info("state restored", "attempt", d.Attempt, "checkpoint", cfg.Restore.CheckpointID, "tasks", len(tasks),
+			"localBytes", stats.LocalBytes.Load(), "remoteBytes", stats.RemoteBytes.Load())
 	}
 	tm.mu.Lock()
 	if s.ctx.Err() != nil {
