@@ -571,3 +571,40 @@ func TestClusterBackPressure(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterRestoreLatest: `sluice run --cluster 2` killed with all its
+// TaskManagers, then started again with --restore latest: every result is
+// committed exactly once.
+func TestClusterRestoreLatest(t *testing.T) {
+	const rows, keys = 100_000, 100
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	args := []string{"run", "--cluster", "2",
+		"--set", "nodes.out.params.path=" + out,
+		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
+		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
+		"--set", "nodes.src.params.rate=25000",
+		"--set", "checkpoint.interval=150ms",
+		"--local-dir", filepath.Join(dir, "local"),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	first, log := startLogged(t, ctx, dir, append(args, repoFile(t, "examples/exactly-once.json"))...)
+	waitLog(t, log, "deploying", 1)
+	time.Sleep(1500 * time.Millisecond)
+	tms := taskManagerChildren(first.Process.Pid)
+	_ = first.Process.Kill()
+	for _, p := range tms {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	_ = first.Wait()
+	second, log2 := startLogged(t, ctx, dir, append(args, "--restore", "latest", repoFile(t, "examples/exactly-once.json"))...)
+	if err := second.Wait(); err != nil {
+		t.Fatalf("the restored run failed: %v\n%s", err, tail(log2.String(), 4000))
+	}
+	if !strings.Contains(log2.String(), "msg=restoring") {
+		t.Errorf("the second run did not restore a checkpoint:\n%s", tail(log2.String(), 3000))
+	}
+	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+}
