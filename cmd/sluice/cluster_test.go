@@ -122,11 +122,11 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 			t.Fatalf("the job ended after %d of %d kills (%v): make it longer\n%s", killed, kills, err, tail(stderr.String(), 3000))
 		default:
 		}
-		tms := taskManagerChildren(cmd.Process.Pid)
-		if len(tms) == 0 {
+		// The busiest: never an idle spare, whose loss restarts nothing.
+		victim := procs.Busiest(taskManagerChildren(cmd.Process.Pid), 300*time.Millisecond)
+		if victim == 0 {
 			continue
 		}
-		victim := tms[rng.IntN(len(tms))]
 		if err := syscall.Kill(victim, syscall.SIGKILL); err == nil {
 			killed++
 			t.Logf("kill %d: TaskManager pid %d", killed, victim)

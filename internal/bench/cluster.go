@@ -55,28 +55,7 @@ func logTime(line string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// procCPU is a process's own user+system CPU time (not its children's)
-// from /proc/PID/stat, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
-func procCPU(pid int) (time.Duration, bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	// After "pid (comm)": state ppid pgrp session tty tpgid flags minflt
-	// cminflt majflt cmajflt utime stime.
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 || f[0] == "Z" {
-		return 0, false
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond, true
-}
+func procCPU(pid int) (time.Duration, bool) { return procs.CPU(pid) }
 
 // taskManagers lists the `sluice taskmanager` children of pid.
 func taskManagers(pid int) []int { return procs.TaskManagers(pid) }

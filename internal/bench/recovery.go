@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 var kills = flag.Int("kills", 20, "recovery: TaskManager SIGKILLs per run (one run without a spare, one with)")
@@ -102,20 +104,8 @@ func (j *recoveryJob) until(deadline time.Time, f func(l recLine, row bool, wind
 // one running tasks, not the idle spare.
 func busiest(master int) int {
 	for range 10 {
-		pids := taskManagers(master)
-		before := map[int]time.Duration{}
-		for _, p := range pids {
-			before[p], _ = procCPU(p)
-		}
-		time.Sleep(300 * time.Millisecond)
-		victim, most := 0, time.Duration(0)
-		for _, p := range pids {
-			if c, ok := procCPU(p); ok && c-before[p] > most {
-				victim, most = p, c-before[p]
-			}
-		}
-		if victim != 0 {
-			return victim
+		if p := procs.Busiest(taskManagers(master), 300*time.Millisecond); p != 0 {
+			return p
 		}
 	}
 	return 0

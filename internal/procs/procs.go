@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Proc is one process.
@@ -89,4 +90,44 @@ func TaskManagersWith(s string) []int {
 func Exited(pid int) bool {
 	p, ok := Get(pid)
 	return !ok || p.State == "Z"
+}
+
+// CPU is a process's own user+system CPU time (not its children's), from
+// /proc/PID/stat in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+func CPU(pid int) (time.Duration, bool) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, false
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// After "pid (comm)": state ppid pgrp session tty tpgid flags minflt
+	// cminflt majflt cmajflt utime stime.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 || f[0] == "Z" {
+		return 0, false
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond, true
+}
+
+// Busiest is the process of pids that used the most CPU over d (an idle
+// spare TaskManager is never it while others work); 0 when none is left.
+func Busiest(pids []int, d time.Duration) int {
+	before := map[int]time.Duration{}
+	for _, p := range pids {
+		before[p], _ = CPU(p)
+	}
+	time.Sleep(d)
+	best, most := 0, time.Duration(-1)
+	for _, p := range pids {
+		if c, ok := CPU(p); ok && c-before[p] > most {
+			best, most = p, c-before[p]
+		}
+	}
+	return best
 }
