@@ -199,6 +199,7 @@ type cow struct {
 	ver    uint64 // version of segments created or copied now
 	frozen uint64 // segments with ver <= frozen belong to a live snapshot
 	oldest uint64 // oldest live snapshot's version, MaxUint64 if none
+	copies int    // segments copied (tests and benchmarks)
 }
 
 // load reads the live snapshots' versions, once per call into the operator.
@@ -294,6 +295,7 @@ func (t *table[K]) writable(i int, c *cow) *segment[K] {
 // c.ver, reusing a retired segment no live snapshot holds any more, and
 // retires s.
 func (t *table[K]) copyOf(s *segment[K], c *cow) *segment[K] {
+	c.copies++
 	var n *segment[K]
 	if len(t.pool) > 0 && t.pool[0].frozen < c.oldest {
 		n = t.pool[0].s

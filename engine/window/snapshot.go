@@ -260,6 +260,10 @@ type coreSnap[K keyT] struct {
 	stride  int
 	session bool
 	tabs    []tabSnap[K] // by kg, then end
+	// ents is write's scratch, kept across key groups: a fresh one per
+	// key group made ~0.7 GB of garbage per snapshot of 16 M keys, and
+	// the GC cycles it caused ran beside the batches after the snapshot.
+	ents []entry[K]
 }
 
 func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
@@ -269,7 +273,7 @@ func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
 	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, chunks: t.chunks, bits: t.bits})
 }
 
-func (s *coreSnap[K]) release()   { s.tabs = nil }
+func (s *coreSnap[K]) release()   { s.tabs, s.ents = nil, nil }
 func (s *coreSnap[K]) err() error { return nil }
 
 func (s *coreSnap[K]) keyGroups() []int {
@@ -298,7 +302,7 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 	if !s.session {
 		dst = binary.AppendUvarint(dst, uint64(j-i))
 	}
-	var ents []entry[K]
+	ents := s.ents
 	for _, t := range s.tabs[i:j] {
 		ents = ents[:0]
 		segsOf(t.chunks, t.bits, func(sg *segment[K]) {
@@ -332,6 +336,7 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 			dst = appendAcc(dst, e.s.rec(e.r, s.stride))
 		}
 	}
+	s.ents = ents
 	if s.session && i == j {
 		dst = binary.AppendUvarint(dst, 0)
 	}

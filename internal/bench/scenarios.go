@@ -239,8 +239,9 @@ const specPause = `{"name": "bench-pause", "parallelism": 1,
 
 func scenarioPause() {
 	n := int64(96_000_000 * *scale)
+	keys := int64(16_000_000 * *scale)
 	var peak uint64
-	lat := &batchLat{}
+	lat := &batchLat{keys: keys}
 	graphHook = func(g *rt.Graph) {
 		for _, nd := range g.Nodes {
 			if nd.ID == "win" {
@@ -253,7 +254,7 @@ func scenarioPause() {
 	stop := sampleHeap(&peak)
 	var p rt.Pauses
 	m := timeIt(n, func() {
-		r := mustRun(specPause, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("nodes.src.params.keys=%d", int64(16_000_000**scale)))
+		r := mustRun(specPause, fmt.Sprintf("nodes.src.params.rows=%d", n), fmt.Sprintf("nodes.src.params.keys=%d", keys))
 		p = r.Pauses
 	})
 	stop()
@@ -266,6 +267,8 @@ func scenarioPause() {
 	}{
 		{"every batch", lat.all}, {fmt.Sprintf("first %d batches after each of %d snapshots", afterBatches, lat.snaps), lat.after},
 		{"every batch, thread CPU", lat.allCPU}, {"first batches after a snapshot, thread CPU", lat.afterCPU},
+		{fmt.Sprintf("first batches after each of the %d snapshots taken once every key existed, thread CPU", lat.fullSnaps), lat.fullCPU},
+		{fmt.Sprintf("first batches after each of the %d snapshots taken while keys were added, thread CPU", lat.snaps-lat.fullSnaps), lat.fillCPU},
 	} {
 		s := summary(k.d)
 		add("batch latency (1024 rows)", fmt.Sprintf("%s (%d): p50 %v, p99 %v, max %v", k.what, s.n, s.p50, s.p99, s.max), "", "", "", "", "")
@@ -292,6 +295,14 @@ type batchLat struct {
 	since            int // batches since the last snapshot; -1 before the first
 	snaps            int
 	locked           bool
+	// The source adds keys until keys rows went by, then updates them:
+	// the batches after a snapshot split by whether every key existed when
+	// it was taken (a write of a new key to a segment a snapshot holds
+	// copies the segment; an update copies the record only).
+	keys, rows       int64
+	full             bool // the last snapshot was taken once every key existed
+	fullSnaps        int
+	fullCPU, fillCPU []time.Duration
 }
 
 // timedOp times its operator's Process calls.
@@ -313,6 +324,7 @@ func (o *timedOp) Process(input int, b *row.Batch) error {
 		runtime.LockOSThread()
 		l.locked = true
 	}
+	rows := int64(b.Len) // the operator releases b
 	c0, t0 := threadCPU(), time.Now()
 	err := o.Operator.Process(input, b)
 	d, c := time.Since(t0), threadCPU()-c0
@@ -322,14 +334,24 @@ func (o *timedOp) Process(input int, b *row.Batch) error {
 		l.after = append(l.after, d)
 		l.afterCPU = append(l.afterCPU, c)
 		l.byPos[l.since] = append(l.byPos[l.since], c)
+		if l.full {
+			l.fullCPU = append(l.fullCPU, c)
+		} else {
+			l.fillCPU = append(l.fillCPU, c)
+		}
 		l.since++
 	}
+	l.rows += rows
 	return err
 }
 
 func (o *timedOp) Snapshot(id int64) (rt.Snapshot, error) {
 	o.lat.since = 0
 	o.lat.snaps++
+	o.lat.full = o.lat.rows >= o.lat.keys
+	if o.lat.full {
+		o.lat.fullSnaps++
+	}
 	return o.Operator.Snapshot(id)
 }
 
