@@ -6,20 +6,13 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
-	"unsafe"
+
+	"github.com/sluice-stream/sluice/internal/cputime"
 )
 
-// threadCPU is the CPU time of the calling thread (lock the goroutine to
-// it): a batch's own cost on a shared machine.
-func threadCPU() time.Duration {
-	const clockThreadCPUTime = 3 // CLOCK_THREAD_CPUTIME_ID
-	var ts syscall.Timespec
-	_, _, _ = syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTime, uintptr(unsafe.Pointer(&ts)), 0)
-	return time.Duration(ts.Nano())
-}
+func threadCPU() time.Duration { return cputime.Thread() }
 
 // BenchmarkBatchesAfterSnapshot is the pause scenario without the runtime:
 // COW_KEYS int64 keys (16 M by default) in one window (count+sum), then per

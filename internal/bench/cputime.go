@@ -1,0 +1,9 @@
+package main
+
+import (
+	"time"
+
+	"github.com/sluice-stream/sluice/internal/cputime"
+)
+
+func threadCPU() time.Duration { return cputime.Thread() }
