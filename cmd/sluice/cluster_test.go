@@ -272,6 +272,24 @@ func TestTaskManagerBadMaster(t *testing.T) {
 // holds s.
 func processesWith(s string) []int { return procs.TaskManagersWith(s) }
 
+// haJob prepares examples/exactly-once.json on `sluice run --cluster 2`
+// with an HA directory: its directory, output, arguments and a context
+// bounding the test; the TaskManagers left are killed at the end.
+func haJob(t *testing.T, rows, keys int) (dir, out string, args []string, ctx context.Context) {
+	dir = t.TempDir()
+	out = filepath.Join(dir, "out")
+	ha := "file://" + filepath.Join(dir, "ha")
+	args = append(clusterHAArgs(dir, out, ha, rows, keys), repoFile(t, "examples/exactly-once.json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(func() {
+		cancel()
+		for _, p := range processesWith(ha) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	return dir, out, args, ctx
+}
+
 func clusterHAArgs(dir, out, ha string, rows, keys int) []string {
 	return []string{"run", "--cluster", "2", "--ha-dir", ha,
 		"--set", "nodes.out.params.path=" + out,
@@ -292,39 +310,13 @@ func clusterHAArgs(dir, out, ha string, rows, keys int) []string {
 // committed exactly once.
 func TestClusterMasterRestart(t *testing.T) {
 	const rows, keys = 150_000, 100
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	ha := "file://" + filepath.Join(dir, "ha")
-	args := append(clusterHAArgs(dir, out, ha, rows, keys), repoFile(t, "examples/exactly-once.json"))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	defer func() {
-		for _, p := range processesWith(ha) {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
+	dir, out, args, ctx := haJob(t, rows, keys)
 	// The first master logs to a file, as under a supervisor: its
 	// TaskManagers share it and outlive it.
-	logFile, err := os.Create(filepath.Join(dir, "master1.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	first := exec.CommandContext(ctx, sluiceBin, args...)
-	first.Stderr = logFile
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
+	first, log1 := startLogged(t, ctx, dir, args...)
 	tms := waitChildren(t, first.Process.Pid, 2)
-	log1 := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
 	// Some checkpoints, then the master dies.
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(log1(), "deploying") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no deployment:\n%s", log1())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitLog(t, log1, "deploying", 1)
 	time.Sleep(1500 * time.Millisecond)
 	_ = first.Process.Signal(syscall.SIGKILL)
 	_ = first.Wait()
@@ -354,17 +346,7 @@ func TestClusterMasterRestart(t *testing.T) {
 // the other runs the job; every result is committed exactly once.
 func TestClusterTwoMasters(t *testing.T) {
 	const rows, keys = 100_000, 100
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	ha := "file://" + filepath.Join(dir, "ha")
-	args := append(clusterHAArgs(dir, out, ha, rows, keys), repoFile(t, "examples/exactly-once.json"))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	defer func() {
-		for _, p := range processesWith(ha) {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
+	dir, out, args, ctx := haJob(t, rows, keys)
 	type result struct {
 		err error
 		log string
