@@ -132,7 +132,9 @@ func (c *conn) fail(err error, local bool) {
 		if local {
 			return
 		}
-		c.n.log.Error("data connection lost", "peer", c.peer, "err", err)
+		// Warn: a peer that stops (its job ended, or it was shut down) ends
+		// the connection too; OnPeerLost decides what it means.
+		c.n.log.Warn("data connection lost", "peer", c.peer, "err", err)
 		if f := c.n.cfg.OnPeerLost; f != nil {
 			go f(c.peer, err)
 		}
