@@ -590,3 +590,15 @@ func TestClusterRestoreLatest(t *testing.T) {
 	}
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
 }
+
+var localRestoreRe = regexp.MustCompile(`msg="state restored" taskmanager=\S+ .*localBytes=[1-9]`)
+
+// TestClusterLocalRecovery: with checkpoint.localRecovery, after a
+// TaskManager is killed the survivors get their pipelines back (placement
+// keeps a pipeline where it ran) and restore them from their local copies.
+func TestClusterLocalRecovery(t *testing.T) {
+	logs := runClusterCrashTest(t, 2, "--set", "checkpoint.localRecovery=true")
+	if !localRestoreRe.MatchString(logs) {
+		t.Errorf("no TaskManager restored from its local copies:\n%s", tail(logs, 4000))
+	}
+}

@@ -231,7 +231,8 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 				// moved since, by this run's own fencing).
 				skipped, corrupt = 0, nil
 			}
-			if err == nil && md != nil {
+			if _, here := dep.(localDeployer); here && err == nil && md != nil {
+				// (Tasks elsewhere log what they read themselves.)
 				opts.Log.Info("state restored", "checkpoint", md.CheckpointID,
 					"localBytes", res.Restored.LocalBytes.Load(), "remoteBytes", res.Restored.RemoteBytes.Load())
 			}
