@@ -162,7 +162,8 @@ func (m *Master) handle(t *tmConn, msg *pb.FromTaskManager) {
 				a.event(runtime.TaskEvent{Kind: runtime.EventDecline, Attempt: x.AckCheckpoint.Attempt, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, Err: err})
 				return
 			}
-			a.event(runtime.TaskEvent{Kind: runtime.EventAck, Attempt: x.AckCheckpoint.Attempt, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, States: states})
+			a.event(runtime.TaskEvent{Kind: runtime.EventAck, Attempt: x.AckCheckpoint.Attempt, Task: int(x.AckCheckpoint.Task), ID: x.AckCheckpoint.Id, States: states,
+				Alignment: time.Duration(x.AckCheckpoint.AlignmentNanos)})
 		}
 	case *pb.FromTaskManager_DeclineCheckpoint:
 		if a := attemptOf(x.DeclineCheckpoint.Attempt); a != nil {

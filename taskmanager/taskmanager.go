@@ -558,7 +558,8 @@ func (s *session) forward(attempt string, h *runtime.Host) {
 				if err != nil {
 					m.Msg = &pb.FromTaskManager_DeclineCheckpoint{DeclineCheckpoint: &pb.DeclineCheckpoint{Attempt: attempt, Task: int32(ev.Task), Id: ev.ID, Error: pb.FromError(err)}}
 				} else {
-					m.Msg = &pb.FromTaskManager_AckCheckpoint{AckCheckpoint: &pb.AckCheckpoint{Attempt: attempt, Task: int32(ev.Task), Id: ev.ID, States: states}}
+					m.Msg = &pb.FromTaskManager_AckCheckpoint{AckCheckpoint: &pb.AckCheckpoint{Attempt: attempt, Task: int32(ev.Task), Id: ev.ID, States: states,
+						AlignmentNanos: int64(ev.Alignment)}}
 				}
 			case runtime.EventDecline:
 				m.Msg = &pb.FromTaskManager_DeclineCheckpoint{DeclineCheckpoint: &pb.DeclineCheckpoint{Attempt: attempt, Task: int32(ev.Task), Id: ev.ID, Error: pb.FromError(ev.Err)}}

@@ -263,6 +263,8 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 type checkpointReply struct {
 	runtime.CheckpointStats
 	DurationMs float64 `json:"durationMs"`
+	// AlignmentMs: the longest any task held its inputs for the barriers.
+	AlignmentMs float64 `json:"alignmentMs"`
 }
 
 type checkpointsReply struct {
@@ -277,7 +279,8 @@ type checkpointsReply struct {
 }
 
 func checkpointOf(s runtime.CheckpointStats) checkpointReply {
-	return checkpointReply{CheckpointStats: s, DurationMs: float64(s.Duration.Microseconds()) / 1000}
+	return checkpointReply{CheckpointStats: s, DurationMs: float64(s.Duration.Microseconds()) / 1000,
+		AlignmentMs: float64(s.Alignment.Microseconds()) / 1000}
 }
 
 func (a *jobAPI) checkpoints(w http.ResponseWriter, r *http.Request) {

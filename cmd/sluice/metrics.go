@@ -109,12 +109,13 @@ type jobDescs struct {
 	rowsIn, rowsOut, parallelism, backPressure *prometheus.Desc
 	completed, failed, savepoints, restarts    *prometheus.Desc
 	lastDuration, lastSize, lastAge, lastID    *prometheus.Desc
+	lastAlignment                              *prometheus.Desc
 	tmRegistered, tmLost, tmRTT, tmSlots       *prometheus.Desc
 }
 
 func (d jobDescs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.completed, d.failed, d.savepoints, d.restarts,
-		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
+		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.lastAlignment, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
 }
 
 func newJobDescs(job prometheus.Labels) jobDescs {
@@ -132,6 +133,8 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 		restarts:     d("sluice_job_restarts_total", "Restarts of the job from its latest checkpoint."),
 		lastDuration: d("sluice_checkpoint_last_duration_seconds", "The last completed checkpoint's duration, trigger to commit."),
 		lastSize:     d("sluice_checkpoint_last_size_bytes", "Bytes the last completed checkpoint wrote."),
+		lastAlignment: d("sluice_checkpoint_last_alignment_seconds",
+			"The last completed checkpoint's alignment: the longest any task held its inputs from the first barrier to the last."),
 		lastAge:      d("sluice_checkpoint_last_completed_age_seconds", "Seconds since the last checkpoint completed."),
 		lastID:       d("sluice_checkpoint_last_id", "The last completed checkpoint's id."),
 		tmRegistered: d("sluice_taskmanagers_registered", "TaskManagers registered with the job master."),
@@ -176,6 +179,7 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		end := last.Triggered.Add(last.Duration)
 		ch <- prometheus.MustNewConstMetric(d.lastDuration, prometheus.GaugeValue, last.Duration.Seconds())
 		ch <- prometheus.MustNewConstMetric(d.lastSize, prometheus.GaugeValue, float64(last.Bytes))
+		ch <- prometheus.MustNewConstMetric(d.lastAlignment, prometheus.GaugeValue, last.Alignment.Seconds())
 		ch <- prometheus.MustNewConstMetric(d.lastAge, prometheus.GaugeValue, time.Since(end).Seconds())
 		ch <- prometheus.MustNewConstMetric(d.lastID, prometheus.GaugeValue, float64(last.ID))
 	}

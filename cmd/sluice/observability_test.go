@@ -132,11 +132,12 @@ type checkpointsAPI struct {
 }
 
 type checkpointAPI struct {
-	ID         int64
-	State      string
-	Bytes      int64
-	DurationMs float64
-	Path       string
+	ID          int64
+	State       string
+	Bytes       int64
+	DurationMs  float64
+	AlignmentMs float64
+	Path        string
 }
 
 type errorAPI struct{ Error string }
@@ -316,7 +317,11 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 		}
 	}
 	var cps checkpointsAPI
-	p.waitFor("a checkpoint", func() bool { return call(t, "GET", api+"/v1/checkpoints", &cps) == 200 && cps.Completed >= 1 })
+	// The window's subtasks take two channels each (a hash edge across
+	// TaskManagers): their acknowledgements carry a measured alignment.
+	p.waitFor("a checkpoint with its alignment", func() bool {
+		return call(t, "GET", api+"/v1/checkpoints", &cps) == 200 && cps.Latest != nil && cps.Latest.AlignmentMs > 0
+	})
 
 	tmName := regexp.MustCompile(`^local-\d+$`)
 	ss := scrape(t, api+"/metrics")
@@ -325,6 +330,7 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 		t.Errorf("sluice_taskmanagers_registered = %v", n)
 	}
 	one(t, ss, "sluice_taskmanagers_lost_total", nil)
+	one(t, ss, "sluice_checkpoint_last_alignment_seconds", nil)
 	for v := range vertices {
 		one(t, ss, "sluice_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
 	}

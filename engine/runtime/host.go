@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
 	"github.com/sluice-stream/sluice/engine/row"
@@ -125,6 +126,15 @@ type TaskEvent struct {
 	ID      int64
 	Err     error
 	States  []NodeSubtaskState
+	// Alignment (EventAck) is how long the task held its inputs for the
+	// checkpoint's barriers: from the first to the last (0 for a source).
+	Alignment time.Duration
+}
+
+// ack is what the coordinator keeps of a task's acknowledgement.
+type ack struct {
+	states    []NodeSubtaskState
+	alignment time.Duration
 }
 
 // NodeSubtaskState is one node's state file of a task's acknowledgement.
@@ -457,7 +467,7 @@ func (h *Host) send(t *task, m ctrlMsg) bool {
 }
 
 // upload writes a task's snapshots asynchronously and acknowledges.
-func (h *Host) upload(t *task, tr Trigger, snaps []Snapshot) {
+func (h *Host) upload(t *task, tr Trigger, snaps []Snapshot, alignment time.Duration) {
 	h.uploads.Add(1)
 	go func() {
 		defer h.uploads.Done()
@@ -474,7 +484,7 @@ func (h *Host) upload(t *task, tr Trigger, snaps []Snapshot) {
 			}
 			states = append(states, NodeSubtaskState{Node: n.ID, Parallelism: n.Parallelism, State: st})
 		}
-		h.event(TaskEvent{Kind: EventAck, Task: t.idx, ID: tr.ID, States: states})
+		h.event(TaskEvent{Kind: EventAck, Task: t.idx, ID: tr.ID, States: states, Alignment: alignment})
 	}()
 }
 

@@ -79,7 +79,7 @@ func (w *writtenFiles) chainIDs(id int64) map[int64]bool {
 func chainIDs(p *Pending) map[int64]bool {
 	ids := map[int64]bool{}
 	for _, payload := range p.Acks {
-		for _, s := range payload.([]NodeSubtaskState) {
+		for _, s := range payload.(ack).states {
 			for _, f := range s.State.Chain {
 				ids[f.CheckpointID] = true
 			}

@@ -650,7 +650,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			}
 			switch ev.Kind {
 			case EventAck:
-				err = apply(coord.Ack(now, ev.ID, ev.Task, ev.States))
+				err = apply(coord.Ack(now, ev.ID, ev.Task, ack{states: ev.States, alignment: ev.Alignment}))
 			case EventDecline:
 				err = apply(coord.Decline(now, ev.ID, ev.Err))
 			case EventSourceFinished:
@@ -753,7 +753,7 @@ func (d *driver) commit(p *Pending) (*checkpoint.Metadata, string, error) {
 	byNode := map[string]*checkpoint.NodeState{}
 	var order []string
 	for _, payload := range p.Acks {
-		for _, s := range payload.([]NodeSubtaskState) {
+		for _, s := range payload.(ack).states {
 			ns := byNode[s.Node]
 			if ns == nil {
 				ns = &checkpoint.NodeState{NodeID: s.Node, Parallelism: s.Parallelism}

@@ -34,6 +34,9 @@ type CheckpointStats struct {
 	// incremental checkpoint's deltas, not the files it builds on); 0 for
 	// a failed one.
 	Bytes int64 `json:"bytes"`
+	// Alignment is the longest any task held its inputs for the
+	// checkpoint's barriers (completed checkpoints).
+	Alignment time.Duration `json:"-"`
 	// State is "completed" or "failed" (Error says why).
 	State string `json:"state"`
 	Path  string `json:"path,omitempty"`
@@ -61,18 +64,20 @@ func (c *checkpointTracker) completed(p *Pending, path string) {
 		return
 	}
 	var bytes int64
+	var alignment time.Duration
 	for _, payload := range p.Acks {
-		states, _ := payload.([]NodeSubtaskState)
-		for _, s := range states {
+		a, _ := payload.(ack)
+		for _, s := range a.states {
 			bytes += s.State.Size
 		}
+		alignment = max(alignment, a.alignment)
 	}
 	began := c.triggered
 	if c.id != p.ID || began.IsZero() {
 		began = time.UnixMilli(p.Started)
 	}
 	c.report(CheckpointStats{ID: p.ID, Savepoint: p.Savepoint, Triggered: began, Duration: time.Since(began),
-		Bytes: bytes, State: "completed", Path: path})
+		Bytes: bytes, Alignment: alignment, State: "completed", Path: path})
 	c.id, c.triggered = 0, time.Time{}
 }
 

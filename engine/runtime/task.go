@@ -305,6 +305,7 @@ func (t *task) checkpoint(tr Trigger) {
 	if t.source != nil || begin.IsZero() {
 		begin = time.Now()
 	}
+	alignment := time.Since(begin)
 	t.alignStart = time.Time{}
 	snaps := make([]Snapshot, len(t.members))
 	for i, m := range t.members {
@@ -329,7 +330,7 @@ func (t *task) checkpoint(tr Trigger) {
 	t.job.pauses.record(time.Since(begin), operatorState(t.members, snaps))
 	t.broadcast(Message{Kind: MsgBarrier, Barrier: tr})
 	if snaps != nil {
-		t.job.upload(t, tr, snaps)
+		t.job.upload(t, tr, snaps, alignment)
 	}
 }
 

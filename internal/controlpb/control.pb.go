@@ -1784,13 +1784,15 @@ func (x *TriggerCheckpoint) GetStop() bool {
 
 // AckCheckpoint reports that a task has snapshotted its state for a checkpoint.
 type AckCheckpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Attempt       string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Task          int32                  `protobuf:"varint,2,opt,name=task,proto3" json:"task,omitempty"`
-	Id            int64                  `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`
-	States        []*NodeSubtaskState    `protobuf:"bytes,4,rep,name=states,proto3" json:"states,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt string                 `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Task    int32                  `protobuf:"varint,2,opt,name=task,proto3" json:"task,omitempty"`
+	Id      int64                  `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`
+	States  []*NodeSubtaskState    `protobuf:"bytes,4,rep,name=states,proto3" json:"states,omitempty"`
+	// How long the task held its inputs for the barriers (first to last).
+	AlignmentNanos int64 `protobuf:"varint,5,opt,name=alignment_nanos,json=alignmentNanos,proto3" json:"alignment_nanos,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AckCheckpoint) Reset() {
@@ -1849,6 +1851,13 @@ func (x *AckCheckpoint) GetStates() []*NodeSubtaskState {
 		return x.States
 	}
 	return nil
+}
+
+func (x *AckCheckpoint) GetAlignmentNanos() int64 {
+	if x != nil {
+		return x.AlignmentNanos
+	}
+	return 0
 }
 
 // NodeSubtaskState is the snapshot handle of one node's subtask.
@@ -2630,12 +2639,13 @@ const file_control_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\x12\x1c\n" +
 	"\tsavepoint\x18\x03 \x01(\bR\tsavepoint\x12\x14\n" +
 	"\x05final\x18\x04 \x01(\bR\x05final\x12\x12\n" +
-	"\x04stop\x18\x05 \x01(\bR\x04stop\"\x8a\x01\n" +
+	"\x04stop\x18\x05 \x01(\bR\x04stop\"\xb3\x01\n" +
 	"\rAckCheckpoint\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12\x12\n" +
 	"\x04task\x18\x02 \x01(\x05R\x04task\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x03R\x02id\x12;\n" +
-	"\x06states\x18\x04 \x03(\v2#.sluice.control.v1.NodeSubtaskStateR\x06states\"g\n" +
+	"\x06states\x18\x04 \x03(\v2#.sluice.control.v1.NodeSubtaskStateR\x06states\x12'\n" +
+	"\x0falignment_nanos\x18\x05 \x01(\x03R\x0ealignmentNanos\"g\n" +
 	"\x10NodeSubtaskState\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\x12\x1d\n" +
