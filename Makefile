@@ -27,10 +27,11 @@ test: vet
 	$(GO) test -race -timeout 15m $(RACE)
 	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/connectors -e /engine/checkpoint -e /engine/fs -e /engine/plan -e /framework -e /taskmanager)
 
-# Go benchmarks of the hot paths, then the harness that runs whole jobs beside
-# hand-written loops (figures for docs/benchmarks.md).
+# Go benchmarks of the hot paths (the data plane's TCP against gRPC among them),
+# then the harness that runs whole jobs beside hand-written loops, and on
+# TaskManager processes (figures for docs/benchmarks.md).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... ./taskmanager/... | tee bench.txt
 	$(GO) run ./internal/bench | tee -a bench.txt
 
 # Regenerates the control-plane code (internal/controlpb) from control.proto.
