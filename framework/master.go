@@ -307,9 +307,28 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 			out[s.Node] += s.RowsOut
 		}
 	}
+	// A node's watermark: the lowest the registered TaskManagers report
+	// (a lost one's last report holds no event time back).
+	wms := map[string]map[int]int64{}
+	i := 0
+	for id, r := range m.reports {
+		if _, live := m.tms[id]; !live {
+			continue
+		}
+		i++
+		for _, s := range r.Subtasks {
+			if s.Watermark != runtime.MinWatermark && s.Watermark != runtime.MaxWatermark {
+				if wms[s.Node] == nil {
+					wms[s.Node] = map[int]int64{}
+				}
+				wms[s.Node][i] = s.Watermark
+			}
+		}
+	}
 	for id, nm := range m.metrics {
 		nm.RowsIn.Store(in[id])
 		nm.RowsOut.Store(out[id])
+		nm.ReplaceWatermarks(wms[id])
 	}
 }
 

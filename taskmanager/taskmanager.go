@@ -596,8 +596,12 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 	defer tm.mu.Unlock()
 	r := &pb.MetricsReport{}
 	for id, m := range tm.metrics {
+		wm, ok := m.Watermark()
+		if !ok {
+			wm = runtime.MinWatermark // none: the master leaves it out
+		}
 		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load(),
-			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond)})
+			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond), Watermark: wm})
 	}
 	return r
 }

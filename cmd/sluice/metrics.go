@@ -107,6 +107,7 @@ func (o *jobObserver) handler() http.Handler {
 // vertex, taskmanager; never a key or a value of the data.
 type jobDescs struct {
 	rowsIn, rowsOut, parallelism, backPressure *prometheus.Desc
+	watermarkLag                               *prometheus.Desc
 	completed, failed, savepoints, restarts    *prometheus.Desc
 	lastDuration, lastSize, lastAge, lastID    *prometheus.Desc
 	lastAlignment                              *prometheus.Desc
@@ -114,7 +115,7 @@ type jobDescs struct {
 }
 
 func (d jobDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.completed, d.failed, d.savepoints, d.restarts,
+	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.watermarkLag, d.completed, d.failed, d.savepoints, d.restarts,
 		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.lastAlignment, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
 }
 
@@ -123,9 +124,11 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 		return prometheus.NewDesc(name, help, labels, job)
 	}
 	return jobDescs{
-		rowsIn:       d("sluice_vertex_rows_in_total", "Rows a vertex took in, over its subtasks (over every TaskManager for a cluster).", "vertex"),
-		rowsOut:      d("sluice_vertex_rows_out_total", "Rows a vertex emitted, over its subtasks (over every TaskManager for a cluster).", "vertex"),
-		parallelism:  d("sluice_vertex_parallelism", "A vertex's subtasks.", "vertex"),
+		rowsIn:      d("sluice_vertex_rows_in_total", "Rows a vertex took in, over its subtasks (over every TaskManager for a cluster).", "vertex"),
+		rowsOut:     d("sluice_vertex_rows_out_total", "Rows a vertex emitted, over its subtasks (over every TaskManager for a cluster).", "vertex"),
+		parallelism: d("sluice_vertex_parallelism", "A vertex's subtasks.", "vertex"),
+		watermarkLag: d("sluice_vertex_watermark_lag_seconds",
+			"Wall-clock time minus the vertex's event-time watermark (the lowest of its subtasks): how far event time lags; absent before the first watermark.", "vertex"),
 		backPressure: d("sluice_vertex_back_pressured_seconds_total", "Time a vertex's subtasks (summed) waited for credits to send downstream: its consumers were behind.", "vertex"),
 		completed:    d("sluice_checkpoints_completed_total", "Checkpoints completed (savepoints not included)."),
 		savepoints:   d("sluice_savepoints_completed_total", "Savepoints completed."),
@@ -165,6 +168,10 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		if m := o.nodes[n.ID]; m != nil {
 			ch <- prometheus.MustNewConstMetric(d.rowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), n.ID)
 			ch <- prometheus.MustNewConstMetric(d.rowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), n.ID)
+			if wm, ok := m.Watermark(); ok {
+				lag := time.Since(time.UnixMilli(wm)).Seconds()
+				ch <- prometheus.MustNewConstMetric(d.watermarkLag, prometheus.GaugeValue, lag, n.ID)
+			}
 		}
 		ch <- prometheus.MustNewConstMetric(d.backPressure, prometheus.CounterValue, bp[n.ID].Seconds(), n.ID)
 	}

@@ -331,6 +331,15 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 	}
 	one(t, ss, "sluice_taskmanagers_lost_total", nil)
 	one(t, ss, "sluice_checkpoint_last_alignment_seconds", nil)
+	// The window's event time, reported by the TaskManagers (each second).
+	p.waitFor("the window's watermark lag", func() bool {
+		for _, s := range scrape(t, api+"/metrics") {
+			if s.name == "sluice_vertex_watermark_lag_seconds" && s.labels["vertex"] == "win" && s.value > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	for v := range vertices {
 		one(t, ss, "sluice_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
 	}

@@ -20,6 +20,46 @@ type NodeMetrics struct {
 	// BackPressured is how long (ns, over the node's subtasks) sending a
 	// batch downstream waited for a credit: the consumer was behind.
 	BackPressured atomic.Int64
+
+	// watermarks: the event-time watermark each subtask (or reporting
+	// process) has reached; the node's is their minimum.
+	wmMu       sync.Mutex
+	watermarks map[int]int64
+}
+
+// SetWatermark records that subtask (or reporter) key reached wm. Called
+// when a watermark advances, not per row.
+func (m *NodeMetrics) SetWatermark(key int, wm int64) {
+	m.wmMu.Lock()
+	if m.watermarks == nil {
+		m.watermarks = map[int]int64{}
+	}
+	m.watermarks[key] = wm
+	m.wmMu.Unlock()
+}
+
+// ReplaceWatermarks sets every reporter's watermark at once (a master
+// summing its TaskManagers' reports).
+func (m *NodeMetrics) ReplaceWatermarks(ws map[int]int64) {
+	m.wmMu.Lock()
+	m.watermarks = ws
+	m.wmMu.Unlock()
+}
+
+// Watermark is the lowest watermark of the node's subtasks (or
+// reporters); ok is false before any, or when it is MinWatermark or
+// MaxWatermark (no event time, or the input ended).
+func (m *NodeMetrics) Watermark() (wm int64, ok bool) {
+	m.wmMu.Lock()
+	defer m.wmMu.Unlock()
+	if len(m.watermarks) == 0 {
+		return 0, false
+	}
+	wm = MaxWatermark
+	for _, w := range m.watermarks {
+		wm = min(wm, w)
+	}
+	return wm, wm != MinWatermark && wm != MaxWatermark
 }
 
 // pauseLog records how long tasks held back processing for checkpoints:

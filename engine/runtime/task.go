@@ -229,7 +229,18 @@ func (t *task) emitWatermark(wm int64) {
 		return
 	}
 	t.sourceWM = wm
+	t.recordWatermark(wm)
 	t.members[0].ctx.Out.Watermark(wm)
+}
+
+// recordWatermark notes the chain's watermark in its nodes' metrics (the
+// chained operators see the same event time).
+func (t *task) recordWatermark(wm int64) {
+	for _, m := range t.members {
+		if m.ctx.Metrics != nil {
+			m.ctx.Metrics.SetWatermark(t.subtask, wm)
+		}
+	}
 }
 
 func (t *task) broadcast(m Message) {
@@ -479,6 +490,7 @@ func (t *task) advanceWatermark() {
 	}
 	if min > t.currentWM {
 		t.currentWM = min
+		t.recordWatermark(min)
 		h := t.head()
 		if err := h.op.Watermark(min); err != nil {
 			t.fail(fmt.Errorf("%s#%d: watermark: %w", h.node.ID, t.subtask, err))
