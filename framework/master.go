@@ -301,10 +301,13 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 	defer m.mu.Unlock()
 	m.reports[tm] = r
 	in, out := map[string]int64{}, map[string]int64{}
+	bin, bout := map[string]int64{}, map[string]int64{}
 	for _, r := range m.reports {
 		for _, s := range r.Subtasks {
 			in[s.Node] += s.RowsIn
 			out[s.Node] += s.RowsOut
+			bin[s.Node] += s.BytesIn
+			bout[s.Node] += s.BytesOut
 		}
 	}
 	// A node's watermark: the lowest the registered TaskManagers report
@@ -328,6 +331,8 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 	for id, nm := range m.metrics {
 		nm.RowsIn.Store(in[id])
 		nm.RowsOut.Store(out[id])
+		nm.BytesIn.Store(bin[id])
+		nm.BytesOut.Store(bout[id])
 		nm.ReplaceWatermarks(wms[id])
 	}
 }

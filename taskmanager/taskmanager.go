@@ -601,7 +601,8 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 			wm = runtime.MinWatermark // none: the master leaves it out
 		}
 		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load(),
-			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond), Watermark: wm})
+			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond), Watermark: wm,
+			BytesIn: m.BytesIn.Load(), BytesOut: m.BytesOut.Load()})
 	}
 	return r
 }

@@ -107,7 +107,7 @@ func (o *jobObserver) handler() http.Handler {
 // vertex, taskmanager; never a key or a value of the data.
 type jobDescs struct {
 	rowsIn, rowsOut, parallelism, backPressure *prometheus.Desc
-	watermarkLag                               *prometheus.Desc
+	watermarkLag, bytesIn, bytesOut            *prometheus.Desc
 	completed, failed, savepoints, restarts    *prometheus.Desc
 	lastDuration, lastSize, lastAge, lastID    *prometheus.Desc
 	lastAlignment                              *prometheus.Desc
@@ -115,7 +115,7 @@ type jobDescs struct {
 }
 
 func (d jobDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.watermarkLag, d.completed, d.failed, d.savepoints, d.restarts,
+	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.watermarkLag, d.bytesIn, d.bytesOut, d.completed, d.failed, d.savepoints, d.restarts,
 		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.lastAlignment, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
 }
 
@@ -127,6 +127,10 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 		rowsIn:      d("sluice_vertex_rows_in_total", "Rows a vertex took in, over its subtasks (over every TaskManager for a cluster).", "vertex"),
 		rowsOut:     d("sluice_vertex_rows_out_total", "Rows a vertex emitted, over its subtasks (over every TaskManager for a cluster).", "vertex"),
 		parallelism: d("sluice_vertex_parallelism", "A vertex's subtasks.", "vertex"),
+		bytesIn: d("sluice_vertex_bytes_in_total",
+			"Bytes a vertex received from other processes (the data plane's encoding; 0 in one process).", "vertex"),
+		bytesOut: d("sluice_vertex_bytes_out_total",
+			"Bytes a vertex sent to other processes (the data plane's encoding; 0 in one process).", "vertex"),
 		watermarkLag: d("sluice_vertex_watermark_lag_seconds",
 			"Wall-clock time minus the vertex's event-time watermark (the lowest of its subtasks): how far event time lags; absent before the first watermark.", "vertex"),
 		backPressure: d("sluice_vertex_back_pressured_seconds_total", "Time a vertex's subtasks (summed) waited for credits to send downstream: its consumers were behind.", "vertex"),
@@ -168,6 +172,8 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		if m := o.nodes[n.ID]; m != nil {
 			ch <- prometheus.MustNewConstMetric(d.rowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), n.ID)
 			ch <- prometheus.MustNewConstMetric(d.rowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), n.ID)
+			ch <- prometheus.MustNewConstMetric(d.bytesIn, prometheus.CounterValue, float64(m.BytesIn.Load()), n.ID)
+			ch <- prometheus.MustNewConstMetric(d.bytesOut, prometheus.CounterValue, float64(m.BytesOut.Load()), n.ID)
 			if wm, ok := m.Watermark(); ok {
 				lag := time.Since(time.UnixMilli(wm)).Seconds()
 				ch <- prometheus.MustNewConstMetric(d.watermarkLag, prometheus.GaugeValue, lag, n.ID)

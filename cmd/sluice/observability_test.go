@@ -331,6 +331,20 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 	}
 	one(t, ss, "sluice_taskmanagers_lost_total", nil)
 	one(t, ss, "sluice_checkpoint_last_alignment_seconds", nil)
+	// Half the rows cross the hash edge between the two TaskManagers.
+	p.waitFor("bytes across processes", func() bool {
+		ss := scrape(t, api+"/metrics")
+		var out, in float64
+		for _, s := range ss {
+			switch {
+			case s.name == "sluice_vertex_bytes_out_total" && s.labels["vertex"] == "src":
+				out = s.value
+			case s.name == "sluice_vertex_bytes_in_total" && s.labels["vertex"] == "win":
+				in = s.value
+			}
+		}
+		return out > 0 && in > 0
+	})
 	// The window's event time, reported by the TaskManagers (each second).
 	p.waitFor("the window's watermark lag", func() bool {
 		for _, s := range scrape(t, api+"/metrics") {

@@ -305,6 +305,9 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 		if c, ok := cs.(CreditWaitCounter); ok {
 			c.CountCreditWait(backPressured(e.metrics, n.ID))
 		}
+		if c, ok := cs.(ByteCounter); ok && e.metrics[n.ID] != nil {
+			c.CountBytes(&e.metrics[n.ID].BytesOut)
+		}
 		return &remoteSender{cs: cs, t: t, key: key}, nil
 	}
 	if pointwise(e.g, c, in) {

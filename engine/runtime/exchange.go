@@ -34,7 +34,10 @@ type Message struct {
 	Batch     *row.Batch // MsgData
 	Watermark int64      // MsgWatermark
 	Barrier   Trigger    // MsgBarrier
-	ch        int32      // input channel at the receiver
+	// Bytes is the encoded size of a message that crossed processes, set
+	// by the data plane that delivers it (the consumer's BytesIn).
+	Bytes int
+	ch    int32 // input channel at the receiver
 }
 
 // creditsPerChannel bounds the batches in flight from one sender to one

@@ -443,6 +443,9 @@ func (h *Host) Deliver(key ChannelKey, m Message) error {
 		return fmt.Errorf("channel %d of task %d: a message beyond its %d credits", key.Channel, key.Task, creditsPerChannel)
 	}
 	m.ch = key.Channel
+	if mt := t.members[0].ctx.Metrics; mt != nil && m.Bytes > 0 {
+		mt.BytesIn.Add(int64(m.Bytes))
+	}
 	t.in.ch <- m // never blocks: capacity covers every credit
 	return nil
 }

@@ -20,6 +20,10 @@ type NodeMetrics struct {
 	// BackPressured is how long (ns, over the node's subtasks) sending a
 	// batch downstream waited for a credit: the consumer was behind.
 	BackPressured atomic.Int64
+	// BytesIn and BytesOut count what crossed processes on the node's
+	// channels, encoded (the data plane's bytes; 0 in one process).
+	BytesIn  atomic.Int64
+	BytesOut atomic.Int64
 
 	// watermarks: the event-time watermark each subtask (or reporting
 	// process) has reached; the node's is their minimum.

@@ -12,6 +12,12 @@ type CreditWaitCounter interface {
 	CountCreditWait(ns *atomic.Int64)
 }
 
+// ByteCounter is a ChannelSender that adds the encoded size of what it
+// sends to a counter (the producer's NodeMetrics.BytesOut).
+type ByteCounter interface {
+	CountBytes(n *atomic.Int64)
+}
+
 // backPressured is node id's back-pressure counter, nil when it has no
 // metrics.
 func backPressured(metrics map[string]*NodeMetrics, id string) *atomic.Int64 {

@@ -368,6 +368,7 @@ func (c *conn) deliver(j frameJob) error {
 			return err
 		}
 	}
+	m.Bytes = len(*j.p) + headerLen
 	if err := c.n.cfg.Receiver.Deliver(ic.key, m); err != nil {
 		// The task may have gone since the channel opened: then this is a
 		// zombie's message like any other. Otherwise the sender broke the
@@ -410,7 +411,11 @@ type sender struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	waited    *atomic.Int64 // set before the first Send: ns spent waiting for credits
+	bytes     *atomic.Int64 // set before the first Send: bytes of messages sent
 }
+
+// CountBytes implements runtime.ByteCounter.
+func (s *sender) CountBytes(n *atomic.Int64) { s.bytes = n }
 
 // CountCreditWait implements runtime.CreditWaitCounter.
 func (s *sender) CountCreditWait(ns *atomic.Int64) { s.waited = ns }
@@ -440,7 +445,11 @@ func (s *sender) Send(m runtime.Message) error {
 		s.opened.Store(true)
 	}
 	var err error
+	before := len(*b)
 	*b, err = appendMessage(*b, s.id, &m)
+	if s.bytes != nil && err == nil {
+		s.bytes.Add(int64(len(*b) - before))
+	}
 	if m.Batch != nil {
 		m.Batch.Release()
 	}
