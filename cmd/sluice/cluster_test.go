@@ -85,17 +85,7 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 	const rows, keys = 150_000, 100
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	args := []string{"run", "--cluster", "3",
-		"--set", "nodes.out.params.path=" + out,
-		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
-		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
-		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
-		"--set", "nodes.src.params.rate=30000",
-		"--set", "parallelism=3",
-		"--set", "checkpoint.interval=150ms",
-		"--set", `restart={"strategy":"fixed-delay","attempts":100,"delay":"50ms"}`,
-		"--local-dir", filepath.Join(dir, "local"),
-	}
+	args := exactlyOnceArgs(dir, out, 3, rows, keys, 30000, 100, "--set", "parallelism=3")
 	args = append(args, extra...)
 	args = append(args, repoFile(t, "examples/exactly-once.json"))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -170,18 +160,9 @@ func TestClusterHungTaskManager(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sluiceBin, "run", "--cluster", "3",
-		"--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s",
-		"--set", "nodes.out.params.path="+out,
-		"--set", "checkpoint.storage=file://"+filepath.Join(dir, "checkpoints"),
-		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
-		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
-		"--set", "nodes.src.params.rate=25000",
-		"--set", "parallelism=3",
-		"--set", "checkpoint.interval=150ms",
-		"--set", `restart={"strategy":"fixed-delay","attempts":10,"delay":"50ms"}`,
-		"--local-dir", filepath.Join(dir, "local"),
-		repoFile(t, "examples/exactly-once.json"))
+	args := exactlyOnceArgs(dir, out, 3, rows, keys, 25000, 10,
+		"--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s", "--set", "parallelism=3")
+	cmd := exec.CommandContext(ctx, sluiceBin, append(args, repoFile(t, "examples/exactly-once.json"))...)
 	f, err := os.Create(filepath.Join(dir, "master.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -291,16 +272,27 @@ func haJob(t *testing.T, rows, keys int) (dir, out string, args []string, ctx co
 }
 
 func clusterHAArgs(dir, out, ha string, rows, keys int) []string {
-	return []string{"run", "--cluster", "2", "--ha-dir", ha,
+	return exactlyOnceArgs(dir, out, 2, rows, keys, 25000, 10, "--ha-dir", ha)
+}
+
+// exactlyOnceArgs are the `sluice run --cluster tms` arguments (before the
+// job file) that run examples/exactly-once.json into out with rows rows of
+// keys keys at rate rows/s, checkpoints in dir every 150 ms and restarts
+// fixed-delay of attempts (0: the spec's); extra come last.
+func exactlyOnceArgs(dir, out string, tms, rows, keys, rate, attempts int, extra ...string) []string {
+	args := []string{"run", "--cluster", strconv.Itoa(tms),
 		"--set", "nodes.out.params.path=" + out,
 		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
 		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
 		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
-		"--set", "nodes.src.params.rate=25000",
+		"--set", fmt.Sprintf("nodes.src.params.rate=%d", rate),
 		"--set", "checkpoint.interval=150ms",
-		"--set", `restart={"strategy":"fixed-delay","attempts":10,"delay":"50ms"}`,
 		"--local-dir", filepath.Join(dir, "local"),
 	}
+	if attempts > 0 {
+		args = append(args, "--set", fmt.Sprintf(`restart={"strategy":"fixed-delay","attempts":%d,"delay":"50ms"}`, attempts))
+	}
+	return append(args, extra...)
 }
 
 // TestClusterMasterRestart kills the job master with SIGKILL and starts it
@@ -561,15 +553,7 @@ func TestClusterRestoreLatest(t *testing.T) {
 	const rows, keys = 100_000, 100
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	args := []string{"run", "--cluster", "2",
-		"--set", "nodes.out.params.path=" + out,
-		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
-		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
-		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
-		"--set", "nodes.src.params.rate=25000",
-		"--set", "checkpoint.interval=150ms",
-		"--local-dir", filepath.Join(dir, "local"),
-	}
+	args := exactlyOnceArgs(dir, out, 2, rows, keys, 25000, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	first, log := startLogged(t, ctx, dir, append(args, repoFile(t, "examples/exactly-once.json"))...)
