@@ -342,10 +342,15 @@ func TestClusterMasterRestart(t *testing.T) {
 func TestClusterPausedMaster(t *testing.T) {
 	const rows, keys = 150_000, 100
 	dir, out, args, ctx := haJob(t, rows, keys)
+	// With the REST API, whose address each master publishes.
+	args = append(args[:len(args)-1:len(args)-1], "--http", "127.0.0.1:0", args[len(args)-1])
 	first, log1 := startLogged(t, ctx, dir, args...)
 	tms := waitChildren(t, first.Process.Pid, 2)
 	waitLog(t, log1, "deploying", 1)
 	time.Sleep(1500 * time.Millisecond)
+	if b, err := os.ReadFile(filepath.Join(dir, "ha", "masters", fmt.Sprintf("%020d", 1))); err != nil || !strings.Contains(string(b), `"http":"127.0.0.1:`) {
+		t.Errorf("the master's published addresses: %s, %v; want its REST address too", b, err)
+	}
 	if err := first.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
