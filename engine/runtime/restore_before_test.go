@@ -217,7 +217,7 @@ func TestRegionRestoreBefore(t *testing.T) {
 	}
 	opts := runtime.Options{Storage: storage, Interval: 20 * time.Millisecond, Timeout: time.Minute, Retained: 5,
 		Restart: runtime.FixedDelay{Attempts: 3, Delay: time.Millisecond},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
 	res, err := runtime.Run(ctx, g, opts)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("run: %v (want it cancelled once both subtasks restored an older checkpoint)", err)
