@@ -393,15 +393,17 @@ func TestPartitionings(t *testing.T) {
 
 // twoInputJob unions two rate-limited sequences (different parallelism and
 // event-time steps) into a window, through a node that fails `failTimes`
-// times, with frequent checkpoints.
+// times, with frequent checkpoints. The input lasts about a second: on a
+// loaded machine (race detector, other tests) a shorter run could end
+// before the failing subtask saw a checkpoint complete, and never fail.
 func twoInputJob(t *testing.T, mode string, failTimes int) *testJob {
 	failures.Store(t.Name(), new(atomic.Int64))
 	return newJob(t, fmt.Sprintf(`{"name": "two-inputs", "parallelism": 2,
 		"checkpoint": {"interval": "5ms", "mode": %q, "retained": 2},
 		"restart": {"strategy": "fixed-delay", "attempts": 3, "delay": "1ms"},
 		"nodes": [
-		{"id": "a", "type": "sequence", "params": {"rows": 12000, "keys": 10, "rate": 30000}},
-		{"id": "b", "type": "sequence", "parallelism": 1, "params": {"rows": 6000, "keys": 10, "intervalMs": 2, "rate": 15000}},
+		{"id": "a", "type": "sequence", "params": {"rows": 12000, "keys": 10, "rate": 10000}},
+		{"id": "b", "type": "sequence", "parallelism": 1, "params": {"rows": 6000, "keys": 10, "intervalMs": 2, "rate": 5000}},
 		{"id": "u", "type": "union", "parallelism": 3, "inputs": ["a", {"from": "b", "partition": "rebalance"}]},
 		{"id": "f", "type": "failing", "inputs": ["u"], "parallelism": 3, "params": {"after": 2000, "afterCheckpoint": true, "times": %d, "flag": %q}},
 		`+windowNode+`,
