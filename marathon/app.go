@@ -19,7 +19,7 @@ type App struct {
 	Container                  *Container        `json:"container,omitempty"`
 	PortDefinitions            []PortDefinition  `json:"portDefinitions"`
 	Env                        map[string]EnvVar `json:"env"`
-	Secrets                    map[string]Secret `json:"secrets"`
+	Secrets                    map[string]Secret `json:"secrets,omitempty"`
 	Labels                     map[string]string `json:"labels"`
 	HealthChecks               []HealthCheck     `json:"healthChecks"`
 	UpgradeStrategy            UpgradeStrategy   `json:"upgradeStrategy"`
@@ -155,7 +155,6 @@ func BuildApp(o Options) (App, error) {
 			"SLUICE_STORE":            {Value: o.Store},
 			"SLUICE_RESOURCE_MANAGER": {Value: o.ResourceManager},
 		},
-		Secrets: map[string]Secret{},
 		Labels: map[string]string{
 			labelServiceName: o.Name,
 			labelPortIndex:   "0",
@@ -190,6 +189,11 @@ func BuildApp(o Options) (App, error) {
 	setEnv("SLUICE_TLS_KEY", o.TLSKey)
 
 	var cmd strings.Builder
+	if o.DCOSSecret != "" || o.DCOSTokenSecret != "" {
+		// Only then: plain Marathon refuses secrets unless started with
+		// the secrets feature.
+		a.Secrets = map[string]Secret{}
+	}
 	if o.DCOSSecret != "" {
 		a.Secrets[secretMesos] = Secret{Source: o.DCOSSecret}
 		a.Env[envDCOSSecret] = EnvVar{Secret: secretMesos}

@@ -109,6 +109,14 @@ func TestMarathonApp(t *testing.T) {
 		t.Errorf("labels %v", a.Labels)
 	}
 
+	plain, err := AppJSON(variants()["binary"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decode(t, plain).(map[string]any)["secrets"]; ok {
+		t.Errorf("an app without DC/OS secrets declares secrets (plain Marathon refuses it):\n%s", plain)
+	}
+
 	img, err := BuildApp(variants()["image"])
 	if err != nil {
 		t.Fatal(err)

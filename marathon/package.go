@@ -244,15 +244,22 @@ func appTemplate(o Options) ([]byte, error) {
 	t.WriteString(env("SLUICE_TOKEN_FILE", "auth.token_file"))
 	t.WriteString(env("SLUICE_TLS_CERT", "auth.tls_cert"))
 	t.WriteString(env("SLUICE_TLS_KEY", "auth.tls_key"))
-	fmt.Fprintf(&t, `    {{#auth.dcos_secret}}"%s": {"secret": "%s"},{{/auth.dcos_secret}}
-    {{#auth.dcos_token_secret}}"%s": {"secret": "%s"},{{/auth.dcos_token_secret}}
+	fmt.Fprintf(&t, `    {{#auth.dcos_secret}}"%[1]s": {"secret": "%[2]s"},{{/auth.dcos_secret}}
+    {{#auth.dcos_token_secret}}"%[3]s": {"secret": "%[4]s"},{{/auth.dcos_token_secret}}
     "SLUICE_RESOURCE_MANAGER": "{{{dispatcher.resource_manager}}}",
     "SLUICE_STORE": "{{{dispatcher.store}}}"
   },
+  {{#auth.dcos_secret}}
   "secrets": {
-    {{#auth.dcos_secret}}"%s": {"source": "{{{auth.dcos_secret}}}"}{{#auth.dcos_token_secret}},{{/auth.dcos_token_secret}}{{/auth.dcos_secret}}
-    {{#auth.dcos_token_secret}}"%s": {"source": "{{{auth.dcos_token_secret}}}"}{{/auth.dcos_token_secret}}
+    "%[5]s": {"source": "{{{auth.dcos_secret}}}"}{{#auth.dcos_token_secret}},
+    "%[6]s": {"source": "{{{auth.dcos_token_secret}}}"}{{/auth.dcos_token_secret}}
   },
+  {{/auth.dcos_secret}}
+  {{^auth.dcos_secret}}{{#auth.dcos_token_secret}}
+  "secrets": {
+    "%[6]s": {"source": "{{{auth.dcos_token_secret}}}"}
+  },
+  {{/auth.dcos_token_secret}}{{/auth.dcos_secret}}
   "labels": {
 `, envDCOSSecret, secretMesos, envDCOSToken, secretToken, secretMesos, secretToken)
 	t.WriteString(labels.String())
