@@ -3,6 +3,7 @@ module github.com/sluice-stream/sluice
 go 1.26.0
 
 require (
+	github.com/cbroglie/mustache v1.4.2
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/colinmarc/hdfs/v2 v2.4.0
 	github.com/dgraph-io/badger/v4 v4.5.1

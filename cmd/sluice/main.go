@@ -20,6 +20,7 @@ commands:
   taskmanager    a worker process that registers with a job master (--master ADDR)
   validate JOB   check a job spec and print its plan, or the first error
   skip-backlog   make a running job's sources skip to their newest data (via its --http API)
+  marathon       print the dispatcher's Marathon app definition (app) or write its DC/OS package (package --out DIR)
   help           this text
 
 Run 'sluice <command> -h' for a command's flags.
@@ -41,6 +42,8 @@ func run(args []string) int {
 		return cmdValidate(args[1:])
 	case "skip-backlog":
 		return cmdSkipBacklog(args[1:])
+	case "marathon":
+		return cmdMarathon(args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
