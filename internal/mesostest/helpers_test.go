@@ -86,6 +86,7 @@ type sub struct {
 	fwID     string
 	events   chan evt
 	raw      chan string
+	stash    []evt // OFFERS skipped while waiting for updates
 	done     chan struct{}
 }
 
@@ -182,7 +183,10 @@ func (s *sub) nextUpdate() evt {
 	for {
 		e := s.next()
 		switch e.str("type") {
-		case "OFFERS", "RESCIND":
+		case "OFFERS":
+			s.stash = append(s.stash, e)
+			continue
+		case "RESCIND":
 			continue
 		}
 		return e
@@ -257,6 +261,11 @@ func (s *sub) mustCall(format string, args ...any) {
 
 func (s *sub) offer() evt {
 	s.t.Helper()
+	if len(s.stash) > 0 {
+		e := s.stash[0]
+		s.stash = s.stash[1:]
+		return e
+	}
 	return s.nextType("OFFERS")
 }
 
