@@ -389,20 +389,20 @@ func (m *Master) taskEnv(t *task) []string {
 		ckpt = "1"
 	}
 	env := map[string]string{
-		"LIBPROCESS_IP":                         "127.0.0.1",
-		"LIBPROCESS_PORT":                       "0",
-		"MESOS_AGENT_ENDPOINT":                  fmt.Sprintf("127.0.0.1:%d", a.port),
-		"MESOS_ALLOCATION_ROLE":                 t.role,
-		"MESOS_CHECKPOINT":                      ckpt,
-		"MESOS_DIRECTORY":                       t.sandbox,
-		"MESOS_EXECUTOR_ID":                     t.id,
-		"MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD":  "5secs",
-		"MESOS_FRAMEWORK_ID":                    t.fwID,
-		"MESOS_HTTP_COMMAND_EXECUTOR":           "0",
-		"MESOS_SANDBOX":                         t.sandbox,
-		"MESOS_SLAVE_ID":                        a.id,
-		"MESOS_SLAVE_PID":                       fmt.Sprintf("slave(1)@127.0.0.1:%d", a.port),
-		"PATH":                                  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"LIBPROCESS_IP":                        "127.0.0.1",
+		"LIBPROCESS_PORT":                      "0",
+		"MESOS_AGENT_ENDPOINT":                 fmt.Sprintf("127.0.0.1:%d", a.port),
+		"MESOS_ALLOCATION_ROLE":                t.role,
+		"MESOS_CHECKPOINT":                     ckpt,
+		"MESOS_DIRECTORY":                      t.sandbox,
+		"MESOS_EXECUTOR_ID":                    t.id,
+		"MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "5secs",
+		"MESOS_FRAMEWORK_ID":                   t.fwID,
+		"MESOS_HTTP_COMMAND_EXECUTOR":          "0",
+		"MESOS_SANDBOX":                        t.sandbox,
+		"MESOS_SLAVE_ID":                       a.id,
+		"MESOS_SLAVE_PID":                      fmt.Sprintf("slave(1)@127.0.0.1:%d", a.port),
+		"PATH":                                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	}
 	if t.checkpoint {
 		env["MESOS_RECOVERY_TIMEOUT"] = "15mins"
