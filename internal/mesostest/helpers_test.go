@@ -284,11 +284,17 @@ func (s *sub) ack(u evt) {
 // launch accepts offerID with one command task.
 func (s *sub) launch(offerID, agentID, taskID, cmd, resources string) {
 	s.t.Helper()
+	s.launchRefuse(offerID, agentID, taskID, cmd, resources, 1)
+}
+
+// launchRefuse is launch with the ACCEPT's refuse_seconds for the rest of the offer.
+func (s *sub) launchRefuse(offerID, agentID, taskID, cmd, resources string, refuse float64) {
+	s.t.Helper()
 	if resources == "" {
 		resources = `{"name":"cpus","type":"SCALAR","scalar":{"value":0.1}},{"name":"mem","type":"SCALAR","scalar":{"value":32}}`
 	}
-	s.mustCall(`{"framework_id":{"value":%q},"type":"ACCEPT","accept":{"offer_ids":[{"value":%q}],"operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"t","task_id":{"value":%q},"agent_id":{"value":%q},"resources":[%s],"command":{"shell":true,"value":%q}}]}}],"filters":{"refuse_seconds":1}}}`,
-		s.fwID, offerID, taskID, agentID, resources, cmd)
+	s.mustCall(`{"framework_id":{"value":%q},"type":"ACCEPT","accept":{"offer_ids":[{"value":%q}],"operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"t","task_id":{"value":%q},"agent_id":{"value":%q},"resources":[%s],"command":{"shell":true,"value":%q}}]}}],"filters":{"refuse_seconds":%g}}}`,
+		s.fwID, offerID, taskID, agentID, resources, cmd, refuse)
 }
 
 // expectState reads the next UPDATE, checks its state and acks it when it has a uuid.
@@ -307,8 +313,15 @@ func (s *sub) expectState(taskID, state string) evt {
 // runTask launches a task on the next offer and waits for TASK_RUNNING.
 func (s *sub) runTask(taskID, cmd string) (agentID string) {
 	s.t.Helper()
+	return s.runTaskRefuse(taskID, cmd, 1)
+}
+
+// runTaskRefuse is runTask with the ACCEPT's refuse_seconds: a long one lets
+// other frameworks have the rest of the agent.
+func (s *sub) runTaskRefuse(taskID, cmd string, refuse float64) (agentID string) {
+	s.t.Helper()
 	oid, aid := firstOffer(s.offer())
-	s.launch(oid, aid, taskID, cmd, "")
+	s.launchRefuse(oid, aid, taskID, cmd, "", refuse)
 	s.expectState(taskID, "TASK_STARTING")
 	s.expectState(taskID, "TASK_RUNNING")
 	return aid
