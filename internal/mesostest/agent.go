@@ -344,6 +344,7 @@ func (m *Master) runTask(t *task, _ *string) {
 	}
 	t.pid = cmd.Process.Pid
 	t.started = true
+	m.running[t] = struct{}{}
 	m.agentUpdateLocked(t, mesos.TASK_STARTING, mesos.SOURCE_EXECUTOR, nil, "")
 	m.agentUpdateLocked(t, mesos.TASK_RUNNING, mesos.SOURCE_EXECUTOR, nil, "")
 	if t.killing {
@@ -357,6 +358,7 @@ func (m *Master) runTask(t *task, _ *string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t.exited = true
+	delete(m.running, t)
 	if t.discarded || t.agent.dead || m.closed {
 		return
 	}

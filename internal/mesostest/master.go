@@ -132,6 +132,7 @@ type Master struct {
 	quotas     map[string]*quotaEntry
 	quotaOrder []string
 	hijacked   map[net.Conn]struct{}
+	running    map[*task]struct{} // tasks whose process has not exited
 	wake       chan struct{}
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -156,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		offers:     map[string]*offer{},
 		quotas:     map[string]*quotaEntry{},
 		hijacked:   map[net.Conn]struct{}{},
+		running:    map[*task]struct{}{},
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		started:    time.Now(),
@@ -272,10 +274,10 @@ func (m *Master) Close() error {
 			if t.retry != nil {
 				t.retry.Stop()
 			}
-			if t.pid > 0 && !t.exited {
-				pgids = append(pgids, t.pid)
-			}
 		}
+	}
+	for t := range m.running {
+		pgids = append(pgids, t.pid)
 	}
 	for c := range m.hijacked {
 		c.Close()
