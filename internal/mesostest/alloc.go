@@ -30,6 +30,9 @@ type allocFramework struct {
 	ID      string
 	Roles   []string // roles wanting offers (not suppressed)
 	Filters []allocFilter
+	// CPUs it holds (tasks and offers, milli): among frameworks of equally
+	// consuming roles the one holding least goes first.
+	CPUs int64
 }
 
 // roleQuota holds a role's guarantees and limits in milli-units.
@@ -176,10 +179,45 @@ func allocate(in allocInput) []allocation {
 			cands = append(cands, cand{fw, role})
 		}
 	}
+	fwCPUs := map[string]int64{}
+	for _, fw := range in.Frameworks {
+		fwCPUs[fw.ID] = fw.CPUs
+	}
+	for _, k := range order {
+		fwCPUs[k.fw] += got[k].Scalars["cpus"]
+	}
+	// What other roles still need for their guarantees is held back from the
+	// free resources of the whole cluster.
+	needOthers := func(role string) map[string]int64 {
+		var out map[string]int64
+		for _, other := range guaranteedRoles {
+			if other == role {
+				continue
+			}
+			for n, v := range unsatisfied(other) {
+				if out == nil {
+					out = map[string]int64{}
+				}
+				out[n] += v
+			}
+		}
+		return out
+	}
+	total := map[string]int64{}
+	for _, x := range avail {
+		for n, v := range x.Scalars {
+			total[n] += v
+		}
+	}
 	for _, a := range in.Agents {
-		// Least-consuming role first: a rough dominant-resource fairness.
+		// Least-consuming role first, then the framework holding least: a
+		// rough dominant-resource fairness.
 		sort.SliceStable(cands, func(i, j int) bool {
-			return use(cands[i].role)["cpus"] < use(cands[j].role)["cpus"]
+			ci, cj := use(cands[i].role)["cpus"], use(cands[j].role)["cpus"]
+			if ci != cj {
+				return ci < cj
+			}
+			return fwCPUs[cands[i].fw.ID] < fwCPUs[cands[j].fw.ID]
 		})
 		for _, c := range cands {
 			r := avail[a.ID].Clone()
@@ -195,23 +233,13 @@ func allocate(in allocInput) []allocation {
 					r.Scalars[n] = min(r.Scalars[n], head)
 				}
 			}
-			// Headroom for the guarantees of the other roles.
-			total := newResources()
-			for _, x := range avail {
-				total = total.Add(x)
-			}
-			for _, other := range guaranteedRoles {
-				if other == c.role {
-					continue
+			for n, need := range needOthers(c.role) {
+				free := total[n] - need
+				if free < 0 {
+					free = 0
 				}
-				for n, need := range unsatisfied(other) {
-					free := total.Scalars[n] - need
-					if free < 0 {
-						free = 0
-					}
-					if r.Scalars[n] > free {
-						r.Scalars[n] = free
-					}
+				if r.Scalars[n] > free {
+					r.Scalars[n] = free
 				}
 			}
 			r.prune()
@@ -219,6 +247,10 @@ func allocate(in allocInput) []allocation {
 				continue
 			}
 			record(c.fw.ID, a.ID, c.role, r)
+			fwCPUs[c.fw.ID] += r.Scalars["cpus"]
+			for n, v := range r.Scalars {
+				total[n] -= v
+			}
 			break
 		}
 	}

@@ -100,6 +100,10 @@ func TestAllocate(t *testing.T) {
 		{"below the minimum allocatable nothing is offered",
 			allocInput{Agents: []allocAgent{agent("a", "cpus:0.005;mem:16;disk:100;ports:1-2")}, Frameworks: []allocFramework{{ID: "f", Roles: []string{"r"}}}},
 			""},
+		{"the framework holding least goes first",
+			allocInput{Agents: []allocAgent{agent("a", "cpus:2")},
+				Frameworks: []allocFramework{{ID: "f", Roles: []string{"r"}, CPUs: 2000}, {ID: "g", Roles: []string{"r"}}}},
+			"g@a/r=cpus:2"},
 		{"a framework without roles to offer gets nothing",
 			allocInput{Agents: []allocAgent{agent("a", full)}, Frameworks: []allocFramework{{ID: "f"}}},
 			""},
@@ -127,5 +131,27 @@ func TestResourceArithmetic(t *testing.T) {
 	}
 	if got := formatMesos(r.Sub(res("ports:31500-31500")), ""); got != "ports:[31000-31499, 31501-32000]; cpus:2; mem:2048" {
 		t.Fatal(got)
+	}
+}
+
+// BenchmarkAllocate1000Agents is one allocation cycle over 1,000 agents and
+// ten frameworks in two roles, one with a quota.
+func BenchmarkAllocate1000Agents(b *testing.B) {
+	in := allocInput{Quotas: map[string]roleQuota{"q": {Guarantees: scal("cpus:100"), Limits: scal("cpus:500;mem:512000")}}}
+	for i := 0; i < 1000; i++ {
+		in.Agents = append(in.Agents, allocAgent{ID: fmt.Sprintf("a%d", i), Available: res("cpus:8;mem:32768;disk:100000;ports:31000-32000")})
+	}
+	for i := 0; i < 10; i++ {
+		role := "q"
+		if i%2 == 1 {
+			role = "r"
+		}
+		in.Frameworks = append(in.Frameworks, allocFramework{ID: fmt.Sprintf("f%d", i), Roles: []string{role}})
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if len(allocate(in)) == 0 {
+			b.Fatal("nothing allocated")
+		}
 	}
 }

@@ -555,10 +555,15 @@ func (m *Master) allocateLocked() {
 		offered[o.agentID] = offered[o.agentID].Add(o.res)
 		addConsumed(in.Consumed, o.role, o.res)
 	}
+	fwCPUs := map[string]int64{}
+	for _, o := range m.offers {
+		fwCPUs[o.fwID] += o.res.Scalars["cpus"]
+	}
 	for _, a := range m.agents {
 		for _, t := range a.tasks {
 			if !t.freed {
 				addConsumed(in.Consumed, t.role, t.res)
+				fwCPUs[t.fwID] += t.res.Scalars["cpus"]
 			}
 		}
 		if a.state != agentActive {
@@ -575,7 +580,7 @@ func (m *Master) allocateLocked() {
 		if fw.stream == nil {
 			continue
 		}
-		af := allocFramework{ID: fw.id}
+		af := allocFramework{ID: fw.id, CPUs: fwCPUs[fw.id]}
 		for _, r := range fw.roles {
 			if !fw.suppressed[r] {
 				af.Roles = append(af.Roles, r)
