@@ -218,3 +218,48 @@ func TestProtobufSubscribe(t *testing.T) {
 		t.Fatalf("REVIVE: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// README item 2 and 5: HEARTBEATs keep coming; a stream the master ends
+// closes with the zero-length chunk and the connection stays open for the
+// next request.
+func TestHeartbeatsAndKeepAlive(t *testing.T) {
+	m := startMaster(t, Config{HeartbeatInterval: 50 * time.Millisecond})
+	s := subscribe(t, m, paBody)
+	beats := 0
+	for beats < 3 {
+		select {
+		case e := <-s.events:
+			<-s.raw
+			if e.str("type") == "HEARTBEAT" {
+				beats++
+			}
+		case <-time.After(waitLimit):
+			t.Fatal("no heartbeats")
+		}
+	}
+	fid := ""
+	for _, f := range m.Frameworks() {
+		fid = f.ID
+	}
+	if err := m.Teardown(fid); err != nil {
+		t.Fatal(err)
+	}
+	c, br := rawExchange(t, m, httpRequest("/api/v1/scheduler",
+		[]string{"Content-Type: application/json", "Accept: application/json"}, resubscribeBody(fid, 60)))
+	status, _, hdr := readHeaders(t, br)
+	if status != "HTTP/1.1 200 OK" || hdr.Get("Mesos-Stream-Id") == "" {
+		t.Fatalf("%s %v", status, hdr)
+	}
+	if rec := string(splitRecord(t, readChunk(t, br))); rec != `{"type":"ERROR","error":{"message":"Framework has been removed"}}` {
+		t.Fatalf("%s", rec)
+	}
+	if last := readChunk(t, br); len(last) != 0 {
+		t.Fatalf("want the zero-length chunk, got %q", last)
+	}
+	// Same connection, next request.
+	io.WriteString(c, httpRequest("/api/v1", []string{"Content-Type: application/json", "Accept: application/json"}, `{"type":"GET_HEALTH"}`))
+	status, _, _ = readHeaders(t, br)
+	if status != "HTTP/1.1 200 OK" {
+		t.Fatalf("second request on the connection: %q", status)
+	}
+}
