@@ -483,6 +483,34 @@ func (m *Master) KillAgent(id string) error {
 	return nil
 }
 
+// CrashAgent kills the agent process but not the checkpointed tasks, as in
+// 16-agent-sigkill-partition-aware.txt: the master rescinds the agent's
+// offers at once, tasks of frameworks that do not checkpoint are lost
+// (TASK_LOST, REASON_AGENT_DISCONNECTED) and killed, the others run on; after
+// AgentPingTimeout the agent is unreachable, and RestoreAgent brings the
+// running tasks back as TASK_RUNNING.
+func (m *Master) CrashAgent(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, err := m.agentLocked(id)
+	if err != nil {
+		return err
+	}
+	if !a.canTalk() {
+		return fmt.Errorf("mesostest: agent %s is down", id)
+	}
+	m.log.Info("agent crashed", "agent", id)
+	m.disconnectAgentLocked(a)
+	a.partitioned = true // it cannot send updates until it is back
+	for _, t := range a.tasks {
+		if t.retry != nil {
+			t.retry.Stop()
+		}
+	}
+	m.startPingTimerLocked(a)
+	return nil
+}
+
 // PartitionAgent cuts an agent off the master: its processes keep running,
 // its updates are held, and after AgentPingTimeout the master marks it
 // unreachable as for KillAgent.

@@ -281,3 +281,44 @@ func taskPID(t *testing.T, m *Master, taskID string) int {
 	t.Fatalf("no task %s", taskID)
 	return 0
 }
+
+// 16: the agent process dies, checkpointed tasks run on and come back RUNNING.
+func TestCrashAgent(t *testing.T) {
+	m := startMaster(t, Config{AgentPingTimeout: 300 * time.Millisecond})
+	ck := subscribe(t, m, paBody)
+	ck.subscribed()
+	aid := ck.runTaskRefuse("ck-task", "sleep 300", 3600)
+	nock := subscribe(t, m, `{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"nock","capabilities":[{"type":"PARTITION_AWARE"}],"checkpoint":false}}}`)
+	nock.subscribed()
+	nock.runTaskRefuse("nock-task", "sleep 300", 3600)
+	ckPID, nockPID := taskPID(t, m, "ck-task"), taskPID(t, m, "nock-task")
+	if err := m.CrashAgent(aid); err != nil {
+		t.Fatal(err)
+	}
+	if u := nock.nextUpdate(); u.str("update.status.state") != "TASK_LOST" || u.str("update.status.reason") != "REASON_AGENT_DISCONNECTED" {
+		t.Fatalf("%v", u)
+	}
+	if u := ck.nextUpdate(); u.str("update.status.state") != "TASK_UNREACHABLE" {
+		t.Fatalf("%v", u)
+	}
+	if f := nock.nextUpdate(); f.str("type") != "FAILURE" {
+		t.Fatalf("%v", f)
+	}
+	for deadline := time.Now().Add(waitLimit); alive(nockPID); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the task of the framework without checkpointing survived")
+		}
+	}
+	if !alive(ckPID) {
+		t.Fatal("the checkpointed task died")
+	}
+	if err := m.RestoreAgent(aid); err != nil {
+		t.Fatal(err)
+	}
+	if f := ck.nextUpdate(); f.str("type") != "FAILURE" {
+		t.Fatalf("%v", f)
+	}
+	if u := ck.nextUpdate(); u.str("update.status.state") != "TASK_RUNNING" || u.str("update.status.reason") != "REASON_AGENT_REREGISTERED" {
+		t.Fatalf("%v", u)
+	}
+}
