@@ -124,3 +124,28 @@ func TestMesosGoClient(t *testing.T) {
 		t.Fatal("framework not removed")
 	}
 }
+
+// httpsched follows the non-leading master's 307 for SUBSCRIBE.
+func TestMesosGoClientRedirect(t *testing.T) {
+	leader := startMaster(t, Config{})
+	follower := startMaster(t, Config{Leader: leader.Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cli := httpcli.New(
+		httpcli.Endpoint(follower.URL()+"/api/v1/scheduler"),
+		httpcli.Codec(codecs.ByMediaType[codecs.MediaTypeProtobuf]),
+		httpcli.Do(httpcli.With(httpcli.Timeout(waitLimit))),
+	)
+	resp, err := httpsched.NewCaller(cli).Call(ctx, calls.Subscribe(&mesos.FrameworkInfo{User: "root", Name: "redirected"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	var ev scheduler.Event
+	if err := resp.Decode(&ev); err != nil || ev.Type != scheduler.Event_SUBSCRIBED {
+		t.Fatalf("%v %v", ev, err)
+	}
+	if fws := leader.Frameworks(); len(fws) != 1 || fws[0].Name != "redirected" {
+		t.Fatalf("%v", fws)
+	}
+}
