@@ -1,6 +1,7 @@
 package mesostest
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -17,8 +18,26 @@ func TestFailover(t *testing.T) {
 	a := subscribe(t, m, paBody)
 	a.subscribed()
 	a.runTask("long-1", "sleep 60")
+	frameworkState := func() string {
+		_, _, body := operator(t, m, `{"type":"GET_FRAMEWORKS"}`)
+		var v struct {
+			GetFrameworks struct {
+				Frameworks []struct{ Active, Connected bool } `json:"frameworks"`
+			} `json:"get_frameworks"`
+		}
+		json.Unmarshal([]byte(body), &v)
+		return fmt.Sprint(v.GetFrameworks.Frameworks)
+	}
+	if st := frameworkState(); st != "[{true true}]" {
+		t.Fatalf("before the drop: %s", st)
+	}
 	a.close()
 	<-a.done
+	for deadline := time.Now().Add(waitLimit); frameworkState() != "[{false false}]"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the drop: %s", frameworkState())
+		}
+	}
 
 	// Without the top-level framework_id: 400.
 	noTop := strings.Replace(resubscribeBody(a.fwID, 60), fmt.Sprintf(`{"framework_id":{"value":%q},`, a.fwID), "{", 1)
@@ -178,6 +197,9 @@ func TestKillAgent(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("task process %d survived its agent", pid)
+	}
+	if _, _, body := operator(t, m, `{"type":"GET_AGENTS"}`); body != `{"type":"GET_AGENTS","get_agents":{}}` {
+		t.Fatalf("GET_AGENTS lists the unreachable agent: %s", body)
 	}
 	pa.mustCall(`{"framework_id":{"value":%q},"type":"RECONCILE","reconcile":{"tasks":[{"task_id":{"value":"pa-task-1"},"agent_id":{"value":%q}}]}}`, pa.fwID, aid)
 	if u := pa.nextUpdate(); u.str("update.status.state") != "TASK_UNREACHABLE" || u.str("update.status.message") != "Reconciliation: Task is unreachable" {

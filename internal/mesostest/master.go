@@ -124,6 +124,7 @@ type Master struct {
 	frameworks map[string]*framework
 	fwOrder    []string
 	removed    map[string]bool
+	completed  []mesos.FrameworkInfo // removed frameworks, for GET_FRAMEWORKS
 	agents     []*agent
 	agentByID  map[string]*agent
 	offers     map[string]*offer

@@ -216,6 +216,11 @@ func TestQuotaLimitReached(t *testing.T) {
 	if e := s.noEventOf("OFFERS", 2*quietFor); e != nil {
 		t.Fatalf("offer while the role holds its limit: %v", e)
 	}
+	_, _, roles := operator(t, m, `{"type":"GET_ROLES"}`)
+	want := fmt.Sprintf(`{"type":"GET_ROLES","get_roles":{"roles":[{"name":"*","weight":1.0},{"name":"r1","weight":1.0,"frameworks":[{"value":%q}],"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":2.0}},{"name":"mem","type":"SCALAR","scalar":{"value":1024.0}}]}]}}`, s.fwID)
+	if roles != want {
+		t.Fatalf("GET_ROLES\n got %s\nwant %s", roles, want)
+	}
 	// A forced lower cpu limit leaves mem unlimited: offers come without cpus.
 	if code, _, text := operator(t, m, `{"type":"UPDATE_QUOTA","update_quota":{"force":true,"quota_configs":[{"role":"r1","limits":{"cpus":{"value":1}}}]}}`); code != 200 {
 		t.Fatalf("%d %s", code, text)

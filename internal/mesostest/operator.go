@@ -15,7 +15,8 @@ import (
 )
 
 // The operator API (POST /api/v1): GET_HEALTH, GET_VERSION, GET_QUOTA,
-// UPDATE_QUOTA and TEARDOWN. Like the real master it needs no framework
+// UPDATE_QUOTA, TEARDOWN, and GET_ROLES, GET_FRAMEWORKS, GET_AGENTS and
+// GET_TASKS with the fields tests look at. Like the real master it needs no framework
 // credentials (--authenticate_http_readwrite is off).
 
 func (m *Master) handleOperator(w http.ResponseWriter, r *http.Request) {
@@ -93,6 +94,11 @@ func (m *Master) handleOperator(w http.ResponseWriter, r *http.Request) {
 		st := m.quotaStatusLocked()
 		m.mu.Unlock()
 		respond(&master.Response{Type: master.Response_GET_QUOTA, GetQuota: &master.Response_GetQuota{Status: st}})
+	case master.Call_GET_ROLES, master.Call_GET_FRAMEWORKS, master.Call_GET_AGENTS, master.Call_GET_TASKS:
+		m.mu.Lock()
+		resp := m.stateResponseLocked(call.Type)
+		m.mu.Unlock()
+		respond(resp)
 	case master.Call_UPDATE_QUOTA:
 		if call.UpdateQuota == nil {
 			textError(w, http.StatusBadRequest, "Failed to validate master::Call: Expecting 'update_quota' to be present")
@@ -310,4 +316,101 @@ func (m *Master) quotaStatusLocked() quota.QuotaStatus {
 		st.Configs = append(st.Configs, cfg)
 	}
 	return st
+}
+
+func scalarList(mp map[string]int64) []mesos.Resource {
+	var names []string
+	for k := range mp {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var out []mesos.Resource
+	for _, k := range names {
+		if mp[k] > 0 {
+			out = append(out, mesos.Resource{Name: k, Type: mesos.SCALAR.Enum(), Scalar: &mesos.Value_Scalar{Value: unmilli(mp[k])}})
+		}
+	}
+	return out
+}
+
+func (m *Master) stateResponseLocked(typ master.Call_Type) *master.Response {
+	switch typ {
+	case master.Call_GET_ROLES:
+		names := map[string]bool{"*": true}
+		for _, fw := range m.frameworks {
+			for _, r := range fw.roles {
+				names[r] = true
+			}
+		}
+		for r := range m.quotas {
+			names[r] = true
+		}
+		var sorted []string
+		for r := range names {
+			sorted = append(sorted, r)
+		}
+		sort.Strings(sorted)
+		resp := &master.Response_GetRoles{}
+		for _, r := range sorted {
+			role := mesos.Role{Name: r, Weight: 1}
+			for _, id := range m.fwOrder {
+				if hasRole(m.frameworks[id].roles, r) {
+					role.Frameworks = append(role.Frameworks, mesos.FrameworkID{Value: id})
+				}
+			}
+			role.Resources = scalarList(m.roleConsumptionLocked(r))
+			resp.Roles = append(resp.Roles, role)
+		}
+		return &master.Response{Type: master.Response_GET_ROLES, GetRoles: resp}
+	case master.Call_GET_FRAMEWORKS:
+		resp := &master.Response_GetFrameworks{}
+		for _, id := range m.fwOrder {
+			fw := m.frameworks[id]
+			resp.Frameworks = append(resp.Frameworks, master.Response_GetFrameworks_Framework{
+				FrameworkInfo: fw.info, Active: fw.stream != nil, Connected: fw.stream != nil,
+			})
+		}
+		for _, info := range m.completed {
+			resp.CompletedFrameworks = append(resp.CompletedFrameworks, master.Response_GetFrameworks_Framework{FrameworkInfo: info})
+		}
+		return &master.Response{Type: master.Response_GET_FRAMEWORKS, GetFrameworks: resp}
+	case master.Call_GET_AGENTS:
+		resp := &master.Response_GetAgents{}
+		for _, a := range m.agents {
+			if a.state == agentUnreachable {
+				continue
+			}
+			rs := a.total.toProto("")
+			for i := range rs {
+				rs[i].Role = nil
+			}
+			resp.Agents = append(resp.Agents, master.Response_GetAgents_Agent{
+				AgentInfo: mesos.AgentInfo{Hostname: a.hostname, Port: ptr(int32(a.port)), Resources: rs, Attributes: a.attributes,
+					ID: &mesos.AgentID{Value: a.id}},
+				Active: a.state == agentActive, Deactivated: ptr(a.state != agentActive), Version: "1.12.0",
+				PID: ptr(fmt.Sprintf("slave(1)@127.0.0.1:%d", a.port)),
+			})
+		}
+		return &master.Response{Type: master.Response_GET_AGENTS, GetAgents: resp}
+	default:
+		resp := &master.Response_GetTasks{}
+		for _, id := range m.fwOrder {
+			fw := m.frameworks[id]
+			conv := func(t *task) mesos.Task {
+				rs := t.res.toProto(t.role)
+				for i := range rs {
+					rs[i].Role = nil
+				}
+				return mesos.Task{Name: t.info.Name, TaskID: mesos.TaskID{Value: t.id}, FrameworkID: mesos.FrameworkID{Value: fw.id},
+					ExecutorID: &mesos.ExecutorID{Value: t.id}, AgentID: mesos.AgentID{Value: t.agent.id}, State: t.state.Enum(), Resources: rs}
+			}
+			for _, tid := range sortedTaskIDs(fw.tasks) {
+				resp.Tasks = append(resp.Tasks, conv(fw.tasks[tid]))
+			}
+			for _, tid := range sortedTaskIDs(fw.unreachable) {
+				resp.UnreachableTasks = append(resp.UnreachableTasks, conv(fw.unreachable[tid]))
+			}
+		}
+		return &master.Response{Type: master.Response_GET_TASKS, GetTasks: resp}
+	}
 }

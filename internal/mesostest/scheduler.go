@@ -436,6 +436,7 @@ func (m *Master) removeFrameworkLocked(fw *framework) {
 		}
 	}
 	m.removed[fw.id] = true
+	m.completed = append(m.completed, fw.info)
 }
 
 // dropOffersLocked removes a framework's outstanding offers; rescind sends RESCIND.
