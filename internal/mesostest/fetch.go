@@ -13,17 +13,10 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	mesos "github.com/mesos/mesos-go/api/v1/lib"
 )
-
-// sysProcAttr puts a task in its own process group (Close and kills signal
-// the group) and asks the kernel to kill it if the test process dies.
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
 
 // fetch is the Mesos fetcher without a cache: each URI lands in the sandbox
 // under its basename; executable sets mode 755; extract (default true)
