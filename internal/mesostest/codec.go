@@ -331,6 +331,11 @@ func decodeInto(v any, dst reflect.Value, path, enum string, missing *[]string) 
 	case reflect.Map:
 		obj, ok := v.(map[string]any)
 		if !ok {
+			if _, isArray := v.([]any); isArray {
+				// The master reads a map as its entries and then trips over
+				// the entry's value (13-quota-limits-and-offers.txt).
+				return &jsonError{"Not expecting a JSON string for field 'value'"}
+			}
 			return &jsonError{fmt.Sprintf("Not expecting a JSON %s for field '%s'", kindName(v), fieldName)}
 		}
 		m := reflect.MakeMapWithSize(dst.Type(), len(obj))

@@ -126,6 +126,10 @@ func TestQuota(t *testing.T) {
 			"Invalid QuotaConfig: total quota guarantees 'cpus:10; mem:256' exceed cluster capacity 'cpus:2; disk:4096; mem:2048' (use 'force' flag to bypass this check)"},
 		{`{"type":"UPDATE_QUOTA","update_quota":{"force":true,"quota_configs":[{"role":"sluice-job1","guarantees":{"cpus":{"value":2},"mem":{"value":256}},"limits":{"cpus":{"value":1},"mem":{"value":1024}}}]}}`,
 			"Invalid QuotaConfig: 'QuotaConfig.guarantees' { cpus: 2, mem: 256 } is not contained within the 'QuotaConfig.limits' { cpus: 1, mem: 1024 }"},
+		{`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r9","guarantees":{"foo":{"value":1}}}]}}`,
+			"Invalid QuotaConfig: total quota guarantees 'cpus:0.5; foo:1; mem:256' exceed cluster capacity 'cpus:2; disk:4096; mem:2048' (use 'force' flag to bypass this check)"},
+		{`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r2","limits":[{"name":"cpus","type":"SCALAR","scalar":{"value":1}}]}]}}`,
+			"Failed to convert JSON into Call protobuf: Not expecting a JSON string for field 'value'"},
 		{`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r2","limits":{"cpus":{"value":-1}}}]}}`,
 			"Invalid QuotaConfig: Invalid limit configuration {'cpus': -1}: Negative values not supported"},
 		{`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r1/x","limits":{"cpus":{"value":1}}}]}}`,
@@ -146,6 +150,16 @@ func TestQuota(t *testing.T) {
 			t.Errorf("%s:\n got %d %q\nwant %q", c.body, code, text, c.text)
 		}
 	}
+	// Unknown resource names are stored as limits; an empty list is a no-op.
+	for _, b := range []string{
+		`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r9","limits":{"foo":{"value":5},"gpus":{"value":1}}}]}}`,
+		`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[]}}`,
+		`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"r9"}]}}`,
+	} {
+		if code, _, text := operator(t, m, b); code != 200 {
+			t.Fatalf("%s: %d %s", b, code, text)
+		}
+	}
 	// All or nothing: r3 was not stored.
 	if _, _, body := operator(t, m, `{"type":"GET_QUOTA"}`); json.Valid([]byte(body)) && containsRole(body, "r3") {
 		t.Fatalf("r3 stored: %s", body)
@@ -157,7 +171,7 @@ func TestQuota(t *testing.T) {
 	if code, _, text := operator(t, m, `{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":"sluice-job1"}]}}`); code != 200 {
 		t.Fatalf("%d %s", code, text)
 	}
-	if _, _, body := operator(t, m, `{"type":"GET_QUOTA"}`); body != `{"type":"GET_QUOTA","get_quota":{"status":{"infos":[{"role":"sluice-job1"}],"configs":[{"role":"sluice-job1"}]}}}` {
+	if _, _, body := operator(t, m, `{"type":"GET_QUOTA"}`); body != `{"type":"GET_QUOTA","get_quota":{"status":{"infos":[{"role":"r9"},{"role":"sluice-job1"}],"configs":[{"role":"r9"},{"role":"sluice-job1"}]}}}` {
 		t.Fatalf("%s", body)
 	}
 }
