@@ -245,3 +245,19 @@ func TestQuotaLimitReached(t *testing.T) {
 		}
 	}
 }
+
+// SUBSCRIBE with suppressed_roles gets no offers; UPDATE_FRAMEWORK changes
+// the roles and the suppression.
+func TestSuppressedRolesAndUpdateFramework(t *testing.T) {
+	m := startMaster(t, Config{})
+	s := subscribe(t, m, `{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"x","roles":["sluice-job1"],"capabilities":[{"type":"MULTI_ROLE"}]},"suppressed_roles":["sluice-job1"]}}`)
+	s.subscribed()
+	if e := s.noEventOf("OFFERS", quietFor); e != nil {
+		t.Fatalf("offer to a suppressed role: %v", e)
+	}
+	s.mustCall(`{"framework_id":{"value":%q},"type":"UPDATE_FRAMEWORK","update_framework":{"framework_info":{"user":"root","name":"x","id":{"value":%q},"roles":["other"],"capabilities":[{"type":"MULTI_ROLE"}]}}}`, s.fwID, s.fwID)
+	e := s.offer()
+	if role := evt(e.get("offers.offers").([]any)[0].(map[string]any)).str("allocation_info.role"); role != "other" {
+		t.Fatalf("offer for role %q", role)
+	}
+}

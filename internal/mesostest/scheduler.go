@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -302,6 +303,13 @@ func validateCall(c *scheduler.Call) string {
 		if c.Request == nil {
 			return missing("request")
 		}
+	case scheduler.Call_UPDATE_FRAMEWORK:
+		if c.UpdateFramework == nil {
+			return missing("update_framework")
+		}
+		if id := c.UpdateFramework.FrameworkInfo.ID; id == nil || id.Value != c.FrameworkID.Value {
+			return "'framework_id' differs from 'update_framework.framework_info.id'"
+		}
 	}
 	return ""
 }
@@ -362,9 +370,11 @@ func (m *Master) subscribe(call *scheduler.Call, protobuf bool) *stream {
 	}
 	info.ID = &mesos.FrameworkID{Value: fid}
 	fw.setInfo(*info)
-	for r := range fw.suppressed {
-		if !hasRole(fw.roles, r) {
-			delete(fw.suppressed, r)
+	// The subscription says which roles are suppressed (none by default).
+	fw.suppressed = map[string]bool{}
+	for _, r := range call.Subscribe.SuppressedRoles {
+		if hasRole(fw.roles, r) {
+			fw.suppressed[r] = true
 		}
 	}
 	s := newStream(fid, protobuf)
@@ -508,6 +518,28 @@ func (m *Master) dispatchLocked(fw *framework, c *scheduler.Call) {
 		m.acknowledgeLocked(fw, c.Acknowledge)
 	case scheduler.Call_RECONCILE:
 		m.reconcileLocked(fw, c.Reconcile.Tasks)
+	case scheduler.Call_UPDATE_FRAMEWORK:
+		u := c.UpdateFramework
+		fw.setInfo(u.FrameworkInfo)
+		fw.suppressed = map[string]bool{}
+		for _, r := range u.SuppressedRoles {
+			if hasRole(fw.roles, r) {
+				fw.suppressed[r] = true
+			}
+		}
+		// Offers for roles the framework left are rescinded.
+		var ids []string
+		for id, o := range m.offers {
+			if o.fwID == fw.id && !hasRole(fw.roles, o.role) {
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			delete(m.offers, id)
+			fw.send(rescindEvent(id))
+		}
+		m.triggerAllocation()
 	case scheduler.Call_SHUTDOWN, scheduler.Call_MESSAGE, scheduler.Call_REQUEST:
 		// Custom executors are not emulated; the master accepts and drops these.
 	default:
