@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,7 +87,8 @@ type sub struct {
 	fwID     string
 	events   chan evt
 	raw      chan string
-	stash    []evt // OFFERS skipped while waiting for updates
+	stash    []evt             // OFFERS skipped while waiting for updates
+	raws     map[string]string // the raw record of each event returned, by its "type" and state
 	done     chan struct{}
 }
 
@@ -155,10 +157,14 @@ func (s *sub) next() evt {
 			if !ok {
 				s.t.Fatal("stream ended")
 			}
-			<-s.raw
+			raw := <-s.raw
 			if e.str("type") == "HEARTBEAT" {
 				continue
 			}
+			if s.raws == nil {
+				s.raws = map[string]string{}
+			}
+			s.raws[shapeKey(e)] = raw
 			return e
 		case <-timeout:
 			s.t.Fatal("no event")
@@ -350,3 +356,19 @@ func compact(s string) string {
 	}
 	return b.String()
 }
+
+func shapeKey(e evt) string {
+	k := e.str("type")
+	if st := e.str("update.status.state"); st != "" {
+		k += " " + st
+		if r := e.str("update.status.reason"); r != "" {
+			k += " " + r
+		}
+	}
+	return k
+}
+
+var valueRE = regexp.MustCompile(`:("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)`)
+
+// shape blanks the values of a JSON record, keeping keys and their order.
+func shape(rec string) string { return valueRE.ReplaceAllString(rec, ":_") }
