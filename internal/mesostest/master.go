@@ -22,11 +22,17 @@ import (
 
 // AgentConfig describes one agent.
 type AgentConfig struct {
-	Hostname   string            // default "127.0.0.1"
-	CPUs       float64           // default 2
-	Mem        float64           // MB, default 2048
-	Disk       float64           // MB, default 4096
-	Ports      []Range           // default [31000-32000]
+	// Hostname in offers; default "127.0.0.1". Tasks always run on this
+	// machine; 127.0.0.2, 127.0.0.3 … give distinct hostnames that resolve
+	// (for hostname constraints).
+	Hostname string
+	CPUs     float64 // default 2
+	Mem      float64 // MB, default 2048
+	Disk     float64 // MB, default 4096
+	// Ports default to [31000-32000] for the first agent and the next 1001
+	// ports for each further one, so that tasks on different agents of this
+	// one machine never get the same port. An empty, non-nil slice: no ports.
+	Ports      []Range
 	Attributes map[string]string // TEXT attributes, e.g. rack: r1
 }
 
@@ -103,7 +109,8 @@ func (c *Config) defaults() {
 			a.Disk = 4096
 		}
 		if a.Ports == nil {
-			a.Ports = []Range{{31000, 32000}}
+			base := uint64(31000 + 1001*i)
+			a.Ports = []Range{{base, base + 1000}}
 		}
 	}
 }
