@@ -286,7 +286,8 @@ func decodeInto(v any, dst reflect.Value, path, enum string, missing *[]string) 
 				sub = path + "." + ft.name
 			}
 			fv, present := obj[ft.name]
-			if !present {
+			if !present || fv == nil {
+				// null counts as absent (mesos-go's ffjson writes "capabilities":null).
 				if ft.required {
 					*missing = append(*missing, sub)
 				}

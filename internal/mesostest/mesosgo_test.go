@@ -149,3 +149,25 @@ func TestMesosGoClientRedirect(t *testing.T) {
 		t.Fatalf("%v", fws)
 	}
 }
+
+// As with the real 1.12 master, mesos-go's JSON codec cannot decode
+// SUBSCRIBED: master_info.capabilities carries QUOTA_V2, newer than the library.
+func TestMesosGoJSONCannotDecodeSubscribed(t *testing.T) {
+	m := startMaster(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cli := httpcli.New(
+		httpcli.Endpoint(m.URL()+"/api/v1/scheduler"),
+		httpcli.Codec(codecs.ByMediaType[codecs.MediaTypeJSON]),
+		httpcli.Do(httpcli.With(httpcli.Timeout(waitLimit))),
+	)
+	resp, err := httpsched.NewCaller(cli).Call(ctx, calls.Subscribe(&mesos.FrameworkInfo{User: "root", Name: "json"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	var ev scheduler.Event
+	if err := resp.Decode(&ev); err == nil {
+		t.Fatalf("mesos-go decoded SUBSCRIBED with QUOTA_V2: %v", ev)
+	}
+}
