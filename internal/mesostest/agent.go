@@ -136,7 +136,7 @@ func (m *Master) launchLocked(fw *framework, a *agent, ti mesos.TaskInfo, role s
 	a.tasks[t.key()] = t
 	m.log.Info("launching task", "task", t.id, "framework", fw.id, "agent", a.id, "resources", formatMesos(need, ""))
 	m.procs.Add(1)
-	go m.runTask(t, fw.info.Principal)
+	go m.runTask(t)
 }
 
 // agentUpdateLocked queues an update on the agent's status update stream.
@@ -277,7 +277,7 @@ func signalName(s syscall.Signal) string {
 
 // runTask is the agent and command executor for one task: sandbox, fetcher,
 // process, and the updates that follow.
-func (m *Master) runTask(t *task, _ *string) {
+func (m *Master) runTask(t *task) {
 	defer m.procs.Done()
 	fail := func(reason mesos.TaskStatus_Reason, msg string) {
 		m.mu.Lock()

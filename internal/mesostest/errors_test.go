@@ -16,7 +16,6 @@ func TestSchedulerErrors(t *testing.T) {
 	url := m.URL() + "/api/v1/scheduler"
 	revive := fmt.Sprintf(`{"framework_id":{"value":%q},"type":"REVIVE"}`, fid)
 	subNoMulti := `{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"root","name":"x","roles":["sluice-job1"],"capabilities":[{"type":"PARTITION_AWARE"}],"failover_timeout":60,"checkpoint":true}}}`
-	_ = subNoMulti
 	cases := []struct {
 		name string
 		hdr  map[string]string

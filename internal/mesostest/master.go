@@ -17,7 +17,6 @@ import (
 	"time"
 
 	mesos "github.com/mesos/mesos-go/api/v1/lib"
-	"github.com/mesos/mesos-go/api/v1/lib/scheduler"
 )
 
 // AgentConfig describes one agent.
@@ -117,14 +116,13 @@ func (c *Config) defaults() {
 
 // Master is a Mesos master with agents, for tests.
 type Master struct {
-	cfg     Config
-	log     *slog.Logger
-	id      string
-	ln      *injectListener
-	srv     *http.Server
-	addr    *net.TCPAddr
-	ownDir  bool
-	started time.Time
+	cfg    Config
+	log    *slog.Logger
+	id     string
+	ln     *injectListener
+	srv    *http.Server
+	addr   *net.TCPAddr
+	ownDir bool
 
 	mu         sync.Mutex
 	closed     bool
@@ -168,7 +166,6 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 		running:    map[*task]struct{}{},
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
-		started:    time.Now(),
 	}
 	if m.cfg.WorkDir == "" {
 		d, err := os.MkdirTemp("", "mesostest-")
@@ -478,6 +475,3 @@ func (il *injectListener) give(c net.Conn) bool {
 		return false
 	}
 }
-
-// Event aliases keep the call sites short.
-type event = scheduler.Event

@@ -125,12 +125,10 @@ func TestSubscribeWireFormat(t *testing.T) {
 		t.Fatalf("headers %v", hdr)
 	}
 	port := strconv.Itoa(m.addr.Port)
-	fid := m.ID() + "-0000"
 	wantSub := strings.ReplaceAll(strings.ReplaceAll(transcriptSubscribed, "5050", port), transcriptMasterID, m.ID())
 	if got := string(splitRecord(t, readChunk(t, br))); got != wantSub {
 		t.Fatalf("SUBSCRIBED\n got %s\nwant %s", got, wantSub)
 	}
-	_ = fid
 	// The HEARTBEAT and the first OFFERS come in either order (both were seen).
 	wantOffers := strings.ReplaceAll(transcriptOffers, transcriptMasterID, m.ID())
 	var sawHeartbeat, sawOffers bool
