@@ -84,10 +84,16 @@ func TestTeardownAndRemovedFramework(t *testing.T) {
 	a := subscribe(t, m, paBody)
 	a.subscribed()
 	a.runTask("long-1", "sleep 60")
+	pid := taskPID(t, m, "long-1")
 	a.mustCall(`{"framework_id":{"value":%q},"type":"TEARDOWN"}`, a.fwID)
 	for _, e := range a.ended() {
 		if e.str("type") == "UPDATE" || e.str("type") == "ERROR" {
 			t.Fatalf("event after TEARDOWN: %v", e)
+		}
+	}
+	for deadline := time.Now().Add(waitLimit); alive(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("TEARDOWN left the task running")
 		}
 	}
 	// The removed id: 200 + ERROR + end; other calls: Framework cannot be found.
@@ -341,6 +347,34 @@ func TestCrashAgent(t *testing.T) {
 		t.Fatalf("%v", f)
 	}
 	if u := ck.nextUpdate(); u.str("update.status.state") != "TASK_RUNNING" || u.str("update.status.reason") != "REASON_AGENT_REREGISTERED" {
+		t.Fatalf("%v", u)
+	}
+}
+
+// CloseStream ends a subscription as the master would; the framework is
+// disconnected, keeps its tasks and subscribes again with its ID.
+func TestCloseStream(t *testing.T) {
+	m := startMaster(t, Config{})
+	a := subscribe(t, m, paBody)
+	a.subscribed()
+	a.runTask("long-1", "sleep 60")
+	if err := m.CloseStream(a.fwID); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range a.ended() {
+		if e.str("type") == "ERROR" || e.str("type") == "UPDATE" {
+			t.Fatalf("%v", e)
+		}
+	}
+	for deadline := time.Now().Add(waitLimit); m.Frameworks()[0].Connected; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("framework still connected")
+		}
+	}
+	b := subscribe(t, m, resubscribeBody(a.fwID, 60))
+	b.subscribed()
+	b.mustCall(`{"framework_id":{"value":%q},"type":"RECONCILE","reconcile":{"tasks":[]}}`, b.fwID)
+	if u := b.nextUpdate(); u.str("update.status.state") != "TASK_RUNNING" {
 		t.Fatalf("%v", u)
 	}
 }
