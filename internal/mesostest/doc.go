@@ -23,18 +23,22 @@
 //     and ACCEPT filters (refuse_seconds, default 5 s, a filter hides an
 //     agent's resources while they are a subset of the filtered ones),
 //     REVIVE and SUPPRESS per role or for all roles, KILL, ACKNOWLEDGE,
-//     implicit and explicit RECONCILE, TEARDOWN. SHUTDOWN, MESSAGE and
-//     REQUEST are accepted and dropped.
+//     implicit and explicit RECONCILE, TEARDOWN, UPDATE_FRAMEWORK and
+//     SUBSCRIBE's suppressed_roles. SHUTDOWN, MESSAGE and REQUEST are
+//     accepted and dropped. JSON null counts as an absent field (mesos-go's
+//     JSON codec writes nulls).
 //   - Status updates: each task has the agent's update stream: the next
 //     update goes out only after the previous one is acknowledged, and an
-//     un-acked one is re-sent (Config.StatusUpdateRetry) with its uuid.
+//     un-acked one is re-sent (Config.StatusUpdateRetry, a constant
+//     interval where the real agent backs off from 10 s) with its uuid.
 //     Master-generated updates carry no uuid.
 //   - Allocation every Config.AllocationInterval and at once after SUBSCRIBE
 //     and REVIVE: quota guarantees first, offers trimmed to quota limits,
 //     headroom held back for unsatisfied guarantees, min allocatable
 //     cpus 0.01 or mem 32 (see alloc.go, a pure function).
 //   - Operator API: GET_HEALTH, GET_VERSION, GET_QUOTA, UPDATE_QUOTA (with
-//     force and the master's validation texts) and TEARDOWN.
+//     force and the master's validation texts), TEARDOWN, and GET_ROLES,
+//     GET_FRAMEWORKS, GET_AGENTS, GET_TASKS with their main fields.
 //   - Agents with cpus, mem, disk, ports and TEXT attributes. A launched
 //     CommandInfo runs as a real local process in its own process group
 //     (with Pdeathsig) in a sandbox under the work dir laid out as Mesos
@@ -48,9 +52,13 @@
 //     without checkpointing lose their tasks at once; after
 //     Config.AgentPingTimeout TASK_UNREACHABLE or TASK_LOST and FAILURE),
 //     PartitionAgent (processes run on; unreachable after the ping timeout),
+//     CrashAgent (the agent process dies, checkpointed tasks run on),
 //     RestoreAgent (re-registration: TASK_RUNNING or TASK_FAILED with
-//     REASON_AGENT_REREGISTERED, then the agent's "Executor terminated"),
+//     REASON_AGENT_REREGISTERED, then the agent's "Executor terminated",
+//     sent once where the real agent sent it three times),
 //     RestartAgent (a quick restart that checkpointed tasks survive).
+//     Teardown and CloseStream end a framework's subscription from the
+//     master's side; Tasks and Frameworks show the state.
 //   - Redirects: /master/redirect and /redirect; a non-leading master
 //     (Config.Leader) answers 307 to the leader, Config.NoLeader 503.
 //
