@@ -264,6 +264,9 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 		}
 	}
 	opts.Metrics = m.metrics
+	// Its savepoints' metadata goes where the TaskManagers write their
+	// state files (they name the directory the same way).
+	opts.Storage.SetSavepointEpoch(m.cfg.Epoch)
 	res, err := runtime.RunOn(ctx, m.cfg.Graph, opts, m)
 	if c := context.Cause(ctx); errors.Is(c, ErrSuperseded) {
 		err = fmt.Errorf("framework: %w", c)

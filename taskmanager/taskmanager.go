@@ -501,6 +501,8 @@ func (s *session) deploy(d *pb.Deploy) {
 	tm.mu.Lock()
 	g, opts, metrics := tm.graph, tm.opts, tm.metrics
 	tm.mu.Unlock()
+	// Savepoint state files go where the master commits their metadata.
+	opts.Storage.SetSavepointEpoch(s.epoch)
 	locs := map[int]string{}
 	for _, l := range d.Locations {
 		locs[int(l.Task)] = l.DataAddress

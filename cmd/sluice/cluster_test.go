@@ -616,6 +616,39 @@ func TestClusterRestoreLatest(t *testing.T) {
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
 }
 
+var savepointPathRe = regexp.MustCompile(`(?m)^savepoint: (\S+)$`)
+
+// TestClusterSavepointRestore stops a job on two TaskManagers with a
+// savepoint (SIGTERM with --savepoint-on-stop) and runs it again from the
+// savepoint on a new cluster of three (a rescale): the savepoint's state
+// files, written by the TaskManagers, and its metadata, committed by the
+// master, are one savepoint; every result is committed exactly once.
+func TestClusterSavepointRestore(t *testing.T) {
+	const rows, keys = 100_000, 100
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	job := repoFile(t, "examples/exactly-once.json")
+	first, log := startLogged(t, ctx, dir, append(exactlyOnceArgs(dir, out, 2, rows, keys, 25000, 0, "--savepoint-on-stop"), job)...)
+	waitLog(t, log, "deploying", 1)
+	time.Sleep(1500 * time.Millisecond)
+	_ = first.Process.Signal(syscall.SIGTERM)
+	_ = first.Wait()
+	m := savepointPathRe.FindStringSubmatch(log.String())
+	if m == nil {
+		t.Fatalf("no savepoint written on stop:\n%s", tail(log.String(), 4000))
+	}
+	second, log2 := startLogged(t, ctx, dir, append(exactlyOnceArgs(dir, out, 3, rows, keys, 25000, 0, "--restore", m[1], "--set", "parallelism=3"), job)...)
+	if err := second.Wait(); err != nil {
+		t.Fatalf("the run from savepoint %s failed: %v\n%s", m[1], err, tail(log2.String(), 4000))
+	}
+	if !strings.Contains(log2.String(), "msg=restoring") || !strings.Contains(log2.String(), "savepoint=true") {
+		t.Errorf("the second run did not restore the savepoint:\n%s", tail(log2.String(), 3000))
+	}
+	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+}
+
 var localRestoreRe = regexp.MustCompile(`msg="state restored" taskmanager=\S+ .*localBytes=[1-9]`)
 
 // TestClusterLocalRecovery: with checkpoint.localRecovery, after a

@@ -24,6 +24,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sluice-stream/sluice/engine/fs"
 )
@@ -250,6 +252,10 @@ type Storage struct {
 	entropy *entropy // nil: no entropy injection
 
 	lineage func(ctx context.Context) (Lineage, error) // nil: every checkpoint counts
+
+	// spEpoch, once set (SetSavepointEpoch), names savepoint directories
+	// the same in every process of a job; -1: a random name per process.
+	spEpoch atomic.Int64
 }
 
 // Open returns the storage for checkpoints under checkpointURI and
@@ -271,6 +277,7 @@ func Open(checkpointURI, savepointURI string, opts ...Option) (*Storage, error) 
 		return nil, fmt.Errorf("savepoints: %w", err)
 	}
 	s := &Storage{fs: cfs, base: base, spFS: sfs, spBase: spBase, savepoints: map[int64]string{}}
+	s.spEpoch.Store(-1)
 	for _, o := range opts {
 		o(s)
 	}
@@ -343,12 +350,26 @@ func (s *Storage) attemptDir(id int64, savepoint bool) (fs.FS, string, error) {
 		return s.spFS, d, nil
 	}
 	var r [3]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	if e := s.spEpoch.Load(); e >= 0 {
+		r = sharedSuffix(s.CheckpointDir(), e, id)
+	} else if _, err := rand.Read(r[:]); err != nil {
 		return nil, "", err
 	}
 	d := fs.Join(s.spBase, fmt.Sprintf("savepoint-%d-%s", id, hex.EncodeToString(r[:])))
 	s.savepoints[id] = d
 	return s.spFS, d, nil
+}
+
+// SetSavepointEpoch makes the savepoint directories this storage writes
+// the ones every other process of the job writes: a job master commits a
+// savepoint's metadata where its TaskManagers wrote the state files. The
+// name derives from the checkpoint directory, the master's fencing epoch
+// and the id, so two masters (epochs) never share one.
+func (s *Storage) SetSavepointEpoch(epoch int64) { s.spEpoch.Store(max(epoch, 0)) }
+
+func sharedSuffix(chkDir string, epoch, id int64) [3]byte {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", chkDir, epoch, id))
+	return [3]byte(h[:3])
 }
 
 // StateFileName is the name of node's subtask's state file in a
@@ -587,6 +608,14 @@ func (s *Storage) Abort(ctx context.Context, id int64, savepoint bool) {
 		d, ok := s.savepoints[id]
 		delete(s.savepoints, id)
 		s.mu.Unlock()
+		if !ok && s.spEpoch.Load() >= 0 {
+			// Other processes wrote its files under the shared name.
+			_, d, _ = s.attemptDir(id, true)
+			s.mu.Lock()
+			delete(s.savepoints, id)
+			s.mu.Unlock()
+			ok = true
+		}
 		if !ok {
 			return
 		}
