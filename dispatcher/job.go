@@ -1,0 +1,390 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sluice-stream/sluice/engine/spec"
+)
+
+// job is one job and the goroutine that supervises its master.
+type job struct {
+	d *Dispatcher
+
+	mu      sync.Mutex
+	rec     Record // as stored (or about to be)
+	live    State  // what the API shows; rec.State plus what polling sees
+	master  Master // the running master, nil between masters
+	adopted bool   // master was found, not launched, by this dispatcher
+	// ops counts requests in flight that may end the master on purpose
+	// (cancel with savepoint, rescale): the supervisor waits for them to
+	// record their intent before it judges the master's end.
+	ops int
+	// wake wakes the supervisor from a backoff (a cancel).
+	wake chan struct{}
+	// changed is closed and replaced on every change of state or master.
+	changed chan struct{}
+	// restarts is the job's restart count its master reports.
+	restarts int
+}
+
+func (j *job) snapshot() Record {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.rec
+}
+
+func (j *job) state() (State, Record, Master) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.live, j.rec, j.master
+}
+
+// notify: callers hold j.mu.
+func (j *job) notify() {
+	close(j.changed)
+	j.changed = make(chan struct{})
+}
+
+// update changes the record under j.mu and stores it; live follows a
+// record state change. A store failure is logged: the record in memory
+// stays ahead and is written with the next change.
+func (j *job) update(ctx context.Context, f func(r *Record)) error {
+	j.mu.Lock()
+	before := j.rec.State
+	f(&j.rec)
+	j.rec.Updated = time.Now().UTC()
+	if j.rec.State != before {
+		j.live = j.rec.State
+	}
+	rec := j.rec
+	j.notify()
+	j.mu.Unlock()
+	err := j.d.store.Save(ctx, &rec)
+	if err != nil {
+		j.d.log.Warn("storing the job's record", "job", rec.ID, "err", err)
+	}
+	return err
+}
+
+func (j *job) setLive(s State) {
+	j.mu.Lock()
+	changed := j.live != s
+	j.live = s
+	if changed {
+		j.notify()
+	}
+	j.mu.Unlock()
+	if changed && !s.Terminal() {
+		// Best effort: a record that says RUNNING tells an operator
+		// reading the store where the job was.
+		_ = j.update(context.Background(), func(r *Record) { r.State = s })
+	}
+}
+
+// tryUpdate is update for a request: the change is kept only once it is
+// stored, so a store that is down accepts nothing (the API answers 503).
+func (j *job) tryUpdate(ctx context.Context, f func(r *Record)) error {
+	j.mu.Lock()
+	rec := j.rec
+	f(&rec)
+	rec.Updated = time.Now().UTC()
+	j.mu.Unlock()
+	// Two requests on one job may race here; the later write wins in
+	// the store and in memory alike.
+	if err := j.d.store.Save(ctx, &rec); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	f(&j.rec)
+	j.rec.Updated = rec.Updated
+	if j.rec.State != j.live && j.rec.State.Terminal() {
+		j.live = j.rec.State
+	}
+	j.notify()
+	j.mu.Unlock()
+	return nil
+}
+
+// supervise runs the job's master until the job ends or the dispatcher
+// stops: it launches a master when there is none, waits for its end and
+// decides — cancelled, finished, rescaled (start the next run), or dead
+// (start it again with backoff, or FAILED after too many failures).
+func (j *job) supervise(ctx context.Context) {
+	d := j.d
+	failures := 0
+	for ctx.Err() == nil {
+		_, rec, m := j.state()
+		if rec.State.Terminal() {
+			return
+		}
+		if rec.CancelRequested && m == nil {
+			_ = j.update(ctx, func(r *Record) { r.State = Canceled })
+			d.log.Info("job cancelled", "job", rec.ID)
+			return
+		}
+		if m == nil {
+			var err error
+			m, err = j.launch(ctx)
+			if err != nil {
+				failures++
+				if !j.failed(ctx, failures, err.Error()) {
+					return
+				}
+				continue
+			}
+		}
+		if j.snapshot().CancelRequested {
+			// Cancelled while it was being launched.
+			go func() { _ = m.Stop(ctx) }()
+		}
+		started := time.Now()
+		pollCtx, stopPoll := context.WithCancel(ctx)
+		go j.poll(pollCtx)
+		exit := m.Wait(ctx)
+		stopPoll()
+		if ctx.Err() != nil {
+			return // the dispatcher stops; the master runs on
+		}
+		j.waitOps(ctx)
+		j.mu.Lock()
+		j.master, j.adopted = nil, false
+		rec = j.rec
+		j.notify()
+		j.mu.Unlock()
+		d.log.Info("framework master ended", "job", rec.ID, "run", rec.Run, "master", m.String(), "known", exit.Known, "code", exit.Code)
+		switch {
+		case rec.CancelRequested:
+			_ = j.update(ctx, func(r *Record) { r.State = Canceled })
+			d.log.Info("job cancelled", "job", rec.ID)
+			return
+		case rec.Rescale != nil && rec.Rescale.Savepoint != "":
+			sp, p := rec.Rescale.Savepoint, rec.Rescale.Parallelism
+			_ = j.update(ctx, func(r *Record) {
+				r.Run++
+				r.Parallelism, r.Restore, r.Rescale = p, sp, nil
+				r.State = Starting
+			})
+			d.log.Info("job rescaled: starting its next run from the savepoint", "job", rec.ID, "run", rec.Run+1, "parallelism", p, "savepoint", sp)
+			failures = 0
+			continue
+		case rec.Rescale != nil:
+			_ = j.update(ctx, func(r *Record) { r.Rescale = nil })
+		case exit.Known && exit.Code == 0:
+			_ = j.update(ctx, func(r *Record) { r.State = Finished })
+			d.log.Info("job finished", "job", rec.ID)
+			return
+		case exit.Known && exit.Code == 130:
+			// Cancelled through the master's own API or a signal.
+			_ = j.update(ctx, func(r *Record) { r.State = Canceled; r.Reason = "cancelled at its master" })
+			return
+		case exit.Known && exit.Code == 2:
+			_ = j.update(ctx, func(r *Record) { r.State = Failed; r.Reason = exit.Reason })
+			d.log.Error("job failed: its master refused its configuration", "job", rec.ID, "reason", exit.Reason)
+			return
+		}
+		if time.Since(started) >= d.cfg.StableAfter {
+			failures = 0
+		}
+		failures++
+		reason := exit.Reason
+		if reason == "" {
+			reason = "master exited with code " + strconv.Itoa(exit.Code)
+		}
+		if !j.failed(ctx, failures, reason) {
+			return
+		}
+		d.metrics.masterRestarts.Inc()
+		_ = j.update(ctx, func(r *Record) { r.MasterRestarts++ })
+	}
+}
+
+// failed handles the failures-th failure in a row of the job's master:
+// FAILED past the limit (false), else FAILING and a backoff (true: start
+// it again).
+func (j *job) failed(ctx context.Context, failures int, reason string) bool {
+	d := j.d
+	id := j.snapshot().ID
+	if failures >= d.cfg.MaxFailures {
+		_ = j.update(ctx, func(r *Record) {
+			r.State = Failed
+			r.Reason = fmt.Sprintf("the master failed %d times in a row; last: %s", failures, reason)
+		})
+		d.log.Error("job failed", "job", id, "failures", failures, "reason", reason)
+		return false
+	}
+	wait := d.cfg.Backoff << (failures - 1)
+	if wait > d.cfg.MaxBackoff || wait <= 0 {
+		wait = d.cfg.MaxBackoff
+	}
+	_ = j.update(ctx, func(r *Record) { r.State = Failing; r.Reason = reason })
+	d.log.Warn("framework master failed: starting it again", "job", id, "in", wait, "failures", failures, "reason", reason)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-j.wake:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// launch starts a master for the job's current run.
+func (j *job) launch(ctx context.Context) (Master, error) {
+	d := j.d
+	rec := j.snapshot()
+	specBytes, err := d.store.Spec(ctx, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	ms := d.masterSpec(&rec, specBytes)
+	parsed, err := spec.Parse(specBytes, nil)
+	if err != nil {
+		return nil, fmt.Errorf("the stored spec: %w", err)
+	}
+	// Each run keeps its checkpoints under the store, unless the spec
+	// names its own storage.
+	if parsed.Checkpoint.Storage == spec.DefaultStorage(parsed.Name) {
+		ms.Sets = append(ms.Sets, "checkpoint.storage="+d.store.Checkpoints(rec.ID, rec.Run))
+	}
+	if rec.Parallelism > 0 {
+		ms.Sets = append(ms.Sets, "parallelism="+strconv.Itoa(rec.Parallelism))
+	}
+	if rec.Restore != "" {
+		// Only until the run has a checkpoint of its own: a master
+		// started again resumes from that (the HA directory's latest).
+		cp, err := LatestCheckpoint(ctx, ms.HADir)
+		if err != nil {
+			return nil, err
+		}
+		if cp == nil {
+			ms.Restore = rec.Restore
+		}
+	}
+	m, err := d.cfg.Launcher.Launch(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	d.metrics.masterLaunches.Inc()
+	j.mu.Lock()
+	j.master, j.adopted = m, false
+	j.mu.Unlock()
+	_ = j.update(ctx, func(r *Record) {
+		r.MasterLaunches++
+		r.State = Starting
+	})
+	return m, nil
+}
+
+// waitOps waits for requests that may have ended the master on purpose
+// to record what they did.
+func (j *job) waitOps(ctx context.Context) {
+	for {
+		j.mu.Lock()
+		n, ch := j.ops, j.changed
+		j.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// beginOp and endOp bracket a request that may end the master.
+func (j *job) beginOp() {
+	j.mu.Lock()
+	j.ops++
+	j.mu.Unlock()
+}
+
+func (j *job) endOp() {
+	j.mu.Lock()
+	j.ops--
+	j.notify()
+	j.mu.Unlock()
+}
+
+// poll reads the master's state while it runs: RUNNING once its job runs,
+// FAILING while it restarts.
+func (j *job) poll(ctx context.Context) {
+	t := time.NewTicker(j.d.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		j.pollOnce(ctx)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (j *job) pollOnce(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var st masterStatus
+	if _, err := j.callMaster(cctx, "GET", "/v1/status", &st); err != nil {
+		return
+	}
+	j.mu.Lock()
+	j.restarts = st.Restarts
+	j.mu.Unlock()
+	switch st.State {
+	case "running":
+		j.setLive(Running)
+	case "restarting":
+		j.setLive(Failing)
+	}
+}
+
+// masterAddr is the REST address of the job's running master, "" when
+// it has none (yet).
+func (j *job) masterAddr(ctx context.Context) (string, *MasterInfo) {
+	_, rec, m := j.state()
+	if m == nil {
+		return "", nil
+	}
+	info, err := Leader(ctx, j.d.store.HADir(rec.ID, rec.Run))
+	if err != nil || info == nil {
+		return "", nil
+	}
+	return info.HTTP, info
+}
+
+func (j *job) callMaster(ctx context.Context, method, path string, out any) ([]byte, error) {
+	addr, _ := j.masterAddr(ctx)
+	return callMaster(ctx, j.d.client, addr, method, path, out)
+}
+
+// waitEnd waits up to d for the job to reach a terminal state or a state
+// that ok accepts.
+func (j *job) waitFor(ctx context.Context, d time.Duration, ok func(State, Record, Master) bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		j.mu.Lock()
+		s, rec, m, ch := j.live, j.rec, j.master, j.changed
+		j.mu.Unlock()
+		if ok(s, rec, m) {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+var errConflict = errors.New("conflict")
