@@ -156,24 +156,12 @@ func (d *Dispatcher) postJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	specBytes, sp, err := splitSavepoint(body)
+	specBytes, name, sp, err := decodeSubmit(body, r.URL.Query().Get("savepoint"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if q := r.URL.Query().Get("savepoint"); q != "" {
-		if sp != "" && sp != q {
-			writeError(w, http.StatusBadRequest, "savepoint: given twice (field %q, query %q)", sp, q)
-			return
-		}
-		sp = q
-	}
-	j, err := validate(specBytes)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid job spec: %v", err)
-		return
-	}
-	rec, err := d.submit(r.Context(), j.Name, specBytes, sp)
+	rec, err := d.submit(r.Context(), name, specBytes, sp)
 	if err != nil {
 		d.storeError(w, err)
 		return

@@ -77,3 +77,24 @@ func validate(specBytes []byte) (*spec.Job, error) {
 	}
 	return j, nil
 }
+
+// decodeSubmit reads a POST /v1/jobs body: the spec to store, its job's
+// name and the savepoint to start from (the body's "savepoint" field or
+// the query's). Any error is the client's (400).
+func decodeSubmit(body []byte, querySavepoint string) (specBytes []byte, name, savepoint string, err error) {
+	specBytes, savepoint, err = splitSavepoint(body)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if querySavepoint != "" {
+		if savepoint != "" && savepoint != querySavepoint {
+			return nil, "", "", fmt.Errorf("savepoint: given twice (field %q, query %q)", savepoint, querySavepoint)
+		}
+		savepoint = querySavepoint
+	}
+	j, err := validate(specBytes)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("invalid job spec: %w", err)
+	}
+	return specBytes, j.Name, savepoint, nil
+}
