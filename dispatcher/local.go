@@ -91,6 +91,7 @@ func (l *Local) Launch(ctx context.Context, s MasterSpec) (Master, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = dir
+	cmd.Env = masterEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("local launcher: starting the master: %w", err)
@@ -223,6 +224,20 @@ func (m *localMaster) Stop(ctx context.Context) error {
 		return fmt.Errorf("killing master %s: %w", m, err)
 	}
 	return nil
+}
+
+// masterEnv is the dispatcher's environment without its SLUICE_…
+// variables: a master is configured by its flags alone (the dispatcher's
+// SLUICE_RESTORE or SLUICE_HTTP must not reach every master), while the
+// rest (HADOOP_USER_NAME, a Kafka password variable) passes on.
+func masterEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "SLUICE_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // logTail is the last lines of a master's log, for a FAILED job's reason.
