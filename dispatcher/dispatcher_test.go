@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,27 +45,27 @@ type env struct {
 // flakyFS is a store filesystem that can be taken down.
 type flakyFS struct {
 	fs.Local
-	down bool
+	down atomic.Bool
 }
 
 var errDown = errors.New("namenode unreachable")
 
 func (f *flakyFS) WriteFile(ctx context.Context, p string, b []byte) error {
-	if f.down {
+	if f.down.Load() {
 		return errDown
 	}
 	return f.Local.WriteFile(ctx, p, b)
 }
 
 func (f *flakyFS) ReadFile(ctx context.Context, p string) ([]byte, error) {
-	if f.down {
+	if f.down.Load() {
 		return nil, errDown
 	}
 	return f.Local.ReadFile(ctx, p)
 }
 
 func (f *flakyFS) List(ctx context.Context, p string) ([]fs.Entry, error) {
-	if f.down {
+	if f.down.Load() {
 		return nil, errDown
 	}
 	return f.Local.List(ctx, p)
@@ -197,10 +198,19 @@ func TestMasterRestartAndFailed(t *testing.T) {
 	if st.MasterRestarts != 1 {
 		t.Fatalf("masterRestarts %d, want 1", st.MasterRestarts)
 	}
-	for i := 0; i < 10; i++ {
+	// Each new master fails at once.
+	for n := e.l.count(); ; n++ {
 		m, _ := e.l.last()
 		m.end(1)
-		time.Sleep(20 * time.Millisecond)
+		for e.l.count() == n {
+			if s, _, _ := e.d.job(id).state(); s == Failed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no new master and not FAILED")
+			}
+			time.Sleep(time.Millisecond)
+		}
 		if s, _, _ := e.d.job(id).state(); s == Failed {
 			break
 		}
@@ -319,22 +329,22 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("large body: %d %+v", code, er)
 	}
 	// Store down: 503, nothing accepted.
-	e.fs.down = true
+	e.fs.down.Store(true)
 	if code := e.do("POST", "/v1/jobs", []byte(goodSpec), &er); code != 503 {
 		t.Fatalf("store down: %d %+v", code, er)
 	}
-	e.fs.down = false
+	e.fs.down.Store(false)
 	if e.do("GET", "/v1/jobs", nil, &list); len(list.Jobs) != 0 || e.l.count() != 0 {
 		t.Fatalf("a job not stored was accepted: %+v", list)
 	}
 	// A cancel while the store is down is refused too, and not done.
 	id := e.submit(goodSpec)
 	e.waitState(id, Running)
-	e.fs.down = true
+	e.fs.down.Store(true)
 	if code := e.do("DELETE", "/v1/jobs/"+id, nil, &er); code != 503 {
 		t.Fatalf("cancel with the store down: %d %+v", code, er)
 	}
-	e.fs.down = false
+	e.fs.down.Store(false)
 	if s, rec, _ := e.d.job(id).state(); s != Running || rec.CancelRequested {
 		t.Fatalf("a cancel not stored took effect: %s %+v", s, rec)
 	}
