@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 // Local launches framework masters as child processes `sluice framework
@@ -141,7 +143,7 @@ func (l *Local) Find(ctx context.Context, s MasterSpec) (Master, error) {
 
 // processRuns says whether pid is a live `sluice framework` of haDir.
 func processRuns(pid int, haDir string) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if exited(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -151,6 +153,16 @@ func processRuns(pid int, haDir string) bool {
 	}
 	args := strings.Split(string(cmdline), "\x00")
 	return len(args) > 1 && args[1] == "framework" && containsArg(args, haDir)
+}
+
+// exited says whether pid is gone, or has exited and waits to be reaped:
+// an adopted master's parent is whatever adopted the orphan, which may
+// never reap it (pid 1 of a container).
+func exited(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return true
+	}
+	return procMounted() && procs.Exited(pid)
 }
 
 func procMounted() bool {
@@ -186,7 +198,7 @@ func (m *localMaster) watch() {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for range t.C {
-		if err := syscall.Kill(m.pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		if exited(m.pid) {
 			m.exit = Exit{Code: -1, Reason: fmt.Sprintf("adopted master %s ended (exit code unknown): %s", m, logTail(m.log))}
 			close(m.done)
 			return

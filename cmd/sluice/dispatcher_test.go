@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-stream/sluice/dispatcher"
+	"github.com/sluice-stream/sluice/internal/procs"
+)
+
+// dispatcherJob writes examples/exactly-once.json with small, slow
+// parameters (it runs until cancelled) into dir.
+func dispatcherJob(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(t, "examples/exactly-once.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j map[string]any
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	nodes := j["nodes"].([]any)
+	src := nodes[0].(map[string]any)["params"].(map[string]any)
+	src["rows"], src["keys"], src["rate"] = 50_000_000, 100, 5000
+	nodes[2].(map[string]any)["params"].(map[string]any)["path"] = filepath.Join(dir, "out")
+	j["checkpoint"].(map[string]any)["interval"] = "150ms"
+	out, _ := json.Marshal(j)
+	p := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(p, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var listeningRE = regexp.MustCompile(`msg="dispatcher listening" addr=(\S+)`)
+
+// startDispatcher starts `sluice dispatcher` on store and returns it and
+// its URL.
+func startDispatcher(t *testing.T, dir, store, token string) (*exec.Cmd, string, logFile) {
+	t.Helper()
+	cmd, log := startLogged(t, context.Background(), dir, "dispatcher", "--listen", "127.0.0.1:0", "--store", store,
+		"--resource-manager", "local", "--work-dir", filepath.Join(dir, "work"), "--token-file", token)
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if m := listeningRE.FindStringSubmatch(log.String()); m != nil {
+			return cmd, m[1], log
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dispatcher does not listen after a minute:\n%s", tail(log.String(), 3000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cli runs a client command; it returns stdout and the exit code.
+func cli(t *testing.T, url, token string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(sluiceBin, append(args[:1:1], append([]string{"--dispatcher", url, "--token-file", token}, args[1:]...)...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Logf("sluice %s: exit %d: %s", strings.Join(args, " "), code, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), code
+}
+
+func jobStatus(t *testing.T, url, token, id string) dispatcher.JobStatus {
+	t.Helper()
+	out, code := cli(t, url, token, "status", id, "--json")
+	if code != 0 {
+		t.Fatalf("sluice status: exit %d", code)
+	}
+	var st dispatcher.JobStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+func waitJob(t *testing.T, url, token, id string, ok func(dispatcher.JobStatus) bool, what string) dispatcher.JobStatus {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := jobStatus(t, url, token, id)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: not %s after 90s: %+v", id, what, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// frameworkMasters lists the live `sluice framework` processes of haDir.
+func frameworkMasters(haDir string) []int {
+	var out []int
+	for _, p := range procs.Live() {
+		if bytes.Contains(p.Cmdline, []byte("\x00framework\x00")) && bytes.Contains(p.Cmdline, []byte(haDir)) {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
+
+// TestDispatcherLocal: sluice dispatcher with local framework masters;
+// the CLI submits the exactly-once example, which runs and checkpoints
+// under the store; a savepoint; the dispatcher is killed and started
+// again: it recovers the job and adopts its running master (no second
+// one); cancel with a savepoint ends the master and its TaskManagers.
+func TestDispatcherLocal(t *testing.T) {
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		// Nothing this test started may outlive it.
+		for _, p := range procs.Live() {
+			if bytes.Contains(p.Cmdline, []byte(dir)) {
+				_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			}
+		}
+	})
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("t0ken-for-the-test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := "file://" + filepath.Join(dir, "store")
+	job := dispatcherJob(t, dir)
+	d1, url, log1 := startDispatcher(t, dir, store, token)
+
+	out, code := cli(t, url, token, "submit", job, "--json")
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s", code, tail(log1.String(), 3000))
+	}
+	var sub struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &sub); err != nil || sub.ID == "" {
+		t.Fatalf("submit --json: %q %v", out, err)
+	}
+	id := sub.ID
+	st := waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
+		return s.State == dispatcher.Running && s.LatestCheckpoint != nil && len(s.TaskManagers) > 0 && s.Master != nil
+	}, "RUNNING with a checkpoint")
+	if !strings.HasPrefix(st.LatestCheckpoint.Path, store+"/jobs/"+id+"/") {
+		t.Fatalf("checkpoint %s is not under the job's store directory", st.LatestCheckpoint.Path)
+	}
+	masterPID := st.Master.PID
+
+	// People get a table.
+	if out, code := cli(t, url, token, "list"); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "RUNNING") {
+		t.Fatalf("list: exit %d:\n%s", code, out)
+	}
+	out, code = cli(t, url, token, "savepoint", id)
+	sp, ok := strings.CutPrefix(strings.TrimSpace(out), "savepoint: ")
+	if code != 0 || !ok {
+		t.Fatalf("savepoint: exit %d: %q", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(strings.TrimPrefix(sp, "file://"), "_metadata")); err != nil {
+		t.Fatalf("the savepoint's metadata: %v", err)
+	}
+
+	// Kill the dispatcher; the next one adopts the master.
+	if err := d1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = d1.Wait()
+	if procs.Exited(masterPID) {
+		t.Fatal("the master died with the dispatcher")
+	}
+	_, url, log2 := startDispatcher(t, dir, store, token)
+	st = waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Running && s.Master != nil }, "RUNNING again")
+	if st.Master.PID != masterPID || !st.Master.Adopted || st.MasterLaunches != 1 {
+		t.Fatalf("after the dispatcher's restart: master %+v, launches %d; want pid %d adopted, 1 launch\n%s",
+			st.Master, st.MasterLaunches, masterPID, tail(log2.String(), 3000))
+	}
+	if ms := frameworkMasters(st.HADir); len(ms) != 1 {
+		t.Fatalf("%d framework masters run for the job: %v", len(ms), ms)
+	}
+	if !strings.Contains(log2.String(), "adopted the running master") {
+		t.Fatalf("the log does not tell the adoption:\n%s", tail(log2.String(), 3000))
+	}
+
+	// Scripts get exit codes.
+	if _, code := cli(t, url, token, "status", "0123456789abcdef"); code != exitNotFound {
+		t.Fatalf("status of an unknown job: exit %d, want %d", code, exitNotFound)
+	}
+	bad := filepath.Join(dir, "bad-token")
+	_ = os.WriteFile(bad, []byte("nope"), 0o600)
+	if _, code := cli(t, url, bad, "list"); code != exitAuth {
+		t.Fatalf("wrong token: exit %d, want %d", code, exitAuth)
+	}
+
+	out, code = cli(t, url, token, "cancel", id, "--savepoint")
+	if code != 0 || !strings.Contains(out, "CANCELED") || !strings.Contains(out, "savepoint: file://") {
+		t.Fatalf("cancel --savepoint: exit %d:\n%s\n%s", code, out, tail(log2.String(), 3000))
+	}
+	if _, code := cli(t, url, token, "cancel", id); code != exitConflict {
+		t.Fatalf("cancel of a cancelled job: exit %d, want %d", code, exitConflict)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !procs.Exited(masterPID) || len(procs.TaskManagersWith(dir)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("master %d or TaskManagers %v still run after the cancel", masterPID, procs.TaskManagersWith(dir))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := jobStatus(t, url, token, id); st.State != dispatcher.Canceled || st.LastSavepoint == "" {
+		t.Fatalf("after cancel: %+v", st)
+	}
+}
