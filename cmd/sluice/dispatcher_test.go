@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,7 +128,8 @@ func frameworkMasters(haDir string) []int {
 // the CLI submits the exactly-once example, which runs and checkpoints
 // under the store; a savepoint; the dispatcher is killed and started
 // again: it recovers the job and adopts its running master (no second
-// one); cancel with a savepoint ends the master and its TaskManagers.
+// one); its master is killed and started again with the same
+// TaskManagers; cancel with a savepoint ends the master and its TaskManagers.
 func TestDispatcherLocal(t *testing.T) {
 	dir := t.TempDir()
 	t.Cleanup(func() {
@@ -196,6 +198,26 @@ func TestDispatcherLocal(t *testing.T) {
 	if !strings.Contains(log2.String(), "adopted the running master") {
 		t.Fatalf("the log does not tell the adoption:\n%s", tail(log2.String(), 3000))
 	}
+
+	// The master dies: the dispatcher starts another on the job's HA
+	// directory, which takes the job over with the same TaskManagers.
+	tms := procs.TaskManagersWith(dir)
+	if len(tms) == 0 {
+		t.Fatal("no TaskManager processes found")
+	}
+	if err := syscall.Kill(masterPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
+		return s.State == dispatcher.Running && s.Master != nil && s.Master.PID != masterPID && len(s.TaskManagers) > 0
+	}, "RUNNING on a new master")
+	if st.MasterRestarts != 1 || st.Master.Epoch < 2 {
+		t.Fatalf("after the master's death: %+v", st)
+	}
+	if now := procs.TaskManagersWith(dir); !slices.Equal(now, tms) {
+		t.Fatalf("TaskManager processes %v, before the master died %v: want the same", now, tms)
+	}
+	masterPID = st.Master.PID
 
 	// Scripts get exit codes.
 	if _, code := cli(t, url, token, "status", "0123456789abcdef"); code != exitNotFound {
