@@ -3,8 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,8 +73,8 @@ func startDispatcher(t *testing.T, dir, store, token string) (*exec.Cmd, string,
 	}
 }
 
-// cli runs a client command; it returns stdout and the exit code.
-func cli(t *testing.T, url, token string, args ...string) (string, int) {
+// dcli runs a client command; it returns stdout and the exit code.
+func dcli(t *testing.T, url, token string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(sluiceBin, append(args[:1:1], append([]string{"--dispatcher", url, "--token-file", token}, args[1:]...)...)...)
 	var out, errb bytes.Buffer
@@ -85,9 +93,9 @@ func cli(t *testing.T, url, token string, args ...string) (string, int) {
 	return out.String(), code
 }
 
-func jobStatus(t *testing.T, url, token, id string) dispatcher.JobStatus {
+func dispatcherStatus(t *testing.T, url, token, id string) dispatcher.JobStatus {
 	t.Helper()
-	out, code := cli(t, url, token, "status", id, "--json")
+	out, code := dcli(t, url, token, "status", id, "--json")
 	if code != 0 {
 		t.Fatalf("sluice status: exit %d", code)
 	}
@@ -98,11 +106,11 @@ func jobStatus(t *testing.T, url, token, id string) dispatcher.JobStatus {
 	return st
 }
 
-func waitJob(t *testing.T, url, token, id string, ok func(dispatcher.JobStatus) bool, what string) dispatcher.JobStatus {
+func waitDispatcherJob(t *testing.T, url, token, id string, ok func(dispatcher.JobStatus) bool, what string) dispatcher.JobStatus {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		st := jobStatus(t, url, token, id)
+		st := dispatcherStatus(t, url, token, id)
 		if ok(st) {
 			return st
 		}
@@ -148,7 +156,7 @@ func TestDispatcherLocal(t *testing.T) {
 	job := dispatcherJob(t, dir)
 	d1, url, log1 := startDispatcher(t, dir, store, token)
 
-	out, code := cli(t, url, token, "submit", job, "--json")
+	out, code := dcli(t, url, token, "submit", job, "--json")
 	if code != 0 {
 		t.Fatalf("submit: exit %d\n%s", code, tail(log1.String(), 3000))
 	}
@@ -157,7 +165,7 @@ func TestDispatcherLocal(t *testing.T) {
 		t.Fatalf("submit --json: %q %v", out, err)
 	}
 	id := sub.ID
-	st := waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
+	st := waitDispatcherJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
 		return s.State == dispatcher.Running && s.LatestCheckpoint != nil && len(s.TaskManagers) > 0 && s.Master != nil
 	}, "RUNNING with a checkpoint")
 	if !strings.HasPrefix(st.LatestCheckpoint.Path, store+"/jobs/"+id+"/") {
@@ -166,10 +174,10 @@ func TestDispatcherLocal(t *testing.T) {
 	masterPID := st.Master.PID
 
 	// People get a table.
-	if out, code := cli(t, url, token, "list"); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "RUNNING") {
+	if out, code := dcli(t, url, token, "list"); code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "RUNNING") {
 		t.Fatalf("list: exit %d:\n%s", code, out)
 	}
-	out, code = cli(t, url, token, "savepoint", id)
+	out, code = dcli(t, url, token, "savepoint", id)
 	sp, ok := strings.CutPrefix(strings.TrimSpace(out), "savepoint: ")
 	if code != 0 || !ok {
 		t.Fatalf("savepoint: exit %d: %q", code, out)
@@ -187,7 +195,7 @@ func TestDispatcherLocal(t *testing.T) {
 		t.Fatal("the master died with the dispatcher")
 	}
 	_, url, log2 := startDispatcher(t, dir, store, token)
-	st = waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Running && s.Master != nil }, "RUNNING again")
+	st = waitDispatcherJob(t, url, token, id, func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Running && s.Master != nil }, "RUNNING again")
 	if st.Master.PID != masterPID || !st.Master.Adopted || st.MasterLaunches != 1 {
 		t.Fatalf("after the dispatcher's restart: master %+v, launches %d; want pid %d adopted, 1 launch\n%s",
 			st.Master, st.MasterLaunches, masterPID, tail(log2.String(), 3000))
@@ -208,7 +216,7 @@ func TestDispatcherLocal(t *testing.T) {
 	if err := syscall.Kill(masterPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	st = waitJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
+	st = waitDispatcherJob(t, url, token, id, func(s dispatcher.JobStatus) bool {
 		return s.State == dispatcher.Running && s.Master != nil && s.Master.PID != masterPID && len(s.TaskManagers) > 0
 	}, "RUNNING on a new master")
 	if st.MasterRestarts != 1 || st.Master.Epoch < 2 {
@@ -220,20 +228,20 @@ func TestDispatcherLocal(t *testing.T) {
 	masterPID = st.Master.PID
 
 	// Scripts get exit codes.
-	if _, code := cli(t, url, token, "status", "0123456789abcdef"); code != exitNotFound {
+	if _, code := dcli(t, url, token, "status", "0123456789abcdef"); code != exitNotFound {
 		t.Fatalf("status of an unknown job: exit %d, want %d", code, exitNotFound)
 	}
 	bad := filepath.Join(dir, "bad-token")
 	_ = os.WriteFile(bad, []byte("nope"), 0o600)
-	if _, code := cli(t, url, bad, "list"); code != exitAuth {
+	if _, code := dcli(t, url, bad, "list"); code != exitAuth {
 		t.Fatalf("wrong token: exit %d, want %d", code, exitAuth)
 	}
 
-	out, code = cli(t, url, token, "cancel", id, "--savepoint")
+	out, code = dcli(t, url, token, "cancel", id, "--savepoint")
 	if code != 0 || !strings.Contains(out, "CANCELED") || !strings.Contains(out, "savepoint: file://") {
 		t.Fatalf("cancel --savepoint: exit %d:\n%s\n%s", code, out, tail(log2.String(), 3000))
 	}
-	if _, code := cli(t, url, token, "cancel", id); code != exitConflict {
+	if _, code := dcli(t, url, token, "cancel", id); code != exitConflict {
 		t.Fatalf("cancel of a cancelled job: exit %d, want %d", code, exitConflict)
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -243,7 +251,79 @@ func TestDispatcherLocal(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st := jobStatus(t, url, token, id); st.State != dispatcher.Canceled || st.LastSavepoint == "" {
+	if st := dispatcherStatus(t, url, token, id); st.State != dispatcher.Canceled || st.LastSavepoint == "" {
 		t.Fatalf("after cancel: %+v", st)
 	}
+}
+
+// TestDispatcherTLSAndEnv: the dispatcher configured by SLUICE_…
+// variables alone serves HTTPS with the given certificate; the CLI trusts
+// it with --ca-file, and a plain-HTTP client gets no answer it can use.
+func TestDispatcherTLSAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedCert(t)
+	cert, key, token := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "token")
+	for p, b := range map[string][]byte{cert: certPEM, key: keyPEM, token: []byte("tls-t0ken")} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Create(filepath.Join(dir, "dispatcher.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(sluiceBin, "dispatcher")
+	cmd.Env = append(os.Environ(), "SLUICE_LISTEN=127.0.0.1:0", "SLUICE_STORE=file://"+filepath.Join(dir, "store"),
+		"SLUICE_TLS_CERT="+cert, "SLUICE_TLS_KEY="+key, "SLUICE_TOKEN_FILE="+token, "SLUICE_WORK_DIR="+filepath.Join(dir, "work"))
+	cmd.Stderr = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	log := logFile{f.Name()}
+	var url string
+	deadline := time.Now().Add(time.Minute)
+	for url == "" {
+		if m := listeningRE.FindStringSubmatch(log.String()); m != nil {
+			url = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the dispatcher does not listen:\n%s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("listening on %s, want https", url)
+	}
+	if out, code := dcli(t, url, token, "list", "--ca-file", cert); code != 0 || !strings.Contains(out, "ID") {
+		t.Fatalf("list over TLS: exit %d: %s", code, out)
+	}
+	if _, code := dcli(t, url, token, "list"); code != exitUnreachable {
+		t.Fatalf("list without trusting the certificate: exit %d, want %d", code, exitUnreachable)
+	}
+	if _, code := dcli(t, strings.Replace(url, "https://", "http://", 1), token, "list"); code == 0 {
+		t.Fatal("plain HTTP was answered")
+	}
+}
+
+// selfSignedCert makes a certificate for 127.0.0.1 and its key (PEM).
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
 }
