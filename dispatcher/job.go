@@ -30,6 +30,7 @@ type job struct {
 	changed chan struct{}
 	// restarts is the job's restart count its master reports.
 	restarts int
+	addr     masterAddr
 }
 
 func (j *job) snapshot() Record {
@@ -347,22 +348,43 @@ func (j *job) pollOnce(ctx context.Context) {
 }
 
 // masterAddr is the REST address of the job's running master, "" when
-// it has none (yet).
-func (j *job) masterAddr(ctx context.Context) (string, *MasterInfo) {
-	_, rec, m := j.state()
+// it has none (yet): from the HA directory, or the last one that answered
+// while the master is the same (polling many jobs reads no files).
+func (j *job) masterAddr(ctx context.Context) (string, Master) {
+	j.mu.Lock()
+	rec, m, cached := j.rec, j.master, j.addr
+	j.mu.Unlock()
 	if m == nil {
 		return "", nil
+	}
+	if cached.master == m && cached.http != "" {
+		return cached.http, m
 	}
 	info, err := Leader(ctx, j.d.store.HADir(rec.ID, rec.Run))
 	if err != nil || info == nil {
 		return "", nil
 	}
-	return info.HTTP, info
+	return info.HTTP, m
 }
 
 func (j *job) callMaster(ctx context.Context, method, path string, out any) ([]byte, error) {
-	addr, _ := j.masterAddr(ctx)
-	return callMaster(ctx, j.d.client, addr, method, path, out)
+	addr, m := j.masterAddr(ctx)
+	b, err := callMaster(ctx, j.d.client, addr, method, path, out)
+	j.mu.Lock()
+	switch {
+	case errors.Is(err, errNoMaster):
+		j.addr = masterAddr{} // read the HA directory again next time
+	case m != nil && m == j.master:
+		j.addr = masterAddr{master: m, http: addr}
+	}
+	j.mu.Unlock()
+	return b, err
+}
+
+// masterAddr caches the REST address of one master.
+type masterAddr struct {
+	master Master
+	http   string
 }
 
 // waitEnd waits up to d for the job to reach a terminal state or a state
