@@ -14,6 +14,8 @@ import (
 // job is one job and the goroutine that supervises its master.
 type job struct {
 	d *Dispatcher
+	// wmu orders the record's writes (update, tryUpdate).
+	wmu sync.Mutex
 
 	mu      sync.Mutex
 	rec     Record // as stored (or about to be)
@@ -51,64 +53,70 @@ func (j *job) notify() {
 	j.changed = make(chan struct{})
 }
 
-// update changes the record under j.mu and stores it; live follows a
-// record state change. A store failure is logged: the record in memory
-// stays ahead and is written with the next change.
+// update changes the record and stores it; live follows a record state
+// change. The record in memory changes once the write ended, so what the
+// API shows (a CANCELED answer) is stored first. A store failure is
+// logged: the change is kept in memory and written with the next one.
+// The write outlives ctx's cancellation (a dispatcher stopping still
+// records what just happened).
 func (j *job) update(ctx context.Context, f func(r *Record)) error {
+	return j.write(ctx, f, true)
+}
+
+// tryUpdate is update for a request: the change is kept only once it is
+// stored, so a store that is down accepts nothing (the API answers 503).
+func (j *job) tryUpdate(ctx context.Context, f func(r *Record)) error {
+	return j.write(ctx, f, false)
+}
+
+func (j *job) write(ctx context.Context, f func(r *Record), keepOnError bool) error {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
 	j.mu.Lock()
-	before := j.rec.State
-	f(&j.rec)
-	j.rec.Updated = time.Now().UTC()
-	if j.rec.State != before {
-		j.live = j.rec.State
-	}
 	rec := j.rec
-	j.notify()
 	j.mu.Unlock()
-	err := j.d.store.Save(ctx, &rec)
+	f(&rec)
+	rec.Updated = time.Now().UTC()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := j.d.store.Save(wctx, &rec)
 	if err != nil {
 		j.d.log.Warn("storing the job's record", "job", rec.ID, "err", err)
+		if !keepOnError {
+			return err
+		}
 	}
+	j.mu.Lock()
+	if rec.State != j.rec.State {
+		j.live = rec.State
+	}
+	j.rec = rec
+	j.notify()
+	j.mu.Unlock()
 	return err
 }
 
 func (j *job) setLive(s State) {
 	j.mu.Lock()
+	if j.rec.State.Terminal() {
+		j.mu.Unlock()
+		return
+	}
 	changed := j.live != s
 	j.live = s
 	if changed {
 		j.notify()
 	}
 	j.mu.Unlock()
-	if changed && !s.Terminal() {
+	if changed {
 		// Best effort: a record that says RUNNING tells an operator
-		// reading the store where the job was.
-		_ = j.update(context.Background(), func(r *Record) { r.State = s })
+		// reading the store where the job was. Never over an end.
+		_ = j.update(context.Background(), func(r *Record) {
+			if !r.State.Terminal() {
+				r.State = s
+			}
+		})
 	}
-}
-
-// tryUpdate is update for a request: the change is kept only once it is
-// stored, so a store that is down accepts nothing (the API answers 503).
-func (j *job) tryUpdate(ctx context.Context, f func(r *Record)) error {
-	j.mu.Lock()
-	rec := j.rec
-	f(&rec)
-	rec.Updated = time.Now().UTC()
-	j.mu.Unlock()
-	// Two requests on one job may race here; the later write wins in
-	// the store and in memory alike.
-	if err := j.d.store.Save(ctx, &rec); err != nil {
-		return err
-	}
-	j.mu.Lock()
-	f(&j.rec)
-	j.rec.Updated = rec.Updated
-	if j.rec.State != j.live && j.rec.State.Terminal() {
-		j.live = j.rec.State
-	}
-	j.notify()
-	j.mu.Unlock()
-	return nil
 }
 
 // supervise runs the job's master until the job ends or the dispatcher
@@ -145,9 +153,14 @@ func (j *job) supervise(ctx context.Context) {
 		}
 		started := time.Now()
 		pollCtx, stopPoll := context.WithCancel(ctx)
-		go j.poll(pollCtx)
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			j.poll(pollCtx)
+		}()
 		exit := m.Wait(ctx)
 		stopPoll()
+		<-polled // no late RUNNING over what comes next
 		if ctx.Err() != nil {
 			return // the dispatcher stops; the master runs on
 		}
