@@ -366,3 +366,26 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("skip-backlog: %d %+v", code, er)
 	}
 }
+
+// A job whose master has no API yet is cancelled by stopping the master's
+// process; a savepoint cannot be asked of it.
+func TestCancelStarting(t *testing.T) {
+	e := newEnv(t, "")
+	e.l.noAPI.Store(true)
+	id := e.submit(goodSpec)
+	e.waitState(id, Starting)
+	var er errorReply
+	if code := e.do("DELETE", "/v1/jobs/"+id+"?savepoint=true", nil, &er); code != http.StatusConflict {
+		t.Fatalf("cancel with savepoint of a starting job: %d %+v", code, er)
+	}
+	if s, rec, _ := e.d.job(id).state(); s != Starting || rec.CancelRequested {
+		t.Fatalf("a refused cancel took effect: %s %+v", s, rec)
+	}
+	var c cancelReply
+	if code := e.do("DELETE", "/v1/jobs/"+id, nil, &c); code != 200 || c.State != Canceled {
+		t.Fatalf("cancel of a starting job: %d %+v", code, c)
+	}
+	if m, _ := e.l.last(); m.exit.Code != 130 {
+		t.Fatalf("the master was not stopped: %+v", m.exit)
+	}
+}

@@ -23,6 +23,8 @@ type fakeLauncher struct {
 	launched []*fakeMaster
 	specs    []MasterSpec
 	epoch    atomic.Int64
+	// noAPI: masters never publish their REST address (still starting).
+	noAPI atomic.Bool
 }
 
 type fakeMaster struct {
@@ -84,6 +86,13 @@ func (l *fakeLauncher) Launch(ctx context.Context, s MasterSpec) (Master, error)
 	m.srv = httptest.NewServer(mux)
 	l.t.Cleanup(m.srv.Close)
 	e := l.epoch.Add(1)
+	if l.noAPI.Load() {
+		l.mu.Lock()
+		l.launched = append(l.launched, m)
+		l.specs = append(l.specs, s)
+		l.mu.Unlock()
+		return m, nil
+	}
 	f, dir, err := fs.Open(s.HADir)
 	if err != nil {
 		return nil, err
