@@ -19,7 +19,16 @@ commands:
   framework      a job's master (--job JOB) with its TaskManagers (--resource-manager local)
   taskmanager    a worker process that registers with a job master (--master ADDR)
   validate JOB   check a job spec and print its plan, or the first error
-  skip-backlog   make a running job's sources skip to their newest data (via its --http API)
+  skip-backlog   make a running job's sources skip to their newest data: ID (via the
+                 dispatcher), or --job URL (via one master's --http API)
+  dispatcher     the REST API that keeps jobs in a store (--store URI) and runs one
+                 framework master per job (--resource-manager local)
+  submit JOB     submit a job to the dispatcher (--dispatcher URL); prints its id
+  list           the dispatcher's jobs
+  status ID      a job's state, master, TaskManagers and latest checkpoint
+  cancel ID      cancel a job (--savepoint: after a final savepoint)
+  savepoint ID   write a savepoint of a running job
+  rescale ID N   savepoint, stop, and start the job again with parallelism N
   marathon       print the dispatcher's Marathon app definition (app) or write its DC/OS package (package --out DIR)
   help           this text
 
@@ -41,7 +50,21 @@ func run(args []string) int {
 	case "validate":
 		return cmdValidate(args[1:])
 	case "skip-backlog":
-		return cmdSkipBacklog(args[1:])
+		return cmdSkipBacklogAny(args[1:])
+	case "dispatcher":
+		return cmdDispatcher(args[1:])
+	case "submit":
+		return cmdSubmit(args[1:])
+	case "list":
+		return cmdList(args[1:])
+	case "status":
+		return cmdStatus(args[1:])
+	case "cancel":
+		return cmdCancel(args[1:])
+	case "savepoint":
+		return cmdSavepoint(args[1:])
+	case "rescale":
+		return cmdRescale(args[1:])
 	case "marathon":
 		return cmdMarathon(args[1:])
 	case "help", "-h", "--help":

@@ -1,0 +1,54 @@
+package dispatcher
+
+import "context"
+
+// MasterSpec is what a launcher needs to start (or find) a job's framework
+// master for one run.
+type MasterSpec struct {
+	JobID string
+	Run   int
+	// Spec is the job spec as submitted (JSON or YAML).
+	Spec []byte
+	// HADir is the run's HA directory (URI); the master takes its epoch
+	// and publishes its addresses there.
+	HADir string
+	// Sets are spec overrides, KEY=VALUE (checkpoint storage, parallelism).
+	Sets []string
+	// Restore is a savepoint or checkpoint path to start from; "" to start
+	// fresh, or to resume from the HA directory's latest checkpoint.
+	Restore string
+}
+
+// Launcher starts framework masters: local child processes (Local) or,
+// later, Mesos tasks of the dispatcher's own framework.
+type Launcher interface {
+	// Launch starts a master for s.
+	Launch(ctx context.Context, s MasterSpec) (Master, error)
+	// Find finds a master of s that still runs (started by an earlier
+	// dispatcher): nil, nil when there is none.
+	Find(ctx context.Context, s MasterSpec) (Master, error)
+}
+
+// Master is a framework master a launcher started or found.
+type Master interface {
+	// Wait blocks until the master ends, or ctx does (then Exit.Code is
+	// -1 and Exit.Reason says so).
+	Wait(ctx context.Context) Exit
+	// Stop asks the master to stop (SIGTERM: it cancels its job and stops
+	// its TaskManagers), and kills it when it has not within a grace time.
+	Stop(ctx context.Context) error
+	// String names it for logs ("pid 4242").
+	String() string
+}
+
+// Exit is how a master ended.
+type Exit struct {
+	// Known: Code is the master's exit code (a master found after a
+	// dispatcher restart is not its child: its code is unknown).
+	Known bool
+	// Code: 0 finished (or stopped with a savepoint), 130 cancelled, 2 bad
+	// configuration, anything else (or a signal, -1) a failure.
+	Code int
+	// Reason says why, for FAILED jobs (the end of the master's log).
+	Reason string
+}
