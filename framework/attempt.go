@@ -63,6 +63,18 @@ func (m *Master) Deploy(ctx context.Context, d runtime.Deployment) (runtime.Atte
 	if err != nil {
 		return nil, err
 	}
+	if ha := m.cfg.HA; ha != nil && !m.tookOver {
+		// Before any task of this master runs: from here on, a checkpoint
+		// an older master commits past the one restored is not the job's.
+		var restored int64
+		if d.Restore != nil {
+			restored = d.Restore.CheckpointID
+		}
+		if err := ha.RecordTakeover(ctx, m.cfg.Epoch, restored); err != nil {
+			return nil, fmt.Errorf("framework: %w", err)
+		}
+		m.tookOver = true
+	}
 	a := newAttempt(m, d.Attempt)
 	m.mu.Lock()
 	m.current = a

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-stream/sluice/engine/checkpoint"
 	"github.com/sluice-stream/sluice/engine/fs"
 )
 
@@ -20,6 +21,8 @@ import (
 //	masters/<epoch>    that master's addresses (JSON), written once it serves
 //	job.json           the job spec the first master ran
 //	checkpoint.json    the latest completed checkpoint (id, path, epoch)
+//	takeovers/<epoch>  the checkpoint that epoch's master restored when it
+//	                   first deployed the job (exclusive create, once)
 //
 // The newest epoch leads. A master that finds a newer epoch than its own
 // stops; TaskManagers register with the newest master that published its
@@ -202,4 +205,46 @@ func (h *HA) Fence(ctx context.Context, epoch int64) error {
 		return fmt.Errorf("%w: epoch %d is newer than this master's %d", ErrSuperseded, n, epoch)
 	}
 	return nil
+}
+
+// takeover is what takeovers/<epoch> holds.
+type takeover struct {
+	Epoch    int64 `json:"epoch"`
+	Restored int64 `json:"restored"` // checkpoint id; 0: none
+}
+
+// RecordTakeover records, once per epoch, the checkpoint (0: none) the
+// master of epoch restored when it first deployed the job. Written before
+// any task of that master runs, so every checkpoint it commits is younger;
+// a checkpoint an older master commits later, past that point, is
+// superseded (checkpoint.Lineage).
+func (h *HA) RecordTakeover(ctx context.Context, epoch, restored int64) error {
+	b, _ := json.Marshal(takeover{Epoch: epoch, Restored: restored})
+	err := fs.CreateExclusive(ctx, h.fs, fs.Join(h.dir, "takeovers", epochName(epoch)), b)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("HA directory %s: recording the checkpoint epoch %d restored: %w", h.uri, epoch, err)
+	}
+	return nil
+}
+
+// Lineage reads the takeovers recorded: what the checkpoint storage needs
+// to skip a superseded master's late commits.
+func (h *HA) Lineage(ctx context.Context) (checkpoint.Lineage, error) {
+	es, err := h.epochs(ctx, "takeovers")
+	if err != nil {
+		return nil, err
+	}
+	l := checkpoint.Lineage{}
+	for _, e := range es {
+		b, err := h.fs.ReadFile(ctx, fs.Join(h.dir, "takeovers", epochName(e)))
+		if err != nil {
+			return nil, fmt.Errorf("HA directory %s: %w", h.uri, err)
+		}
+		var t takeover
+		if err := json.Unmarshal(b, &t); err != nil {
+			return nil, fmt.Errorf("HA directory %s: takeovers/%s: %w", h.uri, epochName(e), err)
+		}
+		l[e] = t.Restored
+	}
+	return l, nil
 }

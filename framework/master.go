@@ -22,6 +22,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,12 +63,16 @@ type Config struct {
 
 // Master is a job master.
 type Master struct {
-	cfg   Config
-	log   *slog.Logger
-	spec  []byte
-	tasks []runtime.TaskInfo
-	lis   net.Listener
-	srv   *grpc.Server
+	cfg        Config
+	log        *slog.Logger
+	spec       []byte
+	tasks      []runtime.TaskInfo
+	lis        net.Listener
+	srv        *grpc.Server
+	superseded atomic.Bool // a newer master took the job
+	// tookOver: the takeover is recorded in the HA directory (Deploy,
+	// which the driver calls from one goroutine).
+	tookOver bool
 
 	mu      sync.Mutex
 	tms     map[string]*tmConn
@@ -179,7 +184,14 @@ func (m *Master) Close() {
 	m.closing = true
 	m.mu.Unlock()
 	if m.cfg.RM != nil {
-		m.cfg.RM.Close() // first: no replacement for what stops now
+		// First: no replacement for what stops now. A superseded master
+		// leaves the TaskManagers to the newer one, which runs the job on
+		// them.
+		if m.superseded.Load() {
+			m.cfg.RM.Abandon()
+		} else {
+			m.cfg.RM.Close()
+		}
 	}
 	m.mu.Lock()
 	for _, t := range m.tms {
@@ -218,6 +230,10 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 			opts.Restore = "latest"
 		}
 		opts.Fence = func(ctx context.Context) error { return ha.Fence(ctx, epoch) }
+		opts.Epoch = epoch
+		// Restores skip what a superseded master committed after this
+		// one (or a later one) took over: see Deploy.
+		opts.Storage.SetLineage(ha.Lineage)
 		opts.Completed = func(id int64, path string) {
 			// Best effort: the checkpoint storage has it anyway.
 			cctx, cancel := context.WithTimeout(context.Background(), m.cfg.HeartbeatTimeout)
@@ -252,6 +268,9 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 	if c := context.Cause(ctx); errors.Is(c, ErrSuperseded) {
 		err = fmt.Errorf("framework: %w", c)
 	}
+	if errors.Is(err, ErrSuperseded) {
+		m.superseded.Store(true)
+	}
 	return res, err
 }
 
@@ -263,6 +282,7 @@ func (m *Master) watchEpoch(ctx context.Context, stop context.CancelCauseFunc) {
 		select {
 		case <-t.C:
 			if err := m.cfg.HA.Fence(ctx, m.cfg.Epoch); errors.Is(err, ErrSuperseded) {
+				m.superseded.Store(true)
 				stop(err)
 				return
 			}

@@ -25,6 +25,10 @@ type ResourceManager interface {
 	Lost(resourceID string)
 	// Close stops every TaskManager it started.
 	Close()
+	// Abandon stops managing the TaskManagers without stopping them: the
+	// master was superseded and a newer master of the job has adopted
+	// them (or will). It replaces nothing after this.
+	Abandon()
 }
 
 // Local starts TaskManagers as child processes of the master:
@@ -154,6 +158,15 @@ func (l *Local) Lost(resourceID string) {
 	if err := l.startOne(); err != nil {
 		l.Log.Error("replacing a TaskManager", "err", err)
 	}
+}
+
+// Abandon leaves the TaskManager processes running for the newer master
+// (they find it in the HA directory) and starts no more.
+func (l *Local) Abandon() {
+	l.mu.Lock()
+	l.closed = true
+	l.procs = nil
+	l.mu.Unlock()
 }
 
 // Close stops every TaskManager process (SIGTERM; they cancel their tasks;

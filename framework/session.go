@@ -127,10 +127,31 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	if a != nil {
 		a.lostTM(t.id, cause)
 	}
-	if m.cfg.RM != nil {
+	if m.cfg.RM != nil && !m.supersededNow() {
 		m.cfg.RM.Lost(t.resourceID)
 	}
 	return nil
+}
+
+// supersededNow checks the HA directory for a newer master before the
+// master replaces a TaskManager: one paused past its successor's takeover
+// finds its sessions ended (the TaskManagers moved to the successor) and
+// must not start replacements for them.
+func (m *Master) supersededNow() bool {
+	if m.superseded.Load() {
+		return true
+	}
+	if m.cfg.HA == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.HeartbeatTimeout)
+	defer cancel()
+	if err := m.cfg.HA.Fence(ctx, m.cfg.Epoch); errors.Is(err, ErrSuperseded) {
+		m.superseded.Store(true)
+		m.log.Warn("not replacing a lost TaskManager: a newer master leads the job", "cause", err)
+		return true
+	}
+	return false
 }
 
 // handle takes one message of TaskManager t.

@@ -70,7 +70,8 @@ func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 func (c *clusterOpts) on() bool { return c.framework || *c.taskManagers > 0 }
 
 // master starts the job master and its resource manager.
-func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel string, log *slog.Logger) (*framework.Master, error) {
+// httpAddr is the REST API's address, published in the HA directory.
+func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel, httpAddr string, log *slog.Logger) (*framework.Master, error) {
 	if *c.rm != "local" {
 		return nil, fmt.Errorf("--resource-manager %q: only local is built (mesos comes with the Mesos framework)", *c.rm)
 	}
@@ -111,7 +112,7 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel s
 		rm.HADir = *c.haDir
 	}
 	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
-		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, Log: log})
+		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, HTTP: httpAddr, Log: log})
 }
 
 func cmdFramework(args []string) int {

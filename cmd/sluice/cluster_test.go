@@ -333,6 +333,47 @@ func TestClusterMasterRestart(t *testing.T) {
 	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
 }
 
+// TestClusterPausedMaster pauses the master (SIGSTOP) long enough for its
+// TaskManagers to leave it, starts a second master on the HA directory,
+// and resumes the first once the second runs the job: the first, a
+// zombie, stops for the newer epoch without touching the TaskManagers
+// (the second runs the job on them to its end), and every result is
+// committed exactly once.
+func TestClusterPausedMaster(t *testing.T) {
+	const rows, keys = 150_000, 100
+	dir, out, args, ctx := haJob(t, rows, keys)
+	// With the REST API, whose address each master publishes.
+	args = append(args[:len(args)-1:len(args)-1], "--http", "127.0.0.1:0", args[len(args)-1])
+	first, log1 := startLogged(t, ctx, dir, args...)
+	tms := waitChildren(t, first.Process.Pid, 2)
+	waitLog(t, log1, "deploying", 1)
+	time.Sleep(1500 * time.Millisecond)
+	if b, err := os.ReadFile(filepath.Join(dir, "ha", "masters", fmt.Sprintf("%020d", 1))); err != nil || !strings.Contains(string(b), `"http":"127.0.0.1:`) {
+		t.Errorf("the master's published addresses: %s, %v; want its REST address too", b, err)
+	}
+	if err := first.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	second, log2 := startLogged(t, ctx, dir, args...)
+	waitLog(t, log2, "deploying", 1)
+	if err := first.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err == nil || !strings.Contains(log1.String(), "a newer master leads the job") {
+		t.Errorf("the resumed master: %v, want it stopped for the newer one:\n%s", err, tail(log1.String(), 3000))
+	}
+	if err := second.Wait(); err != nil {
+		t.Fatalf("the second master failed: %v\n%s", err, tail(log2.String(), 5000))
+	}
+	if n := strings.Count(log2.String(), "TaskManager registered"); n < len(tms) {
+		t.Errorf("%d registrations with the second master, want the %d TaskManagers of the first", n, len(tms))
+	}
+	if strings.Contains(log2.String(), "TaskManager lost") {
+		t.Errorf("the second master lost a TaskManager (did the zombie stop them?):\n%s", tail(log2.String(), 3000))
+	}
+	compareWindows(t, committedWindows(t, out), expectedWindows(rows, keys, 1))
+}
+
 // TestClusterTwoMasters starts two masters of one job on one HA
 // directory at once: the one with the older epoch stops, saying why, and
 // the other runs the job; every result is committed exactly once.

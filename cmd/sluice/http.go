@@ -371,13 +371,19 @@ func (a *jobAPI) cancelJob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveAPI listens on addr and serves the API until ctx ends; requests'
-// contexts end with ctx too, so nothing waits on a job that is gone.
-func serveAPI(ctx context.Context, addr string, api *jobAPI) (stop func(), err error) {
+// listenAPI listens on the --http address: before the job master starts,
+// so that it can publish the address in the HA directory.
+func listenAPI(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http: %w", err)
 	}
+	return ln, nil
+}
+
+// serveAPI serves the API on ln until ctx ends; requests' contexts end
+// with ctx too, so nothing waits on a job that is gone.
+func serveAPI(ctx context.Context, ln net.Listener, api *jobAPI) (stop func()) {
 	srv := &http.Server{
 		Handler:           api.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -396,5 +402,5 @@ func serveAPI(ctx context.Context, addr string, api *jobAPI) (stop func(), err e
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-served
-	}, nil
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -168,9 +169,21 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 
 	start := time.Now()
 	run := func(ctx context.Context) (*runtime.Result, error) { return runtime.Run(ctx, g, opts) }
+	var apiLn net.Listener
+	if *httpAddr != "" {
+		if apiLn, err = listenAPI(*httpAddr); err != nil {
+			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
+			return 2
+		}
+		defer apiLn.Close()
+	}
 	var m *framework.Master
 	if cl.on() {
-		m, err = cl.master(j, g, *localDir, *logLevel, log)
+		var httpAt string
+		if apiLn != nil {
+			httpAt = apiLn.Addr().String()
+		}
+		m, err = cl.master(j, g, *localDir, *logLevel, httpAt, log)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 			return 2
@@ -195,12 +208,7 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 		cmds := make(chan runtime.Command)
 		opts.Commands = cmds
 		apiCtx, apiCancel := context.WithCancel(ctx)
-		stopAPI, err := serveAPI(apiCtx, *httpAddr, &jobAPI{cmds: cmds, savepoints: savepoints, obs: obs, cancel: cancel, log: log})
-		if err != nil {
-			apiCancel()
-			fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
-			return 2
-		}
+		stopAPI := serveAPI(apiCtx, apiLn, &jobAPI{cmds: cmds, savepoints: savepoints, obs: obs, cancel: cancel, log: log})
 		// Requests end with the job (apiCancel), then the server stops.
 		defer stopAPI()
 		defer apiCancel()

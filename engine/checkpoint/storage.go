@@ -59,6 +59,9 @@ type Metadata struct {
 	Savepoint      bool   `json:"savepoint"`
 	TimestampMs    int64  `json:"timestampMs"`
 	MaxParallelism int    `json:"maxParallelism"`
+	// Epoch is the fencing epoch of the master that committed it (0 in a
+	// one-process run): see Lineage.
+	Epoch int64 `json:"epoch,omitempty"`
 	// Nodes holds one entry per node that has state.
 	Nodes []NodeState `json:"nodes"`
 }
@@ -245,6 +248,8 @@ type Storage struct {
 	savepoints map[int64]string // savepoint id → its directory, while in progress
 
 	entropy *entropy // nil: no entropy injection
+
+	lineage func(ctx context.Context) (Lineage, error) // nil: every checkpoint counts
 }
 
 // Open returns the storage for checkpoints under checkpointURI and
@@ -549,7 +554,19 @@ func (s *Storage) Commit(ctx context.Context, md *Metadata) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := fsys.WriteFile(ctx, fs.Join(dir, MetadataFile), data); err != nil {
+	mdPath := fs.Join(dir, MetadataFile)
+	if _, ok := fsys.(fs.Exclusive); ok {
+		// Written once: a master that was paused past a newer one's
+		// takeover cannot replace the metadata the newer one committed
+		// under the same id (nor the other way round).
+		err = fs.CreateExclusive(ctx, fsys, mdPath, data)
+		if errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("committing checkpoint %d: it was committed already (by another master of the job?): %w", m.CheckpointID, err)
+		}
+	} else {
+		err = fsys.WriteFile(ctx, mdPath, data)
+	}
+	if err != nil {
 		return "", fmt.Errorf("committing checkpoint %d: %w", m.CheckpointID, err)
 	}
 	if m.Savepoint {
@@ -716,11 +733,22 @@ func (s *Storage) LatestBefore(ctx context.Context, before int64, deep bool) (*M
 			ids = append(ids, id)
 		}
 	}
+	var lineage Lineage
+	if s.lineage != nil {
+		if lineage, err = s.lineage(ctx); err != nil {
+			return nil, "", fmt.Errorf("reading the job's lineage: %w", err)
+		}
+	}
 	for k, id := range ids {
 		dir := fs.Join(s.base, chkName(id))
 		md, err := s.check(ctx, s.fs, dir, id, deep)
 		if err == nil {
-			return md, fs.URI(s.fs, dir), nil
+			why := lineage.Superseded(md)
+			if why == "" {
+				return md, fs.URI(s.fs, dir), nil
+			}
+			s.log().Warn(fmt.Sprintf("skipping checkpoint %d: %s", id, why), "checkpoint", id, "dir", fs.URI(s.fs, dir))
+			continue
 		}
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, "", cerr

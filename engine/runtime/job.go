@@ -60,6 +60,10 @@ type Options struct {
 	// written; an error fails that checkpoint's commit (a master that lost
 	// its leadership must write no metadata for the job).
 	Fence func(ctx context.Context) error
+	// Epoch, when set, is the master's fencing epoch, recorded in each
+	// checkpoint's metadata (checkpoint.Lineage tells a superseded
+	// master's late commit by it).
+	Epoch int64
 	// Completed, when set, is told each completed checkpoint (not
 	// savepoint) once its metadata is durable.
 	Completed func(id int64, path string)
@@ -749,6 +753,7 @@ func (d *driver) commit(p *Pending) (*checkpoint.Metadata, string, error) {
 		Savepoint:      p.Savepoint,
 		TimestampMs:    time.Now().UnixMilli(),
 		MaxParallelism: d.g.MaxParallelism,
+		Epoch:          d.opts.Epoch,
 	}
 	byNode := map[string]*checkpoint.NodeState{}
 	var order []string

@@ -312,6 +312,26 @@ func (r *ResourceManager) Lost(resourceID string) {
 	r.poke()
 }
 
+// Abandon stops the scheduler loop and leaves everything else as it is:
+// a newer master of the job subscribes with the same framework ID (kept in
+// the HA directory) and owns the tasks. No KILL, no TEARDOWN, and the ID
+// stays where the newer master finds it.
+func (r *ResourceManager) Abandon() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	cancel, done := r.cancel, r.done
+	r.mu.Unlock()
+	r.log.Info("abandoning the TaskManager tasks to a newer master of the job", "framework", r.FrameworkID())
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
 // Close kills the TaskManager tasks and tears the framework down (the job
 // is over), then forgets the framework ID.
 func (r *ResourceManager) Close() {
