@@ -27,7 +27,7 @@ func ports(role string, rs ...[2]uint64) mesos.Resource {
 func strp(s string) *string { return &s }
 
 type offerSpec struct {
-	id, host string
+	id, host        string
 	cpus, mem, disk float64
 	ports           [][2]uint64
 	attrs           map[string]string

@@ -93,6 +93,7 @@ type ResourceManager struct {
 	prefix      string
 	started     bool
 	closed      bool
+	abandoned   bool // a newer master owns the tasks: send nothing more
 
 	session *session // the current subscription, nil between them
 
@@ -322,7 +323,7 @@ func (r *ResourceManager) Abandon() {
 		r.mu.Unlock()
 		return
 	}
-	r.closed = true
+	r.closed, r.abandoned = true, true
 	cancel, done := r.cancel, r.done
 	r.mu.Unlock()
 	r.log.Info("abandoning the TaskManager tasks to a newer master of the job", "framework", r.FrameworkID())

@@ -34,7 +34,17 @@ type session struct {
 	wake chan struct{}
 }
 
+// errAbandoned: the resource manager was abandoned to a newer master,
+// which owns the framework now.
+var errAbandoned = errors.New("abandoned to a newer master")
+
 func (s *session) call(c *scheduler.Call) error {
+	s.r.mu.Lock()
+	abandoned := s.r.abandoned
+	s.r.mu.Unlock()
+	if abandoned {
+		return fmt.Errorf("%s: %w", c.Type, errAbandoned)
+	}
 	c = c.With(calls.Framework(s.fid))
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
