@@ -334,11 +334,19 @@ func (r *ResourceManager) Abandon() {
 }
 
 // Close kills the TaskManager tasks and tears the framework down (the job
-// is over), then forgets the framework ID.
+// is over), then forgets the framework ID. When another scheduler took
+// the framework over (a newer master of the job), it abandons instead:
+// the tasks and the framework are that master's now.
 func (r *ResourceManager) Close() {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		return
+	}
+	if r.fenced != nil {
+		r.mu.Unlock()
+		r.log.Warn("not tearing the framework down: another scheduler took it over", "err", ErrFrameworkFailedOver)
+		r.Abandon()
 		return
 	}
 	r.closed = true
