@@ -79,6 +79,8 @@ type ResourceManager struct {
 	want        int // TaskManagers to keep
 	tasks       map[string]*task
 	released    map[string]bool // ids the master dropped that were never ours to track: kill on sight
+	ended       map[string]bool // tasks it tracked that ended (and were replaced then)
+	revive      bool            // more are needed since the last REVIVE: clear the decline filters
 	frameworkID string
 	subscribed  bool
 	suppressed  bool
@@ -165,7 +167,7 @@ func New(cfg Config) (*ResourceManager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &ResourceManager{cfg: cfg, log: cfg.Log.With("role", cfg.Role), tasks: map[string]*task{}, released: map[string]bool{},
+	return &ResourceManager{cfg: cfg, log: cfg.Log.With("role", cfg.Role), tasks: map[string]*task{}, released: map[string]bool{}, ended: map[string]bool{},
 		prefix: "sluice-tm-" + strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
 
@@ -297,12 +299,18 @@ func (r *ResourceManager) Lost(resourceID string) {
 	case t != nil && t.active():
 		t.replaced = true
 		kill = t
+	case t == nil && r.ended[resourceID]:
+		// Its task ended and was replaced then (the master hears of it
+		// after the lost callback, or by its own heartbeat timeout).
 	case t == nil:
 		// Not tracked (an earlier master's task reconciliation has not
-		// reported, or one already gone): replace it, and kill it if it
-		// shows up.
+		// reported): replace it, and kill it if it shows up.
 		r.released[resourceID] = true
 		r.want++
+		r.revive = true
+	}
+	if kill != nil {
+		r.revive = true
 	}
 	s := r.session
 	r.mu.Unlock()

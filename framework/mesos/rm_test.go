@@ -581,3 +581,29 @@ func TestRMStartAgainRevives(t *testing.T) {
 	s.send(offersEvent(bigOffer("o2", "h2")))
 	launchedTasks(t, f, 2)
 }
+
+// The master drops a TaskManager whose task already ended (it calls Lost
+// for every session that ends, also after the lost callback): it is
+// replaced once, not twice.
+func TestRMLostAfterTheTaskEndedReplacesOnce(t *testing.T) {
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, nil)
+	var ll lostLog
+	if err := r.Start(context.Background(), "m:1", 1, ll.lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	s.send(offersEvent(bigOffer("o1", "h1")))
+	t1 := launchedTasks(t, f, 1)[0]
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_RUNNING, newUUID()))
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_FAILED, newUUID()))
+	waitFor(t, "the loss", func() bool { return len(ll.get()) == 1 })
+	r.Lost(t1.TaskID.Value) // its session ended
+	syncEvents(t, f, s)
+	s.send(offersEvent(bigOffer("o2", "h2"))) // room for 4
+	tis := launchedTasks(t, f, 2)
+	syncEvents(t, f, s)
+	if len(tis) != 2 || len(launchedTasks(t, f, 2)) != 2 {
+		t.Fatalf("%d tasks launched in all, want 2", len(launchedTasks(t, f, 2)))
+	}
+}

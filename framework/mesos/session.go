@@ -271,8 +271,10 @@ func (r *ResourceManager) removed(s *session) {
 		if t.active() {
 			lost = append(lost, id)
 		}
+		r.ended[id] = true
 	}
 	r.tasks = map[string]*task{}
+	r.revive = true
 	report := r.lost
 	r.mu.Unlock()
 	r.log.Warn("Mesos removed the framework: forgetting its ID and registering a new one", "framework", old, "tasks", len(lost))
@@ -308,8 +310,11 @@ func (r *ResourceManager) adjust(s *session) {
 	var c *scheduler.Call
 	switch {
 	case r.closed:
-	case need > 0 && r.suppressed:
-		r.suppressed = false
+	case need > 0 && (r.suppressed || r.revive):
+		// Also when it was not suppressed: a REVIVE clears the decline
+		// filters, so a replacement need not wait refuse_seconds for the
+		// agents it declined.
+		r.suppressed, r.revive = false, false
 		c = calls.ReviveWith([]string{r.cfg.Role})
 	case need <= 0 && !r.suppressed:
 		r.suppressed = true
@@ -325,7 +330,12 @@ func (r *ResourceManager) adjust(s *session) {
 	if err := s.call(c); err != nil {
 		r.log.Warn("Mesos: "+c.Type.String(), "err", err)
 		r.mu.Lock()
-		r.suppressed = !r.suppressed // try again on the next tick
+		// Try again on the next tick.
+		if c.Type == scheduler.Call_REVIVE {
+			r.revive = true
+		} else {
+			r.suppressed = false
+		}
 		r.mu.Unlock()
 		return
 	}
@@ -343,6 +353,7 @@ func (r *ResourceManager) onTick(s *session) {
 	for id, t := range r.tasks {
 		if t.active() && !t.unreachable.IsZero() && now.Sub(t.unreachable) >= r.cfg.UnreachableTimeout {
 			t.replaced = true
+			r.revive = true
 			lost = append(lost, loss{id, fmt.Errorf("its agent has been unreachable for %s", r.cfg.UnreachableTimeout)})
 		}
 	}
@@ -451,7 +462,9 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 		switch {
 		case terminal(state):
 			delete(r.tasks, id)
+			r.ended[id] = true
 			if t.active() {
+				r.revive = true
 				lostErr = describe(st)
 				if !t.everRunning {
 					// It never ran: hold further launches a while, so a
@@ -497,10 +510,16 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 // offers launches what is needed from offers and declines the rest.
 func (r *ResourceManager) offers(s *session, offers []mesos.Offer) {
 	now := time.Now()
+	refuseFor := r.cfg.RefuseSeconds
 	r.mu.Lock()
 	need := r.needLocked()
-	if r.closed || now.Before(r.holdUntil) {
+	if r.closed {
 		need = 0
+	}
+	if need > 0 && now.Before(r.holdUntil) {
+		// Launches are held after failed ones: decline only until the
+		// hold ends, so the offers come back then.
+		need, refuseFor = 0, min(refuseFor, max(r.holdUntil.Sub(now), time.Second))
 	}
 	var running []Placement
 	for _, t := range r.tasks {
@@ -530,7 +549,7 @@ func (r *ResourceManager) offers(s *session, offers []mesos.Offer) {
 		launches = append(launches, l)
 	}
 	r.mu.Unlock()
-	refuse := calls.RefuseSeconds(r.cfg.RefuseSeconds)
+	refuse := calls.RefuseSeconds(refuseFor)
 	for _, l := range launches {
 		err := s.call(calls.Accept(calls.OfferOperations{calls.OpLaunch(l.infos...)}.WithOffers(l.offer)).With(refuse))
 		if err != nil {
