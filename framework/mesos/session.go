@@ -70,7 +70,7 @@ func (r *ResourceManager) run(ctx context.Context) {
 		subscribed, err := r.subscribe(ctx)
 		r.mu.Lock()
 		r.subscribed, r.session = false, nil
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			r.lastErr = err
 		}
 		fenced := r.fenced
