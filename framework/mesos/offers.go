@@ -25,11 +25,13 @@ type Profile struct {
 
 // Constraint restricts where TaskManagers run, in Marathon's syntax:
 // "hostname:UNIQUE", "rack:LIKE:r[12]", "zone:UNLIKE:eu-.*",
-// "hostname:MAX_PER:2", "rack:CLUSTER:r1" (separated by ':' or spaces).
-// The field is "hostname" or an agent attribute name.
+// "hostname:MAX_PER:2", "rack:CLUSTER:r1" (IS is the same), "rack:CLUSTER"
+// (all on the first one's value), "rack:GROUP_BY[:N]" (spread evenly over
+// the values, over at least N of them) — separated by ':' or spaces. The
+// field is "hostname" or an agent attribute name.
 type Constraint struct {
 	Field    string
-	Operator string // UNIQUE, LIKE, UNLIKE, MAX_PER, CLUSTER
+	Operator string // UNIQUE, LIKE, UNLIKE, MAX_PER, CLUSTER, IS, GROUP_BY
 	Value    string
 	re       *regexp.Regexp
 	max      int
@@ -74,11 +76,20 @@ func ParseConstraint(s string) (Constraint, error) {
 		}
 		c.max = n
 	case "CLUSTER":
+	case "IS":
 		if c.Value == "" {
-			return Constraint{}, fmt.Errorf("constraint %q: CLUSTER needs a value", s)
+			return Constraint{}, fmt.Errorf("constraint %q: IS needs a value", s)
+		}
+	case "GROUP_BY":
+		if c.Value != "" {
+			n, err := strconv.Atoi(c.Value)
+			if err != nil || n < 1 {
+				return Constraint{}, fmt.Errorf("constraint %q: GROUP_BY takes a count of groups of at least 1", s)
+			}
+			c.max = n
 		}
 	default:
-		return Constraint{}, fmt.Errorf("constraint %q: unknown operator %q (UNIQUE, LIKE, UNLIKE, MAX_PER, CLUSTER)", s, parts[1])
+		return Constraint{}, fmt.Errorf("constraint %q: unknown operator %q (UNIQUE, LIKE, UNLIKE, MAX_PER, CLUSTER, IS, GROUP_BY)", s, parts[1])
 	}
 	return c, nil
 }
@@ -105,28 +116,63 @@ func (p Placement) field(name string) (string, bool) {
 	return v, ok
 }
 
-// allows says whether a task may go to p with placed already there.
-func (c Constraint) allows(p Placement, placed []Placement) bool {
+// allows says whether a task may go to p with placed already there;
+// offered are the agents of the offers at hand (GROUP_BY spreads over
+// their values too).
+func (c Constraint) allows(p Placement, placed, offered []Placement) bool {
 	v, ok := p.field(c.Field)
 	switch c.Operator {
 	case "LIKE":
 		return ok && c.re.MatchString(v)
 	case "UNLIKE":
 		return !ok || !c.re.MatchString(v)
-	case "CLUSTER":
+	case "IS":
 		return ok && v == c.Value
-	}
-	if !ok {
-		return false // UNIQUE and MAX_PER group by a field the agent lacks
-	}
-	n := 0
-	for _, q := range placed {
-		if w, ok := q.field(c.Field); ok && w == v {
-			n++
+	case "CLUSTER":
+		if c.Value != "" {
+			return ok && v == c.Value
 		}
 	}
-	if c.Operator == "UNIQUE" {
+	if !ok {
+		return false // the others group by a field the agent lacks
+	}
+	count := map[string]int{}
+	if c.Operator == "GROUP_BY" {
+		for _, q := range offered {
+			if w, ok := q.field(c.Field); ok {
+				count[w] += 0
+			}
+		}
+	}
+	for _, q := range placed {
+		if w, ok := q.field(c.Field); ok {
+			count[w]++
+		}
+	}
+	n := count[v]
+	switch c.Operator {
+	case "UNIQUE":
 		return n == 0
+	case "CLUSTER": // no value: where the first one went
+		return len(count) == 0 || n > 0
+	case "GROUP_BY":
+		// Evenly: only onto a value with the fewest tasks (a new one has
+		// none), and onto new values while fewer than N are used.
+		used := 0
+		for _, m := range count {
+			if m > 0 {
+				used++
+			}
+		}
+		if n > 0 && used < c.max {
+			return false
+		}
+		for _, m := range count {
+			if m < n {
+				return false
+			}
+		}
+		return true
 	}
 	return n < c.max
 }
@@ -182,56 +228,72 @@ type Accept struct {
 type Plan struct {
 	Accept  []Accept
 	Decline []mesos.OfferID
-	// Unfit counts why offers were declined while TaskManagers were still
-	// needed ("cpus", "mem", "disk", "ports", "role": nothing for the role,
-	// or a constraint), for
-	// the status the job shows.
+	// Unfit counts why offers were declined when TaskManagers are still
+	// needed after the plan ("cpus", "mem", "disk", "ports", "role":
+	// nothing for the role, or a constraint), for the job's status.
 	Unfit map[string]int
 }
 
 // Match decides which offers to take for req.Need TaskManagers and which
 // to decline. It is pure: the same offers and request give the same plan.
-// Offers are tried in the order given; one offer can hold several tasks
-// when it is big enough and the constraints allow.
+// Offers are taken in turns, one task each per round in the order given,
+// so TaskManagers spread over the agents; one offer holds several tasks
+// when the others cannot take them.
 func Match(offers []mesos.Offer, req Request) Plan {
 	plan := Plan{Unfit: map[string]int{}}
 	placed := append([]Placement(nil), req.Running...)
 	need := req.Need
-	for _, o := range offers {
-		if need <= 0 {
-			plan.Decline = append(plan.Decline, o.ID)
-			continue
+	type slot struct {
+		p     Placement
+		avail []mesos.Resource
+		tasks []Task
+		why   string // why it took no more
+		done  bool
+	}
+	slots := make([]slot, len(offers))
+	offered := make([]Placement, len(offers))
+	for i, o := range offers {
+		offered[i] = Placement{Host: o.Hostname, Attributes: Attributes(o.Attributes)}
+		slots[i] = slot{p: offered[i], avail: usable(o, req.Role)}
+		if len(slots[i].avail) == 0 {
+			slots[i].why, slots[i].done = "role", true
 		}
-		p := Placement{Host: o.Hostname, Attributes: Attributes(o.Attributes)}
-		avail := usable(o, req.Role)
-		if len(avail) == 0 {
-			plan.Decline = append(plan.Decline, o.ID)
-			plan.Unfit["role"]++
-			continue
-		}
-		var tasks []Task
-		why := ""
-		for need > 0 {
-			if c, ok := firstViolated(req.Constraints, p, placed); ok {
-				why = c.String()
-				break
+	}
+	for progress := true; need > 0 && progress; {
+		progress = false
+		for i := range slots {
+			s := &slots[i]
+			if need <= 0 || s.done {
+				continue
 			}
-			t, rest, short := carve(avail, req.Profile)
+			if c, ok := firstViolated(req.Constraints, s.p, placed, offered); ok {
+				// Not done: GROUP_BY may allow it once the others
+				// took their share.
+				s.why = c.String()
+				continue
+			}
+			t, rest, short := carve(s.avail, req.Profile)
 			if short != "" {
-				why = short
-				break
+				s.why, s.done = short, true
+				continue
 			}
-			avail = rest
-			tasks = append(tasks, t)
-			placed = append(placed, p)
+			s.avail = rest
+			s.tasks = append(s.tasks, t)
+			placed = append(placed, s.p)
 			need--
+			progress = true
 		}
-		if len(tasks) == 0 {
-			plan.Decline = append(plan.Decline, o.ID)
-			plan.Unfit[why]++
+	}
+	for i, o := range offers {
+		s := slots[i]
+		if len(s.tasks) > 0 {
+			plan.Accept = append(plan.Accept, Accept{Offer: o, Placement: s.p, Tasks: s.tasks})
 			continue
 		}
-		plan.Accept = append(plan.Accept, Accept{Offer: o, Placement: p, Tasks: tasks})
+		plan.Decline = append(plan.Decline, o.ID)
+		if need > 0 && s.why != "" {
+			plan.Unfit[s.why]++
+		}
 	}
 	if len(plan.Unfit) == 0 {
 		plan.Unfit = nil
@@ -239,9 +301,9 @@ func Match(offers []mesos.Offer, req Request) Plan {
 	return plan
 }
 
-func firstViolated(cs []Constraint, p Placement, placed []Placement) (Constraint, bool) {
+func firstViolated(cs []Constraint, p Placement, placed, offered []Placement) (Constraint, bool) {
 	for _, c := range cs {
-		if !c.allows(p, placed) {
+		if !c.allows(p, placed, offered) {
 			return c, true
 		}
 	}

@@ -103,7 +103,10 @@ func TestMatch(t *testing.T) {
 		{name: "nothing needed: decline all", offers: []offerSpec{big("o1", "a", nil), big("o2", "b", nil)}, need: 0,
 			accept: map[string]int{}, decline: []string{"o1", "o2"}},
 		{name: "several on one offer", offers: []offerSpec{big("o1", "a", nil)}, need: 3, accept: map[string]int{"o1": 3}},
-		{name: "offer holds 4 by cpus", offers: []offerSpec{big("o1", "a", nil), big("o2", "b", nil)}, need: 6,
+		{name: "spread over the offers in turns", offers: []offerSpec{big("o1", "a", nil), big("o2", "b", nil)}, need: 6,
+			accept: map[string]int{"o1": 3, "o2": 3}},
+		{name: "offer holds 4 by cpus, the small one 2", offers: []offerSpec{big("o1", "a", nil),
+			{id: "o2", host: "b", cpus: 2, mem: 4096, disk: 4096, ports: [][2]uint64{{31000, 32000}}}}, need: 6,
 			accept: map[string]int{"o1": 4, "o2": 2}},
 		{name: "too few cpus", offers: []offerSpec{{id: "o1", host: "a", cpus: 0.5, mem: 4096, disk: 4096, ports: [][2]uint64{{1, 10}}}},
 			need: 1, accept: map[string]int{}, decline: []string{"o1"}, unfit: map[string]int{"cpus": 1}},
@@ -126,7 +129,7 @@ func TestMatch(t *testing.T) {
 		{name: "LIKE is anchored", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r12"})},
 			need: 1, constraints: []string{"rack:LIKE:r1"}, accept: map[string]int{}, decline: []string{"o1"}, unfit: map[string]int{"rack:LIKE:r1": 1}},
 		{name: "UNLIKE (an agent without the attribute is fine)", offers: []offerSpec{big("o1", "a", map[string]string{"zone": "eu-1"}), big("o2", "b", nil)},
-			need: 1, constraints: []string{"zone:UNLIKE:eu-.*"}, accept: map[string]int{"o2": 1}, decline: []string{"o1"}, unfit: map[string]int{"zone:UNLIKE:eu-.*": 1}},
+			need: 1, constraints: []string{"zone:UNLIKE:eu-.*"}, accept: map[string]int{"o2": 1}, decline: []string{"o1"}},
 		{name: "MAX_PER host", offers: []offerSpec{big("o1", "a", nil), big("o2", "b", nil)}, need: 4,
 			running: []Placement{{Host: "b"}}, constraints: []string{"hostname:MAX_PER:2"}, accept: map[string]int{"o1": 2, "o2": 1}},
 		{name: "MAX_PER attribute", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r1"}), big("o2", "b", map[string]string{"rack": "r1"}), big("o3", "c", map[string]string{"rack": "r2"})},
@@ -134,7 +137,21 @@ func TestMatch(t *testing.T) {
 		{name: "attribute UNIQUE needs the attribute", offers: []offerSpec{big("o1", "a", nil)}, need: 1,
 			constraints: []string{"rack:UNIQUE"}, accept: map[string]int{}, decline: []string{"o1"}, unfit: map[string]int{"rack:UNIQUE": 1}},
 		{name: "CLUSTER", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r2"}), big("o2", "b", map[string]string{"rack": "r1"})}, need: 1,
-			constraints: []string{"rack:CLUSTER:r1"}, accept: map[string]int{"o2": 1}, decline: []string{"o1"}, unfit: map[string]int{"rack:CLUSTER:r1": 1}},
+			constraints: []string{"rack:CLUSTER:r1"}, accept: map[string]int{"o2": 1}, decline: []string{"o1"}},
+		{name: "IS", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r2"}), big("o2", "b", map[string]string{"rack": "r1"})}, need: 2,
+			constraints: []string{"rack:IS:r1"}, accept: map[string]int{"o2": 2}, decline: []string{"o1"}},
+		{name: "CLUSTER without a value: with the running ones", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r2"}), big("o2", "b", map[string]string{"rack": "r1"})}, need: 2,
+			running: []Placement{{Host: "c", Attributes: map[string]string{"rack": "r1"}}}, constraints: []string{"rack:CLUSTER"},
+			accept: map[string]int{"o2": 2}, decline: []string{"o1"}},
+		{name: "CLUSTER without a value: where the first goes", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r2"}), big("o2", "b", map[string]string{"rack": "r1"})}, need: 3,
+			constraints: []string{"rack:CLUSTER"}, accept: map[string]int{"o1": 3}, decline: []string{"o2"}},
+		{name: "GROUP_BY evens out the racks", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r1"}), big("o2", "b", map[string]string{"rack": "r2"}), big("o3", "c", map[string]string{"rack": "r1"})}, need: 4,
+			running: []Placement{{Host: "d", Attributes: map[string]string{"rack": "r1"}}}, constraints: []string{"rack:GROUP_BY"},
+			accept: map[string]int{"o2": 2, "o3": 2}, decline: []string{"o1"}},
+		{name: "declined and still short: why", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r2"}), big("o2", "b", map[string]string{"rack": "r1"})}, need: 9,
+			constraints: []string{"rack:IS:r1"}, accept: map[string]int{"o2": 4}, decline: []string{"o1"}, unfit: map[string]int{"rack:IS:r1": 1}},
+		{name: "GROUP_BY:3 waits for a third rack", offers: []offerSpec{big("o1", "a", map[string]string{"rack": "r1"}), big("o2", "b", map[string]string{"rack": "r2"})}, need: 4,
+			constraints: []string{"rack:GROUP_BY:3"}, accept: map[string]int{"o1": 1, "o2": 1}},
 		{name: "need met early: later offers declined", offers: []offerSpec{big("o1", "a", nil), big("o2", "b", nil)}, need: 1,
 			accept: map[string]int{"o1": 1}, decline: []string{"o2"}},
 	}
@@ -211,12 +228,12 @@ func TestMatchCarvesExactly(t *testing.T) {
 }
 
 func TestParseConstraint(t *testing.T) {
-	for _, s := range []string{"hostname:UNIQUE", "hostname UNIQUE", "rack:LIKE:r[0-9]+", "rack:unlike:x", "hostname:MAX_PER:3", "rack:CLUSTER:r1"} {
+	for _, s := range []string{"hostname:UNIQUE", "hostname UNIQUE", "rack:LIKE:r[0-9]+", "rack:unlike:x", "hostname:MAX_PER:3", "rack:CLUSTER:r1", "rack:CLUSTER", "rack:IS:r1", "rack:GROUP_BY", "rack:GROUP_BY:3"} {
 		if _, err := ParseConstraint(s); err != nil {
 			t.Errorf("%q: %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "hostname", "hostname:UNIQUE:x", "rack:LIKE:(", "rack:LIKE", "hostname:MAX_PER:0", "hostname:MAX_PER:x", "rack:GROUP_BY", "rack:CLUSTER"} {
+	for _, s := range []string{"", "hostname", "hostname:UNIQUE:x", "rack:LIKE:(", "rack:LIKE", "hostname:MAX_PER:0", "hostname:MAX_PER:x", "rack:GROUP_BY:x", "rack:GROUP_BY:0", "rack:IS", "rack:EQUALS:x"} {
 		if _, err := ParseConstraint(s); err == nil {
 			t.Errorf("%q parsed", s)
 		}

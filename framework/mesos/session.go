@@ -528,7 +528,7 @@ func (r *ResourceManager) offers(s *session, offers []mesos.Offer) {
 		}
 	}
 	plan := Match(offers, Request{Role: r.cfg.Role, Profile: r.cfg.Profile, Need: need, Running: running, Constraints: r.cfg.Constraints})
-	if need > 0 && len(plan.Accept) == 0 {
+	if need > 0 {
 		r.unfit = plan.Unfit
 	}
 	type launch struct {
