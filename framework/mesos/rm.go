@@ -63,6 +63,10 @@ type Config struct {
 	// holds, quota; default 1 s).
 	Tick time.Duration
 
+	// OnStatus, when set, gets Status each time it changes (checked every
+	// Tick), e.g. for the job's status or its log.
+	OnStatus func(string)
+
 	Log *slog.Logger
 }
 
@@ -98,6 +102,9 @@ type ResourceManager struct {
 	abandoned   bool // a newer master owns the tasks: send nothing more
 
 	session *session // the current subscription, nil between them
+
+	statusMu   sync.Mutex
+	lastStatus string
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -283,6 +290,20 @@ func (r *ResourceManager) Status() string {
 		return s
 	}
 	return fmt.Sprintf("%d of %d TaskManagers running on Mesos (framework %s, role %s)", running, r.want, r.frameworkID, r.cfg.Role)
+}
+
+// reportStatus hands a changed Status to OnStatus.
+func (r *ResourceManager) reportStatus() {
+	if r.cfg.OnStatus == nil {
+		return
+	}
+	st := r.Status()
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	if st != r.lastStatus {
+		r.lastStatus = st
+		r.cfg.OnStatus(st)
+	}
 }
 
 // Lost: the master dropped the TaskManager of resourceID. Its task is

@@ -157,7 +157,11 @@ func itoa(p uint64) string { return strconv.FormatUint(p, 10) }
 // says what is waited for and why.
 func TestRMDeclinesUnfitOffersAndSaysWhy(t *testing.T) {
 	f := newFakeMaster(t)
-	r := testRM(t, f.srv.URL, func(c *Config) { c.RefuseSeconds = 5 * time.Second })
+	var seen lostLog // the statuses OnStatus got
+	r := testRM(t, f.srv.URL, func(c *Config) {
+		c.RefuseSeconds = 5 * time.Second
+		c.OnStatus = func(s string) { seen.lost(s, nil) }
+	})
 	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +177,10 @@ func TestRMDeclinesUnfitOffersAndSaysWhy(t *testing.T) {
 	st := r.Status()
 	if !strings.HasPrefix(st, "waiting for offers: 0 of 1 TaskManagers launched (role job") || !strings.Contains(st, "cpus") {
 		t.Fatalf("status %q", st)
+	}
+	waitFor(t, "OnStatus", func() bool { return slices.Contains(seen.get(), st) })
+	if got := seen.get(); !strings.HasPrefix(got[0], "connecting to the Mesos master") && !strings.HasPrefix(got[0], "waiting for offers") {
+		t.Fatalf("statuses %q", got)
 	}
 }
 

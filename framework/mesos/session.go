@@ -78,6 +78,7 @@ func (r *ResourceManager) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		r.reportStatus()
 		if fenced != nil {
 			r.log.Error("Mesos: not subscribing again", "err", fenced)
 			return
@@ -373,6 +374,7 @@ func (r *ResourceManager) onTick(s *session) {
 		go r.checkQuota(s.ctx)
 	}
 	r.adjust(s)
+	r.reportStatus()
 }
 
 // checkQuota finds out whether the role's quota limit keeps the offers
