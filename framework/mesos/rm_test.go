@@ -616,3 +616,31 @@ func TestRMLostAfterTheTaskEndedReplacesOnce(t *testing.T) {
 		t.Fatalf("%d tasks launched in all, want 2", len(launchedTasks(t, f, 2)))
 	}
 }
+
+// A task reported LOST (and replaced) that turns up running after all (a
+// non-partition-aware report, 16-agent-sigkill-partition-aware) is killed,
+// not adopted.
+func TestRMEndedTaskThatReturnsIsKilled(t *testing.T) {
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, nil)
+	var ll lostLog
+	if err := r.Start(context.Background(), "m:1", 1, ll.lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	s.send(offersEvent(bigOffer("o1", "h1")))
+	t1 := launchedTasks(t, f, 1)[0]
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_RUNNING, newUUID()))
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_LOST, nil))
+	s.send(offersEvent(bigOffer("o2", "h2")))
+	t2 := launchedTasks(t, f, 2)[1]
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_RUNNING, newUUID()))
+	kill := f.waitCount(t, scheduler.Call_KILL, 1)
+	if kill.Kill.TaskID.Value != t1.TaskID.Value {
+		t.Fatalf("killed %s", kill.Kill.TaskID.Value)
+	}
+	syncEvents(t, f, s)
+	if got := r.Tasks(); !slices.Equal(got, []string{t2.TaskID.Value}) {
+		t.Fatalf("tasks %v", got)
+	}
+}

@@ -444,7 +444,9 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 	t := r.tasks[id]
 	switch {
 	case t == nil && terminal(state):
-	case t == nil && (r.closed || r.released[id]):
+	case t == nil && (r.closed || r.released[id] || r.ended[id]):
+		// Not ours to run: the job is over, the master dropped it, or it
+		// was reported ended and replaced, yet runs.
 		kill = true
 	case t == nil:
 		// One of this framework's tasks it does not know: started by the
