@@ -50,8 +50,10 @@ func TestClientFollowsRedirectOnEveryCall(t *testing.T) {
 	if b.count(scheduler.Call_REVIVE) != 1 {
 		t.Fatal("REVIVE did not reach the leader")
 	}
-	// The leader moves on: b now redirects to c.
+	// The leader moves on: b now redirects to c (which knows the
+	// framework's stream, for the test).
 	b.set(func() { b.redirect = c.host() })
+	c.set(func() { c.current["fw-1"] = st.ID })
 	if err := cl.Call(ctx, calls.Suppress().With(calls.Framework("fw-1"))); err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,10 @@ type fakeMaster struct {
 	redirect string
 	requests int
 	quota    map[string]float64 // GET_QUOTA's limits for role "job"
+	// current: each subscribed framework's stream id (none: not
+	// subscribed); calls must carry it, as the master checks
+	// (15-stream-id-errors).
+	current map[string]string
 }
 
 type fakeStream struct {
@@ -59,7 +63,7 @@ func (s *fakeStream) send(e *scheduler.Event) { s.events <- e }
 func (s *fakeStream) close()                  { s.once.Do(func() { close(s.end) }) }
 
 func newFakeMaster(t *testing.T) *fakeMaster {
-	f := &fakeMaster{t: t, heartbeat: 15, removed: map[string]bool{}, streams: make(chan *fakeStream, 100)}
+	f := &fakeMaster{t: t, heartbeat: 15, removed: map[string]bool{}, streams: make(chan *fakeStream, 100), current: map[string]string{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(func() {
 		f.srv.CloseClientConnections()
@@ -114,12 +118,24 @@ func (f *fakeMaster) serve(w http.ResponseWriter, r *http.Request) {
 	f.auth = append(f.auth, u+":"+p)
 	if c.Type != scheduler.Call_SUBSCRIBE {
 		f.calls = append(f.calls, &c)
-		f.mu.Unlock()
-		if r.Header.Get("Mesos-Stream-Id") == "" {
-			http.Error(w, "All non-subscribe calls should include the 'Mesos-Stream-Id' header", http.StatusBadRequest)
-			return
+		fid := c.FrameworkID.GetValue()
+		cur, subscribed := f.current[fid]
+		if c.Type == scheduler.Call_TEARDOWN && subscribed && r.Header.Get("Mesos-Stream-Id") == cur {
+			delete(f.current, fid)
+			f.removed[fid] = true
 		}
-		w.WriteHeader(http.StatusAccepted)
+		f.mu.Unlock()
+		sid := r.Header.Get("Mesos-Stream-Id")
+		switch {
+		case sid == "":
+			http.Error(w, "All non-subscribe calls should include the 'Mesos-Stream-Id' header", http.StatusBadRequest)
+		case !subscribed:
+			http.Error(w, "Framework is not subscribed", http.StatusForbidden)
+		case sid != cur:
+			http.Error(w, fmt.Sprintf("The stream ID '%s' included in this request didn't match the stream ID currently associated with framework ID %s", sid, fid), http.StatusBadRequest)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
 		return
 	}
 	f.subs = append(f.subs, &c)
@@ -140,7 +156,16 @@ func (f *fakeMaster) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", reject)
 		return
 	}
-	w.Header().Set("Mesos-Stream-Id", fmt.Sprintf("stream-%d", time.Now().UnixNano()))
+	sid := fmt.Sprintf("stream-%d", time.Now().UnixNano())
+	if !removed {
+		f.set(func() { f.current[fid] = sid })
+		defer f.set(func() {
+			if f.current[fid] == sid {
+				delete(f.current, fid)
+			}
+		})
+	}
+	w.Header().Set("Mesos-Stream-Id", sid)
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.WriteHeader(http.StatusOK)
 	write := func(e *scheduler.Event) bool {

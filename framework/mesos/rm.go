@@ -16,6 +16,7 @@ import (
 	"time"
 
 	mesos "github.com/mesos/mesos-go/api/v1/lib"
+	"github.com/mesos/mesos-go/api/v1/lib/scheduler"
 
 	"github.com/sluice-stream/sluice/framework"
 )
@@ -209,6 +210,12 @@ func (r *ResourceManager) Start(ctx context.Context, master string, n int, lost 
 		}
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		cancel()
+		return errors.New("mesos resource manager: closed")
+	}
 	r.cancel, r.done = cancel, make(chan struct{})
 	go r.run(runCtx)
 	return nil
@@ -396,8 +403,22 @@ func (r *ResourceManager) Close() {
 		}
 	}
 	if fid != "" {
-		if err := r.cfg.Client.Call(ctx, TeardownCall(fid)); err != nil {
-			r.log.Warn("tearing the framework down", "framework", fid, "err", err)
+		var err error
+		if s != nil {
+			err = r.cfg.Client.Call(ctx, TeardownCall(fid))
+		} else {
+			// Not subscribed now (the master was away): TEARDOWN needs a
+			// current stream id, so subscribe once for it. The loop stops
+			// first so that it does not subscribe at the same time.
+			if cancel != nil {
+				cancel()
+				<-done
+				cancel = nil
+			}
+			err = r.teardownOnce(ctx, fid)
+		}
+		if err != nil {
+			r.log.Warn("tearing the framework down: Mesos keeps it until its failover timeout", "framework", fid, "err", err)
 		} else {
 			r.log.Info("framework torn down", "framework", fid)
 		}
@@ -411,4 +432,25 @@ func (r *ResourceManager) Close() {
 		cancel()
 		<-done
 	}
+}
+
+// teardownOnce subscribes as framework fid and tears it down.
+func (r *ResourceManager) teardownOnce(ctx context.Context, fid string) error {
+	opts := FrameworkOptions{Name: r.cfg.Name, User: r.cfg.User, Role: r.cfg.Role, Principal: r.cfg.Principal, FailoverTimeout: r.cfg.FailoverTimeout}
+	stream, err := r.cfg.Client.Subscribe(ctx, SubscribeCall(opts, fid, true))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	e, err := stream.Next() // ctx ends the request, and with it this read
+	if err != nil {
+		return err
+	}
+	if e.Type != scheduler.Event_SUBSCRIBED {
+		if e.Error != nil && strings.Contains(e.Error.Message, errRemoved) {
+			return nil // gone already
+		}
+		return fmt.Errorf("subscribing to tear down: the master sent %s", e.Type)
+	}
+	return r.cfg.Client.Call(ctx, TeardownCall(fid))
 }

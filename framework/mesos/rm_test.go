@@ -361,10 +361,10 @@ func TestRMSubscribeBackoff(t *testing.T) {
 			if st := r.Status(); mode == "refused" && !strings.Contains(st, "503") {
 				t.Errorf("status %q does not say why", st)
 			}
-			r.Close()
 			f.mu.Lock()
 			times, registered := append([]time.Time(nil), f.subTimes...), f.seq
 			f.mu.Unlock()
+			r.Close()
 			// Lower bounds only: a pause is at least half its backoff.
 			b := minB
 			for i := 1; i < len(times); i++ {
@@ -377,7 +377,7 @@ func TestRMSubscribeBackoff(t *testing.T) {
 				if registered != 1 {
 					t.Fatalf("%d frameworks registered, want 1", registered)
 				}
-				for i, s := range f.subscriptions()[1:] {
+				for i, s := range f.subscriptions()[1:len(times)] {
 					if s.FrameworkID.GetValue() != "fw-1" {
 						t.Fatalf("attempt %d subscribed as %q", i+1, s.FrameworkID.GetValue())
 					}
@@ -642,5 +642,26 @@ func TestRMEndedTaskThatReturnsIsKilled(t *testing.T) {
 	syncEvents(t, f, s)
 	if got := r.Tasks(); !slices.Equal(got, []string{t2.TaskID.Value}) {
 		t.Fatalf("tasks %v", got)
+	}
+}
+
+// Close while the master is away (no subscription now): it subscribes
+// once more to send TEARDOWN, which needs a current stream.
+func TestRMCloseWhileDisconnectedTearsDown(t *testing.T) {
+	ids := &memIDs{}
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, func(c *Config) { c.IDs = ids; c.BackoffMin, c.BackoffMax = time.Hour, time.Hour })
+	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	waitFor(t, "the id kept", func() bool { return ids.get() == "fw-1" })
+	s.close()
+	waitFor(t, "the subscription's end", func() bool { return strings.HasPrefix(r.Status(), "connecting") })
+	r.Close()
+	td := f.waitCount(t, scheduler.Call_TEARDOWN, 1)
+	subs := f.subscriptions()
+	if td.FrameworkID.GetValue() != "fw-1" || len(subs) != 2 || subs[1].FrameworkID.GetValue() != "fw-1" || ids.get() != "" {
+		t.Fatalf("teardown %v, %d subscriptions, kept id %q", td.FrameworkID, len(subs), ids.get())
 	}
 }

@@ -451,7 +451,7 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 	case t == nil:
 		// One of this framework's tasks it does not know: started by the
 		// master before a restart. It counts from now on.
-		t = &task{id: id, agent: agent, state: state, launchedAt: now}
+		t = &task{id: id, agent: agent, state: state, launchedAt: now, everRunning: state == mesos.TASK_RUNNING}
 		if state == mesos.TASK_UNREACHABLE {
 			t.unreachable = now
 		}
