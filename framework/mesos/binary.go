@@ -19,7 +19,7 @@ type BinaryServer struct {
 
 // ServeBinary listens on addr (host:port; port 0 picks one) and serves the
 // running executable. advertise is the host agents reach it at ("": the
-// listener's address).
+// listener's address, or this host's name when it listens on all).
 func ServeBinary(addr, advertise string) (*BinaryServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -36,6 +36,13 @@ func ServeBinary(addr, advertise string) (*BinaryServer, error) {
 	})
 	b := &BinaryServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); advertise == "" && ip != nil && ip.IsUnspecified() {
+		// Listening on every interface: the agents reach it by name.
+		if advertise, err = os.Hostname(); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("serving the sluice binary: %w", err)
+		}
+	}
 	if advertise != "" {
 		host = advertise
 	}
