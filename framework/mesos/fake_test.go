@@ -41,6 +41,8 @@ type fakeMaster struct {
 	subTimes  []time.Time
 	// endAfterSubscribed: end each stream right after SUBSCRIBED.
 	endAfterSubscribed bool
+	// hang: take SUBSCRIBE and never answer.
+	hang bool
 	// redirect: answer every request 307 to this master (host:port), as a
 	// master that does not lead does.
 	redirect string
@@ -140,7 +142,7 @@ func (f *fakeMaster) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.subs = append(f.subs, &c)
 	f.subTimes = append(f.subTimes, time.Now())
-	reject, hb, end := f.reject, f.heartbeat, f.endAfterSubscribed
+	reject, hb, end, hang := f.reject, f.heartbeat, f.endAfterSubscribed, f.hang
 	fid := c.FrameworkID.GetValue()
 	removed := f.removed[fid]
 	if fid == "" {
@@ -154,6 +156,10 @@ func (f *fakeMaster) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if reject != 0 {
 		http.Error(w, "no", reject)
+		return
+	}
+	if hang {
+		<-r.Context().Done()
 		return
 	}
 	sid := fmt.Sprintf("stream-%d", time.Now().UnixNano())

@@ -665,3 +665,16 @@ func TestRMCloseWhileDisconnectedTearsDown(t *testing.T) {
 		t.Fatalf("teardown %v, %d subscriptions, kept id %q", td.FrameworkID, len(subs), ids.get())
 	}
 }
+
+// A master that takes SUBSCRIBE and never answers does not hold the loop:
+// the attempt times out and the next one follows, with backoff.
+func TestRMSubscribeAnswerTimeout(t *testing.T) {
+	f := newFakeMaster(t)
+	f.set(func() { f.hang = true })
+	r := testRM(t, f.srv.URL, func(c *Config) { c.SubscribeTimeout = 50 * time.Millisecond })
+	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "3 attempts", func() bool { return len(f.subscriptions()) >= 3 })
+	waitFor(t, "the status", func() bool { return strings.Contains(r.Status(), "no answer from the master") })
+}

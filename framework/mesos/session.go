@@ -107,7 +107,16 @@ func (r *ResourceManager) subscribe(ctx context.Context) (subscribed bool, err e
 	r.suppressed = suppressed
 	r.mu.Unlock()
 	opts := FrameworkOptions{Name: r.cfg.Name, User: r.cfg.User, Role: r.cfg.Role, Principal: r.cfg.Principal, FailoverTimeout: r.cfg.FailoverTimeout}
+	// The answer's headers are bounded too: a master that takes the
+	// connection and never answers would hold the loop forever.
+	hung := time.AfterFunc(r.cfg.SubscribeTimeout, cancel)
 	stream, err := r.cfg.Client.Subscribe(sctx, SubscribeCall(opts, fid, suppressed))
+	if !hung.Stop() {
+		if err == nil {
+			stream.Close()
+		}
+		return false, fmt.Errorf("SUBSCRIBE: no answer from the master within %s", r.cfg.SubscribeTimeout)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -149,9 +158,13 @@ func (r *ResourceManager) subscribe(ctx context.Context) (subscribed bool, err e
 		case <-watchdog.C:
 			return subscribed, fmt.Errorf("no event from the master for %s: dropping the subscription", quiet)
 		case <-tick.C:
-			r.onTick(s)
+			if subscribed { // no calls before SUBSCRIBED: no stream yet
+				r.onTick(s)
+			}
 		case <-s.wake:
-			r.adjust(s)
+			if subscribed {
+				r.adjust(s)
+			}
 		case e := <-evs:
 			if e.Type == scheduler.Event_SUBSCRIBED {
 				hb, err := r.onSubscribed(s, e.Subscribed)
