@@ -43,6 +43,8 @@ type fakeMaster struct {
 	endAfterSubscribed bool
 	// hang: take SUBSCRIBE and never answer.
 	hang bool
+	// garbage: answer SUBSCRIBE 200 with this body and content type.
+	garbage, garbageType string
 	// redirect: answer every request 307 to this master (host:port), as a
 	// master that does not lead does.
 	redirect string
@@ -160,6 +162,14 @@ func (f *fakeMaster) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if hang {
 		<-r.Context().Done()
+		return
+	}
+	f.mu.Lock()
+	garbage, garbageType := f.garbage, f.garbageType
+	f.mu.Unlock()
+	if garbage != "" {
+		w.Header().Set("Content-Type", garbageType)
+		_, _ = io.WriteString(w, garbage)
 		return
 	}
 	sid := fmt.Sprintf("stream-%d", time.Now().UnixNano())

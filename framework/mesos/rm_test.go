@@ -678,3 +678,27 @@ func TestRMSubscribeAnswerTimeout(t *testing.T) {
 	waitFor(t, "3 attempts", func() bool { return len(f.subscriptions()) >= 3 })
 	waitFor(t, "the status", func() bool { return strings.Contains(r.Status(), "no answer from the master") })
 }
+
+// A master that answers garbage: a clear error in the status, retries
+// with backoff, and no framework registered.
+func TestRMGarbageAnswers(t *testing.T) {
+	for _, c := range []struct{ body, ctype, want string }{
+		{"<html>hello</html>", "text/html", `Content-Type "text/html"`},
+		{"not-recordio\n", "application/x-protobuf", "mesos event stream"},
+		{"5\n\xff\xff\xff\xff\xff", "application/x-protobuf", "decoding an event"},
+	} {
+		t.Run(c.ctype, func(t *testing.T) {
+			f := newFakeMaster(t)
+			f.set(func() { f.garbage, f.garbageType = c.body, c.ctype })
+			r := testRM(t, f.srv.URL, nil)
+			if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "3 attempts", func() bool { return len(f.subscriptions()) >= 3 })
+			waitFor(t, "the status", func() bool { return strings.Contains(r.Status(), c.want) })
+			if r.FrameworkID() != "" {
+				t.Fatalf("framework id %q", r.FrameworkID())
+			}
+		})
+	}
+}
