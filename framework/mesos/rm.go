@@ -60,6 +60,10 @@ type Config struct {
 	BackoffMin, BackoffMax, StableAfter time.Duration
 	// SubscribeTimeout bounds the wait for SUBSCRIBED (default 30 s).
 	SubscribeTimeout time.Duration
+	// RetakeAfter: after another scheduler subscribed with the framework's
+	// ID, subscribe again after this long (default 30 s; far longer than
+	// the job master takes to learn it was superseded).
+	RetakeAfter time.Duration
 	// Tick is how often timers are checked (unreachable agents, launch
 	// holds, quota; default 1 s).
 	Tick time.Duration
@@ -89,7 +93,7 @@ type ResourceManager struct {
 	frameworkID string
 	subscribed  bool
 	suppressed  bool
-	fenced      error
+	failedOver  bool // another scheduler took the framework over, and it was not taken back since
 	lastErr     error
 	unfit       map[string]int
 	quota       string // why offers stay away, from the role's quota
@@ -155,6 +159,7 @@ func New(cfg Config) (*ResourceManager, error) {
 	def(&cfg.BackoffMax, time.Minute)
 	def(&cfg.StableAfter, 30*time.Second)
 	def(&cfg.SubscribeTimeout, 30*time.Second)
+	def(&cfg.RetakeAfter, 30*time.Second)
 	def(&cfg.Tick, time.Second)
 	if cfg.Profile == (Profile{}) {
 		cfg.Profile = Profile{CPUs: 1, MemMB: 1024, DiskMB: 256, Ports: 1}
@@ -261,8 +266,8 @@ func (r *ResourceManager) Tasks() []string {
 func (r *ResourceManager) Status() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.fenced != nil {
-		return "stopped: " + r.fenced.Error()
+	if r.failedOver {
+		return fmt.Sprintf("taken over: another scheduler subscribed with framework ID %s (a newer master of the job?); subscribing again after %s unless this master is superseded", r.frameworkID, r.cfg.RetakeAfter)
 	}
 	if !r.subscribed {
 		s := "connecting to the Mesos master " + r.cfg.Client.Leader()
@@ -379,7 +384,7 @@ func (r *ResourceManager) Close() {
 		r.mu.Unlock()
 		return
 	}
-	if r.fenced != nil {
+	if r.failedOver {
 		r.mu.Unlock()
 		r.log.Warn("not tearing the framework down: another scheduler took it over", "err", ErrFrameworkFailedOver)
 		r.Abandon()

@@ -549,12 +549,11 @@ func TestRMAbandon(t *testing.T) {
 }
 
 // Another scheduler subscribed with the framework's ID (a newer master):
-// this one stops subscribing, and its Close must not kill the newer
-// master's tasks or tear its framework down.
+// Close must not kill the newer master's tasks or tear its framework down.
 func TestRMFailedOverIsFenced(t *testing.T) {
 	ids := &memIDs{}
 	f := newFakeMaster(t)
-	r := testRM(t, f.srv.URL, func(c *Config) { c.IDs = ids })
+	r := testRM(t, f.srv.URL, func(c *Config) { c.IDs = ids; c.RetakeAfter = time.Hour })
 	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +561,7 @@ func TestRMFailedOverIsFenced(t *testing.T) {
 	s.send(offersEvent(bigOffer("o1", "h1")))
 	launchedTasks(t, f, 1)
 	s.send(&scheduler.Event{Type: scheduler.Event_ERROR, Error: &scheduler.Event_Error{Message: "Framework failed over"}})
-	waitFor(t, "fenced", func() bool { return strings.HasPrefix(r.Status(), "stopped: ") })
+	waitFor(t, "fenced", func() bool { return strings.HasPrefix(r.Status(), "taken over: ") })
 	r.Close()
 	if f.count(scheduler.Call_KILL) != 0 || f.count(scheduler.Call_TEARDOWN) != 0 || ids.get() != "fw-1" {
 		t.Fatalf("kills %d, teardowns %d, kept id %q", f.count(scheduler.Call_KILL), f.count(scheduler.Call_TEARDOWN), ids.get())
@@ -570,6 +569,24 @@ func TestRMFailedOverIsFenced(t *testing.T) {
 	if n := len(f.subscriptions()); n != 1 {
 		t.Fatalf("%d subscriptions after the failover", n)
 	}
+}
+
+// Taken over by a scheduler that was not the newer master (a superseded
+// one that subscribed late): this master, not superseded, takes the
+// framework back after RetakeAfter, with the same ID.
+func TestRMFailedOverTakesBack(t *testing.T) {
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, func(c *Config) { c.RetakeAfter = 20 * time.Millisecond })
+	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	s.send(&scheduler.Event{Type: scheduler.Event_ERROR, Error: &scheduler.Event_Error{Message: "Framework failed over"}})
+	s2 := f.stream(t)
+	if s2.fid != "fw-1" || f.subscriptions()[1].FrameworkID.GetValue() != "fw-1" {
+		t.Fatalf("subscribed again as %q", s2.fid)
+	}
+	waitFor(t, "subscribed", func() bool { return strings.HasPrefix(r.Status(), "waiting for offers") })
 }
 
 // More TaskManagers asked for later (Start again): offers are revived.

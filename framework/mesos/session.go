@@ -59,9 +59,12 @@ func (s *session) kill(id, agent string) {
 	s.r.log.Info("killing a TaskManager task", "task", id, "agent", agent)
 }
 
-// run subscribes again and again until ctx ends or another scheduler
-// takes the framework over, with a backoff between attempts: a failing
-// loop never subscribes (let alone registers a framework) every second.
+// run subscribes again and again until ctx ends, with a backoff between
+// attempts: a failing loop never subscribes (let alone registers a
+// framework) every second. After another scheduler took the framework
+// over it waits RetakeAfter first: if that was a newer master of the job,
+// this one learns it is superseded meanwhile (HA fencing) and abandons;
+// if it was a superseded one, this master takes the framework back.
 func (r *ResourceManager) run(ctx context.Context) {
 	defer close(r.done)
 	backoff := r.cfg.BackoffMin
@@ -73,21 +76,23 @@ func (r *ResourceManager) run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			r.lastErr = err
 		}
-		fenced := r.fenced
+		failedOver := r.failedOver
 		r.mu.Unlock()
 		if ctx.Err() != nil {
 			return
 		}
 		r.reportStatus()
-		if fenced != nil {
-			r.log.Error("Mesos: not subscribing again", "err", fenced)
-			return
-		}
 		if subscribed && time.Since(start) >= r.cfg.StableAfter {
 			backoff = r.cfg.BackoffMin
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		r.log.Warn("Mesos subscription ended; subscribing again", "err", err, "in", wait.Round(time.Millisecond))
+		if failedOver {
+			wait = r.cfg.RetakeAfter
+			r.log.Error("Mesos: another scheduler subscribed with this framework ID; subscribing again unless this master is superseded first",
+				"framework", r.FrameworkID(), "in", wait)
+		} else {
+			r.log.Warn("Mesos subscription ended; subscribing again", "err", err, "in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -204,7 +209,7 @@ func (r *ResourceManager) onSubscribed(s *session, sub *scheduler.Event_Subscrib
 	s.fid = id
 	r.mu.Lock()
 	old := r.frameworkID
-	r.frameworkID, r.subscribed, r.session, r.lastErr = id, true, s, nil
+	r.frameworkID, r.subscribed, r.session, r.lastErr, r.failedOver = id, true, s, nil, false
 	known := map[string]string{}
 	for tid, t := range r.tasks {
 		known[tid] = t.agent
@@ -255,7 +260,7 @@ func (r *ResourceManager) handle(s *session, e *scheduler.Event) error {
 			return fmt.Errorf("Mesos: %s: registering a new framework", msg)
 		case strings.Contains(msg, errFailedOver):
 			r.mu.Lock()
-			r.fenced = ErrFrameworkFailedOver
+			r.failedOver = true
 			r.mu.Unlock()
 			return ErrFrameworkFailedOver
 		}
