@@ -7,7 +7,9 @@ require (
 	github.com/colinmarc/hdfs/v2 v2.4.0
 	github.com/dgraph-io/badger/v4 v4.5.1
 	github.com/expr-lang/expr v1.17.6
+	github.com/gogo/protobuf v1.3.2
 	github.com/jcmturner/gokrb5/v8 v8.4.4
+	github.com/mesos/mesos-go v0.0.11
 	github.com/prometheus/client_golang v1.23.2
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2
 	google.golang.org/grpc v1.76.0
@@ -17,8 +19,6 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/gogo/protobuf v1.3.2 // indirect
-	github.com/mesos/mesos-go v0.0.11 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pquerna/ffjson v0.0.0-20190930134022-aa0246cd15f7 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
