@@ -321,14 +321,46 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 	defer m.mu.Unlock()
 	m.reports[tm] = r
 	in, out := map[string]int64{}, map[string]int64{}
-	bin, bout := map[string]int64{}, map[string]int64{}
+	bin := map[string]int64{}
+	// Per subtask, over the TaskManagers that ran it (a subtask moves
+	// when a TaskManager is lost).
+	type key struct {
+		node    string
+		subtask int
+	}
+	subs := map[key]*pb.SubtaskMetrics{}
 	for _, r := range m.reports {
 		for _, s := range r.Subtasks {
+			if s.Subtask >= 0 {
+				k := key{s.Node, int(s.Subtask)}
+				t := subs[k]
+				if t == nil {
+					t = &pb.SubtaskMetrics{}
+					subs[k] = t
+				}
+				t.RowsIn += s.RowsIn
+				t.RowsOut += s.RowsOut
+				t.BytesIn += s.BytesIn
+				t.BytesOut += s.BytesOut
+				t.BackPressuredMs += s.BackPressuredMs
+				continue
+			}
 			in[s.Node] += s.RowsIn
 			out[s.Node] += s.RowsOut
 			bin[s.Node] += s.BytesIn
-			bout[s.Node] += s.BytesOut
 		}
+	}
+	for k, t := range subs {
+		nm := m.metrics[k.node]
+		if nm == nil {
+			continue
+		}
+		c := nm.Subtask(k.subtask)
+		c.RowsIn.Store(t.RowsIn)
+		c.RowsOut.Store(t.RowsOut)
+		c.BytesIn.Store(t.BytesIn)
+		c.BytesOut.Store(t.BytesOut)
+		c.BackPressured.Store(t.BackPressuredMs * int64(time.Millisecond))
 	}
 	// A node's watermark: the lowest the registered TaskManagers report
 	// (a lost one's last report holds no event time back).
@@ -352,7 +384,8 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 		nm.RowsIn.Store(in[id])
 		nm.RowsOut.Store(out[id])
 		nm.BytesIn.Store(bin[id])
-		nm.BytesOut.Store(bout[id])
+		// Bytes out and back-pressure are the subtasks' (stored above):
+		// BytesOutTotal and BackPressuredTotal add them up.
 		nm.ReplaceWatermarks(wms[id])
 	}
 }

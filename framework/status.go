@@ -78,21 +78,6 @@ func (m *Master) Lost() int {
 	return m.lost
 }
 
-// BackPressured is, per node, how long its subtasks waited for credits to
-// send downstream, summed over the TaskManagers' last reports (the lost
-// ones' included).
-func (m *Master) BackPressured() map[string]time.Duration {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[string]time.Duration{}
-	for _, r := range m.reports {
-		for _, s := range r.Subtasks {
-			out[s.Node] += time.Duration(s.BackPressuredMs) * time.Millisecond
-		}
-	}
-	return out
-}
-
 // NodeMetrics are the job's counters per node, summed over every
 // TaskManager's reports (they are the run's Result.Metrics).
 func (m *Master) NodeMetrics() map[string]*runtime.NodeMetrics { return m.metrics }

@@ -56,7 +56,7 @@ func (c tmCollector) Collect(ch chan<- prometheus.Metric) {
 			if m := metrics[n.ID]; m != nil {
 				ch <- prometheus.MustNewConstMetric(tmRowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), g.JobName, n.ID, id)
 				ch <- prometheus.MustNewConstMetric(tmRowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), g.JobName, n.ID, id)
-				ch <- prometheus.MustNewConstMetric(tmBackPressure, prometheus.CounterValue, time.Duration(m.BackPressured.Load()).Seconds(), g.JobName, n.ID, id)
+				ch <- prometheus.MustNewConstMetric(tmBackPressure, prometheus.CounterValue, time.Duration(m.BackPressuredTotal()).Seconds(), g.JobName, n.ID, id)
 			}
 		}
 	}

@@ -590,7 +590,7 @@ func (s *session) forward(attempt string, h *runtime.Host) {
 }
 
 // report is the TaskManager's counters since it started, per node over
-// the subtasks it ran (subtask -1).
+// the subtasks it ran (subtask -1) and per subtask.
 func (tm *TaskManager) report() *pb.MetricsReport {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
@@ -601,8 +601,15 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 			wm = runtime.MinWatermark // none: the master leaves it out
 		}
 		r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: -1, RowsIn: m.RowsIn.Load(), RowsOut: m.RowsOut.Load(),
-			BackPressuredMs: m.BackPressured.Load() / int64(time.Millisecond), Watermark: wm,
-			BytesIn: m.BytesIn.Load(), BytesOut: m.BytesOut.Load()})
+			BackPressuredMs: m.BackPressuredTotal() / int64(time.Millisecond), Watermark: wm,
+			BytesIn: m.BytesIn.Load(), BytesOut: m.BytesOutTotal()})
+		// Each subtask it ran, over its attempts (no watermark: the
+		// node's is above).
+		m.Subtasks(func(i int, c *runtime.SubtaskCounters) {
+			r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: int32(i), RowsIn: c.RowsIn.Load(), RowsOut: c.RowsOut.Load(),
+				BackPressuredMs: c.BackPressured.Load() / int64(time.Millisecond), Watermark: runtime.MinWatermark,
+				BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load()})
+		})
 	}
 	return r
 }

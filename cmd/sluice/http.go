@@ -212,13 +212,18 @@ type vertexReply struct {
 	// BackPressuredMs is how long the vertex's subtasks (summed) waited for
 	// credits to send downstream: their consumers were behind.
 	BackPressuredMs int64 `json:"backPressuredMs"`
-	// Subtasks say where each subtask runs (a cluster only).
-	Subtasks []subtaskReply `json:"subtasks,omitempty"`
+	// Subtasks: each subtask's counters and (a cluster) where it runs.
+	Subtasks []subtaskReply `json:"subtasks"`
 }
 
 type subtaskReply struct {
 	Subtask     int    `json:"subtask"`
-	TaskManager string `json:"taskManager,omitempty"` // "" while not deployed
+	TaskManager string `json:"taskManager,omitempty"` // a cluster; "" while not deployed
+	// Rows over every attempt (and TaskManager) that ran the subtask; for
+	// a cluster, as of the TaskManagers' last reports.
+	RowsIn          int64 `json:"rowsIn"`
+	RowsOut         int64 `json:"rowsOut"`
+	BackPressuredMs int64 `json:"backPressuredMs"`
 }
 
 func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
@@ -242,14 +247,23 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 	for _, n := range st.Nodes {
 		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut,
 			BackPressuredMs: bp[n.ID].Milliseconds()}
-		if a.obs.master != nil {
-			for i := range n.Parallelism {
-				tm := where[fmt.Sprintf("%s#%d", n.ID, i)]
-				if tm == "" && v.State == "running" {
+		counters := map[int]*runtime.SubtaskCounters{}
+		if m := a.obs.nodes[n.ID]; m != nil {
+			m.Subtasks(func(i int, c *runtime.SubtaskCounters) { counters[i] = c })
+		}
+		for i := range n.Parallelism {
+			sr := subtaskReply{Subtask: i}
+			if c := counters[i]; c != nil {
+				sr.RowsIn, sr.RowsOut = c.RowsIn.Load(), c.RowsOut.Load()
+				sr.BackPressuredMs = time.Duration(c.BackPressured.Load()).Milliseconds()
+			}
+			if a.obs.master != nil {
+				sr.TaskManager = where[fmt.Sprintf("%s#%d", n.ID, i)]
+				if sr.TaskManager == "" && v.State == "running" {
 					v.State = "deploying"
 				}
-				v.Subtasks = append(v.Subtasks, subtaskReply{Subtask: i, TaskManager: tm})
 			}
+			v.Subtasks = append(v.Subtasks, sr)
 		}
 		vs = append(vs, v)
 	}

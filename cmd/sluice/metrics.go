@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -84,15 +85,12 @@ func (o *jobObserver) restart(n int, _ error) {
 	o.mu.Unlock()
 }
 
-// backPressured is, per node, how long its subtasks waited for credits:
-// the TaskManagers' reports for a cluster, else the run's own counters.
+// backPressured is, per node, how long its subtasks waited for credits
+// (for a cluster, the master's sums of the TaskManagers' reports).
 func (o *jobObserver) backPressured() map[string]time.Duration {
-	if o.master != nil {
-		return o.master.BackPressured()
-	}
 	out := map[string]time.Duration{}
 	for id, m := range o.nodes {
-		out[id] = time.Duration(m.BackPressured.Load())
+		out[id] = time.Duration(m.BackPressuredTotal())
 	}
 	return out
 }
@@ -112,11 +110,14 @@ type jobDescs struct {
 	lastDuration, lastSize, lastAge, lastID    *prometheus.Desc
 	lastAlignment                              *prometheus.Desc
 	tmRegistered, tmLost, tmRTT, tmSlots       *prometheus.Desc
+	subRowsIn, subRowsOut, subBytesIn          *prometheus.Desc
+	subBytesOut, subBackPressure               *prometheus.Desc
 }
 
 func (d jobDescs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{d.rowsIn, d.rowsOut, d.parallelism, d.backPressure, d.watermarkLag, d.bytesIn, d.bytesOut, d.completed, d.failed, d.savepoints, d.restarts,
-		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.lastAlignment, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots}
+		d.lastDuration, d.lastSize, d.lastAge, d.lastID, d.lastAlignment, d.tmRegistered, d.tmLost, d.tmRTT, d.tmSlots,
+		d.subRowsIn, d.subRowsOut, d.subBytesIn, d.subBytesOut, d.subBackPressure}
 }
 
 func newJobDescs(job prometheus.Labels) jobDescs {
@@ -134,6 +135,12 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 		watermarkLag: d("sluice_vertex_watermark_lag_seconds",
 			"Wall-clock time minus the vertex's event-time watermark (the lowest of its subtasks): how far event time lags; absent before the first watermark.", "vertex"),
 		backPressure: d("sluice_vertex_back_pressured_seconds_total", "Time a vertex's subtasks (summed) waited for credits to send downstream: its consumers were behind.", "vertex"),
+		subRowsIn:    d("sluice_subtask_rows_in_total", "Rows a subtask took in (over every attempt and TaskManager that ran it).", "vertex", "subtask"),
+		subRowsOut:   d("sluice_subtask_rows_out_total", "Rows a subtask emitted (over every attempt and TaskManager that ran it).", "vertex", "subtask"),
+		subBytesIn:   d("sluice_subtask_bytes_in_total", "Bytes a subtask received from other processes (the data plane's encoding).", "vertex", "subtask"),
+		subBytesOut:  d("sluice_subtask_bytes_out_total", "Bytes a subtask sent to other processes (the data plane's encoding).", "vertex", "subtask"),
+		subBackPressure: d("sluice_subtask_back_pressured_seconds_total",
+			"Time a subtask waited for credits to send downstream: its consumers were behind.", "vertex", "subtask"),
 		completed:    d("sluice_checkpoints_completed_total", "Checkpoints completed (savepoints not included)."),
 		savepoints:   d("sluice_savepoints_completed_total", "Savepoints completed."),
 		failed:       d("sluice_checkpoints_failed_total", "Checkpoints and savepoints that failed (declined, expired, or not committed)."),
@@ -173,13 +180,23 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d.rowsIn, prometheus.CounterValue, float64(m.RowsIn.Load()), n.ID)
 			ch <- prometheus.MustNewConstMetric(d.rowsOut, prometheus.CounterValue, float64(m.RowsOut.Load()), n.ID)
 			ch <- prometheus.MustNewConstMetric(d.bytesIn, prometheus.CounterValue, float64(m.BytesIn.Load()), n.ID)
-			ch <- prometheus.MustNewConstMetric(d.bytesOut, prometheus.CounterValue, float64(m.BytesOut.Load()), n.ID)
+			ch <- prometheus.MustNewConstMetric(d.bytesOut, prometheus.CounterValue, float64(m.BytesOutTotal()), n.ID)
 			if wm, ok := m.Watermark(); ok {
 				lag := time.Since(time.UnixMilli(wm)).Seconds()
 				ch <- prometheus.MustNewConstMetric(d.watermarkLag, prometheus.GaugeValue, lag, n.ID)
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(d.backPressure, prometheus.CounterValue, bp[n.ID].Seconds(), n.ID)
+		if m := o.nodes[n.ID]; m != nil {
+			m.Subtasks(func(i int, c *runtime.SubtaskCounters) {
+				sub := strconv.Itoa(i)
+				ch <- prometheus.MustNewConstMetric(d.subRowsIn, prometheus.CounterValue, float64(c.RowsIn.Load()), n.ID, sub)
+				ch <- prometheus.MustNewConstMetric(d.subRowsOut, prometheus.CounterValue, float64(c.RowsOut.Load()), n.ID, sub)
+				ch <- prometheus.MustNewConstMetric(d.subBytesIn, prometheus.CounterValue, float64(c.BytesIn.Load()), n.ID, sub)
+				ch <- prometheus.MustNewConstMetric(d.subBytesOut, prometheus.CounterValue, float64(c.BytesOut.Load()), n.ID, sub)
+				ch <- prometheus.MustNewConstMetric(d.subBackPressure, prometheus.CounterValue, time.Duration(c.BackPressured.Load()).Seconds(), n.ID, sub)
+			})
+		}
 	}
 	o.mu.Lock()
 	completed, savepoints, failed, restarts, last := o.completed, o.savepoints, o.failed, o.restarts, o.last

@@ -104,6 +104,10 @@ func checkLabels(t *testing.T, ss []sample, vertices map[string]bool, tm *regexp
 				if !tm.MatchString(v) {
 					t.Errorf("%s: taskmanager=%q", s.name, v)
 				}
+			case "subtask":
+				if n, err := strconv.Atoi(v); err != nil || n < 0 || n >= 2 {
+					t.Errorf("%s: subtask=%q is not a subtask of the job (parallelism 2)", s.name, v)
+				}
 			case "le":
 				if !strings.HasSuffix(s.name, "_bucket") {
 					t.Errorf("%s: le on a sample that is no histogram bucket", s.name)
@@ -187,7 +191,10 @@ func TestMetricsAndRESTEmbedded(t *testing.T) {
 			Parallelism int
 			State       string
 			RowsOut     int64
-			Subtasks    []struct{}
+			Subtasks    []struct {
+				TaskManager string
+				RowsOut     int64
+			}
 		}
 	}
 	if code := call(t, "GET", api+"/v1/vertices", &vs); code != 200 || vs.Job != "exactly-once" || len(vs.Vertices) != 3 {
@@ -196,8 +203,11 @@ func TestMetricsAndRESTEmbedded(t *testing.T) {
 	vertices := map[string]bool{}
 	for _, v := range vs.Vertices {
 		vertices[v.ID] = true
-		if v.Parallelism != 2 || v.State != "running" || len(v.Subtasks) != 0 {
-			t.Errorf("vertex %+v: want parallelism 2, running, no placement (one process)", v)
+		if v.Parallelism != 2 || v.State != "running" || len(v.Subtasks) != 2 || v.Subtasks[0].TaskManager != "" {
+			t.Errorf("vertex %+v: want parallelism 2, running, two subtasks with no placement (one process)", v)
+		}
+		if v.ID == "src" && (v.Subtasks[0].RowsOut <= 0 || v.Subtasks[1].RowsOut <= 0) {
+			t.Errorf("source %+v: want rows out per subtask", v)
 		}
 	}
 	var tms struct {
@@ -357,6 +367,23 @@ func TestMetricsAndRESTCluster(t *testing.T) {
 	for v := range vertices {
 		one(t, ss, "sluice_vertex_back_pressured_seconds_total", map[string]string{"vertex": v})
 	}
+	// Per subtask, from the TaskManagers' reports: the window's two
+	// subtasks each took rows in, and they add up to the vertex's rows
+	// (one scrape reads one set of reports).
+	p.waitFor("rows per subtask", func() bool {
+		var total, sum float64
+		per := 0
+		for _, s := range scrape(t, api+"/metrics") {
+			switch {
+			case s.name == "sluice_vertex_rows_in_total" && s.labels["vertex"] == "win":
+				total = s.value
+			case s.name == "sluice_subtask_rows_in_total" && s.labels["vertex"] == "win" && s.value > 0:
+				sum += s.value
+				per++
+			}
+		}
+		return per == 2 && sum == total
+	})
 	for _, tm := range tms.TaskManagers {
 		one(t, ss, "sluice_taskmanager_slots", map[string]string{"taskmanager": tm.ResourceID})
 		one(t, ss, "sluice_taskmanager_heartbeat_rtt_seconds", map[string]string{"taskmanager": tm.ResourceID})

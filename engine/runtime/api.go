@@ -50,6 +50,8 @@ type Context struct {
 	Side    map[string]Output
 	Log     *slog.Logger
 	Metrics *NodeMetrics
+	// Counters are this subtask's share of Metrics' counters.
+	Counters *SubtaskCounters
 
 	savepoint     bool  // a savepoint's Snapshot is running
 	lastCompleted int64 // the last checkpoint or savepoint notified

@@ -43,10 +43,10 @@ func TestBackPressuredCounted(t *testing.T) {
 		_, err := runtime.Run(ctx, g, opts)
 		done <- err
 	}()
-	eventually(t, "the source back-pressured", func() bool { return metrics["src"].BackPressured.Load() > 0 })
+	eventually(t, "the source back-pressured", func() bool { return metrics["src"].BackPressuredTotal() > 0 })
 	cancel()
 	<-done
-	if w := metrics["slow"].BackPressured.Load(); w != 0 {
+	if w := metrics["slow"].BackPressuredTotal(); w != 0 {
 		t.Fatalf("the operator, which sends nothing, was back-pressured %v", time.Duration(w))
 	}
 }

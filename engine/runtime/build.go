@@ -141,6 +141,9 @@ func (e *Host) build(rr *restoreReader) error {
 					Log:            e.cfg.Log.With("node", cn.ID, "subtask", s),
 					Metrics:        e.metrics[cn.ID],
 				}
+				if ctx.Metrics != nil {
+					ctx.Counters = ctx.Metrics.Subtask(s)
+				}
 				m := &member{node: cn, ctx: ctx}
 				if cn.NewOperator != nil {
 					m.op = cn.NewOperator()
@@ -167,7 +170,7 @@ func (e *Host) build(rr *restoreReader) error {
 					var o Output
 					if headOf[c.ID] == headOf[n.ID] {
 						cm := memberOf[c.ID][s]
-						o = &chainLink{t: t, op: cm.op, input: i, m: e.metrics[c.ID]}
+						o = &chainLink{t: t, op: cm.op, input: i, m: e.metrics[c.ID], sc: cm.ctx.Counters}
 					} else {
 						eo, err := e.edgeTo(n, s, t, c, i, taskOf[c.ID])
 						if err != nil {
@@ -179,7 +182,7 @@ func (e *Host) build(rr *restoreReader) error {
 					outs[in.Output] = append(outs[in.Output], o)
 				}
 			}
-			m.ctx.Out = countingOutput{out: combine(outs[""]), m: e.metrics[n.ID]}
+			m.ctx.Out = countingOutput{out: combine(outs[""]), m: e.metrics[n.ID], sc: m.ctx.Counters}
 			for name := range n.Side {
 				if m.ctx.Side == nil {
 					m.ctx.Side = map[string]Output{}
@@ -292,7 +295,7 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 	eo := &edgeOutput{part: part, keyCols: in.KeyCols, maxPar: e.g.MaxParallelism}
 	target := func(consumer int, ch int32) (channelWriter, error) {
 		if ct := e.byIndex[consumer]; ct != nil {
-			return &sender{in: ct.in, ch: ch, ctx: t.ctx, waited: backPressured(e.metrics, n.ID)}, nil
+			return &sender{in: ct.in, ch: ch, ctx: t.ctx, waited: backPressured(e.metrics, n.ID, s)}, nil
 		}
 		if e.cfg.Network == nil || e.cfg.Locate == nil {
 			return nil, fmt.Errorf("task %d runs elsewhere and there is no network", consumer)
@@ -303,10 +306,10 @@ func (e *Host) edgeTo(n *Node, s int, t *task, c *Node, i int, consumers []int) 
 			return nil, fmt.Errorf("channel to task %d: %w", consumer, err)
 		}
 		if c, ok := cs.(CreditWaitCounter); ok {
-			c.CountCreditWait(backPressured(e.metrics, n.ID))
+			c.CountCreditWait(backPressured(e.metrics, n.ID, s))
 		}
 		if c, ok := cs.(ByteCounter); ok && e.metrics[n.ID] != nil {
-			c.CountBytes(&e.metrics[n.ID].BytesOut)
+			c.CountBytes(&e.metrics[n.ID].Subtask(s).BytesOut)
 		}
 		return &remoteSender{cs: cs, t: t, key: key}, nil
 	}

@@ -115,7 +115,7 @@ type sender struct {
 	in     *inbox
 	ch     int32
 	ctx    context.Context
-	waited *atomic.Int64 // the producer's NodeMetrics.BackPressured
+	waited *atomic.Int64 // the producer subtask's BackPressured
 }
 
 func (s *sender) send(m Message) bool {
@@ -246,14 +246,16 @@ type discardOutput struct{}
 func (discardOutput) Collect(b *row.Batch) { b.Release() }
 func (discardOutput) Watermark(int64)      {}
 
-// countingOutput counts rows a node emits.
+// countingOutput counts rows a node's subtask emits.
 type countingOutput struct {
 	out Output
 	m   *NodeMetrics
+	sc  *SubtaskCounters
 }
 
 func (c countingOutput) Collect(b *row.Batch) {
 	c.m.RowsOut.Add(int64(b.Len))
+	c.sc.RowsOut.Add(int64(b.Len))
 	c.out.Collect(b)
 }
 

@@ -445,6 +445,7 @@ func (h *Host) Deliver(key ChannelKey, m Message) error {
 	m.ch = key.Channel
 	if mt := t.members[0].ctx.Metrics; mt != nil && m.Bytes > 0 {
 		mt.BytesIn.Add(int64(m.Bytes))
+		t.members[0].ctx.Counters.BytesIn.Add(int64(m.Bytes))
 	}
 	t.in.ch <- m // never blocks: capacity covers every credit
 	return nil

@@ -17,13 +17,19 @@ type NodeMetrics struct {
 	// restore accepted as lost (Options.AcceptLostTransactions).
 	LostTransactions atomic.Int64
 	OffsetResets     atomic.Int64 // source offsets out of range moved to the earliest or latest
-	// BackPressured is how long (ns, over the node's subtasks) sending a
-	// batch downstream waited for a credit: the consumer was behind.
+	// BackPressured and BytesOut are, for a master, the sums of its
+	// TaskManagers' reports; a process running the subtasks counts them
+	// per subtask (Subtask) instead: read both with BackPressuredTotal and
+	// BytesOutTotal.
 	BackPressured atomic.Int64
-	// BytesIn and BytesOut count what crossed processes on the node's
-	// channels, encoded (the data plane's bytes; 0 in one process).
-	BytesIn  atomic.Int64
-	BytesOut atomic.Int64
+	BytesOut      atomic.Int64
+	// BytesIn counts what crossed processes on the node's channels,
+	// encoded (the data plane's bytes; 0 in one process).
+	BytesIn atomic.Int64
+
+	// subtasks: each subtask's own counters (Subtask), by index.
+	subMu    sync.Mutex
+	subtasks []*SubtaskCounters
 
 	// watermarks: the event-time watermark each subtask (or reporting
 	// process) has reached; the node's is their minimum.
@@ -48,6 +54,55 @@ func (m *NodeMetrics) ReplaceWatermarks(ws map[int]int64) {
 	m.wmMu.Lock()
 	m.watermarks = ws
 	m.wmMu.Unlock()
+}
+
+// SubtaskCounters are one subtask's share of its node's counters, over
+// every attempt that ran it in this process. Rows and bytes in are added
+// to both; BackPressured (ns a send waited for a credit: the consumer was
+// behind) and BytesOut (encoded bytes sent to other processes) only here.
+type SubtaskCounters struct {
+	RowsIn, RowsOut, BytesIn, BytesOut, BackPressured atomic.Int64
+}
+
+// Subtask returns subtask i's counters (made on first use, when a task is
+// built: not on a hot path).
+func (m *NodeMetrics) Subtask(i int) *SubtaskCounters {
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
+	for len(m.subtasks) <= i {
+		m.subtasks = append(m.subtasks, nil)
+	}
+	if m.subtasks[i] == nil {
+		m.subtasks[i] = &SubtaskCounters{}
+	}
+	return m.subtasks[i]
+}
+
+// Subtasks calls f for every subtask that has counters here, in order.
+func (m *NodeMetrics) Subtasks(f func(i int, c *SubtaskCounters)) {
+	m.subMu.Lock()
+	subs := m.subtasks
+	m.subMu.Unlock()
+	for i, c := range subs {
+		if c != nil {
+			f(i, c)
+		}
+	}
+}
+
+// BackPressuredTotal is the node's back-pressured time (ns): BackPressured
+// plus its subtasks'.
+func (m *NodeMetrics) BackPressuredTotal() int64 {
+	t := m.BackPressured.Load()
+	m.Subtasks(func(_ int, c *SubtaskCounters) { t += c.BackPressured.Load() })
+	return t
+}
+
+// BytesOutTotal is BytesOut plus the node's subtasks'.
+func (m *NodeMetrics) BytesOutTotal() int64 {
+	t := m.BytesOut.Load()
+	m.Subtasks(func(_ int, c *SubtaskCounters) { t += c.BytesOut.Load() })
+	return t
 }
 
 // Watermark is the lowest watermark of the node's subtasks (or

@@ -133,3 +133,114 @@ func TestRunRestoreBefore(t *testing.T) {
 		t.Fatalf("run: %v, opens %+v; want the oldest retained checkpoint opened again with AcceptLoss", err, sink.opens)
 	}
 }
+
+// regionSink fails subtask 0 once, after checkpoints completed, and from
+// then on refuses to restore any checkpoint from the last one it saw
+// completed (as a Kafka sink whose transaction of that checkpoint the
+// broker aborted). It records every restore and cancels the run once
+// both subtasks restored an older checkpoint.
+type regionSink struct {
+	runtime.BaseOperator
+	st *regionSinkState
+}
+
+type regionSinkState struct {
+	mu         sync.Mutex
+	opens      []regionOpen
+	refuseFrom int64 // 0: not yet failed
+	older      map[int]bool
+	cancel     func()
+}
+
+type regionOpen struct {
+	subtask    int
+	checkpoint int64
+	region     bool
+	refused    bool
+}
+
+func (s *regionSink) Open(ctx *runtime.Context, r *runtime.Restored) error {
+	s.Ctx = ctx
+	if r == nil {
+		return nil
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	refused := st.refuseFrom > 0 && r.CheckpointID >= st.refuseFrom
+	st.opens = append(st.opens, regionOpen{ctx.Subtask, r.CheckpointID, r.Region, refused})
+	if refused {
+		return &runtime.RestoreBeforeError{Before: r.CheckpointID, Reason: "test: the transaction of subtask 0 was aborted"}
+	}
+	if st.refuseFrom > 0 {
+		st.older[ctx.Subtask] = true
+		if len(st.older) == 2 {
+			st.cancel()
+		}
+	}
+	return nil
+}
+
+func (s *regionSink) Process(_ int, b *row.Batch) error {
+	b.Release()
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s.Ctx.Subtask == 0 && st.refuseFrom == 0 && s.Ctx.LastCompleted() >= 3 {
+		st.refuseFrom = s.Ctx.LastCompleted()
+		return errors.New("test: subtask 0 fails")
+	}
+	return nil
+}
+
+func (s *regionSink) Snapshot(int64) (runtime.Snapshot, error) {
+	return runtime.SnapshotFunc(func(w runtime.StateWriter) error { w.AddOperatorState([]byte("x")); return nil }), nil
+}
+
+// TestRegionRestoreBefore: a region restart whose sink finds its
+// pre-committed output lost (RestoreBeforeError: the broker aborted the
+// transaction) cannot restore its region alone from an older checkpoint —
+// the other regions went on past it — so the whole job restarts, from the
+// newest checkpoint older than the lost one, and the sources replay.
+func TestRegionRestoreBefore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st := &regionSinkState{older: map[int]bool{}, cancel: cancel}
+	g := &runtime.Graph{JobName: "region-refuse", MaxParallelism: 16, ExactlyOnce: true, Nodes: []*runtime.Node{
+		{ID: "src", Type: "fake", Parallelism: 2, Schema: posSchema, NewSource: func() runtime.Source { return &fakeSource{} }},
+		{ID: "out", Type: "refusing", Parallelism: 2, Inputs: []runtime.Edge{{From: "src", Partition: runtime.Forward}},
+			NewOperator: func() runtime.Operator { return &regionSink{st: st} }},
+	}}
+	storage, err := checkpoint.Open("file://"+t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := runtime.Options{Storage: storage, Interval: 20 * time.Millisecond, Timeout: time.Minute, Retained: 5,
+		Restart: runtime.FixedDelay{Attempts: 3, Delay: time.Millisecond},
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
+	res, err := runtime.Run(ctx, g, opts)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("run: %v (want it cancelled once both subtasks restored an older checkpoint)", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var regionRefused, wholeRefused bool
+	for _, o := range st.opens {
+		switch {
+		case o.refused && o.region:
+			regionRefused = true
+		case o.refused:
+			wholeRefused = true
+		case o.region:
+			t.Errorf("a region restore succeeded (%+v): it should have been refused", o)
+		case o.checkpoint >= st.refuseFrom:
+			t.Errorf("a restore of checkpoint %d, not older than the lost %d", o.checkpoint, st.refuseFrom)
+		}
+	}
+	if !regionRefused || !wholeRefused || len(st.older) != 2 {
+		t.Fatalf("opens %+v (refused from %d): want the region restore refused, then the whole job's, then both subtasks restored an older checkpoint", st.opens, st.refuseFrom)
+	}
+	if res.Restarts < 1 {
+		t.Errorf("restarts = %d, want the whole job restarted", res.Restarts)
+	}
+}

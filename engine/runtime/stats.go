@@ -6,23 +6,23 @@ import (
 )
 
 // CreditWaitCounter is a ChannelSender that adds the time its Send waits
-// for a credit to a counter (the producer's NodeMetrics.BackPressured),
+// for a credit to a counter (the producer subtask's BackPressured),
 // timing only the waits so that a send with credit costs nothing more.
 type CreditWaitCounter interface {
 	CountCreditWait(ns *atomic.Int64)
 }
 
 // ByteCounter is a ChannelSender that adds the encoded size of what it
-// sends to a counter (the producer's NodeMetrics.BytesOut).
+// sends to a counter (the producer subtask's BytesOut).
 type ByteCounter interface {
 	CountBytes(n *atomic.Int64)
 }
 
-// backPressured is node id's back-pressure counter, nil when it has no
-// metrics.
-func backPressured(metrics map[string]*NodeMetrics, id string) *atomic.Int64 {
+// backPressured is the back-pressure counter of node id's subtask, nil
+// when the node has no metrics.
+func backPressured(metrics map[string]*NodeMetrics, id string, subtask int) *atomic.Int64 {
 	if m := metrics[id]; m != nil {
-		return &m.BackPressured
+		return &m.Subtask(subtask).BackPressured
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ type chainLink struct {
 	op    Operator
 	input int
 	m     *NodeMetrics
+	sc    *SubtaskCounters
 }
 
 func (c *chainLink) Collect(b *row.Batch) {
@@ -30,6 +31,7 @@ func (c *chainLink) Collect(b *row.Batch) {
 		return
 	}
 	c.m.RowsIn.Add(int64(b.Len))
+	c.sc.RowsIn.Add(int64(b.Len))
 	if err := c.op.Process(c.input, b); err != nil {
 		c.t.fail(err)
 	}
@@ -419,6 +421,7 @@ func (t *task) handle(m Message) {
 	switch m.Kind {
 	case MsgData:
 		h.ctx.Metrics.RowsIn.Add(int64(m.Batch.Len))
+		h.ctx.Counters.RowsIn.Add(int64(m.Batch.Len))
 		if err := h.op.Process(t.in.input[m.ch], m.Batch); err != nil {
 			t.fail(fmt.Errorf("%s#%d: %w", h.node.ID, t.subtask, err))
 		}

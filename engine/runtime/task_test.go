@@ -138,13 +138,14 @@ func newHarness(t *testing.T, channels, chain int, exactlyOnce bool) *harness {
 		ops[i] = &traceOp{name: fmt.Sprintf("op%d", i), tr: tr}
 		n := &Node{ID: ops[i].name, Parallelism: 1}
 		ctx := &Context{NodeID: n.ID, Parallelism: 1, Log: log, Metrics: &NodeMetrics{}}
+		ctx.Counters = ctx.Metrics.Subtask(0)
 		tk.members = append(tk.members, &member{node: n, ctx: ctx, op: ops[i]})
 	}
 	out := &edgeOutput{part: Forward, targets: []channelWriter{traceWriter{tr}}}
 	tk.edges = []*edgeOutput{out}
 	for i, m := range tk.members {
 		if i < chain-1 {
-			m.ctx.Out = &chainLink{t: tk, op: ops[i+1], m: tk.members[i+1].ctx.Metrics}
+			m.ctx.Out = &chainLink{t: tk, op: ops[i+1], m: tk.members[i+1].ctx.Metrics, sc: tk.members[i+1].ctx.Counters}
 		} else {
 			m.ctx.Out = out
 		}
