@@ -103,7 +103,8 @@ func TestRMSubscribesLaunchesAcksAndSuppresses(t *testing.T) {
 			!cmd.URIs[0].GetExecutable() || cmd.URIs[0].GetExtract() {
 			t.Errorf("command %+v", cmd)
 		}
-		if !hasArg(ti, "taskmanager", "--master", "10.0.0.1:7000") || !hasArg(ti, "--resource-id", id) || !hasArg(ti, "--log-level", "debug") {
+		if !hasArg(ti, "taskmanager", "--master", "10.0.0.1:7000") || !hasArg(ti, "--resource-id", id) || !hasArg(ti, "--log-level", "debug") ||
+			!hasArg(ti, "--local-dir", "local") {
 			t.Errorf("arguments %q", cmd.Arguments)
 		}
 		var port uint64

@@ -603,7 +603,9 @@ func (r *ResourceManager) taskInfo(id string, a Accept, t Task) mesos.TaskInfo {
 	} else {
 		args = append(args, "--master", r.master)
 	}
-	args = append(args, "--slots", strconv.Itoa(max(r.cfg.Slots, 1)), "--resource-id", id)
+	// Local state in the sandbox (the task's working directory): the
+	// agent removes it with the sandbox.
+	args = append(args, "--slots", strconv.Itoa(max(r.cfg.Slots, 1)), "--resource-id", id, "--local-dir", "local")
 	if len(t.Ports) > 0 {
 		p := strconv.FormatUint(t.Ports[0], 10)
 		args = append(args, "--data", "0.0.0.0:"+p, "--advertise", a.Offer.Hostname+":"+p)
