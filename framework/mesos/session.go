@@ -76,10 +76,10 @@ func (r *ResourceManager) run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			r.lastErr = err
 		}
-		failedOver := r.failedOver
+		failedOver, closed := r.failedOver, r.closed
 		r.mu.Unlock()
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || closed {
+			return // closed: torn down or abandoned, Close cancels the loop
 		}
 		r.reportStatus()
 		if subscribed && time.Since(start) >= r.cfg.StableAfter {
@@ -443,7 +443,12 @@ func describe(st mesos.TaskStatus) error {
 // uuid (master-generated ones have none and must not be acked).
 func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 	id, agent := st.TaskID.Value, st.GetAgentID().GetValue()
-	if len(st.UUID) > 0 && agent != "" {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	// Once closed the framework is being torn down: no acks (the master
+	// answers "Framework cannot be found" to them).
+	if len(st.UUID) > 0 && agent != "" && !closed {
 		defer func() {
 			if err := s.call(calls.Acknowledge(agent, id, st.UUID)); err != nil {
 				r.log.Warn("acknowledging a status update", "task", id, "err", err)
