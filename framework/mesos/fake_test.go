@@ -323,7 +323,7 @@ func testRM(t *testing.T, masters string, mod func(*Config)) *ResourceManager {
 		t.Fatal(err)
 	}
 	cfg := Config{Client: c, Role: "job", BinaryURI: "http://files/sluice", Profile: Profile{CPUs: 1, MemMB: 512, DiskMB: 10, Ports: 1},
-		BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond, Tick: 10 * time.Millisecond, Log: testLogger(t)}
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond, Tick: 10 * time.Millisecond, LaunchHold: time.Nanosecond, Log: testLogger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}

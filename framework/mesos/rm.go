@@ -64,6 +64,10 @@ type Config struct {
 	// ID, subscribe again after this long (default 30 s; far longer than
 	// the job master takes to learn it was superseded).
 	RetakeAfter time.Duration
+	// LaunchHold: after a task failed to start (or ended within 10 s of
+	// starting) launches wait this long, doubling with each such failure
+	// up to a minute (default 1 s).
+	LaunchHold time.Duration
 	// Tick is how often timers are checked (unreachable agents, launch
 	// holds, quota; default 1 s).
 	Tick time.Duration
@@ -82,29 +86,30 @@ type ResourceManager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu          sync.Mutex
-	master      string
-	lost        func(string, error)
-	want        int // TaskManagers to keep
-	tasks       map[string]*task
-	released    map[string]bool // ids the master dropped that were never ours to track: kill on sight
-	ended       map[string]bool // tasks it tracked that ended (and were replaced then)
-	revive      bool            // more are needed since the last REVIVE: clear the decline filters
-	frameworkID string
-	subscribed  bool
-	suppressed  bool
-	failedOver  bool // another scheduler took the framework over, and it was not taken back since
-	lastErr     error
-	unfit       map[string]int
-	quota       string // why offers stay away, from the role's quota
-	quotaAt     time.Time
-	holdUntil   time.Time // no launches before (after launches failed)
-	failStreak  int
-	seq         int
-	prefix      string
-	started     bool
-	closed      bool
-	abandoned   bool // a newer master owns the tasks: send nothing more
+	mu           sync.Mutex
+	master       string
+	lost         func(string, error)
+	want         int // TaskManagers to keep
+	tasks        map[string]*task
+	released     map[string]bool // ids the master dropped that were never ours to track: kill on sight
+	ended        map[string]bool // tasks it tracked that ended (and were replaced then)
+	revive       bool            // more are needed since the last REVIVE: clear the decline filters
+	frameworkID  string
+	subscribed   bool
+	suppressed   bool
+	failedOver   bool // another scheduler took the framework over, and it was not taken back since
+	lastErr      error
+	unfit        map[string]int
+	quota        string // why offers stay away, from the role's quota
+	quotaAt      time.Time
+	holdUntil    time.Time // no launches before (after launches failed)
+	failStreak   int
+	lastQuickEnd time.Time
+	seq          int
+	prefix       string
+	started      bool
+	closed       bool
+	abandoned    bool // a newer master owns the tasks: send nothing more
 
 	session *session // the current subscription, nil between them
 
@@ -160,6 +165,7 @@ func New(cfg Config) (*ResourceManager, error) {
 	def(&cfg.StableAfter, 30*time.Second)
 	def(&cfg.SubscribeTimeout, 30*time.Second)
 	def(&cfg.RetakeAfter, 30*time.Second)
+	def(&cfg.LaunchHold, time.Second)
 	def(&cfg.Tick, time.Second)
 	if cfg.Profile == (Profile{}) {
 		cfg.Profile = Profile{CPUs: 1, MemMB: 1024, DiskMB: 256, Ports: 1}

@@ -720,3 +720,31 @@ func TestRMGarbageAnswers(t *testing.T) {
 		})
 	}
 }
+
+// Tasks that end right after they start (here: refused by the job master
+// and exiting) are not relaunched in a loop: launches are held, and offers
+// declined meanwhile only until the hold ends.
+func TestRMQuickEndsHoldLaunches(t *testing.T) {
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, func(c *Config) { c.LaunchHold = time.Hour })
+	var ll lostLog
+	if err := r.Start(context.Background(), "m:1", 1, ll.lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	s.send(offersEvent(bigOffer("o1", "h1")))
+	t1 := launchedTasks(t, f, 1)[0]
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_RUNNING, newUUID()))
+	s.send(updateEvent(t1.TaskID.Value, t1.AgentID.Value, mesos.TASK_FAILED, newUUID()))
+	s.send(offersEvent(bigOffer("o2", "h2")))
+	dec := f.waitCall(t, scheduler.Call_DECLINE, func(c *scheduler.Call) bool { return c.Decline.OfferIDs[0].Value == "o2" })
+	if got := dec.Decline.Filters.GetRefuseSeconds(); got != 30 {
+		t.Errorf("refuse_seconds %v while held for an hour, want the configured 30", got)
+	}
+	if n := f.count(scheduler.Call_ACCEPT); n != 1 {
+		t.Fatalf("%d ACCEPTs during the hold", n)
+	}
+	if len(ll.get()) != 1 {
+		t.Fatalf("lost %v", ll.get())
+	}
+}

@@ -413,6 +413,10 @@ func (r *ResourceManager) checkQuota(ctx context.Context) {
 	}
 }
 
+// quickEnd: a task that ends this soon after it started running counts as
+// one that failed to start.
+const quickEnd = 10 * time.Second
+
 func terminal(s mesos.TaskState) bool {
 	switch s {
 	case mesos.TASK_FINISHED, mesos.TASK_FAILED, mesos.TASK_KILLED, mesos.TASK_ERROR, mesos.TASK_LOST,
@@ -493,11 +497,18 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 			if t.active() {
 				r.revive = true
 				lostErr = describe(st)
-				if !t.everRunning {
-					// It never ran: hold further launches a while, so a
-					// task that cannot start is not launched in a loop.
+				if !t.everRunning || now.Sub(t.runningSince) < quickEnd {
+					// It never ran, or ended soon after it started (a
+					// binary that cannot start, a TaskManager the job
+					// master refuses): hold further launches, doubling,
+					// so that such tasks are not launched in a loop. A
+					// quiet while resets the streak.
+					if now.Sub(r.lastQuickEnd) > 2*time.Minute {
+						r.failStreak = 0
+					}
 					r.failStreak++
-					r.holdUntil = now.Add(min(time.Duration(1<<min(r.failStreak-1, 6))*time.Second, time.Minute))
+					r.lastQuickEnd = now
+					r.holdUntil = now.Add(min(r.cfg.LaunchHold<<min(r.failStreak-1, 6), max(time.Minute, r.cfg.LaunchHold)))
 				}
 			}
 		case state == mesos.TASK_UNREACHABLE:
@@ -509,7 +520,6 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 				t.runningSince = now
 			}
 			t.everRunning = true
-			r.failStreak = 0
 			if !t.unreachable.IsZero() {
 				r.log.Info("a TaskManager's agent is back", "task", id, "after", now.Sub(t.unreachable).Round(time.Millisecond))
 				t.unreachable = time.Time{}
