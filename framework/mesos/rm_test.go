@@ -454,7 +454,8 @@ func TestRMRemovedFrameworkRegistersAnew(t *testing.T) {
 	}
 	f := newFakeMaster(t)
 	f.set(func() { f.removed["fw-old"] = true })
-	r := testRM(t, f.srv.URL, func(c *Config) { c.IDs = store })
+	// A long backoff: registering anew after the removal waits for none.
+	r := testRM(t, f.srv.URL, func(c *Config) { c.IDs = store; c.BackoffMin, c.BackoffMax = time.Hour, time.Hour })
 	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
 		t.Fatal(err)
 	}

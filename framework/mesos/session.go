@@ -22,6 +22,11 @@ const (
 	errFailedOver = "Framework failed over"
 )
 
+// errRegisterAnew: the framework ID was cleared; the next subscription
+// registers a new framework at once (no backoff: it cannot be refused as
+// removed again).
+var errRegisterAnew = errors.New("registering a new framework")
+
 // ErrFrameworkFailedOver: another scheduler subscribed with this
 // framework's id (a newer master of the job took it over).
 var ErrFrameworkFailedOver = errors.New("another scheduler subscribed with this framework ID (framework failed over)")
@@ -86,6 +91,9 @@ func (r *ResourceManager) run(ctx context.Context) {
 			backoff = r.cfg.BackoffMin
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
+		if errors.Is(err, errRegisterAnew) {
+			continue // at once, and the backoff stays as it was
+		}
 		if failedOver {
 			wait = r.cfg.RetakeAfter
 			r.log.Error("Mesos: another scheduler subscribed with this framework ID; subscribing again unless this master is superseded first",
@@ -257,7 +265,7 @@ func (r *ResourceManager) handle(s *session, e *scheduler.Event) error {
 		switch {
 		case strings.Contains(msg, errRemoved):
 			r.removed(s)
-			return fmt.Errorf("Mesos: %s: registering a new framework", msg)
+			return fmt.Errorf("Mesos: %s: %w", msg, errRegisterAnew)
 		case strings.Contains(msg, errFailedOver):
 			r.mu.Lock()
 			r.failedOver = true
