@@ -5,15 +5,18 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/runtime"
 	"github.com/sluice-stream/sluice/engine/spec"
 	"github.com/sluice-stream/sluice/framework"
+	"github.com/sluice-stream/sluice/framework/mesos"
 	"github.com/sluice-stream/sluice/taskmanager"
 )
 
@@ -30,6 +33,23 @@ type clusterOpts struct {
 	haDir        *string
 	hbInterval   *time.Duration
 	hbTimeout    *time.Duration
+	mesos        mesosOpts // framework --resource-manager mesos
+}
+
+// mesosOpts are the flags of `sluice framework --resource-manager mesos`.
+type mesosOpts struct {
+	master, role, principal, secretFile, binaryURI, user *string
+	failover, unreachable, refuse                        *time.Duration
+	constraints                                          listFlag
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ";") }
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 func envInt(name string, def int) int {
@@ -50,8 +70,26 @@ func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 	c := &clusterOpts{framework: framework}
 	if framework {
 		c.job = fs.String("job", env("SLUICE_JOB", ""), "the job spec file")
-		c.rm = fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where TaskManagers come from: local (child processes)")
+		c.rm = fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where TaskManagers come from: local (child processes) or mesos (Mesos tasks from resource offers)")
 		c.taskManagers = fs.Int("taskmanagers", envInt("SLUICE_TASKMANAGERS", 0), "TaskManagers to keep (default: enough slots for the job's highest parallelism)")
+		m := &c.mesos
+		m.master = fs.String("mesos-master", env("SLUICE_MESOS_MASTER", ""), "Mesos: the master(s), http://host:5050 or a comma-separated list (calls follow the leader's redirects)")
+		m.role = fs.String("role", env("SLUICE_ROLE", ""), "Mesos: the role offers are taken with (default: the spec's role)")
+		m.principal = fs.String("principal", env("SLUICE_MESOS_PRINCIPAL", ""), "Mesos: the framework's principal (HTTP basic authentication with --secret-file)")
+		m.secretFile = fs.String("secret-file", env("SLUICE_MESOS_SECRET_FILE", ""), "Mesos: a file holding the principal's secret")
+		m.binaryURI = fs.String("binary-uri", env("SLUICE_BINARY_URI", ""), "Mesos: where agents fetch the sluice binary (http://, https://, file://, hdfs://; default: this master serves its own binary over HTTP on the --control host)")
+		m.user = fs.String("mesos-user", env("SLUICE_MESOS_USER", ""), "Mesos: the user TaskManager tasks run as (default: the current user)")
+		m.failover = fs.Duration("failover-timeout", envDuration("SLUICE_MESOS_FAILOVER_TIMEOUT", 7*24*time.Hour), "Mesos: how long Mesos keeps the framework and its tasks after this master is gone")
+		m.unreachable = fs.Duration("unreachable-timeout", envDuration("SLUICE_MESOS_UNREACHABLE_TIMEOUT", 2*time.Minute), "Mesos: how long a TaskManager on an unreachable agent is waited for before it is replaced")
+		m.refuse = fs.Duration("refuse-seconds", envDuration("SLUICE_MESOS_REFUSE_SECONDS", 30*time.Second), "Mesos: the decline filter: an agent whose offer was declined is not offered again for this long (a REVIVE clears it)")
+		if v := os.Getenv("SLUICE_MESOS_CONSTRAINTS"); v != "" {
+			for _, c := range strings.Split(v, ";") {
+				if c = strings.TrimSpace(c); c != "" {
+					m.constraints = append(m.constraints, c)
+				}
+			}
+		}
+		fs.Var(&m.constraints, "constraint", "Mesos: a placement constraint FIELD:OPERATOR[:VALUE] (repeatable; with the spec's): hostname:UNIQUE, rack:LIKE:r[12], rack:UNLIKE:r3, hostname:MAX_PER:2, rack:IS:r1, rack:CLUSTER[:r1], rack:GROUP_BY[:N] (env: ';'-separated)")
 	} else {
 		local := "local"
 		c.rm = &local
@@ -72,8 +110,8 @@ func (c *clusterOpts) on() bool { return c.framework || *c.taskManagers > 0 }
 // master starts the job master and its resource manager.
 // httpAddr is the REST API's address, published in the HA directory.
 func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel, httpAddr string, log *slog.Logger) (*framework.Master, error) {
-	if *c.rm != "local" {
-		return nil, fmt.Errorf("--resource-manager %q: only local is built (mesos comes with the Mesos framework)", *c.rm)
+	if *c.rm != "local" && *c.rm != "mesos" {
+		return nil, fmt.Errorf("--resource-manager %q: want local or mesos", *c.rm)
 	}
 	res := spec.Resources{}
 	if j.Resources != nil {
@@ -102,17 +140,102 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel, 
 	if hbt <= 0 {
 		hbt = j.Heartbeat.Timeout.D()
 	}
-	rm := &framework.Local{Slots: slots, LocalDir: localDir, Args: []string{"--log-level", logLevel}, Log: log}
 	var ha *framework.HA
 	if *c.haDir != "" {
 		var err error
 		if ha, err = framework.OpenHA(*c.haDir); err != nil {
 			return nil, err
 		}
-		rm.HADir = *c.haDir
+	}
+	var rm framework.ResourceManager
+	if *c.rm == "mesos" {
+		mrm, err := c.mesosRM(j, res, slots, logLevel, log)
+		if err != nil {
+			return nil, err
+		}
+		rm = mrm
+	} else {
+		rm = &framework.Local{Slots: slots, LocalDir: localDir, HADir: *c.haDir, Args: []string{"--log-level", logLevel}, Log: log}
 	}
 	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
 		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, HTTP: httpAddr, Log: log})
+}
+
+// mesosRM builds the Mesos resource manager from the flags and the spec
+// (role, constraints, resources per TaskManager).
+func (c *clusterOpts) mesosRM(j *spec.Job, res spec.Resources, slots int, logLevel string, log *slog.Logger) (*mesos.ResourceManager, error) {
+	m := &c.mesos
+	if *m.master == "" {
+		return nil, fmt.Errorf("--resource-manager mesos: give the Mesos master with --mesos-master URL")
+	}
+	client, err := mesos.NewClient(*m.master)
+	if err != nil {
+		return nil, fmt.Errorf("--mesos-master: %w", err)
+	}
+	if *m.principal != "" && *m.secretFile != "" {
+		b, err := os.ReadFile(*m.secretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--secret-file: %w", err)
+		}
+		client.Principal, client.Secret = *m.principal, strings.TrimSpace(string(b))
+	} else if *m.secretFile != "" {
+		return nil, fmt.Errorf("--secret-file needs --principal")
+	}
+	role := *m.role
+	if role == "" {
+		role = j.Role
+	}
+	if role == "" {
+		return nil, fmt.Errorf("--resource-manager mesos: give the role with --role (or the spec's role)")
+	}
+	var cons []mesos.Constraint
+	for _, sc := range j.Constraints {
+		con, err := mesos.ParseConstraint(strings.Join(sc, ":"))
+		if err != nil {
+			return nil, fmt.Errorf("the spec's constraints: %w", err)
+		}
+		cons = append(cons, con)
+	}
+	for _, s := range m.constraints {
+		con, err := mesos.ParseConstraint(s)
+		if err != nil {
+			return nil, fmt.Errorf("--constraint: %w", err)
+		}
+		cons = append(cons, con)
+	}
+	prof := mesos.Profile{CPUs: res.CPUs, MemMB: res.MemMB, DiskMB: res.DiskMB, Ports: 1}
+	if prof.CPUs <= 0 {
+		prof.CPUs = 1
+	}
+	if prof.MemMB <= 0 {
+		prof.MemMB = 1024
+	}
+	uri := *m.binaryURI
+	if uri == "" {
+		// Served on the control address's host: the agents reach the
+		// master's control port there too.
+		host, _, err := net.SplitHostPort(*c.listen)
+		if err != nil {
+			return nil, fmt.Errorf("--control: %w", err)
+		}
+		b, err := mesos.ServeBinary(net.JoinHostPort(host, "0"), "")
+		if err != nil {
+			return nil, err
+		}
+		uri = b.URI
+		log.Info("serving the sluice binary to the Mesos agents", "uri", uri)
+	}
+	cfg := mesos.Config{Client: client, Role: role, Name: "sluice " + j.Name, User: *m.user, Principal: *m.principal,
+		FailoverTimeout: *m.failover, UnreachableTimeout: *m.unreachable, RefuseSeconds: *m.refuse,
+		Profile: prof, Constraints: cons, Slots: slots, BinaryURI: uri, HADir: *c.haDir,
+		Args: []string{"--log-level", logLevel}, Log: log,
+		OnStatus: func(s string) { log.Info("Mesos: " + s) }}
+	if *c.haDir != "" {
+		if cfg.IDs, err = mesos.OpenHAStore(*c.haDir); err != nil {
+			return nil, err
+		}
+	}
+	return mesos.New(cfg)
 }
 
 func cmdFramework(args []string) int {
