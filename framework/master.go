@@ -74,13 +74,16 @@ type Master struct {
 	// which the driver calls from one goroutine).
 	tookOver bool
 
-	mu      sync.Mutex
-	tms     map[string]*tmConn
-	nextID  int
-	changed chan struct{} // closed and replaced when tms changes
-	current *attempt
-	prev    Placement
-	lost    int // TaskManagers lost so far
+	mu  sync.Mutex
+	tms map[string]*tmConn
+	// released: resource ids of TaskManagers it dropped and had replaced;
+	// one that comes back (it was only paused or cut off) is refused.
+	released map[string]bool
+	nextID   int
+	changed  chan struct{} // closed and replaced when tms changes
+	current  *attempt
+	prev     Placement
+	lost     int // TaskManagers lost so far
 	// metrics sums the TaskManagers' counters (reports, per TaskManager,
 	// the lost ones' last ones included) into the run's NodeMetrics.
 	metrics map[string]*runtime.NodeMetrics
@@ -163,7 +166,7 @@ func New(cfg Config) (*Master, error) {
 			return nil, fmt.Errorf("framework: %w", err)
 		}
 	}
-	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, changed: make(chan struct{}),
+	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, released: map[string]bool{}, changed: make(chan struct{}),
 		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}}
 	for _, n := range cfg.Graph.Nodes {
 		m.metrics[n.ID] = &runtime.NodeMetrics{}

@@ -192,3 +192,70 @@ func TestRefusesStaleMaster(t *testing.T) {
 		t.Fatalf("heartbeat first: %v %v, want Refused", r, err)
 	}
 }
+
+// lostRM records what the master tells it.
+type lostRM struct{ lost chan string }
+
+func (r *lostRM) Start(context.Context, string, int, func(string, error)) error { return nil }
+func (r *lostRM) Lost(id string)                                              { r.lost <- id }
+func (r *lostRM) Close()                                                      {}
+func (r *lostRM) Abandon()                                                    {}
+
+// TestRefusesReplacedTaskManager: a TaskManager the master dropped (its
+// session ended: hung, or cut off) is replaced through the resource
+// manager; when it comes back under the same resource id it is refused,
+// so the replacement and the old one never both take slots.
+func TestRefusesReplacedTaskManager(t *testing.T) {
+	j, err := spec.Parse([]byte(job), []string{"checkpoint.storage=file://" + t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err := plan.Prepare(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := &lostRM{lost: make(chan string, 1)}
+	m, err := framework.New(framework.Config{Job: j, Graph: g, TaskManagers: 2, Slots: 1, RM: rm, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	cc, err := grpc.NewClient(m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	register := func(sctx context.Context) *pb.FromMaster {
+		t.Helper()
+		s, err := pb.NewControlClient(cc).Session(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Register{Register: &pb.Register{Slots: 1, DataAddress: "127.0.0.1:1", ResourceId: "r-1"}}}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	sctx, end := context.WithCancel(ctx)
+	if r := register(sctx); r.GetRegistered() == nil {
+		t.Fatalf("first registration: %v", r)
+	}
+	end() // the session ends: the master drops it and has it replaced
+	select {
+	case id := <-rm.lost:
+		if id != "r-1" {
+			t.Fatalf("the resource manager was told %q was lost, want r-1", id)
+		}
+	case <-ctx.Done():
+		t.Fatal("the resource manager was not told the TaskManager was lost")
+	}
+	if r := register(ctx); r.GetRefused() == nil || !strings.Contains(r.GetRefused().Reason, "replaced") {
+		t.Fatalf("the replaced TaskManager registering again: %v, want Refused", r)
+	}
+}

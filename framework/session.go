@@ -45,6 +45,11 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	ctx, drop := context.WithCancelCause(stream.Context())
 	defer drop(errSessionEnded)
 	m.mu.Lock()
+	if reg.ResourceId != "" && m.released[reg.ResourceId] {
+		// Dropped (hung, or cut off) and replaced: it comes back fenced.
+		m.mu.Unlock()
+		return refuse(fmt.Sprintf("resource %s was dropped and replaced; register as a new TaskManager", reg.ResourceId))
+	}
 	if want := m.cfg.TaskManagers + m.cfg.Spares; len(m.tms) >= want {
 		m.mu.Unlock()
 		return refuse(fmt.Sprintf("the job has the %d TaskManagers it needs", want))
@@ -128,6 +133,11 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 		a.lostTM(t.id, cause)
 	}
 	if m.cfg.RM != nil && !m.supersededNow() {
+		if t.resourceID != "" {
+			m.mu.Lock()
+			m.released[t.resourceID] = true
+			m.mu.Unlock()
+		}
 		m.cfg.RM.Lost(t.resourceID)
 	}
 	return nil
