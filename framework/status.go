@@ -81,3 +81,13 @@ func (m *Master) Lost() int {
 // NodeMetrics are the job's counters per node, summed over every
 // TaskManager's reports (they are the run's Result.Metrics).
 func (m *Master) NodeMetrics() map[string]*runtime.NodeMetrics { return m.metrics }
+
+// ResourceStatus is what the resource manager says of its TaskManagers
+// when it can (the Mesos one: subscribed, waiting for offers and why,
+// quota); "" otherwise.
+func (m *Master) ResourceStatus() string {
+	if st, ok := m.cfg.RM.(interface{ Status() string }); ok {
+		return st.Status()
+	}
+	return ""
+}

@@ -141,7 +141,18 @@ func (a *jobAPI) status(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, errorCode(err), errorReply{"status: " + err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	reply := statusReply{Status: st}
+	if m := a.obs.master; m != nil {
+		reply.Resources = m.ResourceStatus()
+	}
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// statusReply is GET /v1/status: the job's status and, on a cluster, what
+// its resource manager says (e.g. why it waits for Mesos offers).
+type statusReply struct {
+	runtime.Status
+	Resources string `json:"resources,omitempty"`
 }
 
 func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
