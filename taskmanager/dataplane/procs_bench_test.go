@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,10 @@ import (
 // (getrusage), the receiver's counted from its first message.
 //
 //	go test -run '^$' -bench TwoProcs -benchtime 2s ./taskmanager/dataplane/
+//
+// -cpuprofile profiles the sending process; SLUICE_DATAPLANE_BENCH_RECVPROF=FILE
+// has each receiving process write its CPU profile there (the last run's
+// stays).
 //
 // Schemas: "mixed" is BenchmarkTCP's batch (1024 rows of int64, string of
 // 16, float64: 28.7 KB); "seq" is what harness job (b) sends across: the
@@ -87,6 +92,17 @@ func receiverMain(arg string) error {
 		return err
 	}
 	schema, _ := benchSchema(name)
+	if path := os.Getenv("SLUICE_DATAPLANE_BENCH_RECVPROF"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	recv := newTestReceiver()
 	recv.schema = schema
 	var (
@@ -143,8 +159,13 @@ func benchTwoProcs(b *testing.B, schemaName string, channels int) {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill() // if the benchmark fails midway
+	waited := false
+	defer func() {
+		if !waited { // the benchmark failed midway
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
 	lines := bufio.NewScanner(out)
 	field := func(want string) string {
 		if !lines.Scan() {
@@ -212,6 +233,10 @@ func benchTwoProcs(b *testing.B, schemaName string, channels int) {
 	sendCPU := cpuTime() - cpu0 // all written: the receiver has every end
 	if err != nil {
 		b.Fatal(err)
+	}
+	waited = true
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("receiver process: %v", err)
 	}
 	send, recv := sendCPU.Seconds(), time.Duration(recvNS).Seconds()
 	b.ReportMetric((send+recv)*1e9/float64(b.N), "cpu-ns/op")
