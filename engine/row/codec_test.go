@@ -83,11 +83,23 @@ func sameRows(t testing.TB, got, want *Batch) {
 	}
 }
 
+// The two layouts of a batch: varints (AppendBatch) and packed integers.
+var encoders = []struct {
+	name string
+	fn   func([]byte, *Batch) []byte
+}{{"varint", AppendBatch}, {"packed", AppendBatchPacked}}
+
 func TestBatchRoundTrip(t *testing.T) {
+	for _, e := range encoders {
+		t.Run(e.name, func(t *testing.T) { testBatchRoundTrip(t, e.fn) })
+	}
+}
+
+func testBatchRoundTrip(t *testing.T, appendBatch func([]byte, *Batch) []byte) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{0, 1, 7, 8, 9, 100, 1000} {
 		b := randomBatch(r, n)
-		enc := AppendBatch([]byte("prefix"), b)
+		enc := appendBatch([]byte("prefix"), b)
 		enc = append(enc, "tail"...)
 		into := NewBatch(allTypes)
 		rest, err := DecodeBatch(enc[len("prefix"):], into)
@@ -121,9 +133,49 @@ func TestBatchEncodingIsCompact(t *testing.T) {
 	}
 }
 
+// Packed integer columns take the width their values span.
+func TestPackedWidths(t *testing.T) {
+	s := MustSchema(Field{"i", Int64})
+	for _, c := range []struct {
+		vals  []int64
+		width int
+	}{
+		{[]int64{5, 5, 5}, 1},
+		{[]int64{-3, 252}, 1},
+		{[]int64{-3, 253}, 2},
+		{[]int64{1 << 40, 1<<40 + 70000}, 4},
+		{[]int64{math.MinInt64, math.MaxInt64, 0}, 8},
+	} {
+		b := NewBatch(s)
+		for _, v := range c.vals {
+			b.AppendRow(v)
+		}
+		enc := AppendBatchPacked(nil, b)
+		if want := 4 + 9 + c.width*len(c.vals); len(enc) != want {
+			t.Errorf("%v: %d bytes, want %d", c.vals, len(enc), want)
+		}
+		into := NewBatch(s)
+		if _, err := DecodeBatch(enc, into); err != nil {
+			t.Fatal(err)
+		}
+		sameRows(t, into, b)
+	}
+	bad := AppendBatchPacked(nil, NewBatch(s))
+	bad[4] = 3 // width
+	if _, err := DecodeBatch(bad, NewBatch(s)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("width 3: err = %v", err)
+	}
+}
+
 func TestDecodeBatchErrors(t *testing.T) {
+	for _, e := range encoders {
+		t.Run(e.name, func(t *testing.T) { testDecodeBatchErrors(t, e.fn) })
+	}
+}
+
+func testDecodeBatchErrors(t *testing.T, appendBatch func([]byte, *Batch) []byte) {
 	b := randomBatch(rand.New(rand.NewPCG(3, 4)), 50)
-	enc := AppendBatch(nil, b)
+	enc := appendBatch(nil, b)
 	other := MustSchema(Field{"i", Int64}, Field{"f", Float64})
 	if _, err := DecodeBatch(enc, NewBatch(other)); err == nil || !errors.Is(err, ErrCorrupt) {
 		t.Errorf("wrong schema: err = %v", err)
@@ -196,6 +248,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, n := range []int{0, 1, 3, 9, 40} {
 		f.Add(AppendBatch(nil, randomBatch(r, n)))
+		f.Add(AppendBatchPacked(nil, randomBatch(r, n)))
 	}
 	f.Add([]byte{})
 	f.Add([]byte{codecVersion, 0, 6, 1, 2, 3, 4, 5, 6})
@@ -265,26 +318,31 @@ func BenchmarkIntCodec(b *testing.B) {
 		batch.Cols[2].Ints = append(batch.Cols[2].Ints, 1_764_000_000_000+id/100)
 	}
 	batch.Len = DefaultBatchSize
-	enc := AppendBatch(nil, batch)
-	b.Run("encode", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(enc)))
-		buf := make([]byte, 0, len(enc))
-		for b.Loop() {
-			buf = AppendBatch(buf[:0], batch)
-		}
-	})
-	b.Run("decode", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(enc)))
-		into := NewBatch(s)
-		for b.Loop() {
-			into.Reset()
-			if _, err := DecodeBatch(enc, into); err != nil {
-				b.Fatal(err)
+	for _, layout := range []struct {
+		name string
+		fn   func([]byte, *Batch) []byte
+	}{{"varint", AppendBatch}, {"packed", AppendBatchPacked}} {
+		enc := layout.fn(nil, batch)
+		b.Run(layout.name+"/encode", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(enc)))
+			buf := make([]byte, 0, len(enc))
+			for b.Loop() {
+				buf = layout.fn(buf[:0], batch)
 			}
-		}
-	})
+		})
+		b.Run(layout.name+"/decode", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(enc)))
+			into := NewBatch(s)
+			for b.Loop() {
+				into.Reset()
+				if _, err := DecodeBatch(enc, into); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 // decodeVarints accepts and refuses exactly what binary.Varint does.
