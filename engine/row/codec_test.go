@@ -305,7 +305,8 @@ func BenchmarkBatchCodec(b *testing.B) {
 }
 
 // BenchmarkIntCodec: the sequence source's rows (id, key, ts), the batches
-// harness job (b) sends between TaskManagers: varints of 4, 2 and 1 bytes.
+// harness job (b) sends between TaskManagers (varints of 4, 2 and 1 bytes),
+// in both layouts.
 func BenchmarkIntCodec(b *testing.B) {
 	s := MustSchema(Field{"id", Int64}, Field{"key", Int64}, Field{"ts", Timestamp})
 	batch := NewBatch(s)
@@ -318,10 +319,7 @@ func BenchmarkIntCodec(b *testing.B) {
 		batch.Cols[2].Ints = append(batch.Cols[2].Ints, 1_764_000_000_000+id/100)
 	}
 	batch.Len = DefaultBatchSize
-	for _, layout := range []struct {
-		name string
-		fn   func([]byte, *Batch) []byte
-	}{{"varint", AppendBatch}, {"packed", AppendBatchPacked}} {
+	for _, layout := range encoders {
 		enc := layout.fn(nil, batch)
 		b.Run(layout.name+"/encode", func(b *testing.B) {
 			b.ReportAllocs()
