@@ -238,12 +238,14 @@ func decodePacked(p []byte, out []int64) (int, error) {
 			out[j] = int64(base + uint64(b))
 		}
 	case 2:
+		p = p[:2*len(out)] // the bounds known: checks fall out of the loop
 		for j := range out {
-			out[j] = int64(base + uint64(binary.LittleEndian.Uint16(p[2*j:])))
+			out[j] = int64(base + (uint64(p[2*j]) | uint64(p[2*j+1])<<8))
 		}
 	case 4:
+		p = p[:4*len(out)]
 		for j := range out {
-			out[j] = int64(base + uint64(binary.LittleEndian.Uint32(p[4*j:])))
+			out[j] = int64(base + uint64(binary.LittleEndian.Uint32(p[4*j:4*j+4])))
 		}
 	default:
 		for j := range out {
