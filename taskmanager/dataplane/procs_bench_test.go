@@ -23,8 +23,9 @@ import (
 // encoding batches with the row codec, the receiver (this test binary run
 // again, see TestMain) decoding them and handing them to a consumer per
 // channel that releases each batch and grants its credit back. MB/s counts
-// the encoded batch bytes as sent (packed integers); the CPU figures are each process's own time
-// (getrusage), the receiver's counted from its first message.
+// the encoded batch bytes as sent (packed integers); the CPU figures are
+// each process's own time (getrusage), the receiver's counted from its
+// first message.
 //
 //	go test -run '^$' -bench TwoProcs -benchtime 2s ./taskmanager/dataplane/
 //
