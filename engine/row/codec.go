@@ -28,12 +28,24 @@ import (
 //
 // A batch is self-delimiting: DecodeBatch returns what follows it.
 //
+// AppendBatchPacked writes the same layout under version 2 with the
+// integer columns (int64 and timestamp alike) in frame of reference
+// instead of varints: a width byte w (1, 2, 4 or 8), the column's smallest
+// value as 8 bytes little endian, then each value minus it in w bytes
+// little endian. It is larger or smaller than varints depending on the
+// values, and decodes without a branch per byte: the data plane's choice,
+// where decoding costs as much as the rest of a batch's way between
+// processes. DecodeBatch reads both versions.
+//
 // A single value (AppendValue, DecodeValue, and AppendRow for one row) uses
 // the same per-type encoding without the column framing: zigzag varint for
 // int64 and timestamp (no delta), 8 bytes for float64, uvarint length and
 // bytes for string and bytes, one byte 0 or 1 for bool.
 
-const codecVersion = 1
+const (
+	codecVersion       = 1
+	codecVersionPacked = 2
+)
 
 // ErrCorrupt is wrapped by every decoding error caused by the input.
 var ErrCorrupt = errors.New("corrupt row encoding")
@@ -43,9 +55,19 @@ func corrupt(format string, args ...any) error {
 }
 
 // AppendBatch appends the binary encoding of b to dst.
-func AppendBatch(dst []byte, b *Batch) []byte {
+func AppendBatch(dst []byte, b *Batch) []byte { return appendBatch(dst, b, false) }
+
+// AppendBatchPacked appends b with its integer columns in frame of
+// reference (version 2, see above).
+func AppendBatchPacked(dst []byte, b *Batch) []byte { return appendBatch(dst, b, true) }
+
+func appendBatch(dst []byte, b *Batch, packed bool) []byte {
 	n := b.Len
-	dst = append(dst, codecVersion)
+	if packed {
+		dst = append(dst, codecVersionPacked)
+	} else {
+		dst = append(dst, codecVersion)
+	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	dst = binary.AppendUvarint(dst, uint64(len(b.Cols)))
 	for i := range b.Cols {
@@ -53,6 +75,10 @@ func AppendBatch(dst []byte, b *Batch) []byte {
 	}
 	for i := range b.Cols {
 		c := &b.Cols[i]
+		if packed && c.Type.IsInt() {
+			dst = appendPacked(dst, c.Ints[:n])
+			continue
+		}
 		switch c.Type {
 		case Int64:
 			for _, v := range c.Ints[:n] {
@@ -103,6 +129,132 @@ func AppendBatch(dst []byte, b *Batch) []byte {
 	return dst
 }
 
+// decodeVarints decodes len(out) zigzag varints from p into out, summing
+// them when delta, and returns the bytes read. It refuses what
+// binary.Varint refuses: a truncated varint, or one beyond 64 bits. One
+// loop without a call per value: binary.Varint's costs twice as much.
+func decodeVarints(p []byte, out []int64, delta bool) (int, bool) {
+	i := 0
+	var prev int64
+	for j := range out {
+		var ux uint64
+		var s uint
+		for k := 0; ; k++ {
+			if i >= len(p) || k == binary.MaxVarintLen64 {
+				return i, false
+			}
+			b := p[i]
+			i++
+			if b < 0x80 {
+				if k == binary.MaxVarintLen64-1 && b > 1 {
+					return i, false
+				}
+				ux |= uint64(b) << s
+				break
+			}
+			ux |= uint64(b&0x7f) << s
+			s += 7
+		}
+		x := int64(ux>>1) ^ -int64(ux&1)
+		if delta {
+			x += prev
+			prev = x
+		}
+		out[j] = x
+	}
+	return i, true
+}
+
+// appendPacked appends vs in frame of reference: width, base, offsets.
+func appendPacked(dst []byte, vs []int64) []byte {
+	if len(vs) == 0 {
+		return binary.LittleEndian.AppendUint64(append(dst, 1), 0)
+	}
+	lo, hi := vs[0], vs[0]
+	for _, v := range vs[1:] {
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+	}
+	span := uint64(hi) - uint64(lo) // fits: hi ≥ lo
+	w := 8
+	switch {
+	case span < 1<<8:
+		w = 1
+	case span < 1<<16:
+		w = 2
+	case span < 1<<32:
+		w = 4
+	}
+	dst = binary.LittleEndian.AppendUint64(append(dst, byte(w)), uint64(lo))
+	start := len(dst)
+	dst = slices.Grow(dst, w*len(vs))[:start+w*len(vs)]
+	out := dst[start:]
+	base := uint64(lo)
+	switch w {
+	case 1:
+		for j, v := range vs {
+			out[j] = byte(uint64(v) - base)
+		}
+	case 2:
+		for j, v := range vs {
+			d := uint64(v) - base
+			o := out[2*j : 2*j+2]
+			o[0], o[1] = byte(d), byte(d>>8)
+		}
+	case 4:
+		for j, v := range vs {
+			binary.LittleEndian.PutUint32(out[4*j:4*j+4], uint32(uint64(v)-base))
+		}
+	default:
+		for j, v := range vs {
+			binary.LittleEndian.PutUint64(out[8*j:], uint64(v)-base)
+		}
+	}
+	return dst
+}
+
+// decodePacked decodes len(out) values written by appendPacked and
+// returns the bytes read.
+func decodePacked(p []byte, out []int64) (int, error) {
+	if len(p) < 9 {
+		return 0, corrupt("truncated packed integers")
+	}
+	w := int(p[0])
+	if w != 1 && w != 2 && w != 4 && w != 8 {
+		return 0, corrupt("packed integer width %d", w)
+	}
+	base := binary.LittleEndian.Uint64(p[1:])
+	p = p[9:]
+	if len(p)/w < len(out) {
+		return 0, corrupt("truncated packed integers")
+	}
+	switch w {
+	case 1:
+		for j, b := range p[:len(out)] {
+			out[j] = int64(base + uint64(b))
+		}
+	case 2:
+		p = p[:2*len(out)] // the bounds known: checks fall out of the loop
+		for j := range out {
+			out[j] = int64(base + (uint64(p[2*j]) | uint64(p[2*j+1])<<8))
+		}
+	case 4:
+		p = p[:4*len(out)]
+		for j := range out {
+			out[j] = int64(base + uint64(binary.LittleEndian.Uint32(p[4*j:4*j+4])))
+		}
+	default:
+		for j := range out {
+			out[j] = int64(base + binary.LittleEndian.Uint64(p[8*j:]))
+		}
+	}
+	return 9 + w*len(out), nil
+}
+
 // minBits is the fewest bits one row of a column of type t can take.
 func minBits(t Type) uint64 {
 	switch t {
@@ -122,9 +274,10 @@ func DecodeBatch(src []byte, into *Batch) (rest []byte, err error) {
 	if len(src) == 0 {
 		return src, corrupt("empty input")
 	}
-	if src[0] != codecVersion {
+	if src[0] != codecVersion && src[0] != codecVersionPacked {
 		return src, corrupt("unknown batch encoding version %d", src[0])
 	}
+	packed := src[0] == codecVersionPacked
 	p := src[1:]
 	n, k := binary.Uvarint(p)
 	if k <= 0 {
@@ -160,7 +313,7 @@ func DecodeBatch(src []byte, into *Batch) (rest []byte, err error) {
 	}
 	rows := int(n)
 	for i := range into.Cols {
-		if p, err = decodeColumn(p, &into.Cols[i], rows); err != nil {
+		if p, err = decodeColumn(p, &into.Cols[i], rows, packed); err != nil {
 			for j := 0; j <= i; j++ {
 				into.Cols[j].truncate(into.Len)
 			}
@@ -171,24 +324,25 @@ func DecodeBatch(src []byte, into *Batch) (rest []byte, err error) {
 	return p, nil
 }
 
-func decodeColumn(p []byte, c *Column, n int) ([]byte, error) {
+func decodeColumn(p []byte, c *Column, n int, packed bool) ([]byte, error) {
 	switch c.Type {
 	case Int64, Timestamp:
 		c.Ints = slices.Grow(c.Ints, n)
-		delta := c.Type == Timestamp
-		var prev int64
-		for range n {
-			v, k := binary.Varint(p)
-			if k <= 0 {
-				return p, corrupt("bad varint")
+		l := len(c.Ints)
+		if packed {
+			k, err := decodePacked(p, c.Ints[l:l+n])
+			if err != nil {
+				return p, err
 			}
-			p = p[k:]
-			if delta {
-				v += prev
-				prev = v
-			}
-			c.Ints = append(c.Ints, v)
+			c.Ints = c.Ints[:l+n]
+			return p[k:], nil
 		}
+		k, ok := decodeVarints(p, c.Ints[l:l+n], c.Type == Timestamp)
+		if !ok {
+			return p, corrupt("bad varint")
+		}
+		c.Ints = c.Ints[:l+n]
+		p = p[k:]
 	case Float64:
 		if len(p) < 8*n {
 			return p, corrupt("truncated floats")

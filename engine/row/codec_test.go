@@ -2,6 +2,7 @@ package row
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -82,11 +83,23 @@ func sameRows(t testing.TB, got, want *Batch) {
 	}
 }
 
+// The two layouts of a batch: varints (AppendBatch) and packed integers.
+var encoders = []struct {
+	name string
+	fn   func([]byte, *Batch) []byte
+}{{"varint", AppendBatch}, {"packed", AppendBatchPacked}}
+
 func TestBatchRoundTrip(t *testing.T) {
+	for _, e := range encoders {
+		t.Run(e.name, func(t *testing.T) { testBatchRoundTrip(t, e.fn) })
+	}
+}
+
+func testBatchRoundTrip(t *testing.T, appendBatch func([]byte, *Batch) []byte) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{0, 1, 7, 8, 9, 100, 1000} {
 		b := randomBatch(r, n)
-		enc := AppendBatch([]byte("prefix"), b)
+		enc := appendBatch([]byte("prefix"), b)
 		enc = append(enc, "tail"...)
 		into := NewBatch(allTypes)
 		rest, err := DecodeBatch(enc[len("prefix"):], into)
@@ -120,9 +133,49 @@ func TestBatchEncodingIsCompact(t *testing.T) {
 	}
 }
 
+// Packed integer columns take the width their values span.
+func TestPackedWidths(t *testing.T) {
+	s := MustSchema(Field{"i", Int64})
+	for _, c := range []struct {
+		vals  []int64
+		width int
+	}{
+		{[]int64{5, 5, 5}, 1},
+		{[]int64{-3, 252}, 1},
+		{[]int64{-3, 253}, 2},
+		{[]int64{1 << 40, 1<<40 + 70000}, 4},
+		{[]int64{math.MinInt64, math.MaxInt64, 0}, 8},
+	} {
+		b := NewBatch(s)
+		for _, v := range c.vals {
+			b.AppendRow(v)
+		}
+		enc := AppendBatchPacked(nil, b)
+		if want := 4 + 9 + c.width*len(c.vals); len(enc) != want {
+			t.Errorf("%v: %d bytes, want %d", c.vals, len(enc), want)
+		}
+		into := NewBatch(s)
+		if _, err := DecodeBatch(enc, into); err != nil {
+			t.Fatal(err)
+		}
+		sameRows(t, into, b)
+	}
+	bad := AppendBatchPacked(nil, NewBatch(s))
+	bad[4] = 3 // width
+	if _, err := DecodeBatch(bad, NewBatch(s)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("width 3: err = %v", err)
+	}
+}
+
 func TestDecodeBatchErrors(t *testing.T) {
+	for _, e := range encoders {
+		t.Run(e.name, func(t *testing.T) { testDecodeBatchErrors(t, e.fn) })
+	}
+}
+
+func testDecodeBatchErrors(t *testing.T, appendBatch func([]byte, *Batch) []byte) {
 	b := randomBatch(rand.New(rand.NewPCG(3, 4)), 50)
-	enc := AppendBatch(nil, b)
+	enc := appendBatch(nil, b)
 	other := MustSchema(Field{"i", Int64}, Field{"f", Float64})
 	if _, err := DecodeBatch(enc, NewBatch(other)); err == nil || !errors.Is(err, ErrCorrupt) {
 		t.Errorf("wrong schema: err = %v", err)
@@ -195,6 +248,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, n := range []int{0, 1, 3, 9, 40} {
 		f.Add(AppendBatch(nil, randomBatch(r, n)))
+		f.Add(AppendBatchPacked(nil, randomBatch(r, n)))
 	}
 	f.Add([]byte{})
 	f.Add([]byte{codecVersion, 0, 6, 1, 2, 3, 4, 5, 6})
@@ -248,4 +302,70 @@ func BenchmarkBatchCodec(b *testing.B) {
 		}
 		b.ReportMetric(float64(batch.Len), "rows/op")
 	})
+}
+
+// BenchmarkIntCodec: the sequence source's rows (id, key, ts), the batches
+// harness job (b) sends between TaskManagers (varints of 4, 2 and 1 bytes),
+// in both layouts.
+func BenchmarkIntCodec(b *testing.B) {
+	s := MustSchema(Field{"id", Int64}, Field{"key", Int64}, Field{"ts", Timestamp})
+	batch := NewBatch(s)
+	r := rand.New(rand.NewPCG(13, 14))
+	id := int64(15_000_000)
+	for range DefaultBatchSize {
+		id += 1 + r.Int64N(3)
+		batch.Cols[0].Ints = append(batch.Cols[0].Ints, id)
+		batch.Cols[1].Ints = append(batch.Cols[1].Ints, id%1000)
+		batch.Cols[2].Ints = append(batch.Cols[2].Ints, 1_764_000_000_000+id/100)
+	}
+	batch.Len = DefaultBatchSize
+	for _, layout := range encoders {
+		enc := layout.fn(nil, batch)
+		b.Run(layout.name+"/encode", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(enc)))
+			buf := make([]byte, 0, len(enc))
+			for b.Loop() {
+				buf = layout.fn(buf[:0], batch)
+			}
+		})
+		b.Run(layout.name+"/decode", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(enc)))
+			into := NewBatch(s)
+			for b.Loop() {
+				into.Reset()
+				if _, err := DecodeBatch(enc, into); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// decodeVarints accepts and refuses exactly what binary.Varint does.
+func TestDecodeVarintsAsBinaryVarint(t *testing.T) {
+	inputs := [][]byte{
+		{}, {0x80}, {0x7f}, {0x81, 0x01}, {0xff, 0xff, 0xff},
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},       // max uint64
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02},       // overflow in the 10th byte
+		{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, // 11 bytes
+		{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00},       // 10 bytes, non-canonical
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	for range 1000 {
+		in := binary.AppendVarint(nil, r.Int64()>>r.IntN(64))
+		if r.IntN(4) == 0 {
+			in = in[:r.IntN(len(in)+1)]
+		}
+		inputs = append(inputs, in)
+	}
+	for _, in := range inputs {
+		want, wk := binary.Varint(in)
+		var got [1]int64
+		k, ok := decodeVarints(in, got[:], false)
+		if ok != (wk > 0) || ok && (k != wk || got[0] != want) {
+			t.Errorf("% x: decodeVarints gives %d, %d bytes, %v; binary.Varint %d, %d", in, got[0], k, ok, want, wk)
+		}
+	}
 }

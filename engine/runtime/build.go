@@ -222,7 +222,7 @@ func (e *Host) build(rr *restoreReader) error {
 							net.Grant(k, 1)
 						}
 					}
-					t.in.remote[ch] = true
+					t.in.setRemote(ch)
 				}
 				ch++
 			}

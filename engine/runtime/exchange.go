@@ -64,7 +64,9 @@ func newInbox(channelsPerInput []int) *inbox {
 	for _, c := range channelsPerInput {
 		n += c
 	}
-	in := &inbox{ch: make(chan Message, n*creditsPerChannel), credits: make([]chan struct{}, n), input: make([]int, 0, n)}
+	// Room for every channel's credits, should all be remote (see
+	// setRemote); a slot is a Message, some 60 bytes.
+	in := &inbox{ch: make(chan Message, n*max(creditsPerChannel, ChannelCredits)), credits: make([]chan struct{}, n), input: make([]int, 0, n)}
 	for i := range in.credits {
 		in.credits[i] = make(chan struct{}, creditsPerChannel)
 	}
@@ -74,6 +76,13 @@ func newInbox(channelsPerInput []int) *inbox {
 		}
 	}
 	return in
+}
+
+// setRemote marks channel ch as fed from another process: it gets the
+// larger window of ChannelCredits. Before any message arrives.
+func (in *inbox) setRemote(ch int) {
+	in.remote[ch] = true
+	in.credits[ch] = make(chan struct{}, ChannelCredits)
 }
 
 // release returns the credit of a message the receiver has processed.

@@ -440,7 +440,7 @@ func (h *Host) Deliver(key ChannelKey, m Message) error {
 	select {
 	case t.in.credits[key.Channel] <- struct{}{}:
 	default:
-		return fmt.Errorf("channel %d of task %d: a message beyond its %d credits", key.Channel, key.Task, creditsPerChannel)
+		return fmt.Errorf("channel %d of task %d: a message beyond its %d credits", key.Channel, key.Task, cap(t.in.credits[key.Channel]))
 	}
 	m.ch = key.Channel
 	if mt := t.members[0].ctx.Metrics; mt != nil && m.Bytes > 0 {

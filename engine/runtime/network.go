@@ -16,8 +16,11 @@ import (
 // same channel, in order with the data.
 
 // ChannelCredits is how many messages a sender may have in flight on one
-// channel.
-const ChannelCredits = creditsPerChannel
+// channel between processes. More than in-process (creditsPerChannel):
+// a credit's round trip there costs writes, reads and wake-ups of both
+// processes, and a window of 8 small batches stalled the senders between
+// round trips (docs/benchmarks.md, "Data plane (issue #9)").
+const ChannelCredits = 32
 
 // ChannelKey names one input channel of one task of an attempt.
 type ChannelKey struct {

@@ -71,7 +71,7 @@ func benchChannels(b *testing.B, newNet benchFactory, raw bool, channels int) {
 	ra, rb := newTestReceiver(), newTestReceiver()
 	src, dst := newNet(b, ra, raw), newNet(b, rb, raw)
 	tmpl := benchBatch()
-	enc := row.AppendBatch(nil, tmpl)
+	enc := row.AppendBatchPacked(nil, tmpl)
 	b.SetBytes(int64(len(enc)))
 	b.ReportAllocs()
 
@@ -161,13 +161,13 @@ func cpuTime() time.Duration {
 // and decoding the same batch on one goroutine, no transport.
 func BenchmarkRowCodec(b *testing.B) {
 	tmpl := benchBatch()
-	enc := row.AppendBatch(nil, tmpl)
+	enc := row.AppendBatchPacked(nil, tmpl)
 	b.SetBytes(int64(len(enc)))
 	b.ReportAllocs()
 	var buf []byte
 	cpu0 := cpuTime()
 	for b.Loop() {
-		buf = row.AppendBatch(buf[:0], tmpl)
+		buf = row.AppendBatchPacked(buf[:0], tmpl)
 		out := row.NewBatch(testSchema)
 		if _, err := row.DecodeBatch(buf, out); err != nil {
 			b.Fatal(err)

@@ -20,14 +20,15 @@ import (
 // Payloads by frame type:
 //
 //	open       uvarint attempt length, attempt, varint task, varint channel
-//	data       a batch in the row codec (row.AppendBatch)
+//	data       a batch in the row codec, integers packed (row.AppendBatchPacked)
 //	watermark  int64
 //	barrier    checkpoint id int64, flags(1): 1 savepoint, 2 final, 4 stop
 //	credit     uint32 credits given back
 //	idle, end-data, end, close: empty
 const (
-	magic        = "SLDP"
-	wireVersion  = 1
+	magic = "SLDP"
+	// 2: batches with packed integer columns.
+	wireVersion  = 2
 	headerLen    = 9
 	maxIdentity  = 255
 	maxAttempt   = 1024
@@ -252,7 +253,7 @@ func appendMessage(dst []byte, id uint32, m *runtime.Message) ([]byte, error) {
 	switch m.Kind {
 	case runtime.MsgData:
 		dst = appendHeader(dst, frameData, id, 0)
-		dst = row.AppendBatch(dst, m.Batch)
+		dst = row.AppendBatchPacked(dst, m.Batch)
 		n := len(dst) - start - headerLen
 		if n > math.MaxUint32 {
 			return dst[:start], fmt.Errorf("batch of %d bytes is too large for a frame", n)

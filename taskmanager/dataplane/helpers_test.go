@@ -25,8 +25,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // an inbox with room for exactly the channel's credits, so a message beyond
 // them fails Deliver as the engine's does.
 type testReceiver struct {
-	mu    sync.Mutex
-	chans map[runtime.ChannelKey]chan runtime.Message
+	mu     sync.Mutex
+	chans  map[runtime.ChannelKey]chan runtime.Message
+	schema *row.Schema // of every channel; testSchema when nil
 }
 
 func newTestReceiver() *testReceiver {
@@ -53,6 +54,9 @@ func (r *testReceiver) Schema(key runtime.ChannelKey) *row.Schema {
 	defer r.mu.Unlock()
 	if r.chans[key] == nil {
 		return nil
+	}
+	if r.schema != nil {
+		return r.schema
 	}
 	return testSchema
 }
