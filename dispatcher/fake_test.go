@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-stream/sluice/engine/fs"
+	"github.com/sluice-stream/sluice/framework"
 )
 
 // fakeLauncher starts fake masters: an HTTP server that answers the
@@ -93,12 +92,11 @@ func (l *fakeLauncher) Launch(ctx context.Context, s MasterSpec) (Master, error)
 		l.mu.Unlock()
 		return m, nil
 	}
-	f, dir, err := fs.Open(s.HADir)
+	ha, err := framework.OpenHA(s.HADir)
 	if err != nil {
 		return nil, err
 	}
-	info, _ := json.Marshal(MasterInfo{Epoch: e, HTTP: m.srv.Listener.Addr().String(), PID: 1, Started: time.Now()})
-	if err := f.WriteFile(ctx, fs.Join(dir, "masters", fmt.Sprintf("%020d", e)), info); err != nil {
+	if err := ha.Publish(ctx, MasterInfo{Epoch: e, HTTP: m.srv.Listener.Addr().String(), PID: 1, Started: time.Now()}); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()

@@ -2,8 +2,6 @@ package dispatcher
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,17 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-stream/sluice/engine/fs"
+	"github.com/sluice-stream/sluice/framework"
 )
 
 func publish(t *testing.T, haDir string, info MasterInfo) {
 	t.Helper()
-	f, dir, err := fs.Open(haDir)
+	ha, err := framework.OpenHA(haDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(info)
-	if err := f.WriteFile(context.Background(), fs.Join(dir, "masters", fmt.Sprintf("%020d", info.Epoch)), b); err != nil {
+	if err := ha.Publish(context.Background(), info); err != nil {
 		t.Fatal(err)
 	}
 }

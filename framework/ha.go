@@ -148,6 +148,26 @@ func (h *HA) Leader(ctx context.Context) (MasterInfo, error) {
 	return info, nil
 }
 
+// Published is the newest master that published its addresses (nil when
+// none has), whether or not a newer epoch was taken since: what a
+// supervisor (the dispatcher) looks for to find a running master.
+func (h *HA) Published(ctx context.Context) (*MasterInfo, error) {
+	es, err := h.epochs(ctx, "masters")
+	if err != nil || len(es) == 0 {
+		return nil, err
+	}
+	e := es[len(es)-1]
+	b, err := h.fs.ReadFile(ctx, fs.Join(h.dir, "masters", epochName(e)))
+	if err != nil {
+		return nil, fmt.Errorf("HA directory %s: %w", h.uri, err)
+	}
+	var info MasterInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("HA directory %s: master of epoch %d: %w", h.uri, e, err)
+	}
+	return &info, nil
+}
+
 // SaveJob keeps the job spec, if none is kept yet; it returns the kept one
 // (so a restarted master runs the job it led, not a changed file).
 func (h *HA) SaveJob(ctx context.Context, spec []byte) ([]byte, error) {
