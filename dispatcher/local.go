@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-stream/sluice/framework"
 	"github.com/sluice-stream/sluice/internal/procs"
 )
 
@@ -136,7 +137,8 @@ func (l *Local) Find(ctx context.Context, s MasterSpec) (Master, error) {
 	if !processRuns(info.PID, s.HADir) {
 		return nil, nil
 	}
-	m := &localMaster{pid: info.PID, adopted: true, log: filepath.Join(l.runDir(s), "master.log"), grace: l.grace(), done: make(chan struct{})}
+	m := &localMaster{pid: info.PID, adopted: true, log: filepath.Join(l.runDir(s), "master.log"), grace: l.grace(), done: make(chan struct{}),
+		haDir: s.HADir, epoch: info.Epoch}
 	go m.watch()
 	return m, nil
 }
@@ -188,6 +190,9 @@ type localMaster struct {
 	grace   time.Duration
 	done    chan struct{}
 	exit    Exit // set before done closes
+	// haDir and epoch of an adopted master: where it records how it ended.
+	haDir string
+	epoch int64
 }
 
 func (m *localMaster) String() string { return "pid " + strconv.Itoa(m.pid) }
@@ -200,10 +205,26 @@ func (m *localMaster) watch() {
 	for range t.C {
 		if exited(m.pid) {
 			m.exit = Exit{Code: -1, Reason: fmt.Sprintf("adopted master %s ended (exit code unknown): %s", m, logTail(m.log))}
+			if r := m.recorded(); r != nil {
+				m.exit = Exit{Known: true, Code: r.Code, Reason: r.Reason}
+			}
 			close(m.done)
 			return
 		}
 	}
+}
+
+// recorded is the end the adopted master recorded in its HA directory
+// (framework.Master.RecordEnd), nil when none (it was killed).
+func (m *localMaster) recorded() *framework.Result {
+	ha, err := framework.OpenHA(m.haDir)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, _ := ha.Result(ctx, m.epoch)
+	return r
 }
 
 func (m *localMaster) Wait(ctx context.Context) Exit {

@@ -63,6 +63,29 @@ func TestLocalFind(t *testing.T) {
 	if exit := m.Wait(ctx); exit.Known || exit.Code != -1 {
 		t.Fatalf("an adopted master's end: %+v, want an unknown code", exit)
 	}
+	// One that recorded its end in the HA directory before it exited (as
+	// framework.Master.RecordEnd does): its code is known.
+	fake2 := exec.Command(os.Args[0], "framework", "--ha-dir", ha)
+	fake2.Env = append(os.Environ(), "DISPATCHER_TEST_FAKE_MASTER=1")
+	if err := fake2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ha, MasterInfo{Epoch: 5, PID: fake2.Process.Pid, Host: host})
+	if m, err = l.Find(ctx, s); m == nil || err != nil {
+		t.Fatalf("the running master was not found: %v", err)
+	}
+	h, err := framework.OpenHA(ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SaveResult(ctx, framework.Result{Epoch: 5, Code: 0, Reason: "finished"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = fake2.Process.Kill()
+	_ = fake2.Wait()
+	if exit := m.Wait(ctx); !exit.Known || exit.Code != 0 {
+		t.Fatalf("an adopted master that recorded it finished: %+v, want code 0, known", exit)
+	}
 	if processRuns(os.Getpid(), ha) {
 		t.Fatal("the test process taken for a master")
 	}
@@ -71,12 +94,12 @@ func TestLocalFind(t *testing.T) {
 	if err := done.Run(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, ha, MasterInfo{Epoch: 3, PID: done.Process.Pid, Host: host})
+	publish(t, ha, MasterInfo{Epoch: 6, PID: done.Process.Pid, Host: host})
 	if m, _ := l.Find(ctx, s); m != nil {
 		t.Fatal("adopted a process that ended")
 	}
 	// Another host.
-	publish(t, ha, MasterInfo{Epoch: 4, PID: os.Getpid(), Host: host + "-elsewhere"})
+	publish(t, ha, MasterInfo{Epoch: 7, PID: os.Getpid(), Host: host + "-elsewhere"})
 	if m, _ := l.Find(ctx, s); m != nil {
 		t.Fatal("adopted a master of another host")
 	}

@@ -23,6 +23,7 @@ import (
 //	checkpoint.json    the latest completed checkpoint (id, path, epoch)
 //	takeovers/<epoch>  the checkpoint that epoch's master restored when it
 //	                   first deployed the job (exclusive create, once)
+//	result.json        how the newest master's run ended (its exit code)
 //
 // The newest epoch leads. A master that finds a newer epoch than its own
 // stops; TaskManagers register with the newest master that published its
@@ -267,4 +268,46 @@ func (h *HA) Lineage(ctx context.Context) (checkpoint.Lineage, error) {
 		l[e] = t.Restored
 	}
 	return l, nil
+}
+
+// Result is how a master's run of the job ended, for a supervisor that
+// is not its parent (a dispatcher that adopted it) and so cannot read its
+// exit code.
+type Result struct {
+	Epoch  int64  `json:"epoch"`
+	Code   int    `json:"code"` // the process's exit code: 0 finished, 130 cancelled, 1 failed
+	Reason string `json:"reason,omitempty"`
+}
+
+// SaveResult records how the run of r.Epoch's master ended, unless a newer
+// master leads the job.
+func (h *HA) SaveResult(ctx context.Context, r Result) error {
+	if err := h.Fence(ctx, r.Epoch); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(r)
+	if err := h.fs.WriteFile(ctx, fs.Join(h.dir, "result.json"), b); err != nil {
+		return fmt.Errorf("HA directory %s: recording the run's end: %w", h.uri, err)
+	}
+	return nil
+}
+
+// Result is the end recorded by the master of epoch, nil when it recorded
+// none (it still runs, or died).
+func (h *HA) Result(ctx context.Context, epoch int64) (*Result, error) {
+	b, err := h.fs.ReadFile(ctx, fs.Join(h.dir, "result.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("HA directory %s: %w", h.uri, err)
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("HA directory %s: result.json: %w", h.uri, err)
+	}
+	if r.Epoch != epoch {
+		return nil, nil
+	}
+	return &r, nil
 }

@@ -280,6 +280,20 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 	return res, err
 }
 
+// RecordEnd records in the HA directory (when there is one) how the run
+// ended — code is the process's exit code — so that a supervisor that
+// adopted this master, and so is not its parent, learns it.
+func (m *Master) RecordEnd(code int, reason string) {
+	if m.cfg.HA == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.cfg.HA.SaveResult(ctx, Result{Epoch: m.cfg.Epoch, Code: code, Reason: reason}); err != nil {
+		m.log.Warn("recording the run's end in the HA directory", "err", err)
+	}
+}
+
 // watchEpoch stops the run when a newer master takes the job.
 func (m *Master) watchEpoch(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(m.cfg.HeartbeatInterval)

@@ -215,6 +215,17 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 	}
 
 	res, err := run(ctx)
+	if m != nil && !errors.Is(err, framework.ErrSuperseded) {
+		// For a dispatcher that adopted this master: its exit code.
+		switch {
+		case errors.Is(err, context.Canceled):
+			m.RecordEnd(130, "cancelled")
+		case err != nil:
+			m.RecordEnd(1, err.Error())
+		default:
+			m.RecordEnd(0, "finished")
+		}
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintf(os.Stderr, "sluice %s: cancelled\n", fs.Name())
