@@ -197,9 +197,9 @@ func TestRefusesStaleMaster(t *testing.T) {
 type lostRM struct{ lost chan string }
 
 func (r *lostRM) Start(context.Context, string, int, func(string, error)) error { return nil }
-func (r *lostRM) Lost(id string)                                              { r.lost <- id }
-func (r *lostRM) Close()                                                      {}
-func (r *lostRM) Abandon()                                                    {}
+func (r *lostRM) Lost(id string)                                                { r.lost <- id }
+func (r *lostRM) Close()                                                        {}
+func (r *lostRM) Abandon()                                                      {}
 
 // TestRefusesReplacedTaskManager: a TaskManager the master dropped (its
 // session ended: hung, or cut off) is replaced through the resource
