@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,9 +38,10 @@ const mesosRole = "sluice-bench"
 // (1 cpu, 1024 MB: the framework's default profile), each with its own
 // port range, all on this machine.
 func mesosMaster(n int, ping time.Duration) *mesostest.Master {
+	ranges := freePortRanges(n)
 	agents := make([]mesostest.AgentConfig, n)
 	for i := range agents {
-		agents[i] = mesostest.AgentConfig{CPUs: 1, Mem: 1024, Disk: 4096}
+		agents[i] = mesostest.AgentConfig{CPUs: 1, Mem: 1024, Disk: 4096, Ports: ranges[i : i+1]}
 	}
 	m, err := mesostest.Start(context.Background(), mesostest.Config{
 		Agents:           agents,
@@ -50,6 +52,33 @@ func mesosMaster(n int, ping time.Duration) *mesostest.Master {
 		fail(fmt.Errorf("mesos: starting mesostest: %w", err))
 	}
 	return m
+}
+
+// freePortRanges: n ranges of 10 ports that can be bound now, below the
+// ephemeral range (32768 on Linux) and apart from mesostest's default
+// ranges (31000 up), which the tests of other sessions on a shared
+// machine use: a TaskManager whose data port is taken exits at once, and
+// the launch hold after such failures would be measured instead.
+func freePortRanges(n int) []mesostest.Range {
+	var out []mesostest.Range
+	for p := 20000 + 10*rand.IntN(500); len(out) < n; p += 10 {
+		if p+10 > 31000 {
+			p = 20000
+		}
+		ok := true
+		for q := p; q < p+10 && ok; q++ {
+			l, err := net.Listen("tcp", ":"+strconv.Itoa(q))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			out = append(out, mesostest.Range{Begin: uint64(p), End: uint64(p + 9)})
+		}
+	}
+	return out
 }
 
 // mesosEvent is a line of the framework master's stderr or an output row
