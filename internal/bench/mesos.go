@@ -29,6 +29,7 @@ var (
 	mesosTMs   = flag.Int("mesos-taskmanagers", 10, "mesos: TaskManagers for the start → all registered measurement")
 	mesosKills = flag.Int("mesos-kills", 10, "mesos: agent kills per recovery run (one run without a spare, one with)")
 	mesosLog   = flag.String("mesos-log", "", "mesos: append the framework masters' stderr to this file (each line after the harness's read time)")
+	mesosArgs  = flag.String("mesos-framework-args", "", "mesos: more arguments for `sluice framework`, space-separated (e.g. \"--heartbeat-interval 500ms --heartbeat-timeout 2s\")")
 	mesosPing  = flag.String("mesos-ping-timeouts", "2s", "mesos: the master's AgentPingTimeout (agent_ping_timeout × max_agent_ping_timeouts) for the recovery runs; comma-separated: a pair of runs each")
 )
 
@@ -123,6 +124,7 @@ func startMesosJob(m *mesostest.Master, dir string, taskManagers, spares int, se
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
+	args = append(args, strings.Fields(*mesosArgs)...)
 	cmd := exec.Command(binary(), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -311,7 +313,13 @@ func runMesosStart(m *mesostest.Master, tms int) mesosStart {
 // runMesosRecovery runs the recovery job on 2 TaskManagers (plus spares)
 // on Mesos, kills the agent of a TaskManager that writes output n times,
 // and times each recovery as the local recovery scenario does.
-func runMesosRecovery(m *mesostest.Master, spares, n int, tag string) []recovery {
+//
+// freeze: instead of KillAgent, the TaskManager's processes are stopped
+// (SIGSTOP) and its agent partitioned: a machine that hangs or drops off
+// the network, whose connections are not closed, so the job master learns
+// of the loss from its heartbeat timeout and Mesos from the agent ping
+// timeout.
+func runMesosRecovery(m *mesostest.Master, spares, n int, freeze bool, tag string) []recovery {
 	dir, err := os.MkdirTemp("", "sluice-bench-mesos")
 	if err != nil {
 		fail(err)
@@ -336,17 +344,28 @@ func runMesosRecovery(m *mesostest.Master, spares, n int, tag string) []recovery
 		// The victim: the agent of a running TaskManager that wrote rows
 		// in the last 300 ms (it runs a sink subtask; the spare writes
 		// none).
-		victim, latest := "", time.Time{}
+		victim, pid, latest := "", 0, time.Time{}
 		for _, t := range m.Tasks() {
 			if at, ok := j.lastRow[t.AgentID]; ok && t.Running && t.State == "TASK_RUNNING" && time.Since(at) < 300*time.Millisecond && at.After(latest) {
-				victim, latest = t.AgentID, at
+				victim, pid, latest = t.AgentID, t.PID, at
 			}
 		}
 		if victim == "" {
 			j.fail(fmt.Errorf("mesos recovery: no TaskManager wrote output in the last 300 ms"))
 		}
 		killed := time.Now()
-		if err := m.KillAgent(victim); err != nil {
+		if freeze {
+			// The task's process group: the TaskManager is its leader.
+			if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+				j.fail(fmt.Errorf("mesos recovery: SIGSTOP %d: %w", pid, err))
+			}
+			if err := m.PartitionAgent(victim); err != nil {
+				j.fail(fmt.Errorf("mesos recovery: %w", err))
+			}
+			// Mesostest ends the group when it closes; SIGKILL ends a
+			// stopped process too.
+			defer syscall.Kill(-pid, syscall.SIGKILL)
+		} else if err := m.KillAgent(victim); err != nil {
 			j.fail(fmt.Errorf("mesos recovery: %w", err))
 		}
 		delete(j.lastRow, victim)
@@ -416,12 +435,21 @@ func scenarioMesos() {
 		if err != nil {
 			fail(fmt.Errorf("-mesos-ping-timeouts %q: %w", ps, err))
 		}
-		for _, spares := range []int{0, 1} {
+		for _, run := range []struct {
+			spares int
+			freeze bool
+		}{{0, false}, {1, false}, {0, true}, {1, true}} {
+			spares := run.spares
 			// Each kill takes an agent for good: one per kill, the job's,
 			// and a margin.
 			m := mesosMaster(2+spares+*mesosKills+3, ping)
 			tag := fmt.Sprintf("%d spare, agent ping timeout %v", spares, ping)
-			rs := runMesosRecovery(m, spares, *mesosKills, tag)
+			how := "agent kills (KillAgent)"
+			if run.freeze {
+				tag = "SIGSTOP + partition, " + tag
+				how = "SIGSTOP of its processes and PartitionAgent"
+			}
+			rs := runMesosRecovery(m, spares, *mesosKills, run.freeze, tag)
 			m.Close()
 			c := func(f func(recovery) time.Duration) string {
 				var ds []time.Duration
@@ -431,7 +459,7 @@ func scenarioMesos() {
 				return col(ds)
 			}
 			scen := "Mesos recovery, " + tag
-			what := fmt.Sprintf("%d agent kills (KillAgent) of a TaskManager running tasks, 2 × 1 slot", len(rs))
+			what := fmt.Sprintf("%d × %s of a TaskManager running tasks, 2 × 1 slot", len(rs), how)
 			add(scen, what+": kill → first output row of the new attempt", "", "", c(func(r recovery) time.Duration { return r.firstRow }), "", "")
 			add(scen, what+": kill → first row past the output before the kill", "", "", c(func(r recovery) time.Duration { return r.progress }), "", "")
 			add(scen, what+": kill → job failed / → new attempt deploying", "", "", c(func(r recovery) time.Duration { return r.failed })+" / "+c(func(r recovery) time.Duration { return r.deployed }), "", "")
