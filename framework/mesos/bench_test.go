@@ -207,3 +207,37 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("empty: %v", fmt.Sprint(got))
 	}
 }
+
+// BenchmarkOfferBatchParts: the parts of BenchmarkOfferToLaunch before the
+// first call, apart: decoding the 1,000-offer event, and Match for 10
+// TaskManagers.
+func BenchmarkOfferBatchParts(b *testing.B) {
+	offers := make([]mesos.Offer, 1000)
+	for i := range offers {
+		host := "10.1." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250)
+		offers[i] = mkOffer(offerSpec{id: "o-" + strconv.Itoa(i), host: host, cpus: 8, mem: 32768, disk: 100000,
+			ports: [][2]uint64{{31000, 32000}}, attrs: map[string]string{"rack": "r" + strconv.Itoa(i%20)}})
+	}
+	ev, err := proto.Marshal(offersEvent(offers...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			var e scheduler.Event
+			if err := proto.Unmarshal(ev, &e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("match/need=10", func(b *testing.B) {
+		b.ReportAllocs()
+		req := Request{Role: "job", Profile: Profile{CPUs: 1, MemMB: 1024, DiskMB: 256, Ports: 1}, Need: 10}
+		for i := 0; i < b.N; i++ {
+			if p := Match(offers, req); len(p.Accept) != 10 {
+				b.Fatalf("%d accepted", len(p.Accept))
+			}
+		}
+	})
+}
