@@ -26,7 +26,8 @@ import (
 // mesos` against mesostest started in this process, whose agents run the
 // TaskManager tasks as real processes of the built binary.
 var (
-	mesosTMs   = flag.Int("mesos-taskmanagers", 10, "mesos: TaskManagers for the start → all registered measurement")
+	mesosTMs   = flag.Int("mesos-taskmanagers", 10, "mesos: TaskManagers for the start → all registered measurement (0: skip it)")
+	mesosModes = flag.String("mesos-recovery", "kill,freeze", "mesos: which losses to recover from: kill (KillAgent), freeze (SIGSTOP and PartitionAgent)")
 	mesosKills = flag.Int("mesos-kills", 10, "mesos: agent kills per recovery run (one run without a spare, one with)")
 	mesosLog   = flag.String("mesos-log", "", "mesos: append the framework masters' stderr to this file (each line after the harness's read time)")
 	mesosArgs  = flag.String("mesos-framework-args", "", "mesos: more arguments for `sluice framework`, space-separated (e.g. \"--heartbeat-interval 500ms --heartbeat-timeout 2s\")")
@@ -405,31 +406,17 @@ func runMesosRecovery(m *mesostest.Master, spares, n int, freeze bool, tag strin
 }
 
 // scenarioMesos: start → all registered with -mesos-taskmanagers, then
-// -mesos-kills agent kills without and with a spare TaskManager for each
-// -mesos-ping-timeouts value.
+// -mesos-kills losses of a TaskManager without and with a spare, for each
+// -mesos-recovery mode and -mesos-ping-timeouts value.
 func scenarioMesos() {
-	// Registration: one agent per TaskManager and two more.
-	m := mesosMaster(*mesosTMs+2, 0)
-	var starts []mesosStart
-	for i := 0; i < *reps; i++ {
-		r := runMesosStart(m, *mesosTMs)
-		fmt.Fprintf(os.Stderr, "bench mesos start, %d TaskManagers: subscribed %v, first launch %v, all registered %v\n",
-			*mesosTMs, r.subscribed.Round(time.Millisecond), r.launched.Round(time.Millisecond), r.registered.Round(time.Millisecond))
-		starts = append(starts, r)
-	}
-	m.Close()
 	col := func(ds []time.Duration) string {
 		med, mx := medianMax(ds)
 		return fmt.Sprintf("median %v, max %v", med, mx)
 	}
-	var sub, launch, reg []time.Duration
-	for _, s := range starts {
-		sub, launch, reg = append(sub, s.subscribed), append(launch, s.launched), append(reg, s.registered)
+	if *mesosTMs > 0 {
+		mesosStartTimes(col)
 	}
-	scen := fmt.Sprintf("Mesos start, %d TaskManagers", *mesosTMs)
-	add(scen, fmt.Sprintf("%d runs: `sluice framework` start → all registered", len(starts)), "", "", col(reg), "", "")
-	add(scen, "start → subscribed / → first ACCEPT (launching)", "", "", col(sub)+" / "+col(launch), "", "")
-
+	modes := "," + *mesosModes + ","
 	for _, ps := range strings.Split(*mesosPing, ",") {
 		ping, err := time.ParseDuration(strings.TrimSpace(ps))
 		if err != nil {
@@ -439,6 +426,9 @@ func scenarioMesos() {
 			spares int
 			freeze bool
 		}{{0, false}, {1, false}, {0, true}, {1, true}} {
+			if !strings.Contains(modes, map[bool]string{false: ",kill,", true: ",freeze,"}[run.freeze]) {
+				continue
+			}
 			spares := run.spares
 			// Each kill takes an agent for good: one per kill, the job's,
 			// and a margin.
@@ -448,6 +438,9 @@ func scenarioMesos() {
 			if run.freeze {
 				tag = "SIGSTOP + partition, " + tag
 				how = "SIGSTOP of its processes and PartitionAgent"
+			}
+			if *mesosArgs != "" {
+				tag += ", " + *mesosArgs
 			}
 			rs := runMesosRecovery(m, spares, *mesosKills, run.freeze, tag)
 			m.Close()
@@ -465,4 +458,25 @@ func scenarioMesos() {
 			add(scen, what+": kill → job failed / → new attempt deploying", "", "", c(func(r recovery) time.Duration { return r.failed })+" / "+c(func(r recovery) time.Duration { return r.deployed }), "", "")
 		}
 	}
+}
+
+// mesosStartTimes: `sluice framework` start → all registered, -reps times.
+func mesosStartTimes(col func([]time.Duration) string) {
+	// One agent per TaskManager and two more.
+	m := mesosMaster(*mesosTMs+2, 0)
+	defer m.Close()
+	var starts []mesosStart
+	for i := 0; i < *reps; i++ {
+		r := runMesosStart(m, *mesosTMs)
+		fmt.Fprintf(os.Stderr, "bench mesos start, %d TaskManagers: subscribed %v, first launch %v, all registered %v\n",
+			*mesosTMs, r.subscribed.Round(time.Millisecond), r.launched.Round(time.Millisecond), r.registered.Round(time.Millisecond))
+		starts = append(starts, r)
+	}
+	var sub, launch, reg []time.Duration
+	for _, s := range starts {
+		sub, launch, reg = append(sub, s.subscribed), append(launch, s.launched), append(reg, s.registered)
+	}
+	scen := fmt.Sprintf("Mesos start, %d TaskManagers", *mesosTMs)
+	add(scen, fmt.Sprintf("%d runs: `sluice framework` start → all registered", len(starts)), "", "", col(reg), "", "")
+	add(scen, "start → subscribed / → first ACCEPT (launching)", "", "", col(sub)+" / "+col(launch), "", "")
 }
