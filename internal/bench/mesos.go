@@ -28,10 +28,10 @@ import (
 var (
 	mesosTMs   = flag.Int("mesos-taskmanagers", 10, "mesos: TaskManagers for the start → all registered measurement (0: skip it)")
 	mesosModes = flag.String("mesos-recovery", "kill,freeze", "mesos: which losses to recover from: kill (KillAgent), freeze (SIGSTOP and PartitionAgent)")
-	mesosKills = flag.Int("mesos-kills", 10, "mesos: agent kills per recovery run (one run without a spare, one with)")
+	mesosKills = flag.Int("mesos-kills", 10, "mesos: losses per recovery run (runs without a spare and with one, per -mesos-recovery mode and ping timeout)")
 	mesosLog   = flag.String("mesos-log", "", "mesos: append the framework masters' stderr to this file (each line after the harness's read time)")
 	mesosArgs  = flag.String("mesos-framework-args", "", "mesos: more arguments for `sluice framework`, space-separated (e.g. \"--heartbeat-interval 500ms --heartbeat-timeout 2s\")")
-	mesosPing  = flag.String("mesos-ping-timeouts", "2s", "mesos: the master's AgentPingTimeout (agent_ping_timeout × max_agent_ping_timeouts) for the recovery runs; comma-separated: a pair of runs each")
+	mesosPing  = flag.String("mesos-ping-timeouts", "2s", "mesos: the master's AgentPingTimeout (agent_ping_timeout × max_agent_ping_timeouts) for the recovery runs; comma-separated: a set of runs each")
 )
 
 const mesosRole = "sluice-bench"
