@@ -31,7 +31,7 @@ test: vet
 # then the harness that runs whole jobs beside hand-written loops, and on
 # TaskManager processes (figures for docs/benchmarks.md).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... ./taskmanager/... | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./engine/... ./taskmanager/... ./framework/mesos/ | tee bench.txt
 	$(GO) run ./internal/bench | tee -a bench.txt
 
 # Regenerates the control-plane code (internal/controlpb) from control.proto.
