@@ -1,12 +1,22 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"github.com/sluice-stream/sluice/internal/mesostest"
+	"io"
 	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -245,4 +255,186 @@ func TestMesosPartition(t *testing.T) {
 	if !hasLine(logs, `msg="killing a TaskManager task"`, "task="+victim.ID) || !hasLine(logs, `msg="TaskManager task KILLED"`, "task="+victim.ID) {
 		t.Errorf("the old task %s was not killed:\n%s", victim.ID, tail(logs, 3000))
 	}
+}
+
+// updateQuota sets the role's quota limit through the operator API.
+func updateQuota(t *testing.T, m *mesostest.Master, cpus, mem float64) {
+	t.Helper()
+	body := fmt.Sprintf(`{"type":"UPDATE_QUOTA","update_quota":{"quota_configs":[{"role":%q,"limits":{"cpus":{"value":%g},"mem":{"value":%g}}}]}}`, mesosRole, cpus, mem)
+	resp, err := http.Post(m.URL()+"/api/v1", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("UPDATE_QUOTA: %s: %s", resp.Status, b)
+	}
+}
+
+// TestMesosQuota: the role's quota limit allows two of the three
+// TaskManagers the job needs. The job waits, and its status says why; it
+// starts when the limit is raised, and finishes exactly once.
+func TestMesosQuota(t *testing.T) {
+	const rows, keys = 60_000, 100
+	dir := t.TempDir()
+	m, mlog := startMesos(t, dir, nil)
+	updateQuota(t, m, 2, 2048)
+	j := newMesosJob(t, dir, m, mlog, rows, keys, 30000, "--binary-uri", "file://"+sluiceBin)
+	p := j.start()
+	const why = "quota limit (cpus:2 mem:2048) allows 2 of 3 TaskManagers"
+	waitFor(t, "the quota in the status", func() bool {
+		return hasLine(p.log.String(), `msg="Mesos: waiting for offers: 2 of 3 TaskManagers launched`, why)
+	}, p)
+	j.runningTaskManagers(p, 2)
+	if n := len(m.Tasks()); n != 2 || strings.Contains(p.log.String(), "deploying") {
+		t.Fatalf("%d tasks within a quota for 2, the job deployed: %v\n%s", n, strings.Contains(p.log.String(), "deploying"), tail(p.log.String(), 3000))
+	}
+	updateQuota(t, m, 3, 3072)
+	j.finish(p)
+	if !hasLine(p.log.String(), `msg="Mesos: 3 of 3 TaskManagers running on Mesos`) {
+		t.Errorf("the status never showed the three TaskManagers running:\n%s", tail(p.log.String(), 3000))
+	}
+}
+
+// subscribeRetries are the waits the framework logged between failed
+// subscriptions.
+func subscribeRetries(t *testing.T, logs string) []time.Duration {
+	var out []time.Duration
+	for _, m := range retryRe.FindAllStringSubmatch(logs, -1) {
+		d, err := time.ParseDuration(m[1])
+		if err != nil {
+			t.Fatalf("%q: %v", m[0], err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+var statusRe = regexp.MustCompile(`msg="Mesos: [^\n]*`)
+
+var retryRe = regexp.MustCompile(`msg="Mesos subscription ended; subscribing again" .* in=(\S+)`)
+
+// checkBackoff waits for three failed subscriptions and checks the waits
+// between them grew, the framework is still up, and the status names the
+// cause.
+func checkBackoff(t *testing.T, p *mesosProc, cause string) {
+	t.Helper()
+	waitFor(t, "three failed subscriptions", func() bool { return len(subscribeRetries(t, p.log.String())) >= 3 }, p)
+	logs := p.log.String()
+	waits := subscribeRetries(t, logs)
+	if waits[2] <= waits[0] || waits[1] < waits[0] || waits[2] < waits[1] {
+		t.Errorf("the waits between subscriptions do not grow: %v", waits)
+	}
+	if !hasLine(logs, `msg="Mesos: connecting to the Mesos master`, cause) {
+		t.Errorf("the status does not say %q:\n%s", cause, tail(logs, 3000))
+	}
+	if m := statusRe.FindAllString(logs, -1); len(m) > 0 {
+		t.Logf("status: %s; waits %v", m[len(m)-1], waits)
+	}
+	if strings.Contains(logs, "panic") || strings.Contains(logs, "deploying") {
+		t.Errorf("unexpected:\n%s", tail(logs, 3000))
+	}
+}
+
+// TestMesosBadMaster: a wrong master URL, a wrong secret, a master that
+// answers garbage, a master that keeps closing the event stream. Each is a
+// clear error in the status and the log; subscriptions are retried with a
+// growing backoff; no new framework is registered on the way.
+func TestMesosBadMaster(t *testing.T) {
+	job := func(t *testing.T, master string, extra ...string) *mesosProc {
+		dir := t.TempDir()
+		// A stub: the job needs no Mesos master of its own.
+		j := &mesosJob{t: t, dir: dir, out: filepath.Join(dir, "out"), ha: "file://" + filepath.Join(dir, "ha"), rows: 1000, keys: 10}
+		j.args = append([]string{"framework", "--job", repoFile(t, "examples/exactly-once.json"),
+			"--resource-manager", "mesos", "--mesos-master", master, "--role", mesosRole, "--ha-dir", j.ha,
+			"--taskmanagers", "3", "--binary-uri", "file://" + sluiceBin,
+			"--set", "nodes.out.params.path=" + j.out, "--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints")}, extra...)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		t.Cleanup(cancel)
+		j.ctx = ctx
+		return j.start()
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		p := job(t, "http://"+addr)
+		checkBackoff(t, p, "connection refused")
+	})
+	t.Run("wrong-secret", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		m, mlog := startMesos(t, dir, func(c *mesostest.Config) { c.Credentials = map[string]string{"sluice": "right"} })
+		secret := filepath.Join(dir, "secret")
+		if err := os.WriteFile(secret, []byte("wrong\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := job(t, m.URL(), "--principal", "sluice", "--secret-file", secret)
+		checkBackoff(t, p, "401")
+		if n := registrations(mlog); n != 0 {
+			t.Errorf("%d frameworks registered with a wrong secret", n)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		t.Parallel()
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.Header().Set("Mesos-Stream-Id", "garbage")
+			w.WriteHeader(http.StatusOK)
+			w.Write([]byte("<html>\x00\xff not a record</html>\n"))
+		}))
+		defer srv.Close()
+		p := job(t, srv.URL)
+		checkBackoff(t, p, "mesos event stream")
+		if n := calls.Load(); n < 3 {
+			t.Errorf("%d calls to the master", n)
+		}
+	})
+	t.Run("stream-closed", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		// Agents too small for a TaskManager: the framework just waits.
+		m, mlog := startMesos(t, dir, func(c *mesostest.Config) {
+			for i := range c.Agents {
+				c.Agents[i].CPUs = 0.5
+			}
+		})
+		p := job(t, m.URL())
+		subscribed := func() int { return strings.Count(p.log.String(), `msg="subscribed to Mesos"`) }
+		for i := 1; i <= 3; i++ {
+			waitFor(t, fmt.Sprintf("subscription %d", i), func() bool {
+				f := m.Frameworks()
+				return subscribed() >= i && len(f) == 1 && f[0].Connected
+			}, p)
+			if i == 1 {
+				waitFor(t, "the status", func() bool {
+					return hasLine(p.log.String(), `msg="Mesos: waiting for offers: 0 of 3 TaskManagers launched`, "short of cpus")
+				}, p)
+			}
+			if err := m.CloseStream(frameworkIDs(m)[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "subscription 4", func() bool { return subscribed() >= 4 }, p)
+		logs := p.log.String()
+		if n := registrations(mlog); n != 1 {
+			t.Errorf("%d frameworks registered, want 1 subscribed again and again", n)
+		}
+		if n := strings.Count(logs, "failover=true"); n < 3 {
+			t.Errorf("%d subscriptions with the same framework ID, want 3", n)
+		}
+		if n := strings.Count(logs, "the master ended the event stream"); n < 3 {
+			t.Errorf("the log does not say the master ended the stream (%d times):\n%s", n, tail(logs, 3000))
+		}
+		if w := subscribeRetries(t, logs); len(w) < 3 || w[2] <= w[0] {
+			t.Errorf("the waits between subscriptions do not grow: %v", w)
+		}
+	})
 }
