@@ -76,25 +76,33 @@ type mesosJob struct {
 // checkpoints every 150 ms, restarts fixed-delay; extra come last.
 func newMesosJob(t *testing.T, dir string, m *mesostest.Master, mlog logFile, rows, keys, rate int, extra ...string) *mesosJob {
 	j := &mesosJob{t: t, m: m, mlog: mlog, dir: dir, out: filepath.Join(dir, "out"), ha: "file://" + filepath.Join(dir, "ha"), rows: rows, keys: keys}
-	j.args = []string{"framework", "--job", repoFile(t, "examples/exactly-once.json"),
-		"--resource-manager", "mesos", "--mesos-master", m.URL(), "--role", mesosRole,
-		"--ha-dir", j.ha, "--taskmanagers", "3",
-		"--heartbeat-interval", "200ms", "--heartbeat-timeout", "2s",
-		"--unreachable-timeout", "3s", "--refuse-seconds", "1s", "--failover-timeout", "1m",
-		"--set", "parallelism=3",
-		"--set", "nodes.out.params.path=" + j.out,
-		"--set", "checkpoint.storage=file://" + filepath.Join(dir, "checkpoints"),
+	j.args = append(mesosArgs(m.URL(), j.ha, repoFile(t, "examples/exactly-once.json")),
+		"--set", "nodes.out.params.path="+j.out,
+		"--set", "checkpoint.storage=file://"+filepath.Join(dir, "checkpoints"),
 		"--set", fmt.Sprintf("nodes.src.params.rows=%d", rows),
 		"--set", fmt.Sprintf("nodes.src.params.keys=%d", keys),
 		"--set", fmt.Sprintf("nodes.src.params.rate=%d", rate),
 		"--set", "checkpoint.interval=150ms",
-		"--set", `restart={"strategy":"fixed-delay","attempts":20,"delay":"50ms"}`,
-	}
+	)
 	j.args = append(j.args, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	j.ctx = ctx
 	return j
+}
+
+// mesosArgs are the arguments of `sluice framework` that run the job in
+// jobFile on the Mesos master at url with three TaskManagers, parallelism
+// 3, the HA directory ha, short timeouts and restarts fixed-delay.
+func mesosArgs(url, ha, jobFile string) []string {
+	return []string{"framework", "--job", jobFile,
+		"--resource-manager", "mesos", "--mesos-master", url, "--role", mesosRole,
+		"--ha-dir", ha, "--taskmanagers", "3",
+		"--heartbeat-interval", "200ms", "--heartbeat-timeout", "2s",
+		"--unreachable-timeout", "3s", "--refuse-seconds", "1s", "--failover-timeout", "1m",
+		"--set", "parallelism=3",
+		"--set", `restart={"strategy":"fixed-delay","attempts":20,"delay":"50ms"}`,
+	}
 }
 
 // mesosProc is one `sluice framework` process.
@@ -139,6 +147,13 @@ func (j *mesosJob) start() *mesosProc {
 // (key, window) committed exactly once.
 func (j *mesosJob) finish(p *mesosProc) {
 	j.t.Helper()
+	j.ended(p)
+	compareWindows(j.t, committedWindows(j.t, j.out), expectedWindows(int64(j.rows), int64(j.keys), 1))
+}
+
+// ended waits for the job to end, and checks it ended well.
+func (j *mesosJob) ended(p *mesosProc) {
+	j.t.Helper()
 	var err error
 	select {
 	case err = <-p.done:
@@ -152,7 +167,6 @@ func (j *mesosJob) finish(p *mesosProc) {
 	if !strings.Contains(p.log.String(), "msg=finished") {
 		j.t.Fatalf("no final log line:\n%s", tail(p.log.String(), 3000))
 	}
-	compareWindows(j.t, committedWindows(j.t, j.out), expectedWindows(int64(j.rows), int64(j.keys), 1))
 }
 
 // checkpointed waits for a checkpoint recorded in the HA directory (the

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"github.com/sluice-stream/sluice/internal/kafkatest"
 	"github.com/sluice-stream/sluice/internal/mesostest"
 	"io"
 	"maps"
@@ -437,4 +439,66 @@ func TestMesosBadMaster(t *testing.T) {
 			t.Errorf("the waits between subscriptions do not grow: %v", w)
 		}
 	})
+}
+
+// TestMesosKafkaKillAgent runs a Kafka-to-Kafka exactly-once job on kfake
+// under the Mesos resource manager and kills an agent that runs a
+// TaskManager mid-job: a read_committed reader of the output sees every
+// input record's result exactly once.
+func TestMesosKafkaKillAgent(t *testing.T) {
+	const n, parts = 60_000, 3
+	c := kafkatest.Start(t, 0, parts, "in", "out")
+	for p := 0; p < parts; p++ {
+		var recs []kafkatest.Record
+		for i := p; i < n; i += parts {
+			recs = append(recs, kafkatest.Record{Value: fmt.Appendf(nil, `{"id":%d,"pad":"x"}`, i)})
+		}
+		c.Produce(t, "in", int32(p), recs)
+	}
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(spec, []byte(kafkaCrashJob), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, mlog := startMesos(t, dir, nil)
+	brokers, _ := json.Marshal(c.Addrs)
+	j := &mesosJob{t: t, m: m, mlog: mlog, dir: dir, ha: "file://" + filepath.Join(dir, "ha")}
+	j.args = append(mesosArgs(m.URL(), j.ha, spec), "--binary-uri", "file://"+sluiceBin,
+		"--set", "nodes.src.params.brokers="+string(brokers),
+		"--set", "nodes.out.params.brokers="+string(brokers),
+		"--set", "nodes.src.params.rate=6000",
+		"--set", "checkpoint.storage=file://"+filepath.Join(dir, "checkpoints"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	j.ctx = ctx
+	p := j.start()
+	tasks := j.runningTaskManagers(p, 3)
+	j.checkpointed(p)
+	if err := m.KillAgent(tasks[0].AgentID); err != nil {
+		t.Fatal(err)
+	}
+	if p.exited() {
+		t.Fatalf("the job ended before the agent was killed: make it longer\n%s", tail(p.log.String(), 3000))
+	}
+	j.ended(p)
+	checkRestarted(t, p.log.String())
+	seen := make([]int, n)
+	for _, r := range c.ReadCommitted(t, "out", parts) {
+		var v struct{ ID, Double int64 }
+		if err := json.Unmarshal(r.Value, &v); err != nil || v.ID < 0 || v.ID >= n || v.Double != 2*v.ID {
+			t.Fatalf("bad record %q (%v)", r.Value, err)
+		}
+		seen[v.ID]++
+	}
+	bad := 0
+	for id, k := range seen {
+		if k != 1 {
+			if bad++; bad <= 5 {
+				t.Errorf("id %d seen %d times", id, k)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d ids not seen exactly once", bad, n)
+	}
 }
