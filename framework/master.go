@@ -85,6 +85,10 @@ type Master struct {
 	// the lost ones' last ones included) into the run's NodeMetrics.
 	metrics map[string]*runtime.NodeMetrics
 	reports map[string]*pb.MetricsReport
+	// gone: resources the resource manager reported ended. Their
+	// TaskManagers are refused: one on a partitioned agent that was
+	// replaced runs on and would take its replacement's place.
+	gone    map[string]bool
 	closing bool
 }
 
@@ -164,7 +168,7 @@ func New(cfg Config) (*Master, error) {
 		}
 	}
 	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, changed: make(chan struct{}),
-		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}}
+		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}, gone: map[string]bool{}}
 	for _, n := range cfg.Graph.Nodes {
 		m.metrics[n.ID] = &runtime.NodeMetrics{}
 	}
@@ -396,6 +400,7 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 // lostByRM: the resource manager saw a TaskManager's process or task end.
 func (m *Master) lostByRM(resourceID string, err error) {
 	m.mu.Lock()
+	m.gone[resourceID] = true
 	var t *tmConn
 	for _, c := range m.tms {
 		if c.resourceID == resourceID {

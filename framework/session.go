@@ -45,6 +45,10 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	ctx, drop := context.WithCancelCause(stream.Context())
 	defer drop(errSessionEnded)
 	m.mu.Lock()
+	if reg.ResourceId != "" && m.gone[reg.ResourceId] {
+		m.mu.Unlock()
+		return refuse(fmt.Sprintf("its resource %s was reported ended by the resource manager (replaced)", reg.ResourceId))
+	}
 	if want := m.cfg.TaskManagers + m.cfg.Spares; len(m.tms) >= want {
 		m.mu.Unlock()
 		return refuse(fmt.Sprintf("the job has the %d TaskManagers it needs", want))
