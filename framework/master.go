@@ -76,8 +76,9 @@ type Master struct {
 
 	mu  sync.Mutex
 	tms map[string]*tmConn
-	// released: resource ids of TaskManagers it dropped and had replaced;
-	// one that comes back (it was only paused or cut off) is refused.
+	// released: resource ids of TaskManagers it dropped and had replaced,
+	// or that the resource manager reported ended; one that comes back
+	// (it was only paused, or cut off on a partitioned agent) is refused.
 	released map[string]bool
 	nextID   int
 	changed  chan struct{} // closed and replaced when tms changes
@@ -413,6 +414,9 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 // lostByRM: the resource manager saw a TaskManager's process or task end.
 func (m *Master) lostByRM(resourceID string, err error) {
 	m.mu.Lock()
+	// Replaced: its TaskManager, if it runs on (a partitioned agent's),
+	// must not take its replacement's place.
+	m.released[resourceID] = true
 	var t *tmConn
 	for _, c := range m.tms {
 		if c.resourceID == resourceID {

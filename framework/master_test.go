@@ -193,13 +193,13 @@ func TestRefusesStaleMaster(t *testing.T) {
 	}
 }
 
-// lostRM records what the master tells it.
-type lostRM struct{ lost chan string }
+// recordingRM records what the master tells it.
+type recordingRM struct{ lost chan string }
 
-func (r *lostRM) Start(context.Context, string, int, func(string, error)) error { return nil }
-func (r *lostRM) Lost(id string)                                                { r.lost <- id }
-func (r *lostRM) Close()                                                        {}
-func (r *lostRM) Abandon()                                                      {}
+func (r *recordingRM) Start(context.Context, string, int, func(string, error)) error { return nil }
+func (r *recordingRM) Lost(id string)                                                { r.lost <- id }
+func (r *recordingRM) Close()                                                        {}
+func (r *recordingRM) Abandon()                                                      {}
 
 // TestRefusesReplacedTaskManager: a TaskManager the master dropped (its
 // session ended: hung, or cut off) is replaced through the resource
@@ -214,7 +214,7 @@ func TestRefusesReplacedTaskManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm := &lostRM{lost: make(chan string, 1)}
+	rm := &recordingRM{lost: make(chan string, 1)}
 	m, err := framework.New(framework.Config{Job: j, Graph: g, TaskManagers: 2, Slots: 1, RM: rm, Log: quiet()})
 	if err != nil {
 		t.Fatal(err)
