@@ -3,6 +3,7 @@ package mesostest
 import (
 	"archive/tar"
 	"archive/zip"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -99,16 +101,20 @@ func (m *Master) fetchOne(raw, sandbox string) (string, error) {
 	return "", fmt.Errorf("unsupported URI scheme %q", u.Scheme)
 }
 
+// writeFile writes r to dst from a child process, as Mesos' fetcher is
+// one: a file this process held open for writing would be inherited, still
+// open, by any process it forks meanwhile (another task's launch, a test's
+// exec), and exec-ing the fetched binary would then fail with ETXTBSY
+// ("text file busy").
 func writeFile(dst string, r io.Reader) error {
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
+	cmd := exec.Command("/bin/sh", "-c", `cat > "$1"`, "sh", dst)
+	cmd.Stdin = r
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("writing %s: %w: %s", dst, err, strings.TrimSpace(stderr.String()))
 	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 func isArchive(name string) bool {
