@@ -33,13 +33,15 @@ import (
 // has each receiving process write its CPU profile there (the last run's
 // stays).
 //
-// Schemas: "mixed" is BenchmarkTCP's batch (1024 rows of int64, string of
+// Schemas: "raw" is the mixed batch sent encoded as it is and delivered
+// without decoding — the data plane alone, across processes, without the
+// row codec (as BenchmarkTCP's raw cases in one process); "mixed" is BenchmarkTCP's batch (1024 rows of int64, string of
 // 16, float64: 29.7 KB packed, 28.7 KB in varints); "seq" is what harness
 // job (b) sends across: the sequence source's (id, key, ts) rows split in
 // two by the hash edge, 512-row batches of 2.6 KB packed (3.6 KB in
 // varints).
 func BenchmarkTwoProcs(b *testing.B) {
-	for _, schema := range []string{"mixed", "seq"} {
+	for _, schema := range []string{"mixed", "seq", "raw"} {
 		for _, channels := range []int{1, 4} {
 			b.Run(fmt.Sprintf("%s/channels=%d", schema, channels), func(b *testing.B) { benchTwoProcs(b, schema, channels) })
 		}
@@ -112,7 +114,7 @@ func receiverMain(arg string) error {
 		cpu0  time.Duration
 		wg    sync.WaitGroup
 	)
-	n, err := Listen(Config{Listen: "127.0.0.1:0", Receiver: recv, Logger: quiet})
+	n, err := Listen(Config{Listen: "127.0.0.1:0", Receiver: recv, Logger: quiet, rawData: name == "raw"})
 	if err != nil {
 		return err
 	}
@@ -205,6 +207,13 @@ func benchTwoProcs(b *testing.B, schemaName string, channels int) {
 		go func() {
 			defer wg.Done()
 			for range n {
+				if schemaName == "raw" {
+					if err := s.(rawSender).sendRaw(enc); err != nil {
+						b.Error(err)
+						return
+					}
+					continue
+				}
 				// A fresh batch per send, as a task's: Send takes it.
 				bt := row.NewBatch(schema)
 				for c := range bt.Cols {
