@@ -71,6 +71,46 @@ func acceptType(r *http.Request) string {
 	return ""
 }
 
+// readCall decodes a POSTed call (JSON or protobuf) into call, answering
+// the request's mistakes as the master does; false when it answered.
+func readCall(w http.ResponseWriter, r *http.Request, call proto.Message) bool {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		textError(w, http.StatusMethodNotAllowed, fmt.Sprintf("405 Method Not Allowed. Expecting one of { 'POST' }, but received '%s'.", r.Method))
+		return false
+	}
+	cts := r.Header.Values("Content-Type")
+	if len(cts) == 0 {
+		textError(w, http.StatusBadRequest, "Expecting 'Content-Type' to be present")
+		return false
+	}
+	ct := mediaType(cts[len(cts)-1])
+	if ct != "application/json" && ct != "application/x-protobuf" {
+		textError(w, http.StatusUnsupportedMediaType, "Expecting 'Content-Type' of application/json or application/x-protobuf")
+		return false
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		textError(w, http.StatusBadRequest, "Failed to read body: "+err.Error())
+		return false
+	}
+	if ct == "application/json" {
+		v, err := parseJSONBody(body)
+		if err != nil {
+			textError(w, http.StatusBadRequest, "Failed to parse body into JSON: "+err.Error())
+			return false
+		}
+		if err := unmarshalJSONValue(v, call); err != nil {
+			textError(w, http.StatusBadRequest, "Failed to convert JSON into Call protobuf: "+err.Error())
+			return false
+		}
+	} else if err := proto.Unmarshal(body, call); err != nil {
+		textError(w, http.StatusBadRequest, "Failed to parse body into Call protobuf")
+		return false
+	}
+	return true
+}
+
 func (m *Master) handleScheduler(w http.ResponseWriter, r *http.Request) {
 	if m.redirectNonLeader(w, r) {
 		return
@@ -79,39 +119,8 @@ func (m *Master) handleScheduler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		textError(w, http.StatusMethodNotAllowed, fmt.Sprintf("405 Method Not Allowed. Expecting one of { 'POST' }, but received '%s'.", r.Method))
-		return
-	}
-	cts := r.Header.Values("Content-Type")
-	if len(cts) == 0 {
-		textError(w, http.StatusBadRequest, "Expecting 'Content-Type' to be present")
-		return
-	}
-	ct := mediaType(cts[len(cts)-1])
-	if ct != "application/json" && ct != "application/x-protobuf" {
-		textError(w, http.StatusUnsupportedMediaType, "Expecting 'Content-Type' of application/json or application/x-protobuf")
-		return
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		textError(w, http.StatusBadRequest, "Failed to read body: "+err.Error())
-		return
-	}
 	call := &scheduler.Call{}
-	if ct == "application/json" {
-		v, err := parseJSONBody(body)
-		if err != nil {
-			textError(w, http.StatusBadRequest, "Failed to parse body into JSON: "+err.Error())
-			return
-		}
-		if err := unmarshalJSONValue(v, call); err != nil {
-			textError(w, http.StatusBadRequest, "Failed to convert JSON into Call protobuf: "+err.Error())
-			return
-		}
-	} else if err := proto.Unmarshal(body, call); err != nil {
-		textError(w, http.StatusBadRequest, "Failed to parse body into Call protobuf")
+	if !readCall(w, r, call) {
 		return
 	}
 	if msg := validateCall(call); msg != "" {

@@ -2,7 +2,6 @@ package mesostest
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -23,39 +22,8 @@ func (m *Master) handleOperator(w http.ResponseWriter, r *http.Request) {
 	if m.redirectNonLeader(w, r) {
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		textError(w, http.StatusMethodNotAllowed, fmt.Sprintf("405 Method Not Allowed. Expecting one of { 'POST' }, but received '%s'.", r.Method))
-		return
-	}
-	cts := r.Header.Values("Content-Type")
-	if len(cts) == 0 {
-		textError(w, http.StatusBadRequest, "Expecting 'Content-Type' to be present")
-		return
-	}
-	ct := mediaType(cts[len(cts)-1])
-	if ct != "application/json" && ct != "application/x-protobuf" {
-		textError(w, http.StatusUnsupportedMediaType, "Expecting 'Content-Type' of application/json or application/x-protobuf")
-		return
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		textError(w, http.StatusBadRequest, "Failed to read body: "+err.Error())
-		return
-	}
 	call := &master.Call{}
-	if ct == "application/json" {
-		v, err := parseJSONBody(body)
-		if err != nil {
-			textError(w, http.StatusBadRequest, "Failed to parse body into JSON: "+err.Error())
-			return
-		}
-		if err := unmarshalJSONValue(v, call); err != nil {
-			textError(w, http.StatusBadRequest, "Failed to convert JSON into Call protobuf: "+err.Error())
-			return
-		}
-	} else if err := proto.Unmarshal(body, call); err != nil {
-		textError(w, http.StatusBadRequest, "Failed to parse body into Call protobuf")
+	if !readCall(w, r, call) {
 		return
 	}
 	at := acceptType(r)
