@@ -143,6 +143,10 @@ func (s *controlServer) Session(stream pb.Control_SessionServer) error {
 	return nil
 }
 
+// Superseded says whether a newer master leads the job (checked in the HA
+// directory; false without one).
+func (m *Master) Superseded() bool { return m.supersededNow() }
+
 // supersededNow checks the HA directory for a newer master before the
 // master replaces a TaskManager: one paused past its successor's takeover
 // finds its sessions ended (the TaskManagers moved to the successor) and

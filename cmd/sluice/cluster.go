@@ -148,17 +148,22 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel, 
 		}
 	}
 	var rm framework.ResourceManager
+	var mrm *mesos.ResourceManager
 	if *c.rm == "mesos" {
-		mrm, err := c.mesosRM(j, res, slots, logLevel, log)
-		if err != nil {
+		var err error
+		if mrm, err = c.mesosRM(j, res, slots, logLevel, log); err != nil {
 			return nil, err
 		}
 		rm = mrm
 	} else {
 		rm = &framework.Local{Slots: slots, LocalDir: localDir, HADir: *c.haDir, Args: []string{"--log-level", logLevel}, Log: log}
 	}
-	return framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
+	m, err := framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
 		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, HTTP: httpAddr, Log: log})
+	if err == nil && mrm != nil {
+		mrm.SetSuperseded(m.Superseded)
+	}
+	return m, err
 }
 
 // mesosRM builds the Mesos resource manager from the flags and the spec

@@ -86,18 +86,21 @@ type ResourceManager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu           sync.Mutex
-	master       string
-	lost         func(string, error)
-	want         int // TaskManagers to keep
-	tasks        map[string]*task
-	released     map[string]bool // ids the master dropped that were never ours to track: kill on sight
-	ended        map[string]bool // tasks it tracked that ended (and were replaced then)
-	revive       bool            // more are needed since the last REVIVE: clear the decline filters
-	frameworkID  string
-	subscribed   bool
-	suppressed   bool
-	failedOver   bool // another scheduler took the framework over, and it was not taken back since
+	mu          sync.Mutex
+	master      string
+	lost        func(string, error)
+	want        int // TaskManagers to keep
+	tasks       map[string]*task
+	released    map[string]bool // ids the master dropped that were never ours to track: kill on sight
+	ended       map[string]bool // tasks it tracked that ended (and were replaced then)
+	revive      bool            // more are needed since the last REVIVE: clear the decline filters
+	frameworkID string
+	subscribed  bool
+	suppressed  bool
+	failedOver  bool // another scheduler took the framework over, and it was not taken back since
+	// superseded, when set (SetSuperseded), says whether the job master
+	// lost its leadership (HA fencing).
+	superseded   func() bool
 	lastErr      error
 	unfit        map[string]int
 	quota        string // why offers stay away, from the role's quota
@@ -464,4 +467,14 @@ func (r *ResourceManager) teardownOnce(ctx context.Context, fid string) error {
 		return fmt.Errorf("subscribing to tear down: the master sent %s", e.Type)
 	}
 	return r.cfg.Client.Call(ctx, TeardownCall(fid))
+}
+
+// SetSuperseded gives the resource manager the job master's fencing check:
+// after another scheduler took the framework over, it is asked before
+// subscribing again, so that a superseded master (paused past its
+// successor's takeover) abandons the framework instead of taking it back.
+func (r *ResourceManager) SetSuperseded(f func() bool) {
+	r.mu.Lock()
+	r.superseded = f
+	r.mu.Unlock()
 }

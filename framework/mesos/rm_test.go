@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -589,6 +590,29 @@ func TestRMFailedOverTakesBack(t *testing.T) {
 		t.Fatalf("subscribed again as %q", s2.fid)
 	}
 	waitFor(t, "subscribed", func() bool { return strings.HasPrefix(r.Status(), "waiting for offers") })
+}
+
+// Taken over while this master is paused past its successor's takeover:
+// when it resumes, its fencing check says it is superseded, so it does not
+// take the framework back (nor kill or tear down anything): it abandons.
+func TestRMFailedOverSupersededAbandons(t *testing.T) {
+	f := newFakeMaster(t)
+	r := testRM(t, f.srv.URL, func(c *Config) { c.RetakeAfter = 20 * time.Millisecond })
+	var asked atomic.Int32
+	r.SetSuperseded(func() bool { asked.Add(1); return true })
+	if err := r.Start(context.Background(), "m:1", 1, (&lostLog{}).lost); err != nil {
+		t.Fatal(err)
+	}
+	s := f.stream(t)
+	s.send(&scheduler.Event{Type: scheduler.Event_ERROR, Error: &scheduler.Event_Error{Message: "Framework failed over"}})
+	waitFor(t, "the fencing check", func() bool { return asked.Load() > 0 })
+	r.Close() // the master's Close after: changes nothing
+	if n := len(f.subscriptions()); n != 1 {
+		t.Fatalf("%d subscriptions: a superseded master took the framework back", n)
+	}
+	if f.count(scheduler.Call_KILL) != 0 || f.count(scheduler.Call_TEARDOWN) != 0 {
+		t.Fatalf("kills %d, teardowns %d", f.count(scheduler.Call_KILL), f.count(scheduler.Call_TEARDOWN))
+	}
 }
 
 // More TaskManagers asked for later (Start again): offers are revived.

@@ -106,6 +106,17 @@ func (r *ResourceManager) run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		r.mu.Lock()
+		superseded := r.superseded
+		r.mu.Unlock()
+		if failedOver && superseded != nil && superseded() {
+			// As Abandon, from inside the loop (Abandon waits for it).
+			r.log.Warn("Mesos: not taking the framework back: a newer master leads the job; abandoning it to that master", "framework", r.FrameworkID())
+			r.mu.Lock()
+			r.closed, r.abandoned = true, true
+			r.mu.Unlock()
+			return
+		}
 		backoff = min(2*backoff, r.cfg.BackoffMax)
 	}
 }
