@@ -136,6 +136,14 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 	if killed != kills {
 		t.Fatalf("%d of %d kills landed", killed, kills)
 	}
+	checkDoubledOnce(t, c, parts, n, fmt.Sprintf("%d kills", killed))
+}
+
+// checkDoubledOnce reads topic "out" read_committed and checks that each
+// id in [0, n) was written exactly once, with double = 2·id (the doubling
+// job's output); what says what the run went through.
+func checkDoubledOnce(t *testing.T, c *kafkatest.Cluster, parts int32, n int64, what string) {
+	t.Helper()
 	seen := make([]int, n)
 	for _, r := range c.ReadCommitted(t, "out", parts) {
 		var v struct{ ID, Double int64 }
@@ -153,7 +161,7 @@ func TestKafkaCrashExactlyOnce(t *testing.T) {
 		}
 	}
 	if bad > 0 {
-		t.Fatalf("%d of %d ids not seen exactly once (%d kills)", bad, n, killed)
+		t.Fatalf("%d of %d ids not seen exactly once (%s)", bad, n, what)
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/sluice-stream/sluice/internal/kafkatest"
-	"github.com/sluice-stream/sluice/internal/mesostest"
 	"io"
 	"maps"
 	"net"
@@ -21,6 +19,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/kafkatest"
+	"github.com/sluice-stream/sluice/internal/mesostest"
 )
 
 // registrations counts the frameworks the Mesos master registered.
@@ -514,23 +515,5 @@ func TestMesosKafkaKillAgent(t *testing.T) {
 	}
 	j.ended(p)
 	checkRestarted(t, p.log.String())
-	seen := make([]int, n)
-	for _, r := range c.ReadCommitted(t, "out", parts) {
-		var v struct{ ID, Double int64 }
-		if err := json.Unmarshal(r.Value, &v); err != nil || v.ID < 0 || v.ID >= n || v.Double != 2*v.ID {
-			t.Fatalf("bad record %q (%v)", r.Value, err)
-		}
-		seen[v.ID]++
-	}
-	bad := 0
-	for id, k := range seen {
-		if k != 1 {
-			if bad++; bad <= 5 {
-				t.Errorf("id %d seen %d times", id, k)
-			}
-		}
-	}
-	if bad > 0 {
-		t.Fatalf("%d of %d ids not seen exactly once", bad, n)
-	}
+	checkDoubledOnce(t, c, parts, n, "an agent killed")
 }

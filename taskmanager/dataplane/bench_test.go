@@ -121,12 +121,8 @@ func benchChannels(b *testing.B, newNet benchFactory, raw bool, channels int) {
 					}
 					continue
 				}
-				bt := row.NewBatch(testSchema)
-				bt.Cols[0].Ints = append(bt.Cols[0].Ints[:0], tmpl.Cols[0].Ints...)
-				bt.Cols[1].Strs = append(bt.Cols[1].Strs[:0], tmpl.Cols[1].Strs...)
-				bt.Cols[2].Floats = append(bt.Cols[2].Floats[:0], tmpl.Cols[2].Floats...)
-				bt.Len = tmpl.Len
-				if err := s.Send(runtime.Message{Kind: runtime.MsgData, Batch: bt}); err != nil {
+				// A fresh batch per send, as a task's: Send takes it.
+				if err := s.Send(runtime.Message{Kind: runtime.MsgData, Batch: tmpl.Clone()}); err != nil {
 					b.Error(err)
 					return
 				}
