@@ -14,7 +14,8 @@ import (
 
 // The at-least-once sink over one or several clusters.
 //
-// Each cluster that is up has an idempotent producer (acks=all). A batch
+// Each cluster that is up has a producer (acks=all, not idempotent: see
+// openALO). A batch
 // goes to one cluster, chosen by the mode: round-robin over the clusters
 // that are up, or primary-backup (the first cluster that is up, in the
 // order of params.clusters). A health watcher per cluster (kafkaHealth)
@@ -99,14 +100,16 @@ func (s *kafkaSinkALO) openALO() error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.tolWindow > 0 {
-		// sarama's idempotent producer cannot go on past a record the broker
-		// refused: every later batch of the partition is out of sequence
-		// (the Java client bumps the epoch; sarama does not). A retried
-		// write may then be duplicated, which at-least-once allows;
-		// MaxOpenRequests 1 keeps each partition in order.
-		conf.Producer.Idempotent = false
-	}
+	// Not sarama's idempotent producer: a connection cut while batches are
+	// in flight (a broker restart, a flapping network) makes it answer many
+	// writes with sequence errors and can wedge a partition for good (every
+	// later batch out of order; the Java client bumps the epoch, sarama
+	// does not reliably) — records ran out of resends and the job restarted
+	// again and again (TestKafkaSinkALOFlappingCluster). It cannot go on
+	// past a record the broker refused either (tolerateFailures). A retried
+	// write may then be duplicated, which at-least-once allows;
+	// MaxOpenRequests 1 keeps each partition in order.
+	conf.Producer.Idempotent = false
 	a := &kafkaALO{conf: conf, notify: make(chan struct{}, 1)}
 	if s.cfg.tolWindow > 0 {
 		a.loss = newLossWindow(s.cfg.tolRatio, s.cfg.tolWindow)
