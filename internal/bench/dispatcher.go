@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The dispatcher's benchmarks (issue #11): `sluice dispatcher` of the
+// built binary, driven over its REST API as a user's scripts would.
+var (
+	dispReps = flag.Int("dispatcher-reps", 5, "dispatcher: submissions timed one at a time")
+	dispJobs = flag.Int("dispatcher-jobs", 100, "dispatcher: jobs submitted at once for the many-jobs run (0: skip it)")
+)
+
+// dispJob runs until cancelled: a slow sequence into discard, one
+// TaskManager of one slot.
+const dispJob = `{
+  "name": "bench-dispatcher", "parallelism": 1,
+  "checkpoint": {"interval": "2s"},
+  "nodes": [
+    {"id": "src", "type": "sequence", "params": {"rate": 100}},
+    {"id": "out", "type": "discard", "inputs": ["src"]}
+  ]
+}`
+
+type benchDispatcher struct {
+	cmd  *exec.Cmd
+	url  string
+	dir  string
+	logs *bytes.Buffer
+}
+
+var listenRe = regexp.MustCompile(`msg="dispatcher listening" addr=(\S+)`)
+
+// startBenchDispatcher starts `sluice dispatcher` with extra args on a
+// store of its own and waits for its address.
+func startBenchDispatcher(args ...string) *benchDispatcher {
+	dir, err := os.MkdirTemp("", "sluice-bench-dispatcher")
+	if err != nil {
+		fail(err)
+	}
+	a := append([]string{"dispatcher", "--listen", "127.0.0.1:0", "--store", "file://" + filepath.Join(dir, "store"),
+		"--work-dir", filepath.Join(dir, "work")}, args...)
+	cmd := exec.Command(binary(), a...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		fail(err)
+	}
+	d := &benchDispatcher{cmd: cmd, dir: dir, logs: &bytes.Buffer{}}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := listenRe.FindStringSubmatch(line); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+			if d.logs.Len() < 1<<20 {
+				d.logs.WriteString(line + "\n")
+			}
+		}
+	}()
+	select {
+	case d.url = <-found:
+	case <-time.After(30 * time.Second):
+		fail(fmt.Errorf("dispatcher: no listening line"))
+	}
+	return d
+}
+
+// stop cancels every job it still has, then stops it (the masters would
+// outlive it otherwise).
+func (d *benchDispatcher) stop() {
+	var jobs []struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := d.call("GET", "/v1/jobs", nil, &jobs); err == nil {
+		for _, j := range jobs {
+			_ = d.call("DELETE", "/v1/jobs/"+j.ID, nil, nil)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) && d.live() > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
+	_ = d.cmd.Wait()
+	os.RemoveAll(d.dir)
+}
+
+// live counts the jobs that have not ended.
+func (d *benchDispatcher) live() int {
+	var jobs []struct {
+		State string `json:"state"`
+	}
+	if err := d.call("GET", "/v1/jobs", nil, &jobs); err != nil {
+		return -1
+	}
+	n := 0
+	for _, j := range jobs {
+		switch j.State {
+		case "FINISHED", "FAILED", "CANCELED":
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+func (d *benchDispatcher) call(method, path string, body []byte, out any) error {
+	req, err := http.NewRequest(method, d.url+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func (d *benchDispatcher) submit(spec string) string {
+	var r struct {
+		ID string `json:"id"`
+	}
+	if err := d.call("POST", "/v1/jobs", []byte(spec), &r); err != nil {
+		fail(err)
+	}
+	return r.ID
+}
+
+func (d *benchDispatcher) state(id string) string {
+	var s struct {
+		State  string `json:"state"`
+		Reason string `json:"reason"`
+	}
+	if err := d.call("GET", "/v1/jobs/"+id, nil, &s); err != nil {
+		return "?"
+	}
+	if s.State == "FAILED" {
+		fail(fmt.Errorf("job %s failed: %s\ndispatcher log:\n%s", id, s.Reason, tail(d.logs.String(), 3000)))
+	}
+	return s.State
+}
+
+// waitRunning waits until every id is RUNNING.
+func (d *benchDispatcher) waitRunning(ids ...string) {
+	deadline := time.Now().Add(10 * time.Minute)
+	left := append([]string(nil), ids...)
+	for len(left) > 0 {
+		if time.Now().After(deadline) {
+			fail(fmt.Errorf("dispatcher: %d jobs not RUNNING after 10 min (first %s: %s)", len(left), left[0], d.state(left[0])))
+		}
+		var still []string
+		for _, id := range left {
+			if d.state(id) != "RUNNING" {
+				still = append(still, id)
+			}
+		}
+		left = still
+		if len(left) > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// rss is a process's resident and peak resident memory (VmRSS, VmHWM).
+func rss(pid int) (cur, peak int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			cur = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	return cur, peak
+}
+
+// dispatcherSubmitToRunning submits dispJob -dispatcher-reps times, one
+// at a time, and times each from the POST to RUNNING (its master started,
+// its TaskManager registered, its tasks deployed).
+func dispatcherSubmitToRunning(d *benchDispatcher, what string) {
+	var took []time.Duration
+	for i := 0; i < *dispReps; i++ {
+		t0 := time.Now()
+		id := d.submit(dispJob)
+		d.waitRunning(id)
+		took = append(took, time.Since(t0))
+		_ = d.call("DELETE", "/v1/jobs/"+id, nil, nil)
+	}
+	med, mx := medianMax(took)
+	fmt.Fprintf(os.Stderr, "bench dispatcher %s: submit → RUNNING %v\n", what, took)
+	add("dispatcher", fmt.Sprintf("submit → RUNNING, %s: median %v, max %v of %d", what, med, mx, len(took)), "", "", "", "", "")
+}
+
+// dispatcherManyJobs submits -dispatcher-jobs jobs at once and measures
+// the time until all are RUNNING, and the dispatcher's CPU and memory.
+func dispatcherManyJobs(d *benchDispatcher, what string) {
+	n := *dispJobs
+	if n <= 0 {
+		return
+	}
+	pid := d.cmd.Process.Pid
+	cpu0, _ := procCPU(pid)
+	t0 := time.Now()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = d.submit(dispJob)
+	}
+	submitted := time.Since(t0)
+	d.waitRunning(ids...)
+	all := time.Since(t0)
+	cpu1, _ := procCPU(pid)
+	cur, peak := rss(pid)
+	// A minute of keeping them: the dispatcher polls every master.
+	time.Sleep(30 * time.Second)
+	cpu2, _ := procCPU(pid)
+	fmt.Fprintf(os.Stderr, "bench dispatcher %s: %d jobs submitted in %v, all RUNNING after %v; dispatcher CPU %v until then, %v over the next 30 s; RSS %d MB (peak %d MB)\n",
+		what, n, submitted.Round(time.Millisecond), all.Round(time.Millisecond), (cpu1 - cpu0).Round(time.Millisecond), (cpu2 - cpu1).Round(time.Millisecond), cur>>20, peak>>20)
+	add("dispatcher", fmt.Sprintf("%d jobs, %s: all RUNNING after %v (submitted in %v); dispatcher CPU %v, then %.1f%% of a core while they run; RSS %d MB, peak %d MB",
+		n, what, all.Round(time.Millisecond), submitted.Round(time.Millisecond), (cpu1 - cpu0).Round(time.Millisecond),
+		100*(cpu2-cpu1).Seconds()/30, cur>>20, peak>>20), "", "", "", "", "")
+}
+
+// scenarioDispatcher: submit → RUNNING one job at a time, and many jobs
+// at once, with local framework masters.
+func scenarioDispatcher() {
+	d := startBenchDispatcher("--resource-manager", "local")
+	defer d.stop()
+	dispatcherSubmitToRunning(d, "local masters")
+	dispatcherManyJobs(d, "local masters")
+}
