@@ -55,10 +55,6 @@ func (d *Dispatcher) checkFence(ctx context.Context) error {
 	if err := d.superseded(); err != nil {
 		return err
 	}
-	// Not bound to a request's end or the dispatcher's: a stop asked while
-	// it closes is still checked, not refused for a cancelled context.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	return d.store.Fence(ctx) // a superseded store calls d.supersede
 }
 
@@ -119,7 +115,11 @@ type fencedMaster struct {
 }
 
 func (m *fencedMaster) Stop(ctx context.Context) error {
-	if err := m.d.checkFence(ctx); err != nil {
+	// Checked even when ctx has ended (a stop asked while the dispatcher
+	// closes), as the stop itself goes on then.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := m.d.checkFence(fctx); err != nil {
 		return fmt.Errorf("not stopping master %s: %w", m, err)
 	}
 	return m.Master.Stop(ctx)
