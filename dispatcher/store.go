@@ -374,7 +374,9 @@ func (s *Store) Save(ctx context.Context, rec *Record) error {
 	if err == nil {
 		return nil
 	}
-	_ = s.fs.RemoveAll(context.WithoutCancel(ctx), stage)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	_ = s.fs.RemoveAll(rctx, stage) // garbage otherwise; the next takeover removes it too
+	cancel()
 	if ferr := s.Fence(ctx); errors.Is(ferr, errSuperseded) {
 		return ferr
 	}
