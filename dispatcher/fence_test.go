@@ -62,6 +62,8 @@ func TestFenceTakeover(t *testing.T) {
 		e1 := startOn(t, uri, time.Hour)
 		id := e1.submit(goodSpec)
 		e1.waitState(id, Running)
+		other := e1.submit(goodYAML)
+		e1.waitState(other, Running)
 		if e1.d.store.Epoch() != 1 {
 			t.Fatalf("first dispatcher's epoch: %d", e1.d.store.Epoch())
 		}
@@ -71,6 +73,7 @@ func TestFenceTakeover(t *testing.T) {
 			t.Fatalf("second dispatcher's epoch: %d", e2.d.store.Epoch())
 		}
 		e2.waitState(id, Running) // recovered, and a master launched for it
+		e2.waitState(other, Running)
 
 		// The first's API: changes are 503 naming the reason.
 		var er errorReply
@@ -111,7 +114,9 @@ func TestFenceTakeover(t *testing.T) {
 		if err := m1.Stop(ctx); !errors.Is(err, errSuperseded) {
 			t.Fatalf("a superseded Stop: %v", err)
 		}
-		fm1, _ := e1.l.last()
+		e1.l.mu.Lock()
+		fm1 := e1.l.launched[0] // id's: launched before the other job was submitted
+		e1.l.mu.Unlock()
 		select {
 		case <-fm1.done:
 			t.Fatal("the superseded dispatcher stopped a master")
@@ -123,7 +128,7 @@ func TestFenceTakeover(t *testing.T) {
 		// Its master dies: it is not started again by the first.
 		fm1.end(1)
 		e1.d.Close() // waits for its supervisors: they stopped when it was superseded
-		if n := e1.l.count(); n != 1 {
+		if n := e1.l.count(); n != 2 {
 			t.Fatalf("the superseded dispatcher launched %d masters", n)
 		}
 
@@ -133,8 +138,13 @@ func TestFenceTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(recs) != 1 || recs[0].ID != id || recs[0].CancelRequested || recs[0].Reason != "" {
+		if len(recs) != 2 {
 			t.Fatalf("the store after the takeover: %+v", recs)
+		}
+		for _, r := range recs {
+			if r.CancelRequested || r.Reason != "" {
+				t.Fatalf("the store after the takeover: %+v", r)
+			}
 		}
 		if _, err := e2.d.store.Spec(ctx, zombie.ID); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("the superseded Create wrote a spec: %v", err)
