@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,47 +266,70 @@ func TestFenceWriteInFlight(t *testing.T) {
 	})
 }
 
-// Dispatchers starting at once: one leads, with every record.
+// Dispatchers starting at once, on a store with a record and on a new
+// one: one leads (the newest epoch), with every record, and what it writes
+// is what the next one reads.
 func TestFenceConcurrentTakeover(t *testing.T) {
-	ctx := context.Background()
-	uri := "file://" + t.TempDir()
-	s0, _ := OpenStore(uri)
-	if _, err := s0.Takeover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rec := &Record{ID: newID(), Name: "j", State: Running, Run: 1}
-	if err := s0.Create(ctx, rec, []byte(goodSpec)); err != nil {
-		t.Fatal(err)
-	}
-	const n = 6
-	stores := make([]*Store, n)
-	var wg sync.WaitGroup
-	for i := range stores {
-		stores[i], _ = OpenStore(uri)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := stores[i].Takeover(ctx); err != nil && !errors.Is(err, errSuperseded) {
-				t.Error(err)
+	for _, fresh := range []bool{false, true} {
+		ctx := context.Background()
+		uri := "file://" + t.TempDir()
+		var want []string
+		first := int64(1)
+		if !fresh {
+			s0, _ := OpenStore(uri)
+			if _, err := s0.Takeover(ctx); err != nil {
+				t.Fatal(err)
 			}
-		}()
-	}
-	wg.Wait()
-	var leader *Store
-	for _, s := range append(stores, s0) {
-		if s.Epoch() > 0 && s.Fence(ctx) == nil {
-			if leader != nil {
-				t.Fatalf("two leaders: epochs %d and %d", leader.Epoch(), s.Epoch())
+			rec := &Record{ID: newID(), Name: "j", State: Running, Run: 1}
+			if err := s0.Create(ctx, rec, []byte(goodSpec)); err != nil {
+				t.Fatal(err)
 			}
-			leader = s
+			want, first = append(want, rec.ID), 2
 		}
-	}
-	if leader == nil || leader.Epoch() != n+1 {
-		t.Fatalf("leader: %+v", leader)
-	}
-	recs, err := leader.Load(ctx)
-	if err != nil || len(recs) != 1 || recs[0].ID != rec.ID {
-		t.Fatalf("the leader's records: %+v %v", recs, err)
+		const n = 6
+		stores := make([]*Store, n)
+		var wg sync.WaitGroup
+		for i := range stores {
+			stores[i], _ = OpenStore(uri)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := stores[i].Takeover(ctx); err != nil && !errors.Is(err, errSuperseded) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		var leader *Store
+		for _, s := range stores {
+			if s.Epoch() > 0 && s.Fence(ctx) == nil {
+				if leader != nil {
+					t.Fatalf("fresh=%v: two leaders: epochs %d and %d", fresh, leader.Epoch(), s.Epoch())
+				}
+				leader = s
+			}
+		}
+		if leader == nil || leader.Epoch() != first+n-1 {
+			t.Fatalf("fresh=%v: leader: %+v", fresh, leader)
+		}
+		rec := &Record{ID: newID(), Name: "k", State: Pending, Run: 1}
+		if err := leader.Create(ctx, rec, []byte(goodSpec)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rec.ID)
+		next, _ := OpenStore(uri)
+		if _, err := next.Takeover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := next.Load(ctx)
+		var got []string
+		for _, r := range recs {
+			got = append(got, r.ID)
+		}
+		slices.Sort(want)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("fresh=%v: the next dispatcher's records: %v %v, want %v", fresh, got, err, want)
+		}
 	}
 }
 
