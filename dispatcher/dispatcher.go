@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,10 @@ type Config struct {
 	// PollInterval is how often a running master's state is read (default
 	// 1 s).
 	PollInterval time.Duration
+	// FenceInterval is how often the dispatcher checks that no newer one
+	// took the store over (default 5 s); writes, launches, stops and
+	// requests that change something check it anyway.
+	FenceInterval time.Duration
 	// Registerer takes the dispatcher's metrics (default: a registry of
 	// its own, served on /metrics).
 	Registry *prometheus.Registry
@@ -54,6 +59,10 @@ type Dispatcher struct {
 
 	mu   sync.Mutex
 	jobs map[string]*job
+
+	// fenceErr is set once a newer dispatcher took the store over.
+	fenceOnce sync.Once
+	fenceErr  atomic.Pointer[error]
 }
 
 // New makes a dispatcher; Start recovers the stored jobs.
@@ -82,20 +91,34 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.FenceInterval <= 0 {
+		cfg.FenceInterval = 5 * time.Second
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	d := &Dispatcher{cfg: cfg, log: cfg.Log, store: cfg.Store, jobs: map[string]*job{},
 		client: &http.Client{Timeout: 10 * time.Minute}}
+	// Every launch and stop goes through the fence (job.go calls the
+	// launcher through d.cfg).
+	d.cfg.Launcher = fencedLauncher{d: d, l: cfg.Launcher}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.metrics = newMetrics(cfg.Registry, d)
 	return d, nil
 }
 
-// Start recovers every job of the store: a job that has not ended gets
-// its master back — the one still running, found through its HA
-// directory, or a new one on the same HA directory.
+// Start takes the store over (a new epoch: an older dispatcher still
+// running, or paused, is superseded) and recovers every job of the store:
+// a job that has not ended gets its master back — the one still running,
+// found through its HA directory, or a new one on the same HA directory.
 func (d *Dispatcher) Start(ctx context.Context) error {
+	f := d.supersede
+	d.store.onSuperseded.Store(&f)
+	epoch, err := d.store.Takeover(ctx)
+	if err != nil {
+		return fmt.Errorf("dispatcher: taking the job store over: %w", err)
+	}
+	d.log.Info("took the job store over", "epoch", epoch, "store", d.store.URI())
 	recs, err := d.store.Load(ctx)
 	if err != nil {
 		return fmt.Errorf("dispatcher: recovering jobs: %w", err)
@@ -124,6 +147,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		}
 	}
 	d.log.Info("jobs recovered", "jobs", len(recs), "store", d.store.URI())
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.watchFence()
+	}()
 	return nil
 }
 

@@ -106,6 +106,13 @@ func (d *Dispatcher) instrument(rt route, h http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(rec, r.Body, d.cfg.MaxBody)
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// A superseded dispatcher changes nothing (see fence.go).
+			if err := d.checkFence(r.Context()); errors.Is(err, errSuperseded) {
+				writeError(rec, http.StatusServiceUnavailable, "%v: this dispatcher changes nothing any more; ask the newest one", err)
+				return
+			}
+		}
 		h.ServeHTTP(rec, r)
 	})
 }
@@ -125,6 +132,12 @@ func (d *Dispatcher) authorized(r *http.Request) bool {
 }
 
 func (d *Dispatcher) healthz(w http.ResponseWriter, r *http.Request) {
+	// Unhealthy once superseded, so that Marathon replaces it. Known from
+	// memory (the periodic check): an open route does not touch the store.
+	if err := d.superseded(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "superseded", "error": err.Error()})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
@@ -172,6 +185,10 @@ func (d *Dispatcher) postJob(w http.ResponseWriter, r *http.Request) {
 
 // storeError answers a failure to store: 503 when the store is down.
 func (d *Dispatcher) storeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errSuperseded) {
+		writeError(w, http.StatusServiceUnavailable, "%v: nothing was changed; ask the newest dispatcher", err)
+		return
+	}
 	if errors.Is(err, ErrStore) {
 		d.log.Error("job store", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "%v; nothing was changed, try again", err)

@@ -57,6 +57,18 @@ func OpenHA(uri string) (*HA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HA directory %s: %w", uri, err)
 	}
+	h, err := NewHA(f, dir)
+	if err != nil {
+		return nil, err
+	}
+	h.uri = uri // as given: what the master was told
+	return h, nil
+}
+
+// NewHA is the HA directory dir of an FS already open (the dispatcher's
+// job store takes its own fencing epochs this way).
+func NewHA(f fs.FS, dir string) (*HA, error) {
+	uri := fs.URI(f, dir)
 	if _, ok := f.(fs.Exclusive); !ok {
 		return nil, fmt.Errorf("HA directory %s: its filesystem cannot create files exclusively, so it cannot hold fencing epochs", uri)
 	}
