@@ -257,7 +257,7 @@ func dispatcherManyJobs(d *benchDispatcher, what string) {
 	fmt.Fprintf(os.Stderr, "bench dispatcher %s: %d jobs submitted in %v, all RUNNING after %v; dispatcher CPU %v until then, %v over the next 30 s; RSS %d MB (peak %d MB)\n",
 		what, n, submitted.Round(time.Millisecond), all.Round(time.Millisecond), (cpu1 - cpu0).Round(time.Millisecond), (cpu2 - cpu1).Round(time.Millisecond), cur>>20, peak>>20)
 	add("dispatcher", fmt.Sprintf("%d jobs, %s: all RUNNING after %v (submitted in %v); dispatcher CPU %v, then %.1f%% of a core while they run; RSS %d MB, peak %d MB",
-		n, what, all.Round(time.Millisecond), submitted.Round(time.Millisecond), (cpu1 - cpu0).Round(time.Millisecond),
+		n, what, all.Round(time.Millisecond), submitted.Round(time.Millisecond), (cpu1-cpu0).Round(time.Millisecond),
 		100*(cpu2-cpu1).Seconds()/30, cur>>20, peak>>20), "", "", "", "", "")
 }
 
