@@ -29,6 +29,7 @@ commands:
   cancel ID      cancel a job (--savepoint: after a final savepoint)
   savepoint ID   write a savepoint of a running job
   rescale ID N   savepoint, stop, and start the job again with parallelism N
+  size           the network a keyed, windowed job needs per machine (the sizing arithmetic)
   marathon       print the dispatcher's Marathon app definition (app) or write its DC/OS package (package --out DIR)
   help           this text
 
@@ -67,6 +68,8 @@ func run(args []string) int {
 		return cmdRescale(args[1:])
 	case "marathon":
 		return cmdMarathon(args[1:])
+	case "size":
+		return cmdSize(args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
