@@ -29,8 +29,11 @@ func cmdDispatcher(args []string) int {
 	rm := fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where framework masters run: local (child processes of the dispatcher) or mesos (Mesos tasks of the dispatcher's own framework)")
 	mesosMaster := fs.String("mesos-master", env("SLUICE_MESOS_MASTER", ""), "mesos: the Mesos master(s), http://host:5050 or a comma-separated list")
 	role := fs.String("role", env("SLUICE_ROLE", "sluice-dispatcher"), "mesos: the role the masters' tasks take offers under (each job's TaskManagers run under the job's own role)")
-	principal := fs.String("principal", env("SLUICE_MESOS_PRINCIPAL", ""), "mesos: the principal of the dispatcher's framework and of the masters' (HTTP basic authentication with --secret-file)")
-	secretFile := fs.String("secret-file", env("SLUICE_MESOS_SECRET_FILE", ""), "mesos: a file holding the principal's secret (the masters read it at the same path on the agents)")
+	// SLUICE_PRINCIPAL and SLUICE_SECRET_FILE are the names the Marathon
+	// app sets; the SLUICE_MESOS_… ones are the framework master's.
+	principal := fs.String("principal", env("SLUICE_PRINCIPAL", env("SLUICE_MESOS_PRINCIPAL", "")), "mesos: the principal of the dispatcher's framework and of the masters' (HTTP basic authentication with --secret-file)")
+	secretFile := fs.String("secret-file", env("SLUICE_SECRET_FILE", env("SLUICE_MESOS_SECRET_FILE", "")), "mesos: a file holding the principal's secret")
+	masterSecretFile := fs.String("master-secret-file", env("SLUICE_MASTER_SECRET_FILE", ""), "mesos: where the masters read the principal's secret on their agents (default: the --secret-file path)")
 	binaryURI := fs.String("binary-uri", env("SLUICE_BINARY_URI", ""), "mesos: where agents fetch the sluice binary for the masters and their TaskManagers (default: the dispatcher serves its own binary over HTTP)")
 	binaryAddr := fs.String("binary-listen", env("SLUICE_BINARY_LISTEN", ""), "mesos: the address the dispatcher serves its binary on without --binary-uri (default: the --listen host, any port)")
 	masterCPUs := fs.Float64("master-cpus", envFloat("SLUICE_MASTER_CPUS", 0.5), "mesos: CPUs of each framework master's task")
@@ -94,7 +97,10 @@ func cmdDispatcher(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *rm == "mesos" {
-		ml, err := mesosLauncher(ctx, store, *mesosMaster, *role, *principal, *secretFile, *binaryURI, *binaryAddr, *listen, *masterCPUs, *masterMem, *failover, margs, log)
+		if *masterSecretFile == "" {
+			*masterSecretFile = *secretFile
+		}
+		ml, err := mesosLauncher(ctx, store, *mesosMaster, *role, *principal, *secretFile, *masterSecretFile, *binaryURI, *binaryAddr, *listen, *masterCPUs, *masterMem, *failover, margs, log)
 		if err != nil {
 			return fail("%v", err)
 		}
@@ -161,7 +167,7 @@ func envFloat(name string, def float64) float64 {
 
 // mesosLauncher builds and starts the Mesos launcher: the dispatcher's
 // own framework, subscribed with the framework ID kept in the store.
-func mesosLauncher(ctx context.Context, store *dispatcher.Store, master, role, principal, secretFile, binaryURI, binaryAddr, listen string,
+func mesosLauncher(ctx context.Context, store *dispatcher.Store, master, role, principal, secretFile, masterSecretFile, binaryURI, binaryAddr, listen string,
 	cpus, mem float64, failover time.Duration, args []string, log *slog.Logger) (*dispatcher.Mesos, error) {
 	client, err := mesos.NewClient(master)
 	if err != nil {
@@ -189,7 +195,7 @@ func mesosLauncher(ctx context.Context, store *dispatcher.Store, master, role, p
 		binaryURI = served.URI
 		log.Info("serving the sluice binary to the Mesos agents", "uri", binaryURI)
 	}
-	l := &dispatcher.Mesos{Client: client, Store: store, Role: role, Principal: principal, SecretFile: secretFile,
+	l := &dispatcher.Mesos{Client: client, Store: store, Role: role, Principal: principal, SecretFile: masterSecretFile,
 		FailoverTimeout: failover, BinaryURI: binaryURI, MasterCPUs: cpus, MasterMemMB: mem, Args: args, Log: log}
 	if err := l.Start(ctx); err != nil {
 		if served != nil {

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -245,4 +247,27 @@ func dispatcherMetrics(t *testing.T, url, token string) string {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return string(body)
+}
+
+// Bad Mesos settings of the dispatcher are usage errors (exit 2) that name
+// the flag, before anything connects.
+func TestDispatcherMesosFlags(t *testing.T) {
+	store := "file://" + filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--resource-manager", "mesos"}, "--mesos-master"},
+		{[]string{"--resource-manager", "yarn"}, `--resource-manager "yarn"`},
+		{[]string{"--resource-manager", "mesos", "--mesos-master", "127.0.0.1:1", "--secret-file", "/nonexistent"}, "--secret-file needs --principal"},
+		{[]string{"--resource-manager", "mesos", "--mesos-master", "127.0.0.1:1", "--master-cpus", "0"}, "--master-cpus"},
+		{[]string{"--resource-manager", "mesos", "--mesos-master", "ftp://m"}, "--mesos-master"},
+	} {
+		cmd := exec.Command(sluiceBin, append([]string{"dispatcher", "--store", store}, tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: %v, want exit 2 naming %s:\n%s", tc.args, err, tc.want, out)
+		}
+	}
 }
