@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -348,6 +349,74 @@ func TestMesosLauncher(t *testing.T) {
 	}
 	if m4, err := l2.Find(ctx, s); m4 != nil || err != nil {
 		t.Fatalf("found a dead master: %v %v", m4, err)
+	}
+
+	// A master whose agent is lost: taken for dead once the agent has
+	// been unreachable for UnreachableTimeout.
+	s = create("lost", "")
+	lost, err := l2.Launch(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim = mesostest.Task{}
+	waitUntil(t, "the master's process", func() bool {
+		info, _ := Leader(ctx, s.HADir)
+		for _, tk := range masterTasks(m, fw) {
+			if strings.Contains(tk.ID, s.JobID) && tk.PID > 0 {
+				victim = tk
+			}
+		}
+		return info != nil && victim.PID > 0
+	})
+	if err := m.KillAgent(victim.AgentID); err != nil {
+		t.Fatal(err)
+	}
+	if exit := lost.Wait(ctx); exit.Known || !strings.Contains(exit.Reason, "unreachable") {
+		t.Fatalf("a lost master's end: %+v", exit)
+	}
+}
+
+// The dispatcher tells the Mesos launcher when a job ended: the job's
+// role loses its quota once the job FINISHED.
+func TestMesosQuotaRemovedAtEnd(t *testing.T) {
+	dir := t.TempDir()
+	m := startTestMesos(t, dir)
+	store, err := OpenStore("file://" + filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := newMesosLauncher(t, m, store, log)
+	d, err := New(Config{Store: store, Launcher: l, Backoff: 10 * time.Millisecond, PollInterval: 50 * time.Millisecond, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rec, err := d.submit(ctx, "finishes", quotaSpec("finishes", ""), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := "sluice-" + rec.ID
+	j := d.job(rec.ID)
+	if !j.waitFor(ctx, time.Minute, func(s State, _ Record, _ Master) bool { return s.Terminal() }) {
+		t.Fatal("the job did not end")
+	}
+	if st, r, _ := j.state(); st != Finished {
+		t.Fatalf("the job ended %s: %s", st, r.Reason)
+	}
+	waitUntil(t, "the quota removed", func() bool { g, lim := roleQuota(t, l.Client, role); return g == nil && lim == nil })
+	// It was set before: the master's log has both updates.
+	b, err := os.ReadFile(filepath.Join(dir, "mesos.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `msg="updated quota" component=mesostest role=`+role); n != 2 {
+		t.Fatalf("%d quota updates of %s, want 2 (set, removed):\n%s", n, role, b)
 	}
 }
 
