@@ -572,12 +572,19 @@ func (l *Mesos) Launch(ctx context.Context, s MasterSpec) (Master, error) {
 }
 
 // Find implements Launcher: the run's newest master task (recorded in the
-// store) if it still runs — reconciled with Mesos — and a master of the
-// run published itself in the HA directory.
+// store) if Mesos reports it running. The task is what counts, not the
+// HA directory: a master launched just before the dispatcher stopped may
+// not have published itself yet, and starting another would only make
+// one of them fence the other.
 func (l *Mesos) Find(ctx context.Context, s MasterSpec) (Master, error) {
 	info, err := Leader(ctx, s.HADir)
-	if err != nil || info == nil {
+	if err != nil {
 		return nil, err
+	}
+	var floor int64
+	if info != nil {
+		// Its master published this epoch, or will take a newer one.
+		floor = info.Epoch - 1
 	}
 	id, err := l.Store.masterTask(ctx, s.JobID, s.Run)
 	if err != nil || id == "" {
@@ -594,7 +601,7 @@ func (l *Mesos) Find(ctx context.Context, s MasterSpec) (Master, error) {
 		m = &mesosMaster{l: l, id: id, seen: make(chan struct{}), done: make(chan struct{})}
 		l.tasks[id] = m
 	}
-	m.jobID, m.run, m.haDir, m.floor, m.claimd = s.JobID, s.Run, s.HADir, info.Epoch-1, true
+	m.jobID, m.run, m.haDir, m.floor, m.claimd = s.JobID, s.Run, s.HADir, floor, true
 	agent, n, seen := m.agent, m.updates, m.seen
 	l.mu.Unlock()
 	// Ask Mesos for the task's state and wait for the answer.
