@@ -71,6 +71,10 @@ type Mesos struct {
 	// FindTimeout bounds how long Find waits for the subscription and
 	// the reconciliation of a master's task (default 30 s).
 	FindTimeout time.Duration
+	// OrphanAfter: a running master task that no job claimed (Find) this
+	// long after Mesos reported it is killed (default 2 min): its job
+	// ended, or runs on a newer master (which fences it anyway).
+	OrphanAfter time.Duration
 	Log         *slog.Logger
 
 	mu         sync.Mutex
@@ -160,6 +164,7 @@ func (l *Mesos) defaults() {
 	def(&l.StopGrace, 15*time.Second)
 	def(&l.UnreachableTimeout, 2*time.Minute)
 	def(&l.FindTimeout, 30*time.Second)
+	def(&l.OrphanAfter, 2*time.Minute)
 	if l.MasterCPUs <= 0 {
 		l.MasterCPUs = 0.5
 	}
@@ -388,6 +393,7 @@ type mesosMaster struct {
 	known            bool // state is known
 	unreachableSince time.Time
 	updates          int           // status updates seen
+	firstSeen        time.Time     // of a task reconciled, not launched
 	seen             chan struct{} // closed and replaced on each update
 	ending           bool
 	stopAsked        bool
@@ -924,15 +930,23 @@ func (l *Mesos) adjust(ctx context.Context) {
 
 func (l *Mesos) onTick(ctx context.Context) {
 	now := time.Now()
-	var lost []*mesosMaster
+	var lost, orphans []*mesosMaster
 	l.mu.Lock()
 	for _, m := range l.tasks {
-		if m.claimd && !m.ending && !m.unreachableSince.IsZero() && now.Sub(m.unreachableSince) >= l.UnreachableTimeout {
+		switch {
+		case m.claimd && !m.ending && !m.unreachableSince.IsZero() && now.Sub(m.unreachableSince) >= l.UnreachableTimeout:
 			m.ending = true
 			lost = append(lost, m)
+		case !m.claimd && !m.ending && !m.firstSeen.IsZero() && now.Sub(m.firstSeen) >= l.OrphanAfter:
+			m.ending = true
+			orphans = append(orphans, m)
 		}
 	}
 	l.mu.Unlock()
+	for _, m := range orphans {
+		l.Log.Warn("killing a framework master task no job claims", "task", m.id, "after", l.OrphanAfter)
+		go func() { _ = l.kill(ctx, m) }()
+	}
 	for _, m := range lost {
 		l.Log.Warn("a master's agent has been unreachable too long: taking the master for dead", "task", m.id, "job", m.jobID)
 		// Should it come back, it is killed; a new master fences it anyway.
@@ -984,8 +998,9 @@ func (l *Mesos) update(ctx context.Context, st mesos.TaskStatus) {
 			l.mu.Unlock()
 			return
 		}
-		// A master from before this dispatcher: Find claims it.
-		m = &mesosMaster{l: l, id: id, seen: make(chan struct{}), done: make(chan struct{})}
+		// A master from before this dispatcher: Find claims it (or
+		// onTick kills it as an orphan).
+		m = &mesosMaster{l: l, id: id, seen: make(chan struct{}), done: make(chan struct{}), firstSeen: time.Now()}
 		l.tasks[id] = m
 	}
 	if agent != "" {

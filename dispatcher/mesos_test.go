@@ -351,6 +351,21 @@ func TestMesosLauncher(t *testing.T) {
 		t.Fatalf("found a dead master: %v %v", m4, err)
 	}
 
+	// A dispatcher that claims no master (its job ended while it was
+	// away): the task is killed after OrphanAfter.
+	s = create("orphan", "")
+	if _, err := l2.Launch(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a published master", func() bool { info, _ := Leader(ctx, s.HADir); return info != nil })
+	l2.Close()
+	l3 := newMesosLauncher(t, m, store, log)
+	l3.mu.Lock()
+	l3.OrphanAfter = time.Second
+	l3.mu.Unlock()
+	waitUntil(t, "the orphan killed", func() bool { return len(masterTasks(m, fw)) == 0 })
+	l2 = l3
+
 	// A master whose agent is lost: taken for dead once the agent has
 	// been unreachable for UnreachableTimeout.
 	s = create("lost", "")
