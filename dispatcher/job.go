@@ -125,6 +125,13 @@ func (j *job) setLive(s State) {
 // (start it again with backoff, or FAILED after too many failures).
 func (j *job) supervise(ctx context.Context) {
 	d := j.d
+	if e, ok := d.cfg.Launcher.(JobEnder); ok {
+		defer func() {
+			if rec := j.snapshot(); rec.State.Terminal() {
+				e.JobEnded(context.WithoutCancel(ctx), rec.ID)
+			}
+		}()
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		_, rec, m := j.state()

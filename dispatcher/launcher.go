@@ -52,3 +52,14 @@ type Exit struct {
 	// Reason says why, for FAILED jobs (the end of the master's log).
 	Reason string
 }
+
+// JobEnder is a Launcher that learns when a job has ended (FINISHED,
+// FAILED, CANCELED): the Mesos launcher removes the job's quota then.
+type JobEnder interface {
+	JobEnded(ctx context.Context, jobID string)
+}
+
+// QuotaReporter is a Launcher that sets quota per role (for /metrics).
+type QuotaReporter interface {
+	Quotas() map[string]Quota
+}

@@ -30,6 +30,43 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// quotaCollector reports the quota the launcher set per role when
+// scraped.
+type quotaCollector struct {
+	q                          QuotaReporter
+	cpus, mem, limCPUs, limMem *prometheus.Desc
+}
+
+func newQuotaCollector(q QuotaReporter) quotaCollector {
+	return quotaCollector{q: q,
+		cpus:    prometheus.NewDesc("sluice_dispatcher_quota_cpus", "CPUs guaranteed to a job role by the quota the dispatcher set.", []string{"role"}, nil),
+		mem:     prometheus.NewDesc("sluice_dispatcher_quota_mem", "Memory (MB) guaranteed to a job role by the quota the dispatcher set.", []string{"role"}, nil),
+		limCPUs: prometheus.NewDesc("sluice_dispatcher_quota_limit_cpus", "The quota limit of a job role's CPUs the dispatcher set.", []string{"role"}, nil),
+		limMem:  prometheus.NewDesc("sluice_dispatcher_quota_limit_mem", "The quota limit of a job role's memory (MB) the dispatcher set.", []string{"role"}, nil),
+	}
+}
+
+func (c quotaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.cpus
+	ch <- c.mem
+	ch <- c.limCPUs
+	ch <- c.limMem
+}
+
+func (c quotaCollector) Collect(ch chan<- prometheus.Metric) {
+	for role, q := range c.q.Quotas() {
+		for _, m := range []struct {
+			d *prometheus.Desc
+			v map[string]float64
+			k string
+		}{{c.cpus, q.Guarantee, "cpus"}, {c.mem, q.Guarantee, "mem"}, {c.limCPUs, q.Limit, "cpus"}, {c.limMem, q.Limit, "mem"}} {
+			if v, ok := m.v[m.k]; ok {
+				ch <- prometheus.MustNewConstMetric(m.d, prometheus.GaugeValue, v, role)
+			}
+		}
+	}
+}
+
 func newMetrics(reg *prometheus.Registry, d *Dispatcher) *metrics {
 	m := &metrics{
 		masterLaunches: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_dispatcher_master_launches_total",
@@ -42,5 +79,8 @@ func newMetrics(reg *prometheus.Registry, d *Dispatcher) *metrics {
 	}
 	reg.MustRegister(m.masterLaunches, m.masterRestarts, m.requests,
 		jobsCollector{d: d, desc: prometheus.NewDesc("sluice_dispatcher_jobs", "Jobs by state.", []string{"state"}, nil)})
+	if q, ok := d.cfg.Launcher.(QuotaReporter); ok {
+		reg.MustRegister(newQuotaCollector(q))
+	}
 	return m
 }

@@ -69,7 +69,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 	c := &clusterOpts{framework: framework}
 	if framework {
-		c.job = fs.String("job", env("SLUICE_JOB", ""), "the job spec file")
+		c.job = fs.String("job", env("SLUICE_JOB", ""), "the job spec: a file, or a file:// or hdfs:// URI")
 		c.rm = fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where TaskManagers come from: local (child processes) or mesos (Mesos tasks from resource offers)")
 		c.taskManagers = fs.Int("taskmanagers", envInt("SLUICE_TASKMANAGERS", 0), "TaskManagers to keep (default: enough slots for the job's highest parallelism)")
 		m := &c.mesos

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	sfs "github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/plan"
 	"github.com/sluice-stream/sluice/engine/runtime"
 	"github.com/sluice-stream/sluice/engine/spec"
@@ -51,6 +52,26 @@ func loadJob(fs *flag.FlagSet, sets []string) (*spec.Job, error) {
 		return nil, fmt.Errorf("want exactly one job file, got %d arguments", fs.NArg())
 	}
 	return spec.ParseFile(fs.Arg(0), sets)
+}
+
+// loadJobURI reads a job spec from a file:// or hdfs:// URI (a master the
+// dispatcher runs as a Mesos task reads the spec from the job store).
+func loadJobURI(uri string, sets []string) (*spec.Job, error) {
+	f, p, err := sfs.Open(uri)
+	if err != nil {
+		return nil, fmt.Errorf("--job %s: %w", uri, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data, err := f.ReadFile(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("--job %s: %w", uri, err)
+	}
+	j, err := spec.Parse(data, sets)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", uri, err)
+	}
+	return j, nil
 }
 
 func cmdValidate(args []string) int {
@@ -105,7 +126,7 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 	}
 	if cl.framework {
 		if *cl.job == "" || fs.NArg() > 0 {
-			fmt.Fprintln(os.Stderr, "sluice framework: give the job spec file with --job JOB (and no arguments)")
+			fmt.Fprintln(os.Stderr, "sluice framework: give the job spec with --job FILE or URI (file://, hdfs://; and no arguments)")
 			return 2
 		}
 		_ = fs.Parse([]string{*cl.job}) // the job file as the one argument
@@ -115,7 +136,12 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 		return 2
 	}
-	j, err := loadJob(fs, sets)
+	var j *spec.Job
+	if cl.framework && strings.Contains(*cl.job, "://") {
+		j, err = loadJobURI(*cl.job, sets)
+	} else {
+		j, err = loadJob(fs, sets)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", fs.Name(), err)
 		return 1

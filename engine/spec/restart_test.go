@@ -56,6 +56,10 @@ func TestHeartbeatAndSpares(t *testing.T) {
 	if j.Resources == nil || j.Resources.SpareTaskManagers != 2 {
 		t.Errorf("resources = %+v", j.Resources)
 	}
+	j = mustParse(t, base, `resources.quota={"limit":{"cpus":4,"mem":8192}}`)
+	if j.Resources == nil || j.Resources.Quota == nil || j.Resources.Quota.Limit == nil || *j.Resources.Quota.Limit != (QuotaLimit{CPUs: 4, MemMB: 8192}) {
+		t.Errorf("resources = %+v", j.Resources)
+	}
 	j = mustParse(t, base, "heartbeat.timeout=30s")
 	if j.Heartbeat != (Heartbeat{Interval: Duration(time.Second), Timeout: Duration(30 * time.Second)}) {
 		t.Errorf("heartbeat = %+v", j.Heartbeat)
@@ -112,6 +116,9 @@ func TestRestartErrors(t *testing.T) {
 		{"heartbeat negative", []string{"heartbeat.interval=-1"}, "heartbeat.interval: duration -1 is negative"},
 		{"spares", []string{"resources.spareTaskManagers=-1"}, "resources.spareTaskManagers: must be ≥ 0, got -1"},
 		{"spares type", []string{"resources.spareTaskManagers=two"}, `resources.spareTaskManagers: want an integer, got string "two"`},
+		{"quota limit negative", []string{`resources.quota={"limit":{"cpus":-1}}`}, "resources.quota.limit.cpus: must be a number ≥ 0, got -1"},
+		{"quota limit empty", []string{`resources.quota={"limit":{}}`}, "resources.quota.limit: give at least one of cpus, mem, disk"},
+		{"quota limit unknown", []string{`resources.quota={"limit":{"gpus":1}}`}, `unknown field "gpus"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(base), tc.sets)

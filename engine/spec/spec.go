@@ -133,6 +133,23 @@ type Resources struct {
 	// SpareTaskManagers are started beyond those the job's slots need, so
 	// that a lost TaskManager's tasks restart without waiting for an offer.
 	SpareTaskManagers int `json:"spareTaskManagers,omitempty"`
+	// Quota is the job's quota on its Mesos role, which the dispatcher
+	// sets before it launches the job's master.
+	Quota *Quota `json:"quota,omitempty"`
+}
+
+// Quota bounds what the job's role may take from Mesos.
+type Quota struct {
+	// Limit caps the role's resources (default: what the job's
+	// TaskManagers and master are guaranteed, plus one TaskManager).
+	Limit *QuotaLimit `json:"limit,omitempty"`
+}
+
+// QuotaLimit is a quota limit; 0 leaves a resource without a limit.
+type QuotaLimit struct {
+	CPUs   float64 `json:"cpus,omitempty"`
+	MemMB  float64 `json:"mem,omitempty"`
+	DiskMB float64 `json:"disk,omitempty"`
 }
 
 // Node is a source, operator or sink.

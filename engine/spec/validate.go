@@ -275,6 +275,20 @@ func (j *Job) Validate() error {
 		if r.SpareTaskManagers < 0 {
 			add("resources.spareTaskManagers: must be ≥ 0, got %d", r.SpareTaskManagers)
 		}
+		if q := r.Quota; q != nil && q.Limit != nil {
+			l := q.Limit
+			for _, f := range []struct {
+				name string
+				v    float64
+			}{{"cpus", l.CPUs}, {"mem", l.MemMB}, {"disk", l.DiskMB}} {
+				if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+					add("resources.quota.limit.%s: must be a number ≥ 0, got %v", f.name, f.v)
+				}
+			}
+			if l.CPUs == 0 && l.MemMB == 0 && l.DiskMB == 0 {
+				add("resources.quota.limit: give at least one of cpus, mem, disk")
+			}
+		}
 	}
 	if strings.ContainsAny(c.Role, " \t\n") || c.Role == "." || c.Role == ".." || strings.HasPrefix(c.Role, "-") {
 		add("role: %q is not a valid Mesos role", c.Role)
