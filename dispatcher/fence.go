@@ -108,6 +108,21 @@ func (f fencedLauncher) Find(ctx context.Context, s MasterSpec) (Master, error) 
 	return &fencedMaster{Master: m, d: f.d}, nil
 }
 
+// JobEnded passes the end of a job on to a launcher that wants it (the
+// Mesos one removes the job's quota), unless a successor supervises the
+// job now: it does that itself.
+func (f fencedLauncher) JobEnded(ctx context.Context, jobID string) {
+	e, ok := f.l.(JobEnder)
+	if !ok {
+		return
+	}
+	if err := f.d.checkFence(ctx); err != nil {
+		f.d.log.Warn("not passing on the end of a job", "job", jobID, "err", err)
+		return
+	}
+	e.JobEnded(ctx, jobID)
+}
+
 // fencedMaster is a master whose Stop checks the epoch first.
 type fencedMaster struct {
 	Master

@@ -237,6 +237,9 @@ func TestMesosLauncher(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(lf, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if _, err := store.Takeover(ctx); err != nil {
+		t.Fatal(err)
+	}
 	create := func(name, extra string) MasterSpec {
 		rec := &Record{ID: newID(), Name: name, State: Pending, Run: 1}
 		sp := quotaSpec(name, extra)

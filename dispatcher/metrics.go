@@ -79,7 +79,12 @@ func newMetrics(reg *prometheus.Registry, d *Dispatcher) *metrics {
 	}
 	reg.MustRegister(m.masterLaunches, m.masterRestarts, m.requests,
 		jobsCollector{d: d, desc: prometheus.NewDesc("sluice_dispatcher_jobs", "Jobs by state.", []string{"state"}, nil)})
-	if q, ok := d.cfg.Launcher.(QuotaReporter); ok {
+	// The launcher as configured, not its fence (which reports nothing).
+	l := d.cfg.Launcher
+	if f, ok := l.(fencedLauncher); ok {
+		l = f.l
+	}
+	if q, ok := l.(QuotaReporter); ok {
 		reg.MustRegister(newQuotaCollector(q))
 	}
 	return m
