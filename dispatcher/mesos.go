@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"os/user"
 	"regexp"
 	"sort"
@@ -68,6 +69,11 @@ type Mesos struct {
 	// UnreachableTimeout: a master on an agent unreachable this long is
 	// taken for dead (default 2 min; a new one fences it if it returns).
 	UnreachableTimeout time.Duration
+	// SilentTimeout: a master on an unreachable agent that has not
+	// answered on its REST API for this long either is taken for dead
+	// sooner (default 10 s): a dead agent's master is replaced in seconds,
+	// a partitioned master that still answers keeps UnreachableTimeout.
+	SilentTimeout time.Duration
 	// FindTimeout bounds how long Find waits for the subscription and
 	// the reconciliation of a master's task (default 30 s).
 	FindTimeout time.Duration
@@ -90,6 +96,8 @@ type Mesos struct {
 	wake       chan struct{}
 	cancel     context.CancelFunc
 	done       chan struct{}
+
+	probeClient *http.Client
 }
 
 var (
@@ -163,6 +171,8 @@ func (l *Mesos) defaults() {
 	def(&l.RefuseSeconds, 30*time.Second)
 	def(&l.StopGrace, 15*time.Second)
 	def(&l.UnreachableTimeout, 2*time.Minute)
+	def(&l.SilentTimeout, 10*time.Second)
+	l.probeClient = &http.Client{Timeout: 2 * time.Second}
 	def(&l.FindTimeout, 30*time.Second)
 	def(&l.OrphanAfter, 2*time.Minute)
 	if l.MasterCPUs <= 0 {
@@ -392,6 +402,8 @@ type mesosMaster struct {
 	state            mesos.TaskState
 	known            bool // state is known
 	unreachableSince time.Time
+	answered         time.Time // the master's REST API last answered a probe
+	probing          bool
 	updates          int           // status updates seen
 	firstSeen        time.Time     // of a task reconciled, not launched
 	seen             chan struct{} // closed and replaced on each update
@@ -930,13 +942,20 @@ func (l *Mesos) adjust(ctx context.Context) {
 
 func (l *Mesos) onTick(ctx context.Context) {
 	now := time.Now()
-	var lost, orphans []*mesosMaster
+	var lost, silent, orphans []*mesosMaster
 	l.mu.Lock()
 	for _, m := range l.tasks {
 		switch {
 		case m.claimd && !m.ending && !m.unreachableSince.IsZero() && now.Sub(m.unreachableSince) >= l.UnreachableTimeout:
 			m.ending = true
 			lost = append(lost, m)
+		case m.claimd && !m.ending && !m.unreachableSince.IsZero() && now.Sub(m.unreachableSince) >= l.SilentTimeout &&
+			now.Sub(m.answered) >= l.SilentTimeout:
+			m.ending = true
+			silent = append(silent, m)
+		case m.claimd && !m.ending && !m.unreachableSince.IsZero() && !m.probing:
+			m.probing = true
+			go l.probe(ctx, m)
 		case !m.claimd && !m.ending && !m.firstSeen.IsZero() && now.Sub(m.firstSeen) >= l.OrphanAfter:
 			m.ending = true
 			orphans = append(orphans, m)
@@ -953,7 +972,43 @@ func (l *Mesos) onTick(ctx context.Context) {
 		go func() { _ = l.kill(ctx, m) }()
 		m.finish(Exit{Code: -1, Reason: fmt.Sprintf("master %s: its agent has been unreachable for %s", m, l.UnreachableTimeout)})
 	}
+	for _, m := range silent {
+		l.Log.Warn("a master's agent is unreachable and the master does not answer: taking it for dead", "task", m.id, "job", m.jobID, "after", l.SilentTimeout)
+		go func() { _ = l.kill(ctx, m) }()
+		m.finish(Exit{Code: -1, Reason: fmt.Sprintf("master %s: its agent is unreachable and it has not answered for %s", m, l.SilentTimeout)})
+	}
 	l.adjust(ctx)
+}
+
+// probe asks an unreachable agent's master for its status on its REST
+// API (its address is in the run's HA directory): an answer means it
+// lives, partitioned from Mesos only.
+func (l *Mesos) probe(ctx context.Context, m *mesosMaster) {
+	defer func() {
+		l.mu.Lock()
+		m.probing = false
+		l.mu.Unlock()
+	}()
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := Leader(pctx, m.haDir)
+	if err != nil || info == nil || info.HTTP == "" {
+		return
+	}
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet, "http://"+info.HTTP+"/v1/status", nil)
+	if err != nil {
+		return
+	}
+	resp, err := l.probeClient.Do(req)
+	if err != nil {
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		l.mu.Lock()
+		m.answered = time.Now()
+		l.mu.Unlock()
+	}
 }
 
 func terminal(s mesos.TaskState) bool {

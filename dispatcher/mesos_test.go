@@ -471,3 +471,87 @@ func mustParseSpec(t *testing.T, b []byte) *spec.Job {
 	}
 	return j
 }
+
+// TestMesosSilentMaster: with a long UnreachableTimeout, a master whose
+// agent is partitioned but that still answers on its REST API is kept;
+// one whose agent died (and so does not answer) is taken for dead once its
+// agent has been unreachable and it silent for SilentTimeout. Before, a
+// dead agent's master was waited for the whole UnreachableTimeout (2 min
+// by default, after Mesos' own agent timeout), its job stopped meanwhile.
+func TestMesosSilentMaster(t *testing.T) {
+	dir := t.TempDir()
+	m := startTestMesos(t, dir)
+	store, err := OpenStore("file://" + filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := store.Takeover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := newMesosLauncher(t, m, store, log)
+	l.mu.Lock()
+	l.UnreachableTimeout, l.SilentTimeout = 10*time.Minute, 2*time.Second
+	l.mu.Unlock()
+	launch := func(name string) (Master, mesostest.Task) {
+		rec := &Record{ID: newID(), Name: name, State: Pending, Run: 1}
+		sp := quotaSpec(name, "")
+		if err := store.Create(ctx, rec, sp); err != nil {
+			t.Fatal(err)
+		}
+		s := MasterSpec{JobID: rec.ID, Run: 1, Spec: sp, HADir: store.HADir(rec.ID, 1)}
+		ms, err := l.Launch(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var task mesostest.Task
+		waitUntil(t, "the master published", func() bool {
+			info, _ := Leader(ctx, s.HADir)
+			for _, tk := range masterTasks(m, l.FrameworkID()) {
+				if strings.Contains(tk.ID, s.JobID) && tk.PID > 0 {
+					task = tk
+				}
+			}
+			return info != nil && info.HTTP != "" && task.PID > 0
+		})
+		return ms, task
+	}
+	ended := func(ms Master, within time.Duration) (Exit, bool) {
+		wctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		e := ms.Wait(wctx)
+		return e, wctx.Err() == nil
+	}
+
+	kept, task := launch("partitioned")
+	keptAgent := task.AgentID
+	if err := m.PartitionAgent(task.AgentID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the master's task unreachable", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		mm := l.tasks[task.ID]
+		return mm != nil && !mm.unreachableSince.IsZero()
+	})
+	if e, ok := ended(kept, 4*l.SilentTimeout); ok {
+		t.Fatalf("a partitioned master that answers was taken for dead: %+v", e)
+	}
+	if err := m.RestoreAgent(task.AgentID); err != nil {
+		t.Fatal(err)
+	}
+
+	dead, task := launch("dead")
+	if err := m.KillAgent(task.AgentID); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := ended(dead, time.Minute)
+	if !ok || e.Known || !strings.Contains(e.Reason, "has not answered") {
+		t.Fatalf("a dead agent's master: ended %v, %+v", ok, e)
+	}
+	if e, ok := ended(kept, time.Millisecond); ok && task.AgentID != keptAgent {
+		t.Fatalf("the partitioned master ended: %+v", e)
+	}
+}

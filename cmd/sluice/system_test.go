@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -66,7 +67,7 @@ type dispatcherProc struct {
 }
 
 // newSystemEnv starts HDFS and Kafka, writes the input and the specs.
-func newSystemEnv(t *testing.T, n int64) *systemEnv {
+func newSystemEnv(t *testing.T, n int64, edits ...func(job map[string]any)) *systemEnv {
 	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() {
@@ -107,6 +108,9 @@ func newSystemEnv(t *testing.T, n int64) *systemEnv {
 			nodes[i].(map[string]any)["params"].(map[string]any)["brokers"] = json.RawMessage(brokers)
 		}
 		edit(nodes[0].(map[string]any)["params"].(map[string]any))
+		for _, f := range edits {
+			f(j)
+		}
 		b, _ := json.Marshal(j)
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -175,6 +179,7 @@ func (e *systemEnv) submit(spec, sp string) string {
 // wait polls the job until ok holds.
 func (e *systemEnv) wait(what string, ok func(dispatcher.JobStatus) bool) dispatcher.JobStatus {
 	e.t.Helper()
+	defer func(t0 time.Time) { e.t.Logf("%s: %v", what, time.Since(t0).Round(time.Millisecond)) }(time.Now())
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		st := dispatcherStatus(e.t, e.url, e.token, e.id)
@@ -271,4 +276,110 @@ func (e *systemEnv) finish() {
 	e.id = e.submit(e.drain, sp)
 	e.wait("FINISHED", func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Finished })
 	checkDoubledOnce(t, e.kafka, e.parts, e.n, "the whole system")
+}
+
+// TestSystemMesos runs the whole system on Mesos (mesostest, three
+// agents): the dispatcher's framework runs the job's master as a task, the
+// master's framework runs the TaskManagers under the job's role, whose
+// quota the dispatcher sets. Besides the steps of TestSystemLocal an agent
+// that runs a TaskManager is killed.
+func TestSystemMesos(t *testing.T) {
+	e := newSystemEnv(t, 120_000, func(j map[string]any) {
+		j["resources"] = map[string]any{"cpus": 0.5, "mem": 256}
+	})
+	m, _ := startMesos(t, e.dir, nil)
+	e.extra = []string{"--resource-manager", "mesos", "--mesos-master", m.URL(), "--role", "sluice-disp",
+		"--master-cpus", "0.5", "--master-mem", "256",
+		"--master-args", "--heartbeat-interval 200ms --heartbeat-timeout 2s --refuse-seconds 1s --unreachable-timeout 3s --failover-timeout 1m"}
+	e.startDispatcher()
+	e.id = e.submit(e.job, "")
+	role := "sluice-" + e.id
+	st := e.newCheckpoint("RUNNING with a checkpoint")
+	if !strings.HasPrefix(st.LatestCheckpoint.Path, e.store+"/") {
+		t.Fatalf("checkpoint %s not on the store's HDFS", st.LatestCheckpoint.Path)
+	}
+	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 1.5 {
+		t.Fatalf("role %s's quota guarantee %v, want 1.5 cpus (2 TaskManagers and the master)", role, g)
+	}
+	masters, tms := tasksOf(m, "sluice-dispatcher"), tasksOf(m, "sluice system")
+	if len(masters) != 1 || len(tms) != 2 {
+		t.Fatalf("master tasks %v, TaskManager tasks %v: want 1 and 2", taskIDs(masters), taskIDs(tms))
+	}
+
+	// An agent with a TaskManager (and not the master, if one is apart)
+	// dies with its processes: its TaskManagers are replaced elsewhere.
+	victim := tms[0].AgentID
+	for _, tk := range tms {
+		if tk.AgentID != masters[0].AgentID {
+			victim = tk.AgentID
+		}
+	}
+	if err := m.KillAgent(victim); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("SYSDEBUG") != "" {
+		t.Cleanup(func() { _ = exec.Command("cp", "-r", e.dir, "/tmp/syslogs").Run() })
+	}
+	e.wait("TaskManagers replaced", func(s dispatcher.JobStatus) bool {
+		now := tasksOf(m, "sluice system")
+		if s.State != dispatcher.Running || len(now) != 2 {
+			return false
+		}
+		for _, tk := range now {
+			if tk.AgentID == victim {
+				return false
+			}
+		}
+		return true
+	})
+	e.newCheckpoint("checkpointing after the agent's loss")
+
+	// The master's task dies: another takes the job over.
+	masters = tasksOf(m, "sluice-dispatcher")
+	if len(masters) != 1 {
+		t.Fatalf("master tasks %v", taskIDs(masters))
+	}
+	epoch := e.status.Master.Epoch
+	if err := syscall.Kill(-masters[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.wait("RUNNING on a new master", func(s dispatcher.JobStatus) bool {
+		return s.State == dispatcher.Running && s.Master != nil && s.Master.Epoch > epoch
+	})
+	e.newCheckpoint("checkpointing on the new master")
+
+	// The dispatcher is killed and started again: it adopts the master.
+	masters = tasksOf(m, "sluice-dispatcher")
+	e.killDispatcher()
+	e.startDispatcher()
+	e.wait("adopted", func(s dispatcher.JobStatus) bool { return s.Master != nil && s.Master.Adopted })
+	if now := tasksOf(m, "sluice-dispatcher"); len(now) != 1 || now[0].ID != masters[0].ID {
+		t.Fatalf("master tasks %v after the dispatcher's restart, want %v", taskIDs(now), taskIDs(masters))
+	}
+	e.newCheckpoint("checkpointing under the new dispatcher")
+
+	// Rescale to 3: the quota follows.
+	if out, code := e.cli("rescale", e.id, "3"); code != 0 {
+		t.Fatalf("rescale: exit %d: %s\n%s", code, out, tail(e.disp.log.String(), 3000))
+	}
+	e.wait("rescaled", func(s dispatcher.JobStatus) bool {
+		return s.State == dispatcher.Running && s.Parallelism == 3 && s.Run == 2 && s.LatestCheckpoint != nil
+	})
+	e.newCheckpoint("checkpointing at parallelism 3")
+	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 2 {
+		t.Fatalf("role %s's quota guarantee %v after the rescale, want 2 cpus", role, g)
+	}
+
+	e.finish()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		g, lim := quotaOf(t, m.URL(), role)
+		if len(liveTasks(m, "")) == 0 && g == nil && lim == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after the end: tasks %v, role %s's quota %v / %v", taskIDs(liveTasks(m, "")), role, g, lim)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
