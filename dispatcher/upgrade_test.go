@@ -1,0 +1,418 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluice-stream/sluice/framework"
+)
+
+// upgradeLauncher is the fake launcher plus masters in standby: they say
+// so on GET /v1/status, with their TaskManagers, until POST /v1/start.
+type upgradeLauncher struct {
+	*fakeLauncher
+	// neverReady: standby masters never have their TaskManagers.
+	neverReady atomic.Bool
+	// failStart: a standby master cannot restore: it ends on POST /v1/start.
+	failStart atomic.Bool
+	// onReady is called once a standby master first reports itself ready.
+	onReady func()
+
+	mu       sync.Mutex
+	standbys []*standbyMaster
+	byHA     map[string]*standbyMaster
+}
+
+type standbyMaster struct {
+	*fakeMaster
+	spec    MasterSpec
+	started atomic.Value // the restore path POST /v1/start gave
+	stopped atomic.Bool
+}
+
+func (m *standbyMaster) Stop(ctx context.Context) error {
+	m.stopped.Store(true)
+	m.end(130)
+	return nil
+}
+
+func (l *upgradeLauncher) Launch(ctx context.Context, s MasterSpec) (Master, error) {
+	if !s.Standby {
+		return l.fakeLauncher.Launch(ctx, s)
+	}
+	m := &standbyMaster{fakeMaster: &fakeMaster{done: make(chan struct{})}, spec: s}
+	var once sync.Once
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if m.started.Load() != nil {
+			writeJSON(w, 200, map[string]any{"job": "j", "state": "running"})
+			return
+		}
+		reg := 2
+		if l.neverReady.Load() {
+			reg = 1
+		} else if l.onReady != nil {
+			once.Do(l.onReady)
+		}
+		writeJSON(w, 200, map[string]any{"job": "j", "state": "standby", "standby": map[string]int{"registered": reg, "wanted": 2}})
+	})
+	mux.HandleFunc("POST /v1/start", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Restore string }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if m.started.Load() != nil {
+			writeJSON(w, 409, map[string]string{"error": framework.ErrNotStandby.Error()})
+			return
+		}
+		m.started.Store(req.Restore)
+		if l.failStart.Load() {
+			writeJSON(w, 503, map[string]string{"error": "the job ended before its tasks ran"})
+			go m.end(1)
+			return
+		}
+		writeJSON(w, 200, map[string]any{"state": "running", "restore": req.Restore})
+	})
+	mux.HandleFunc("POST /v1/savepoint", func(w http.ResponseWriter, r *http.Request) {
+		p := fmt.Sprintf("file:///sp/new-%d", m.sp.Add(1))
+		writeJSON(w, 200, map[string]any{"path": p})
+		if r.URL.Query().Get("stop") == "true" {
+			go m.end(0)
+		}
+	})
+	m.srv = httptest.NewServer(mux)
+	l.t.Cleanup(m.srv.Close)
+	ha, err := framework.OpenHA(s.HADir)
+	if err != nil {
+		return nil, err
+	}
+	if err := ha.Publish(ctx, MasterInfo{Epoch: l.epoch.Add(1), HTTP: m.srv.Listener.Addr().String(), PID: 1, Started: time.Now()}); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.standbys = append(l.standbys, m)
+	if l.byHA == nil {
+		l.byHA = map[string]*standbyMaster{}
+	}
+	l.byHA[s.HADir] = m
+	l.mu.Unlock()
+	return m, nil
+}
+
+// Find finds a standby master (started, or not) that has not ended: as a
+// dispatcher started again finds the new version's.
+func (l *upgradeLauncher) Find(ctx context.Context, s MasterSpec) (Master, error) {
+	l.mu.Lock()
+	m := l.byHA[s.HADir]
+	l.mu.Unlock()
+	if m == nil {
+		return nil, nil
+	}
+	select {
+	case <-m.done:
+		return nil, nil
+	default:
+		return m, nil
+	}
+}
+
+func (l *upgradeLauncher) lastStandby() *standbyMaster {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.standbys) == 0 {
+		return nil
+	}
+	return l.standbys[len(l.standbys)-1]
+}
+
+func newUpgradeEnv(t *testing.T, store *Store, l *upgradeLauncher) *env {
+	t.Helper()
+	if store == nil {
+		store = NewStore(&flakyFS{}, t.TempDir())
+	}
+	d, err := New(Config{Store: store, Launcher: l, Backoff: time.Millisecond, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(func() { srv.Close(); d.Close() })
+	return &env{t: t, d: d, srv: srv, l: l.fakeLauncher}
+}
+
+// upgradedSpec is goodSpec's next version: parallelism 3.
+var upgradedSpec = strings.Replace(goodSpec, `"parallelism": 2`, `"parallelism": 3`, 1)
+
+// TestUpgrade: the new version's master is launched in standby with the
+// new spec on the next run, the old one stops with a savepoint only once
+// the new one has its TaskManagers, and the new one starts from it; the
+// answer has the downtime. The old spec stays for the old run, the new
+// one is the job's from then on (a rescale after uses it).
+func TestUpgrade(t *testing.T) {
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	e := newUpgradeEnv(t, nil, l)
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	old, _ := e.l.last()
+	var readyWhileOld atomic.Bool
+	l.onReady = func() {
+		select {
+		case <-old.done:
+		default:
+			readyWhileOld.Store(true)
+		}
+	}
+	var raw map[string]any
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(upgradedSpec), &raw); code != 200 {
+		t.Fatalf("upgrade: %d %v", code, raw)
+	}
+	props := schemaProps(loadOpenAPI(t), "#/components/schemas/UpgradeReply")
+	for f := range raw {
+		if !props[f] {
+			t.Errorf("upgrade reply field %q is not in the OpenAPI schema", f)
+		}
+	}
+	var rep UpgradeReply
+	b, _ := json.Marshal(raw)
+	_ = json.Unmarshal(b, &rep)
+	if rep.Run != 2 || rep.PreviousRun != 1 || rep.Savepoint != "file:///sp/savepoint-1" || rep.DowntimeMs < 0 || rep.TaskManagers != 2 {
+		t.Fatalf("upgrade reply: %+v", rep)
+	}
+	if _, ok := raw["downtimeMs"]; !ok {
+		t.Fatal("no downtimeMs in the reply")
+	}
+	if !readyWhileOld.Load() {
+		t.Fatal("the new version was not ready while the old one ran")
+	}
+	sm := l.lastStandby()
+	if sm.spec.Run != 2 || !sm.spec.Standby || string(sm.spec.Spec) != upgradedSpec || sm.spec.Restore != "" {
+		t.Fatalf("the new version's master: %+v", sm.spec)
+	}
+	if got, _ := sm.started.Load().(string); got != rep.Savepoint {
+		t.Fatalf("the new version started from %q, want the savepoint %q", got, rep.Savepoint)
+	}
+	st := e.waitState(id, Running)
+	if st.Run != 2 || st.Upgrade != nil || st.RestoredFrom != rep.Savepoint || st.Master == nil || st.Master.HTTP != sm.srv.Listener.Addr().String() {
+		t.Fatalf("status after the upgrade: %+v", st)
+	}
+	if e.l.count() != 1 {
+		t.Fatalf("%d masters launched besides the standby one, want only the first", e.l.count())
+	}
+	ctx := context.Background()
+	if b, err := e.d.store.Spec(ctx, id); err != nil || string(b) != goodSpec {
+		t.Fatalf("the submitted spec: %v %s", err, b)
+	}
+	if b, err := e.d.store.RunSpec(ctx, id, 2); err != nil || string(b) != upgradedSpec {
+		t.Fatalf("run 2's spec: %v %s", err, b)
+	}
+	// A rescale now starts run 3 with the upgraded spec.
+	var rr RescaleReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/rescale", []byte(`{"parallelism": 4}`), &rr); code != 200 || rr.Run != 3 {
+		t.Fatalf("rescale after the upgrade: %d %+v", code, rr)
+	}
+	if _, ms := e.l.last(); ms.Run != 3 || string(ms.Spec) != upgradedSpec {
+		t.Fatalf("run 3: %+v", ms)
+	}
+}
+
+// TestUpgradeRefused: a bad spec is a 400 naming node and field and
+// changes nothing; an unknown job is a 404; a job that does not run, 409.
+func TestUpgradeRefused(t *testing.T) {
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	e := newUpgradeEnv(t, nil, l)
+	var er errorReply
+	if code := e.do("POST", "/v1/jobs/0123456789abcdef/upgrade", []byte(upgradedSpec), &er); code != 404 {
+		t.Fatalf("unknown job: %d %+v", code, er)
+	}
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	bad := strings.Replace(upgradedSpec, `"rows": 100`, `"rows": "many"`, 1)
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(bad), &er); code != 400 || !strings.Contains(er.Error, "src") || !strings.Contains(er.Error, "rows") {
+		t.Fatalf("bad spec: %d %+v", code, er)
+	}
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(`{"savepoint": "file:///x", `+upgradedSpec[1:]), &er); code != 400 || !strings.Contains(er.Error, "savepoint") {
+		t.Fatalf("a savepoint field: %d %+v", code, er)
+	}
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade?timeout=soon", []byte(upgradedSpec), &er); code != 400 {
+		t.Fatalf("a bad timeout: %d %+v", code, er)
+	}
+	after := e.d.job(id).snapshot()
+	if after.Run != 1 || after.Upgrade != nil || after.SpecRun != 0 || after.MasterLaunches != 1 || l.lastStandby() != nil || e.l.count() != 1 {
+		t.Fatalf("a refused upgrade changed the job: %+v", after)
+	}
+	if _, err := e.d.store.RunSpec(context.Background(), id, 2); err == nil {
+		t.Fatal("a refused upgrade stored a spec")
+	}
+	var c cancelReply
+	e.do("DELETE", "/v1/jobs/"+id, nil, &c)
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(upgradedSpec), &er); code != 409 {
+		t.Fatalf("upgrade of a cancelled job: %d %+v", code, er)
+	}
+}
+
+// TestUpgradeNoTaskManagers: the new version never gets its TaskManagers:
+// it is stopped after the timeout and the old version runs on untouched.
+func TestUpgradeNoTaskManagers(t *testing.T) {
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	l.neverReady.Store(true)
+	e := newUpgradeEnv(t, nil, l)
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	old, _ := e.l.last()
+	var er errorReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade?timeout=300ms", []byte(upgradedSpec), &er); code != 504 || !strings.Contains(er.Error, "1 of 2") {
+		t.Fatalf("upgrade without TaskManagers: %d %+v", code, er)
+	}
+	if sm := l.lastStandby(); sm == nil || !sm.stopped.Load() {
+		t.Fatal("the new version's master was not stopped")
+	}
+	select {
+	case <-old.done:
+		t.Fatal("the old version was stopped")
+	default:
+	}
+	st := e.waitState(id, Running)
+	if st.Run != 1 || st.Upgrade != nil || old.sp.Load() != 0 {
+		t.Fatalf("after a failed upgrade: %+v (savepoints %d)", st, old.sp.Load())
+	}
+}
+
+// TestUpgradeSavepointFails: the old version cannot stop with a
+// savepoint: the new version's master is stopped, the job keeps its run.
+func TestUpgradeSavepointFails(t *testing.T) {
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	e := newUpgradeEnv(t, nil, l)
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	old, _ := e.l.last()
+	// Its API goes away once the new version is ready.
+	l.onReady = func() { old.srv.CloseClientConnections(); old.srv.Listener.Close() }
+	var er errorReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(upgradedSpec), &er); code/100 == 2 || !strings.Contains(er.Error, "savepoint") {
+		t.Fatalf("upgrade with a failing savepoint: %d %+v", code, er)
+	}
+	if sm := l.lastStandby(); !sm.stopped.Load() || sm.started.Load() != nil {
+		t.Fatal("the new version's master was not stopped, or was started")
+	}
+	rec := e.d.job(id).snapshot()
+	if rec.Run != 1 || rec.Upgrade != nil || rec.SpecRun != 0 {
+		t.Fatalf("after a failed upgrade: %+v", rec)
+	}
+}
+
+// TestUpgradeRollBack: the new version cannot start from the savepoint:
+// the job goes back to its old spec from that savepoint, on a new run.
+func TestUpgradeRollBack(t *testing.T) {
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	l.failStart.Store(true)
+	e := newUpgradeEnv(t, nil, l)
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	var er errorReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(upgradedSpec), &er); code != 502 || !strings.Contains(er.Error, "previous version") {
+		t.Fatalf("upgrade to a version that does not start: %d %+v", code, er)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := e.waitState(id, Running)
+		if st.Run == 3 {
+			if st.Upgrade != nil || st.RestoredFrom != "file:///sp/savepoint-1" || !strings.Contains(st.Reason, "rolled back") {
+				t.Fatalf("after the roll back: %+v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not rolled back: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ms := e.l.last(); ms.Run != 3 || string(ms.Spec) != goodSpec || ms.Restore != "file:///sp/savepoint-1" {
+		t.Fatalf("the rolled back run: %+v", ms)
+	}
+}
+
+// TestUpgradeRecovery: a dispatcher that stopped during an upgrade
+// finishes it when the old version had stopped with the savepoint, and
+// rolls it back when it had not.
+func TestUpgradeRecovery(t *testing.T) {
+	for _, stopped := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stopped=%v", stopped), func(t *testing.T) {
+			l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+			store := NewStore(&flakyFS{}, t.TempDir())
+			e := newUpgradeEnv(t, store, l)
+			id := e.submit(goodSpec)
+			e.waitState(id, Running)
+			old, _ := e.l.last()
+			e.d.Close()
+			// As the dispatcher left it: the new version stands by, and
+			// (stopped) the old one ended with the savepoint.
+			ctx := context.Background()
+			rec := e.d.job(id).snapshot()
+			rec.Upgrade = &Upgrade{Run: 2, Requested: time.Now()}
+			if stopped {
+				rec.Upgrade.Savepoint = "file:///sp/upgrade"
+				old.end(0)
+			}
+			if err := store.SaveRunSpec(ctx, id, 2, []byte(upgradedSpec)); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Save(ctx, &rec); err != nil {
+				t.Fatal(err)
+			}
+			ms := e.d.masterSpec(&Record{ID: id, Run: 2}, []byte(upgradedSpec))
+			ms.Standby = true
+			if _, err := l.Launch(ctx, ms); err != nil {
+				t.Fatal(err)
+			}
+			sm := l.lastStandby()
+			e2 := newUpgradeEnv(t, store, l)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				s, rec, _ := e2.d.job(id).state()
+				done := rec.Upgrade == nil && s == Running
+				if stopped {
+					done = done && rec.Run == 2
+				}
+				if done {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not recovered: %s %+v", s, rec)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			rec = e2.d.job(id).snapshot()
+			if stopped {
+				if got, _ := sm.started.Load().(string); got != "file:///sp/upgrade" || sm.stopped.Load() || rec.SpecRun != 2 {
+					t.Fatalf("finished: started from %q, stopped %v, record %+v", got, sm.stopped.Load(), rec)
+				}
+			} else if !sm.stopped.Load() || sm.started.Load() != nil || rec.Run != 1 || rec.SpecRun != 0 {
+				t.Fatalf("rolled back: standby stopped %v started %v, record %+v", sm.stopped.Load(), sm.started.Load(), rec)
+			}
+		})
+	}
+}
+
+func loadOpenAPI(t *testing.T) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile("../docs/dispatcher-openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
