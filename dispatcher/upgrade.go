@@ -281,7 +281,11 @@ func (j *job) upgrade(ctx context.Context, specBytes []byte, name string, old Ma
 			r.Upgrade = &u
 		}
 	})
-	j.waitFor(ctx, waitEnd, func(_ State, r Record, _ Master) bool { return r.Run >= next || r.State.Terminal() })
+	// The answer shows the job as its supervisor sees it: RUNNING once it
+	// polled the new master (the downtime is measured already).
+	j.waitFor(ctx, waitEnd, func(s State, r Record, _ Master) bool {
+		return (r.Run >= next && s == Running) || r.State.Terminal()
+	})
 	s, now, _ := j.state()
 	return UpgradeReply{ID: rec.ID, State: s, Run: now.Run, PreviousRun: rec.Run, Savepoint: sp.Path,
 		DowntimeMs: downtime.Milliseconds(), StandbyMs: standbyFor.Milliseconds(), TaskManagers: st.Registered}, nil

@@ -1,21 +1,27 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-stream/sluice/framework"
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 // upgradeLauncher is the fake launcher plus masters in standby: they say
@@ -415,4 +421,241 @@ func loadOpenAPI(t *testing.T) map[string]any {
 		t.Fatal(err)
 	}
 	return doc
+}
+
+var (
+	sluiceOnce sync.Once
+	sluiceBin  string
+	sluiceErr  error
+)
+
+// buildSluice builds the sluice binary once for the tests that run real
+// framework masters.
+func buildSluice(t *testing.T) string {
+	t.Helper()
+	sluiceOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-dispatcher-bin")
+		if err != nil {
+			sluiceErr = err
+			return
+		}
+		sluiceBin = filepath.Join(dir, "sluice")
+		out, err := exec.Command("go", "build", "-o", sluiceBin, "../cmd/sluice").CombinedOutput()
+		if err != nil {
+			sluiceErr = fmt.Errorf("building sluice: %v\n%s", err, out)
+		}
+	})
+	if sluiceErr != nil {
+		t.Fatal(sluiceErr)
+	}
+	return sluiceBin
+}
+
+// upgradeJob is the exactly-once example (a sequence, a 1 s tumbling
+// window per key, a file sink) at parallelism p, writing to out.
+func upgradeJob(out string, p int) string {
+	return fmt.Sprintf(`{"name": "upgrade", "parallelism": %d, "maxParallelism": 64,
+  "checkpoint": {"interval": "150ms", "mode": "exactly-once", "retained": 2},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "sequence", "params": {"rows": %d, "keys": %d, "intervalMs": 1, "rate": 4000}},
+    {"id": "win", "type": "window", "inputs": ["src"], "params": {
+      "keys": ["key"], "type": "tumbling", "size": "1s",
+      "aggregates": [{"name": "count", "fn": "count"}, {"name": "sum", "fn": "sum", "field": "id"}]}},
+    {"id": "out", "type": "file", "inputs": ["win"], "params": {"path": %q}}]}`, p, upgradeRows, upgradeKeys, out)
+}
+
+const upgradeRows, upgradeKeys = 40000, 20
+
+// TestUpgradeLocal: a job on local framework masters and TaskManager
+// processes is upgraded to parallelism 3: the new version's master stood
+// by with its TaskManagers while the old one ran, restored the old one's
+// final savepoint, runs at the new parallelism, and the job's output —
+// windows of count and sum per key — is exactly what the input makes:
+// nothing lost, nothing written twice across the upgrade.
+func TestUpgradeLocal(t *testing.T) {
+	bin := buildSluice(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	store, err := OpenStore("file://" + filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Local{Binary: bin, WorkDir: filepath.Join(dir, "work"), StopGrace: 10 * time.Second}
+	d, err := New(Config{Store: store, Launcher: l, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	e := &env{t: t, d: d, srv: srv}
+	t.Cleanup(func() {
+		srv.Close()
+		d.Close()
+		// Nothing this test started may outlive it.
+		for _, p := range procs.Live() {
+			if bytes.Contains(p.Cmdline, []byte(dir)) {
+				_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			}
+		}
+	})
+	id := e.submit(upgradeJob(out, 2))
+	e.waitFor(id, "RUNNING with a checkpoint", func(st JobStatus) bool {
+		return st.State == Running && st.LatestCheckpoint != nil
+	})
+	oldHA := store.HADir(id, 1)
+	var rep UpgradeReply
+	var er errorReply
+	body := upgradeJob(out, 3)
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/jobs/"+id+"/upgrade", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		_ = json.Unmarshal(b, &er)
+		t.Fatalf("upgrade: %d %s\nrun 2's master:\n%s", resp.StatusCode, b, logTail(filepath.Join(l.WorkDir, id, "run-2", "master.log")))
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("upgrade: %s", b)
+	if rep.Run != 2 || rep.PreviousRun != 1 || rep.DowntimeMs <= 0 || rep.TaskManagers < 1 {
+		t.Fatalf("upgrade reply: %+v", rep)
+	}
+	if _, err := os.Stat(filepath.Join(strings.TrimPrefix(rep.Savepoint, "file://"), "_metadata")); err != nil {
+		t.Fatalf("the savepoint: %v", err)
+	}
+	st := e.waitFor(id, "RUNNING its new version", func(st JobStatus) bool {
+		return st.State == Running && st.Run == 2 && st.Master != nil
+	})
+	if st.RestoredFrom != rep.Savepoint || st.Upgrade != nil {
+		t.Fatalf("after the upgrade: %+v", st)
+	}
+	// The new version: parallelism 3, restored from the savepoint.
+	var vs struct {
+		Vertices []struct {
+			ID          string `json:"id"`
+			Parallelism int    `json:"parallelism"`
+		} `json:"vertices"`
+	}
+	if _, err := callMaster(context.Background(), d.client, st.Master.HTTP, "GET", "/v1/vertices", &vs); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs.Vertices {
+		if v.ID == "win" && v.Parallelism != 3 {
+			t.Fatalf("the new version's window runs at parallelism %d, want 3", v.Parallelism)
+		}
+	}
+	newLog := filepath.Join(l.WorkDir, id, "run-2", "master.log")
+	if lb, _ := os.ReadFile(newLog); !bytes.Contains(lb, []byte("standing by")) ||
+		!bytes.Contains(lb, []byte("restoring")) || !bytes.Contains(lb, []byte(rep.Savepoint)) {
+		t.Fatalf("run 2's master log does not show the standby and the restore of %s:\n%s", rep.Savepoint, lb)
+	}
+	if ms := mastersOf(oldHA); len(ms) != 0 {
+		t.Fatalf("the old version's master still runs: %v", ms)
+	}
+	e.waitFor(id, "FINISHED", func(st JobStatus) bool { return st.State.Terminal() })
+	if st := e.status(id); st.State != Finished {
+		t.Fatalf("the job ended %s: %s\n%s", st.State, st.Reason, logTail(newLog))
+	}
+	checkWindows(t, out)
+}
+
+// checkWindows compares the committed part files under dir with what the
+// sequence makes: every (key, 1 s window) once, with its count and sum.
+func checkWindows(t *testing.T, dir string) {
+	t.Helper()
+	type key struct{ k, start int64 }
+	type agg struct{ count, sum int64 }
+	want := map[key]agg{}
+	for id := int64(0); id < upgradeRows; id++ {
+		k := key{id % upgradeKeys, id / 1000 * 1000}
+		a := want[k]
+		a.count++
+		a.sum += id
+		want[k] = a
+	}
+	got := map[key]agg{}
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if !strings.HasPrefix(e.Name(), "part-") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if line == "" {
+				continue
+			}
+			var r struct {
+				Key         int64 `json:"key"`
+				WindowStart int64 `json:"window_start"`
+				Count       int64 `json:"count"`
+				Sum         int64 `json:"sum"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%s: %q: %v", e.Name(), line, err)
+			}
+			k := key{r.Key, r.WindowStart}
+			if prev, dup := got[k]; dup {
+				t.Fatalf("key %d window %d written twice: %+v and %+v", k.k, k.start, prev, r)
+			}
+			got[k] = agg{r.Count, r.Sum}
+		}
+	}
+	bad := 0
+	for k, w := range want {
+		if g := got[k]; g != w {
+			if bad++; bad <= 5 {
+				t.Errorf("key %d window %d: got %+v, want %+v", k.k, k.start, g, w)
+			}
+		}
+	}
+	if len(got) != len(want) || bad > 0 {
+		t.Fatalf("%d windows written, %d wanted, %d wrong", len(got), len(want), bad)
+	}
+}
+
+// mastersOf lists the live `sluice framework` processes of haDir.
+func mastersOf(haDir string) []int {
+	var out []int
+	for _, p := range procs.Live() {
+		if bytes.Contains(p.Cmdline, []byte("\x00framework\x00")) && bytes.Contains(p.Cmdline, []byte(haDir)) {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
+
+func (e *env) status(id string) JobStatus {
+	e.t.Helper()
+	var st JobStatus
+	e.do("GET", "/v1/jobs/"+id, nil, &st)
+	return st
+}
+
+// waitFor waits up to 2 minutes for the job's status to satisfy ok.
+func (e *env) waitFor(id, what string, ok func(JobStatus) bool) JobStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st := e.status(id)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job %s not %s after 2 minutes: %+v", id, what, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
