@@ -199,6 +199,12 @@ func (j *job) supervise(ctx context.Context) {
 			j.switchToUpgrade(ctx)
 			failures = 0
 			continue
+		case rec.Upgrade != nil && rec.Upgrade.Savepoint == "" && rec.Run < rec.Upgrade.Run && !j.inUpgrade():
+			// The old version ended under an upgrade a dispatcher restart
+			// rolled back: it may have been stopping with a savepoint the
+			// upgrade never recorded, so its end is no finish. Its run
+			// starts again from its latest checkpoint.
+			_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
 		case rec.Upgrade != nil && rec.Run == rec.Upgrade.Run && !(exit.Known && exit.Code == 0):
 			// The new version ended before the upgrade was done (it could
 			// not restore the savepoint?): back to the old version.

@@ -76,6 +76,19 @@ type UpgradeReply struct {
 // (?timeout= overrides it).
 const defaultUpgradeWait = 3 * time.Minute
 
+// rollBackWait is how long an adopted old version that an upgrade may
+// have been stopping is watched, after a dispatcher restart, before the
+// upgrade's record is cleared (a savepoint takes less). A variable for
+// the tests.
+var rollBackWait = time.Minute
+
+// inUpgrade says whether an upgrade request is being served.
+func (j *job) inUpgrade() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.upgrading
+}
+
 // runSpecPath is where an upgrade keeps the spec of the run it started.
 func (s *Store) runSpecPath(id string, run int) string {
 	return fs.Join(s.jobDir(id), "runs", strconv.Itoa(run), "spec")
@@ -542,8 +555,23 @@ func (j *job) resumeUpgrade(ctx context.Context) {
 		if found != nil {
 			_ = found.Stop(ctx)
 		}
-		_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
 		d.log.Warn("upgrade rolled back after a dispatcher restart: the old version runs on", "job", rec.ID, "run", rec.Run)
+		if old == nil {
+			_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
+			return
+		}
+		// The stop-with-savepoint may have reached the adopted master: while
+		// the upgrade stays recorded, its end counts as a failure, not a
+		// finish (supervise). Once it has clearly not stopped, the job is
+		// free for other requests again.
+		go func() {
+			j.waitFor(ctx, rollBackWait, func(_ State, _ Record, m Master) bool { return m != old })
+			_ = j.update(ctx, func(r *Record) {
+				if r.Upgrade != nil && r.Upgrade.Savepoint == "" && r.Run < r.Upgrade.Run {
+					r.Upgrade = nil
+				}
+			})
+		}()
 	case rec.Run < u.Run:
 		// The old version stopped with the savepoint: the new one takes over.
 		j.mu.Lock()

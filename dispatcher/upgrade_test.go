@@ -34,6 +34,8 @@ type upgradeLauncher struct {
 	failStart atomic.Bool
 	// onReady is called once a standby master first reports itself ready.
 	onReady func()
+	// adoptOld: Find finds running masters that are not standing by too.
+	adoptOld atomic.Bool
 
 	mu       sync.Mutex
 	standbys []*standbyMaster
@@ -121,6 +123,21 @@ func (l *upgradeLauncher) Find(ctx context.Context, s MasterSpec) (Master, error
 	m := l.byHA[s.HADir]
 	l.mu.Unlock()
 	if m == nil {
+		if l.adoptOld.Load() {
+			// The newest running master of the run (not standing by).
+			f := l.fakeLauncher
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			for i := len(f.launched) - 1; i >= 0; i-- {
+				select {
+				case <-f.launched[i].done:
+				default:
+					if f.specs[i].HADir == s.HADir {
+						return f.launched[i], nil
+					}
+				}
+			}
+		}
 		return nil, nil
 	}
 	select {
@@ -657,5 +674,67 @@ func (e *env) waitFor(id, what string, ok func(JobStatus) bool) JobStatus {
 			e.t.Fatalf("job %s not %s after 2 minutes: %+v", id, what, st)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestUpgradeRecoveryOldStopping: a dispatcher restarted during an
+// upgrade that had not recorded its savepoint rolls it back; the old
+// master it adopts, which may have been stopping with that savepoint,
+// then exits 0 — which is no finish: its run starts again.
+func TestUpgradeRecoveryOldStopping(t *testing.T) {
+	rollBackWait = 30 * time.Second
+	defer func() { rollBackWait = time.Minute }()
+	l := &upgradeLauncher{fakeLauncher: &fakeLauncher{t: t}}
+	l.adoptOld.Store(true)
+	store := NewStore(&flakyFS{}, t.TempDir())
+	e := newUpgradeEnv(t, store, l)
+	id := e.submit(goodSpec)
+	e.waitState(id, Running)
+	old, _ := e.l.last()
+	e.d.Close()
+	ctx := context.Background()
+	rec := e.d.job(id).snapshot()
+	rec.Upgrade = &Upgrade{Run: 2, Requested: time.Now()}
+	if err := store.SaveRunSpec(ctx, id, 2, []byte(upgradedSpec)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	ms := e.d.masterSpec(&Record{ID: id, Run: 2}, []byte(upgradedSpec))
+	ms.Standby = true
+	if _, err := l.Launch(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	sm := l.lastStandby()
+	e2 := newUpgradeEnv(t, store, l)
+	e2.waitState(id, Running)
+	if _, _, m := e2.d.job(id).state(); m != old {
+		t.Fatal("the old master was not adopted")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !sm.stopped.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the new version's master was not stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	launched := e.l.count()
+	old.end(0) // as after a stop-with-savepoint
+	for e.l.count() == launched {
+		if s, _, _ := e2.d.job(id).state(); s == Finished {
+			t.Fatal("the job was taken for FINISHED")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the old run was not started again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := e2.waitState(id, Running)
+	if st.Run != 1 || st.Upgrade != nil {
+		t.Fatalf("after the old master's end: %+v", st)
+	}
+	if _, ms := e.l.last(); ms.Run != 1 || string(ms.Spec) != goodSpec {
+		t.Fatalf("the master started again: %+v", ms)
 	}
 }
