@@ -16,8 +16,9 @@ package dispatcher
 //  2. Run N+1's master is launched in standby and waited for until its
 //     TaskManagers are registered. Failure or timeout: it is stopped,
 //     Upgrade cleared; run N never noticed.
-//  3. Run N stops with a savepoint (as rescale does); Upgrade.Savepoint
-//     is recorded. Failure: run N+1's master is stopped, Upgrade cleared.
+//  3. Upgrade.Stopping is recorded, then run N stops with a savepoint (as
+//     rescale does); Upgrade.Savepoint is recorded. Failure: run N+1's
+//     master is stopped, Upgrade cleared.
 //  4. Run N+1's master is told to start from the savepoint
 //     (POST /v1/start); the supervisor makes it the job's master once run
 //     N's has ended (switchToUpgrade). Once it runs, Upgrade is cleared.
@@ -43,6 +44,9 @@ import (
 type Upgrade struct {
 	// Run is the new version's run; its spec is jobs/<id>/runs/<Run>/spec.
 	Run int `json:"run"`
+	// Stopping: the old version was (or is about to be) asked to stop
+	// with a savepoint; recorded before the request.
+	Stopping bool `json:"stopping,omitempty"`
 	// Savepoint is set once the old version stopped with it.
 	Savepoint string `json:"savepoint,omitempty"`
 	// Started: the new version's tasks ran (the upgrade is done once the
@@ -248,7 +252,19 @@ func (j *job) upgrade(ctx context.Context, specBytes []byte, name string, old Ma
 	log.Info("upgrade: the new version stands by with its TaskManagers; stopping the old one with a savepoint",
 		"taskmanagers", st.Registered, "took", standbyFor.Round(time.Millisecond))
 
-	// 3. The old version stops with a savepoint: output stops here.
+	// 3. The old version stops with a savepoint: output stops here. The
+	// intent is stored first: a dispatcher restart then knows the old
+	// master's end may be this stop's (resumeUpgrade).
+	if err := j.tryUpdate(ctx, func(r *Record) {
+		if r.Upgrade != nil {
+			u := *r.Upgrade
+			u.Stopping = true
+			r.Upgrade = &u
+		}
+	}); err != nil {
+		j.abortUpgrade(ctx, sm, err.Error())
+		return UpgradeReply{}, err
+	}
 	j.beginOp()
 	stopped := time.Now()
 	var sp struct {
@@ -556,7 +572,7 @@ func (j *job) resumeUpgrade(ctx context.Context) {
 			_ = found.Stop(ctx)
 		}
 		d.log.Warn("upgrade rolled back after a dispatcher restart: the old version runs on", "job", rec.ID, "run", rec.Run)
-		if old == nil {
+		if old == nil || !u.Stopping {
 			_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
 			return
 		}

@@ -678,9 +678,10 @@ func (e *env) waitFor(id, what string, ok func(JobStatus) bool) JobStatus {
 }
 
 // TestUpgradeRecoveryOldStopping: a dispatcher restarted during an
-// upgrade that had not recorded its savepoint rolls it back; the old
-// master it adopts, which may have been stopping with that savepoint,
-// then exits 0 — which is no finish: its run starts again.
+// upgrade that had asked the old version to stop but not recorded its
+// savepoint rolls it back; the old master it adopts, which may have been
+// stopping with that savepoint, then exits 0 — which is no finish: its
+// run starts again.
 func TestUpgradeRecoveryOldStopping(t *testing.T) {
 	rollBackWait = 30 * time.Second
 	defer func() { rollBackWait = time.Minute }()
@@ -694,7 +695,7 @@ func TestUpgradeRecoveryOldStopping(t *testing.T) {
 	e.d.Close()
 	ctx := context.Background()
 	rec := e.d.job(id).snapshot()
-	rec.Upgrade = &Upgrade{Run: 2, Requested: time.Now()}
+	rec.Upgrade = &Upgrade{Run: 2, Requested: time.Now(), Stopping: true}
 	if err := store.SaveRunSpec(ctx, id, 2, []byte(upgradedSpec)); err != nil {
 		t.Fatal(err)
 	}
