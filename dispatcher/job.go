@@ -199,7 +199,7 @@ func (j *job) supervise(ctx context.Context) {
 			j.switchToUpgrade(ctx)
 			failures = 0
 			continue
-		case rec.Upgrade != nil && rec.Upgrade.Savepoint == "" && rec.Run < rec.Upgrade.Run && !j.inUpgrade():
+		case rec.Upgrade != nil && rec.Upgrade.Stopping && rec.Upgrade.Savepoint == "" && rec.Run < rec.Upgrade.Run && !j.inUpgrade():
 			// The old version ended under an upgrade a dispatcher restart
 			// rolled back: it may have been stopping with a savepoint the
 			// upgrade never recorded, so its end is no finish. Its run

@@ -80,11 +80,28 @@ type UpgradeReply struct {
 // (?timeout= overrides it).
 const defaultUpgradeWait = 3 * time.Minute
 
-// rollBackWait is how long an adopted old version that an upgrade may
-// have been stopping is watched, after a dispatcher restart, before the
-// upgrade's record is cleared (a savepoint takes less). A variable for
+// rollBackWait bounds how long, after a dispatcher restart, an upgrade
+// being rolled back waits for a new version's master still being launched
+// (to stop it) and for an adopted old version that may have been stopping
+// (a savepoint takes less), before the record forgets it. A variable for
 // the tests.
 var rollBackWait = time.Minute
+
+// background runs f as part of the dispatcher's supervision: Close waits
+// for it. (Called from supervisors, which hold the count above zero.)
+func (d *Dispatcher) background(f func()) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+}
+
+// lateStandbyWait bounds how long a roll back after a dispatcher restart
+// looks for a new version's master whose launch was under way (it would
+// have published itself by then; one that did later gives up by itself
+// after its --standby-timeout).
+var lateStandbyWait = 15 * time.Second
 
 // inUpgrade says whether an upgrade request is being served.
 func (j *job) inUpgrade() bool {
@@ -493,7 +510,7 @@ func (j *job) switchToUpgrade(ctx context.Context) {
 	j.mu.Unlock()
 	d.log.Info("upgrade: the job's next run is the new version", "job", rec.ID, "run", u.Run, "savepoint", u.Savepoint, "standby", sm != nil)
 	if sm != nil && !inRequest {
-		go j.confirmStart(ctx, u)
+		j.d.background(func() { j.confirmStart(ctx, u) })
 	}
 }
 
@@ -549,6 +566,53 @@ func (j *job) rollBackUpgrade(ctx context.Context, exit Exit) {
 		"job", rec.ID, "run", rec.Run+1, "savepoint", u.Savepoint, "reason", why)
 }
 
+// finishRollBack stops the new version's master of an upgrade rolled back
+// after a dispatcher restart — found, or one that shows up later (its
+// launch was under way when the dispatcher stopped) — and then clears the
+// upgrade from the record. While it is recorded, the adopted old master's
+// end counts as a failure, not a finish (supervise): when the old version
+// may have been asked to stop (u.Stopping), that lasts until it ended or
+// clearly did not stop.
+func (j *job) finishRollBack(ctx context.Context, u Upgrade, found, old Master) {
+	d := j.d
+	rec := j.snapshot()
+	nrec := rec
+	nrec.Run = u.Run
+	stop := func(m Master) {
+		if err := m.Stop(ctx); err != nil {
+			d.log.Warn("upgrade: stopping the new version's master", "job", rec.ID, "run", u.Run, "err", err)
+		}
+	}
+	stopped := found != nil
+	if stopped {
+		stop(found)
+	}
+	deadline := time.Now().Add(rollBackWait)
+	lateBy := time.Now().Add(lateStandbyWait)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if !stopped {
+			if m, err := d.cfg.Launcher.Find(ctx, d.masterSpec(&nrec, nil)); err == nil && m != nil {
+				stop(m)
+				stopped = true
+			}
+		}
+		_, r, m := j.state()
+		oldDone := old == nil || !u.Stopping || m != old
+		if r.Upgrade == nil || ((stopped || time.Now().After(lateBy)) && oldDone) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	_ = j.update(ctx, func(r *Record) {
+		if r.Upgrade != nil && r.Upgrade.Savepoint == "" && r.Run < r.Upgrade.Run {
+			r.Upgrade = nil
+		}
+	})
+}
+
 // resumeUpgrade finishes or rolls back, when the supervisor starts (a
 // dispatcher restart), an upgrade the job record says was in progress.
 func (j *job) resumeUpgrade(ctx context.Context) {
@@ -568,26 +632,8 @@ func (j *job) resumeUpgrade(ctx context.Context) {
 	switch {
 	case u.Savepoint == "" && rec.Run < u.Run:
 		// The old version was not stopped (that we know of): it stays.
-		if found != nil {
-			_ = found.Stop(ctx)
-		}
 		d.log.Warn("upgrade rolled back after a dispatcher restart: the old version runs on", "job", rec.ID, "run", rec.Run)
-		if old == nil || !u.Stopping {
-			_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
-			return
-		}
-		// The stop-with-savepoint may have reached the adopted master: while
-		// the upgrade stays recorded, its end counts as a failure, not a
-		// finish (supervise). Once it has clearly not stopped, the job is
-		// free for other requests again.
-		go func() {
-			j.waitFor(ctx, rollBackWait, func(_ State, _ Record, m Master) bool { return m != old })
-			_ = j.update(ctx, func(r *Record) {
-				if r.Upgrade != nil && r.Upgrade.Savepoint == "" && r.Run < r.Upgrade.Run {
-					r.Upgrade = nil
-				}
-			})
-		}()
+		j.d.background(func() { j.finishRollBack(ctx, *u, found, old) })
 	case rec.Run < u.Run:
 		// The old version stopped with the savepoint: the new one takes over.
 		j.mu.Lock()
@@ -601,7 +647,7 @@ func (j *job) resumeUpgrade(ctx context.Context) {
 		// Switched already; the new version's master is the job's (adopted,
 		// or launched with the savepoint to restore).
 		if old != nil {
-			go j.confirmStart(ctx, *u)
+			j.d.background(func() { j.confirmStart(ctx, *u) })
 		}
 	}
 }

@@ -62,7 +62,11 @@ type Config struct {
 	// Start before it deploys anything — the new version of an
 	// asynchronous upgrade, ready while the old one still runs.
 	Standby bool
-	Log     *slog.Logger
+	// StandbyTimeout: a master in standby that has had every TaskManager
+	// this long without a Start gives up (its upgrade was abandoned, and
+	// whoever started it is gone); 0 waits for ever.
+	StandbyTimeout time.Duration
+	Log            *slog.Logger
 }
 
 // Master is a job master.

@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -12,6 +13,10 @@ import (
 // version's master this way while the old version still runs, so that
 // once the old one stopped with a savepoint, only the deployment — no
 // resource negotiation, no TaskManager start — stands between the two.
+
+// ErrStandbyTimeout: a master in standby was not started within its
+// StandbyTimeout.
+var ErrStandbyTimeout = errors.New("standby timed out")
 
 // ErrNotStandby: Start was called on a master that is not standing by (it
 // was not started in standby, or has been started already).
@@ -95,7 +100,7 @@ func (m *Master) RunningSince() time.Time {
 func (m *Master) awaitStart(ctx context.Context) (string, error) {
 	m.log.Info("standing by: TaskManagers are being started; the job deploys on POST /v1/start",
 		"taskmanagers", m.cfg.TaskManagers+m.cfg.Spares)
-	var logged bool
+	var ready time.Time
 	t := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -105,9 +110,23 @@ func (m *Master) awaitStart(ctx context.Context) (string, error) {
 		case <-ctx.Done():
 			return "", context.Cause(ctx)
 		case <-t.C:
-			if st, ok := m.Standby(); ok && st.Ready() && !logged {
-				logged = true
-				m.log.Info("standing by with every TaskManager registered", "registered", st.Registered)
+		}
+		st, ok := m.Standby()
+		if !ok || !st.Ready() {
+			continue
+		}
+		if ready.IsZero() {
+			ready = time.Now()
+			m.log.Info("standing by with every TaskManager registered", "registered", st.Registered)
+		}
+		if to := m.cfg.StandbyTimeout; to > 0 && time.Since(ready) > to {
+			// Close Start's door first: a Start racing this is refused.
+			m.standby.mu.Lock()
+			waiting := m.standby.waiting
+			m.standby.waiting = false
+			m.standby.mu.Unlock()
+			if waiting {
+				return "", fmt.Errorf("%w: not started within %v of having every TaskManager", ErrStandbyTimeout, to)
 			}
 		}
 	}

@@ -94,3 +94,38 @@ func TestStandby(t *testing.T) {
 		t.Fatalf("%d windows, want %d", len(got), 50*30)
 	}
 }
+
+// TestStandbyTimeout: a master in standby that is never started gives up
+// once it has had its TaskManagers for StandbyTimeout; a late Start is
+// refused.
+func TestStandbyTimeout(t *testing.T) {
+	dir := t.TempDir()
+	j, err := spec.Parse([]byte(job), []string{"nodes.out.params.path=" + filepath.Join(dir, "out"),
+		"checkpoint.storage=file://" + filepath.Join(dir, "checkpoints")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, opts, err := plan.Prepare(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Log = quiet()
+	m, err := framework.New(framework.Config{Job: j, Graph: g, TaskManagers: 2, Slots: 1, Standby: true,
+		StandbyTimeout: 200 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	startTaskManagers(t, ctx, m.Addr(), 2)
+	if _, err := m.Run(ctx, opts); !errors.Is(err, framework.ErrStandbyTimeout) {
+		t.Fatalf("Run: %v, want ErrStandbyTimeout", err)
+	}
+	if err := m.Start(""); !errors.Is(err, framework.ErrNotStandby) {
+		t.Fatalf("a late Start: %v, want ErrNotStandby", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+		t.Fatal("the job ran")
+	}
+}
