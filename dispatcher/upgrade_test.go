@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-stream/sluice/framework"
+	"github.com/sluice-stream/sluice/internal/kafkatest"
 	"github.com/sluice-stream/sluice/internal/procs"
 )
 
@@ -738,4 +739,109 @@ func TestUpgradeRecoveryOldStopping(t *testing.T) {
 	if _, ms := e.l.last(); ms.Run != 1 || string(ms.Spec) != goodSpec {
 		t.Fatalf("the master started again: %+v", ms)
 	}
+}
+
+// kafkaUpgradeJob reads ids from Kafka topic "in" and writes them, with
+// their double, to "out" exactly once; version 2 adds a field "v": 2 and
+// reads at full speed.
+func kafkaUpgradeJob(brokers string, version int) string {
+	rate, extra := `, "rate": 1500`, ""
+	if version > 1 {
+		rate, extra = "", `, {"name": "v", "expr": "2"}`
+	}
+	return fmt.Sprintf(`{"name": "kafka-upgrade", "parallelism": %d, "maxParallelism": 64,
+  "checkpoint": {"interval": "150ms", "mode": "exactly-once", "retained": 2},
+  "restart": {"strategy": "none"},
+  "nodes": [
+    {"id": "src", "type": "kafka", "params": {"brokers": %s, "topics": ["in"], "bounded": true%s,
+      "fields": [{"name": "id", "type": "int64"}]}},
+    {"id": "proj", "type": "project", "inputs": ["src"], "params": {"fields": [
+      {"name": "id", "expr": "id"}, {"name": "double", "expr": "id * 2"}%s]}},
+    {"id": "out", "type": "kafka", "inputs": [{"from": "proj", "partition": "rebalance"}],
+      "params": {"brokers": %s, "topic": "out", "keyField": "id"}}]}`, version+1, brokers, rate, extra, brokers)
+}
+
+// TestUpgradeKafkaExactlyOnce: a Kafka-to-Kafka job with a transactional
+// sink, on local masters, is upgraded mid-stream to a version that writes
+// another field: a read_committed reader sees every input record's result
+// exactly once — the old version's up to the savepoint, the new one's
+// after it.
+func TestUpgradeKafkaExactlyOnce(t *testing.T) {
+	bin := buildSluice(t)
+	const n, parts = 30000, 4
+	c := kafkatest.Start(t, 0, parts, "in", "out")
+	for p := int32(0); p < parts; p++ {
+		var recs []kafkatest.Record
+		for i := int(p); i < n; i += parts {
+			recs = append(recs, kafkatest.Record{Value: fmt.Appendf(nil, `{"id":%d}`, i)})
+		}
+		c.Produce(t, "in", p, recs)
+	}
+	brokers, _ := json.Marshal(c.Addrs)
+	dir := t.TempDir()
+	store, err := OpenStore("file://" + filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Local{Binary: bin, WorkDir: filepath.Join(dir, "work"), StopGrace: 10 * time.Second}
+	d, err := New(Config{Store: store, Launcher: l, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	e := &env{t: t, d: d, srv: srv}
+	t.Cleanup(func() {
+		srv.Close()
+		d.Close()
+		for _, p := range procs.Live() {
+			if bytes.Contains(p.Cmdline, []byte(dir)) {
+				_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			}
+		}
+	})
+	id := e.submit(kafkaUpgradeJob(string(brokers), 1))
+	e.waitFor(id, "RUNNING with a checkpoint", func(st JobStatus) bool {
+		return st.State == Running && st.LatestCheckpoint != nil
+	})
+	var rep UpgradeReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(kafkaUpgradeJob(string(brokers), 2)), &rep); code != 200 {
+		t.Fatalf("upgrade: %d %+v\n%s", code, rep, logTail(filepath.Join(l.WorkDir, id, "run-2", "master.log")))
+	}
+	t.Logf("upgrade: %+v", rep)
+	e.waitFor(id, "ended", func(st JobStatus) bool { return st.State.Terminal() })
+	if st := e.status(id); st.State != Finished || st.Run != 2 {
+		t.Fatalf("the job ended %s on run %d: %s", st.State, st.Run, st.Reason)
+	}
+	seen := make([]int, n)
+	var v1, v2 int
+	for _, r := range c.ReadCommitted(t, "out", parts) {
+		var v struct{ ID, Double, V int64 }
+		if err := json.Unmarshal(r.Value, &v); err != nil || v.ID < 0 || v.ID >= n || v.Double != 2*v.ID {
+			t.Fatalf("bad record %q (%v)", r.Value, err)
+		}
+		seen[v.ID]++
+		if v.V == 2 {
+			v2++
+		} else {
+			v1++
+		}
+	}
+	bad := 0
+	for id, k := range seen {
+		if k != 1 {
+			if bad++; bad <= 5 {
+				t.Errorf("id %d seen %d times", id, k)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d ids not seen exactly once across the upgrade", bad, n)
+	}
+	if v1 == 0 || v2 == 0 {
+		t.Fatalf("%d records of the old version, %d of the new: want both", v1, v2)
+	}
+	t.Logf("%d records by the old version, %d by the new", v1, v2)
 }
