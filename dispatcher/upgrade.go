@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/fs"
+	"github.com/sluice-stream/sluice/engine/spec"
 )
 
 // Upgrade is an asynchronous upgrade in progress, as the job record keeps
@@ -181,6 +182,14 @@ func (d *Dispatcher) postUpgrade(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "savepoint: an upgrade starts the new version from the savepoint it takes of the old one; leave the field out")
 		return
 	}
+	if err := d.restorableBy(r.Context(), j.snapshot(), specBytes); err != nil {
+		if errors.Is(err, ErrStore) {
+			d.storeError(w, err)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
 	j.mu.Lock()
 	s, rec, m, busy := j.live, j.rec, j.master, j.upgrading
 	ok = s == Running && m != nil && !busy && rec.Rescale == nil && rec.Upgrade == nil && !rec.CancelRequested
@@ -222,6 +231,29 @@ func (d *Dispatcher) postUpgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// restorableBy checks what would keep the new spec from restoring the old
+// version's savepoint, before anything starts: its key groups
+// (maxParallelism) cannot change.
+func (d *Dispatcher) restorableBy(ctx context.Context, rec Record, specBytes []byte) error {
+	oldSpec, err := d.specOf(ctx, &rec)
+	if err != nil {
+		return err
+	}
+	was, err := spec.Parse(oldSpec, nil)
+	if err != nil {
+		return nil // the stored spec is checked where it is used
+	}
+	now, err := spec.Parse(specBytes, nil)
+	if err != nil {
+		return fmt.Errorf("invalid job spec: %w", err)
+	}
+	if now.MaxParallelism != was.MaxParallelism {
+		return fmt.Errorf("maxParallelism: %d, the running version's is %d: key groups cannot change across a savepoint, so the new version could not restore the old one's state",
+			now.MaxParallelism, was.MaxParallelism)
+	}
+	return nil
 }
 
 // upgrade runs an upgrade of the job, whose master is old, to specBytes.

@@ -268,6 +268,10 @@ func TestUpgradeRefused(t *testing.T) {
 	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(`{"savepoint": "file:///x", `+upgradedSpec[1:]), &er); code != 400 || !strings.Contains(er.Error, "savepoint") {
 		t.Fatalf("a savepoint field: %d %+v", code, er)
 	}
+	otherKeys := strings.Replace(upgradedSpec, `"parallelism": 3,`, `"parallelism": 3, "maxParallelism": 256,`, 1)
+	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade", []byte(otherKeys), &er); code != 400 || !strings.Contains(er.Error, "maxParallelism") {
+		t.Fatalf("another maxParallelism: %d %+v", code, er)
+	}
 	if code := e.do("POST", "/v1/jobs/"+id+"/upgrade?timeout=soon", []byte(upgradedSpec), &er); code != 400 {
 		t.Fatalf("a bad timeout: %d %+v", code, er)
 	}
