@@ -553,10 +553,17 @@ func (j *job) confirmStart(ctx context.Context, u Upgrade) {
 	d := j.d
 	id := j.snapshot().ID
 	var addr string
-	for ctx.Err() == nil {
+	// A master that never publishes its address ends, or is replaced, by
+	// the supervisor's judgement, not here.
+	deadline := time.Now().Add(time.Minute)
+	for addr == "" {
 		if info, err := Leader(ctx, d.store.HADir(id, u.Run)); err == nil && info != nil && info.HTTP != "" {
 			addr = info.HTTP
 			break
+		}
+		if time.Now().After(deadline) {
+			d.log.Warn("upgrade: the new version's master publishes no address; not starting it", "job", id, "run", u.Run)
+			return
 		}
 		select {
 		case <-ctx.Done():
