@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,4 +179,68 @@ func TestUpgradeDispatcherCrash(t *testing.T) {
 		t.Fatalf("the job ended %s: %s", st.State, st.Reason)
 	}
 	compareWindows(t, committedWindows(t, filepath.Join(dir, "out")), expectedWindows(rows, keys, 1))
+}
+
+// TestStandbyMesos: `sluice framework --standby` with the Mesos resource
+// manager: its TaskManagers are Mesos tasks, launched and registered while
+// it stands by (GET /v1/status says so) and nothing is deployed; POST
+// /v1/start deploys the job on them, and it runs to its end exactly once.
+func TestStandbyMesos(t *testing.T) {
+	const rows, keys = 20_000, 20
+	dir := t.TempDir()
+	m, mlog := startMesos(t, dir, nil)
+	j := newMesosJob(t, dir, m, mlog, rows, keys, 20000, "--binary-uri", "file://"+sluiceBin, "--standby", "--http", "127.0.0.1:0")
+	p := j.start()
+	var addr string
+	waitFor(t, "the master's address in its HA directory", func() bool {
+		info, err := dispatcher.Leader(context.Background(), j.ha)
+		if err == nil && info != nil {
+			addr = info.HTTP
+		}
+		return addr != ""
+	}, p)
+	get := func(path string, out any) int {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		_ = json.Unmarshal(b, out)
+		return resp.StatusCode
+	}
+	var st struct {
+		State   string
+		Standby *struct{ Registered, Wanted int }
+	}
+	waitFor(t, "standing by with 3 TaskManagers", func() bool {
+		return get("/v1/status", &st) == 200 && st.State == "standby" && st.Standby != nil && st.Standby.Registered == 3 && st.Standby.Wanted == 3
+	}, p)
+	if n := len(j.runningTaskManagers(p, 3)); n != 3 {
+		t.Fatalf("%d TaskManager tasks run", n)
+	}
+	if _, err := os.Stat(j.out); err == nil {
+		t.Fatal("the job wrote output while its master stood by")
+	}
+	var e struct{ Error string }
+	if code := get("/v1/vertices", &e); code != http.StatusConflict || !strings.Contains(e.Error, "stands by") {
+		t.Fatalf("vertices while standing by: %d %+v", code, e)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/start", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"running"`) {
+		t.Fatalf("start: %d %s", resp.StatusCode, b)
+	}
+	resp, err = http.Post("http://"+addr+"/v1/start", "application/json", strings.NewReader(`{}`))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict {
+			t.Fatalf("a second start: %d, want 409", resp.StatusCode)
+		}
+	}
+	j.finish(p)
 }
