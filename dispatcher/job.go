@@ -33,6 +33,10 @@ type job struct {
 	// restarts is the job's restart count its master reports.
 	restarts int
 	addr     masterAddr
+	// standby is the next run's master while an upgrade brings it up
+	// (upgrade.go); upgrading: an upgrade request is being served.
+	standby   Master
+	upgrading bool
 }
 
 func (j *job) snapshot() Record {
@@ -133,6 +137,7 @@ func (j *job) supervise(ctx context.Context) {
 		}()
 	}
 	failures := 0
+	j.resumeUpgrade(ctx)
 	for ctx.Err() == nil {
 		_, rec, m := j.state()
 		if rec.State.Terminal() {
@@ -195,6 +200,24 @@ func (j *job) supervise(ctx context.Context) {
 			continue
 		case rec.Rescale != nil:
 			_ = j.update(ctx, func(r *Record) { r.Rescale = nil })
+		case rec.Upgrade != nil && rec.Upgrade.Savepoint != "" && rec.Run < rec.Upgrade.Run:
+			// The old version stopped with the upgrade's savepoint: the
+			// new version's master (standing by) is the job's now.
+			j.switchToUpgrade(ctx)
+			failures = 0
+			continue
+		case rec.Upgrade != nil && rec.Upgrade.Stopping && rec.Upgrade.Savepoint == "" && rec.Run < rec.Upgrade.Run && !j.inUpgrade():
+			// The old version ended under an upgrade a dispatcher restart
+			// rolled back: it may have been stopping with a savepoint the
+			// upgrade never recorded, so its end is no finish. Its run
+			// starts again from its latest checkpoint.
+			_ = j.update(ctx, func(r *Record) { r.Upgrade = nil })
+		case rec.Upgrade != nil && rec.Run == rec.Upgrade.Run && !(exit.Known && exit.Code == 0):
+			// The new version ended before the upgrade was done (it could
+			// not restore the savepoint?): back to the old version.
+			j.rollBackUpgrade(ctx, exit)
+			failures = 0
+			continue
 		case exit.Known && exit.Code == 0:
 			_ = j.update(ctx, func(r *Record) { r.State = Finished })
 			d.log.Info("job finished", "job", rec.ID)
@@ -259,14 +282,40 @@ func (j *job) failed(ctx context.Context, failures int, reason string) bool {
 func (j *job) launch(ctx context.Context) (Master, error) {
 	d := j.d
 	rec := j.snapshot()
-	specBytes, err := d.store.Spec(ctx, rec.ID)
+	specBytes, err := d.specOf(ctx, &rec)
 	if err != nil {
 		return nil, err
 	}
-	ms := d.masterSpec(&rec, specBytes)
+	ms, err := d.runSpec(ctx, &rec, specBytes)
+	if err != nil {
+		return nil, err
+	}
+	m, err := d.cfg.Launcher.Launch(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	d.metrics.masterLaunches.Inc()
+	j.mu.Lock()
+	j.master, j.adopted = m, false
+	j.mu.Unlock()
+	_ = j.update(ctx, func(r *Record) {
+		r.MasterLaunches++
+		r.State = Starting
+		if r.Upgrade != nil && r.Run == r.Upgrade.Run && r.Upgrade.Savepoint != "" {
+			// The new version's standby master was gone: this one
+			// restores the savepoint by itself; the upgrade is done.
+			r.Upgrade = nil
+		}
+	})
+	return m, nil
+}
+
+// runSpec is what the launcher needs for rec's current run with its spec.
+func (d *Dispatcher) runSpec(ctx context.Context, rec *Record, specBytes []byte) (MasterSpec, error) {
+	ms := d.masterSpec(rec, specBytes)
 	parsed, err := spec.Parse(specBytes, nil)
 	if err != nil {
-		return nil, fmt.Errorf("the stored spec: %w", err)
+		return ms, fmt.Errorf("the stored spec: %w", err)
 	}
 	// Each run keeps its checkpoints under the store, unless the spec
 	// names its own storage.
@@ -281,25 +330,13 @@ func (j *job) launch(ctx context.Context) (Master, error) {
 		// started again resumes from that (the HA directory's latest).
 		cp, err := LatestCheckpoint(ctx, ms.HADir)
 		if err != nil {
-			return nil, err
+			return ms, err
 		}
 		if cp == nil {
 			ms.Restore = rec.Restore
 		}
 	}
-	m, err := d.cfg.Launcher.Launch(ctx, ms)
-	if err != nil {
-		return nil, err
-	}
-	d.metrics.masterLaunches.Inc()
-	j.mu.Lock()
-	j.master, j.adopted = m, false
-	j.mu.Unlock()
-	_ = j.update(ctx, func(r *Record) {
-		r.MasterLaunches++
-		r.State = Starting
-	})
-	return m, nil
+	return ms, nil
 }
 
 // waitOps waits for requests that may have ended the master on purpose

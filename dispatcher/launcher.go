@@ -17,6 +17,10 @@ type MasterSpec struct {
 	// Restore is a savepoint or checkpoint path to start from; "" to start
 	// fresh, or to resume from the HA directory's latest checkpoint.
 	Restore string
+	// Standby: the master registers its TaskManagers and deploys the job
+	// only when told to (`sluice framework --standby`, POST /v1/start):
+	// the new version of an asynchronous upgrade.
+	Standby bool
 }
 
 // Launcher starts framework masters: local child processes (Local) or,

@@ -88,6 +88,9 @@ func (l *Local) Launch(ctx context.Context, s MasterSpec) (Master, error) {
 	if s.Restore != "" {
 		args = append(args, "--restore", s.Restore)
 	}
+	if s.Standby {
+		args = append(args, "--standby")
+	}
 	args = append(args, l.Args...)
 	// Not CommandContext: the master outlives a request's context, and
 	// the dispatcher itself.

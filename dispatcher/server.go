@@ -33,6 +33,7 @@ var routes = []route{
 	{"DELETE", "/v1/jobs/{id}", false, (*Dispatcher).deleteJob},
 	{"POST", "/v1/jobs/{id}/savepoints", false, (*Dispatcher).postSavepoint},
 	{"POST", "/v1/jobs/{id}/rescale", false, (*Dispatcher).postRescale},
+	{"POST", "/v1/jobs/{id}/upgrade", false, (*Dispatcher).postUpgrade},
 	{"POST", "/v1/jobs/{id}/skip-backlog", false, (*Dispatcher).postSkipBacklog},
 	{"GET", "/healthz", true, (*Dispatcher).healthz},
 	{"GET", "/metrics", false, nil}, // promhttp
@@ -240,6 +241,8 @@ type JobStatus struct {
 	LastSavepoint    string             `json:"lastSavepoint,omitempty"`
 	RestoredFrom     string             `json:"restoredFrom,omitempty"`
 	HADir            string             `json:"haDir"`
+	// Upgrade is an upgrade in progress (POST /v1/jobs/{id}/upgrade).
+	Upgrade *Upgrade `json:"upgrade,omitempty"`
 }
 
 // MasterView is the job's running framework master.
@@ -272,7 +275,7 @@ func (d *Dispatcher) getJob(w http.ResponseWriter, r *http.Request) {
 	ha := d.store.HADir(rec.ID, rec.Run)
 	st := JobStatus{JobSummary: summary(s, rec), Reason: rec.Reason, Parallelism: rec.Parallelism, Restarts: restarts,
 		MasterLaunches: rec.MasterLaunches, MasterRestarts: rec.MasterRestarts, TaskManagers: []TaskManager{},
-		LastSavepoint: rec.LastSavepoint, RestoredFrom: rec.Restore, HADir: ha}
+		LastSavepoint: rec.LastSavepoint, RestoredFrom: rec.Restore, HADir: ha, Upgrade: rec.Upgrade}
 	if cp, err := LatestCheckpoint(ctx, ha); err == nil {
 		st.LatestCheckpoint = cp
 	}
@@ -346,6 +349,10 @@ func (d *Dispatcher) deleteJob(w http.ResponseWriter, r *http.Request) {
 	}
 	if rec.Rescale != nil {
 		writeError(w, http.StatusConflict, "job %s is being rescaled; cancel it when that is done", rec.ID)
+		return
+	}
+	if rec.Upgrade != nil {
+		writeError(w, http.StatusConflict, "job %s is being upgraded; cancel it when that is done", rec.ID)
 		return
 	}
 	var path string
@@ -492,11 +499,11 @@ func (d *Dispatcher) postRescale(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, rec, m := j.state()
-	if s != Running || m == nil || rec.Rescale != nil || rec.CancelRequested {
+	if s != Running || m == nil || rec.Rescale != nil || rec.Upgrade != nil || rec.CancelRequested {
 		writeError(w, http.StatusConflict, "job %s is %s: only a RUNNING job can be rescaled", rec.ID, s)
 		return
 	}
-	specBytes, err := d.store.Spec(r.Context(), rec.ID)
+	specBytes, err := d.specOf(r.Context(), &rec)
 	if err != nil {
 		d.storeError(w, err)
 		return

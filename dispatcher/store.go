@@ -65,6 +65,12 @@ type Record struct {
 	MasterLaunches int      `json:"masterLaunches"`
 	MasterRestarts int      `json:"masterRestarts"`
 	LastSavepoint  string   `json:"lastSavepoint,omitempty"`
+	// Upgrade is an asynchronous upgrade in progress (upgrade.go).
+	Upgrade *Upgrade `json:"upgrade,omitempty"`
+	// SpecRun is the run whose spec the current run uses: 0 for the spec
+	// as submitted (jobs/<id>/spec), else the run an upgrade started
+	// (jobs/<id>/runs/<n>/spec).
+	SpecRun int `json:"specRun,omitempty"`
 }
 
 // Rescale is a rescale in progress.

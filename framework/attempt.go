@@ -234,6 +234,7 @@ func (a *attempt) Start() {
 	for _, t := range a.tms(a.id) {
 		t.send(a.m.msg(&pb.FromMaster_StartTasks{StartTasks: &pb.StartTasks{Attempt: a.id}}))
 	}
+	a.m.standby.running()
 }
 
 // The TaskManager hands a trigger, a notification or an abort to every

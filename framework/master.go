@@ -58,7 +58,15 @@ type Config struct {
 	HA *HA
 	// HTTP is the master's REST address, published in the HA directory.
 	HTTP string
-	Log  *slog.Logger
+	// Standby: Run gets and registers the TaskManagers, then waits for
+	// Start before it deploys anything — the new version of an
+	// asynchronous upgrade, ready while the old one still runs.
+	Standby bool
+	// StandbyTimeout: a master in standby that has had every TaskManager
+	// this long without a Start gives up (its upgrade was abandoned, and
+	// whoever started it is gone); 0 waits for ever.
+	StandbyTimeout time.Duration
+	Log            *slog.Logger
 }
 
 // Master is a job master.
@@ -90,6 +98,8 @@ type Master struct {
 	metrics map[string]*runtime.NodeMetrics
 	reports map[string]*pb.MetricsReport
 	closing bool
+
+	standby *standby
 }
 
 // tmConn is a registered TaskManager.
@@ -168,7 +178,7 @@ func New(cfg Config) (*Master, error) {
 		}
 	}
 	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, released: map[string]bool{}, changed: make(chan struct{}),
-		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}}
+		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}, standby: newStandby(cfg.Standby)}
 	for _, n := range cfg.Graph.Nodes {
 		m.metrics[n.ID] = &runtime.NodeMetrics{}
 	}
@@ -265,6 +275,15 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 	if m.cfg.RM != nil {
 		if err := m.cfg.RM.Start(ctx, m.Addr(), max(want, 0), m.lostByRM); err != nil {
 			return nil, fmt.Errorf("framework: starting TaskManagers: %w", err)
+		}
+	}
+	if m.cfg.Standby {
+		restore, err := m.awaitStart(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("framework: standing by: %w", err)
+		}
+		if restore != "" {
+			opts.Restore = restore
 		}
 	}
 	opts.Metrics = m.metrics

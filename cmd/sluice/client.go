@@ -20,7 +20,7 @@ import (
 )
 
 // The CLI of the dispatcher's REST API: sluice submit, list, status,
-// cancel, savepoint, rescale, skip-backlog (docs/dispatcher.md). Exit
+// cancel, savepoint, rescale, upgrade, skip-backlog (docs/dispatcher.md). Exit
 // codes, which scripts may rely on:
 const (
 	exitOK          = 0
@@ -318,6 +318,43 @@ func cmdRescale(args []string) int {
 		return code
 	}
 	fmt.Printf("job %s: run %d with parallelism %d from savepoint %s: %s\n", rep.ID, rep.Run, rep.Parallelism, rep.Savepoint, rep.State)
+	return exitOK
+}
+
+// cmdUpgrade is `sluice upgrade ID JOB`: the asynchronous upgrade of a
+// running job to the spec in the file JOB.
+func cmdUpgrade(args []string) int {
+	c := newClient("upgrade")
+	timeout := c.fs.Duration("timeout", 0, "how long the new version's TaskManagers may take to register (default: the dispatcher's, 3m)")
+	pos, code := c.parse(args, 2, "upgrade [--timeout D] ID JOB")
+	if code != exitOK {
+		return code
+	}
+	body, err := os.ReadFile(pos[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice upgrade: %v\n", err)
+		return exitUsage
+	}
+	path := jobPath(pos[0], "/upgrade")
+	if *timeout > 0 {
+		path += "?timeout=" + url.QueryEscape(timeout.String())
+	}
+	ct := "application/json"
+	if t := bytes.TrimSpace(body); len(t) == 0 || t[0] != '{' {
+		ct = "application/yaml"
+	}
+	var rep dispatcher.UpgradeReply
+	if code := c.do("POST", path, body, ct, &rep); code != exitOK || c.json {
+		return code
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\t%s\n", rep.ID)
+	fmt.Fprintf(tw, "STATE\t%s\n", rep.State)
+	fmt.Fprintf(tw, "RUN\t%d (was %d)\n", rep.Run, rep.PreviousRun)
+	fmt.Fprintf(tw, "SAVEPOINT\t%s\n", rep.Savepoint)
+	fmt.Fprintf(tw, "DOWNTIME\t%v (output stopped: old version's savepoint to new version running)\n", time.Duration(rep.DowntimeMs)*time.Millisecond)
+	fmt.Fprintf(tw, "STANDBY\t%v (%d TaskManagers registered while the old version ran)\n", time.Duration(rep.StandbyMs)*time.Millisecond, rep.TaskManagers)
+	tw.Flush()
 	return exitOK
 }
 

@@ -33,6 +33,8 @@ type clusterOpts struct {
 	haDir        *string
 	hbInterval   *time.Duration
 	hbTimeout    *time.Duration
+	standby      *bool // framework --standby
+	standbyTO    *time.Duration
 	mesos        mesosOpts // framework --resource-manager mesos
 }
 
@@ -72,6 +74,8 @@ func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 		c.job = fs.String("job", env("SLUICE_JOB", ""), "the job spec: a file, or a file:// or hdfs:// URI")
 		c.rm = fs.String("resource-manager", env("SLUICE_RESOURCE_MANAGER", "local"), "where TaskManagers come from: local (child processes) or mesos (Mesos tasks from resource offers)")
 		c.taskManagers = fs.Int("taskmanagers", envInt("SLUICE_TASKMANAGERS", 0), "TaskManagers to keep (default: enough slots for the job's highest parallelism)")
+		c.standbyTO = fs.Duration("standby-timeout", envDuration("SLUICE_STANDBY_TIMEOUT", 10*time.Minute), "with --standby: give up (exit 1) when not started this long after every TaskManager registered (its upgrade was abandoned); 0: wait for ever")
+		c.standby = fs.Bool("standby", false, "get and register the TaskManagers, serve the REST API, but deploy the job only on POST /v1/start {\"restore\": PATH} (the new version of an asynchronous upgrade); needs --http")
 		m := &c.mesos
 		m.master = fs.String("mesos-master", env("SLUICE_MESOS_MASTER", ""), "Mesos: the master(s), http://host:5050 or a comma-separated list (calls follow the leader's redirects)")
 		m.role = fs.String("role", env("SLUICE_ROLE", ""), "Mesos: the role offers are taken with (default: the spec's role)")
@@ -92,7 +96,8 @@ func clusterFlags(fs *flag.FlagSet, framework bool) *clusterOpts {
 		fs.Var(&m.constraints, "constraint", "Mesos: a placement constraint FIELD:OPERATOR[:VALUE] (repeatable; with the spec's): hostname:UNIQUE, rack:LIKE:r[12], rack:UNLIKE:r3, hostname:MAX_PER:2, rack:IS:r1, rack:CLUSTER[:r1], rack:GROUP_BY[:N] (env: ';'-separated)")
 	} else {
 		local := "local"
-		c.rm = &local
+		no, never := false, time.Duration(0)
+		c.rm, c.standby, c.standbyTO = &local, &no, &never
 		c.taskManagers = fs.Int("cluster", 0, "run the job on N TaskManager processes (`sluice taskmanager` children) with this process as their job master; 0: in this process")
 	}
 	c.slots = fs.Int("slots", envInt("SLUICE_SLOTS", 0), "slots per TaskManager (default: enough for the job over the TaskManagers)")
@@ -159,7 +164,7 @@ func (c *clusterOpts) master(j *spec.Job, g *runtime.Graph, localDir, logLevel, 
 		rm = &framework.Local{Slots: slots, LocalDir: localDir, HADir: *c.haDir, Args: []string{"--log-level", logLevel}, Log: log}
 	}
 	m, err := framework.New(framework.Config{Job: j, Graph: g, Listen: *c.listen, TaskManagers: n, Slots: slots, Spares: spares,
-		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, HTTP: httpAddr, Log: log})
+		HeartbeatInterval: hbi, HeartbeatTimeout: hbt, RM: rm, HA: ha, HTTP: httpAddr, Standby: *c.standby, StandbyTimeout: *c.standbyTO, Log: log})
 	if err == nil && mrm != nil {
 		mrm.SetSuperseded(m.Superseded)
 	}

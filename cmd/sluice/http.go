@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,8 @@ import (
 //	POST /v1/savepoint[?stop=true]   write a savepoint (as SIGUSR1), answer its path;
 //	                                 with stop, the job then stops (Flink's stop-with-savepoint)
 //	POST /v1/cancel[?savepoint=true] cancel the job (as SIGTERM); with savepoint, after one
+//	POST /v1/start                   a master in standby (sluice framework --standby) deploys
+//	                                 the job, restoring {"restore": PATH}; answers once it runs
 //	GET  /metrics                    Prometheus metrics (text exposition format)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
@@ -83,10 +86,11 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/checkpoints", http.MethodGet, a.checkpoints)
 	route("/v1/taskmanagers", http.MethodGet, a.taskManagers)
 	route("/v1/cancel", http.MethodPost, a.cancelJob)
+	route("/v1/start", http.MethodPost, a.start)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /metrics", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics", r.URL.Path)})
 	})
 	return mux
 }
@@ -115,6 +119,9 @@ func errorCode(err error) int {
 }
 
 func (a *jobAPI) skipBacklog(w http.ResponseWriter, r *http.Request) {
+	if a.notStandingBy(w, "skip-backlog") {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), skipTimeout)
 	defer cancel()
 	node := r.URL.Query().Get("node")
@@ -134,6 +141,12 @@ func (a *jobAPI) skipBacklog(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *jobAPI) status(w http.ResponseWriter, r *http.Request) {
+	if sb, ok := a.standby(); ok {
+		// No job runs yet to ask: the master answers for it.
+		writeJSON(w, http.StatusOK, statusReply{Status: runtime.Status{Job: a.obs.g.JobName, State: "standby", Nodes: []runtime.NodeStatus{}},
+			Standby: &sb, Resources: a.obs.master.ResourceStatus()})
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	st, err := runtime.RequestStatus(ctx, a.cmds)
@@ -152,10 +165,91 @@ func (a *jobAPI) status(w http.ResponseWriter, r *http.Request) {
 // its resource manager says (e.g. why it waits for Mesos offers).
 type statusReply struct {
 	runtime.Status
-	Resources string `json:"resources,omitempty"`
+	// Standby: the master stands by (state "standby") with these
+	// TaskManagers registered; POST /v1/start deploys the job.
+	Standby   *framework.StandbyStatus `json:"standby,omitempty"`
+	Resources string                   `json:"resources,omitempty"`
+}
+
+// standby says whether the job's master stands by (sluice framework
+// --standby, before POST /v1/start), and its TaskManagers.
+func (a *jobAPI) standby() (framework.StandbyStatus, bool) {
+	if a.obs.master == nil {
+		return framework.StandbyStatus{}, false
+	}
+	return a.obs.master.Standby()
+}
+
+// notStandingBy answers 409 to what needs a running job while the master
+// stands by; true when it answered.
+func (a *jobAPI) notStandingBy(w http.ResponseWriter, what string) bool {
+	if _, ok := a.standby(); !ok {
+		return false
+	}
+	writeJSON(w, http.StatusConflict, errorReply{what + ": the master stands by; no job runs until POST /v1/start"})
+	return true
+}
+
+// startRequest is POST /v1/start's body.
+type startRequest struct {
+	// Restore is the savepoint or checkpoint to start from; "" starts as
+	// the master's flags say (--restore, or empty).
+	Restore string `json:"restore"`
+}
+
+// startReply answers it.
+type startReply struct {
+	// State is "running" once the job's tasks were started, "starting"
+	// when the wait for that ended first (GET /v1/status tells the rest).
+	State   string    `json:"state"`
+	Restore string    `json:"restore,omitempty"`
+	Running time.Time `json:"running,omitzero"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// startWait bounds how long POST /v1/start waits for the tasks to run.
+const startWait = 2 * time.Minute
+
+// start ends a standby: the job deploys, restoring the given savepoint,
+// and the answer comes once its tasks run (the downtime of an upgrade ends
+// there).
+func (a *jobAPI) start(w http.ResponseWriter, r *http.Request) {
+	m := a.obs.master
+	if m == nil {
+		writeJSON(w, http.StatusConflict, startReply{Error: "not a job master: nothing stands by"})
+		return
+	}
+	var req startRequest
+	if r.ContentLength != 0 {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeJSON(w, http.StatusBadRequest, startReply{Error: "start request: " + err.Error()})
+			return
+		}
+	}
+	if err := m.Start(req.Restore); err != nil {
+		writeJSON(w, http.StatusConflict, startReply{Error: err.Error()})
+		return
+	}
+	a.log.Info("started on request after standing by", "restore", req.Restore)
+	t := time.NewTimer(startWait)
+	defer t.Stop()
+	select {
+	case <-m.Running():
+		writeJSON(w, http.StatusOK, startReply{State: "running", Restore: req.Restore, Running: m.RunningSince()})
+	case <-t.C:
+		writeJSON(w, http.StatusAccepted, startReply{State: "starting", Restore: req.Restore})
+	case <-r.Context().Done():
+		// The job ended (it could not restore?) before its tasks ran.
+		writeJSON(w, http.StatusServiceUnavailable, startReply{Error: "the job ended before its tasks ran; see the master's log"})
+	}
 }
 
 func (a *jobAPI) savepoint(w http.ResponseWriter, r *http.Request) {
+	if a.notStandingBy(w, "savepoint") {
+		return
+	}
 	ctx := r.Context()
 	var stop bool
 	switch v := r.URL.Query().Get("stop"); v {
@@ -238,6 +332,9 @@ type subtaskReply struct {
 }
 
 func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
+	if a.notStandingBy(w, "vertices") {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	st, err := runtime.RequestStatus(ctx, a.cmds)
@@ -375,6 +472,9 @@ func (a *jobAPI) cancelJob(w http.ResponseWriter, r *http.Request) {
 		sp = true
 	default:
 		writeJSON(w, http.StatusBadRequest, cancelReply{Error: fmt.Sprintf("savepoint=%q: want true or false", v)})
+		return
+	}
+	if sp && a.notStandingBy(w, "cancel with a savepoint") {
 		return
 	}
 	if !sp {

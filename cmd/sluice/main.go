@@ -29,6 +29,8 @@ commands:
   cancel ID      cancel a job (--savepoint: after a final savepoint)
   savepoint ID   write a savepoint of a running job
   rescale ID N   savepoint, stop, and start the job again with parallelism N
+  upgrade ID JOB upgrade a running job to a new spec: the new version's TaskManagers
+                 first, then savepoint, stop, and start the new version from it
   size           the network a keyed, windowed job needs per machine (the sizing arithmetic)
   marathon       print the dispatcher's Marathon app definition (app) or write its DC/OS package (package --out DIR)
   help           this text
@@ -66,6 +68,8 @@ func run(args []string) int {
 		return cmdSavepoint(args[1:])
 	case "rescale":
 		return cmdRescale(args[1:])
+	case "upgrade":
+		return cmdUpgrade(args[1:])
 	case "marathon":
 		return cmdMarathon(args[1:])
 	case "size":

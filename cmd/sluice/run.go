@@ -130,6 +130,10 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 			return 2
 		}
 		_ = fs.Parse([]string{*cl.job}) // the job file as the one argument
+		if *cl.standby && *httpAddr == "" {
+			fmt.Fprintln(os.Stderr, "sluice framework: --standby needs --http ADDR (the job starts on POST /v1/start)")
+			return 2
+		}
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
