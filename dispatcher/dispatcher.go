@@ -217,6 +217,6 @@ func (d *Dispatcher) submit(ctx context.Context, name string, specBytes []byte, 
 // masterSpec is what the launcher needs for rec's current run. spec is
 // the job's spec (nil when only finding a master).
 func (d *Dispatcher) masterSpec(rec *Record, spec []byte) MasterSpec {
-	s := MasterSpec{JobID: rec.ID, Run: rec.Run, Spec: spec, HADir: d.store.HADir(rec.ID, rec.Run)}
+	s := MasterSpec{JobID: rec.ID, Run: rec.Run, Spec: spec, SpecRun: rec.SpecRun, HADir: d.store.HADir(rec.ID, rec.Run)}
 	return s
 }

@@ -57,6 +57,15 @@ func (f *FrameworkIDStore) Clear(ctx context.Context) error {
 // from the store (a Mesos task on any agent).
 func (s *Store) SpecURI(id string) string { return fs.URI(s.fs, fs.Join(s.jobDir(id), "spec")) }
 
+// SpecURIOf is the URI of the spec a run uses: the submitted one (specRun
+// 0) or the one an upgrade stored for run specRun.
+func (s *Store) SpecURIOf(id string, specRun int) string {
+	if specRun > 0 {
+		return fs.URI(s.fs, s.runSpecPath(id, specRun))
+	}
+	return s.SpecURI(id)
+}
+
 func (s *Store) masterTaskPath(id string, run int) string {
 	return fs.Join(s.jobDir(id), "runs", strconv.Itoa(run), "mesos-master-task")
 }

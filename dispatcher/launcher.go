@@ -9,6 +9,10 @@ type MasterSpec struct {
 	Run   int
 	// Spec is the job spec as submitted (JSON or YAML).
 	Spec []byte
+	// SpecRun says where the store keeps Spec: 0 the submitted spec, n
+	// the one an upgrade stored for run n (a master on another host reads
+	// it from there).
+	SpecRun int
 	// HADir is the run's HA directory (URI); the master takes its epoch
 	// and publishes its addresses there.
 	HADir string

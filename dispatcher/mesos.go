@@ -98,6 +98,7 @@ type Mesos struct {
 	done       chan struct{}
 
 	probeClient *http.Client
+	masterQuota int // masters the dispatcher's role's quota was last set for (-1: unknown)
 }
 
 var (
@@ -114,7 +115,22 @@ type Quota struct {
 
 type jobQuota struct {
 	role string
-	q    Quota
+	q    Quota         // the sum over runs
+	runs map[int]Quota // by run: two while an upgrade's new version stands by
+}
+
+// sumRuns is the quota of all of a job's runs.
+func sumRuns(runs map[int]Quota) Quota {
+	sum := Quota{Guarantee: map[string]float64{}, Limit: map[string]float64{}}
+	for _, q := range runs {
+		for k, v := range q.Guarantee {
+			sum.Guarantee[k] = round3(sum.Guarantee[k] + v)
+		}
+		for k, v := range q.Limit {
+			sum.Limit[k] = round3(sum.Limit[k] + v)
+		}
+	}
+	return sum
 }
 
 const masterTaskPrefix = "sluice-master-"
@@ -187,6 +203,7 @@ func (l *Mesos) defaults() {
 	l.subCh = make(chan struct{})
 	l.tasks = map[string]*mesosMaster{}
 	l.jobQuota = map[string]jobQuota{}
+	l.masterQuota = -1
 	l.wake = make(chan struct{}, 1)
 }
 
@@ -231,9 +248,16 @@ func jobRole(j *spec.Job, jobID string) string {
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 // quotaFor is a job's role and quota: guarantee = its TaskManagers (spares
-// included; counted as its master counts them) and its master; limit = the
-// spec's resources.quota.limit or the guarantee plus one TaskManager.
-func quotaFor(j *spec.Job, jobID string, masterCPUs, masterMem float64) (string, Quota, error) {
+// included; counted as its master counts them); limit = the spec's
+// resources.quota.limit or the guarantee plus one TaskManager.
+//
+// The job's master is not in it: it runs under the dispatcher's role, and
+// Mesos holds a role's unused guarantee back from every other role, so
+// guaranteeing the master to the job's role held back resources no task
+// of that role uses — and kept the master itself (an upgrade's new one,
+// TestSystemMesos) from its offer on a full cluster. The masters are
+// guaranteed to the dispatcher's role instead (syncMasterQuota).
+func quotaFor(j *spec.Job, jobID string) (string, Quota, error) {
 	g, err := plan.Build(j)
 	if err != nil {
 		return "", Quota{}, fmt.Errorf("planning the job: %w", err)
@@ -253,8 +277,8 @@ func quotaFor(j *spec.Job, jobID string, masterCPUs, masterMem float64) (string,
 		mem = 1024
 	}
 	q := Quota{Guarantee: map[string]float64{
-		"cpus": round3(float64(n)*cpus + masterCPUs),
-		"mem":  round3(float64(n)*mem + masterMem),
+		"cpus": round3(float64(n) * cpus),
+		"mem":  round3(float64(n) * mem),
 	}}
 	if disk > 0 {
 		q.Guarantee["disk"] = round3(float64(n) * disk)
@@ -269,7 +293,7 @@ func quotaFor(j *spec.Job, jobID string, masterCPUs, masterMem float64) (string,
 		}
 		for name, v := range q.Limit {
 			if gv := q.Guarantee[name]; gv > v {
-				return "", Quota{}, fmt.Errorf("resources.quota.limit.%s %g is below the job's guarantee %g (%d TaskManagers and the master)", name, v, gv, n)
+				return "", Quota{}, fmt.Errorf("resources.quota.limit.%s %g is below the job's guarantee %g (%d TaskManagers)", name, v, gv, n)
 			}
 		}
 	} else {
@@ -301,11 +325,27 @@ func (l *Mesos) roleQuotaLocked(role string) (Quota, bool) {
 	return sum, found
 }
 
-// setQuota records job's share and sets its role's quota on Mesos.
-func (l *Mesos) setQuota(ctx context.Context, jobID, role string, q Quota) error {
+// setQuotaLocked records run's share of job's quota: the runs before it
+// are over (a rescale, a restart), unless keep (an upgrade's new version
+// stands by while the old one runs on; their TaskManagers run at once).
+func (l *Mesos) setQuotaLocked(jobID string, run int, role string, q Quota, keep bool) {
+	runs := map[int]Quota{run: q}
+	if old, ok := l.jobQuota[jobID]; ok && old.role == role {
+		for r, oq := range old.runs {
+			if r > run || keep && r != run {
+				runs[r] = oq
+			}
+		}
+	}
+	l.jobQuota[jobID] = jobQuota{role: role, q: sumRuns(runs), runs: runs}
+}
+
+// setQuota records run's share of job's quota (setQuotaLocked) and sets
+// its role's quota on Mesos.
+func (l *Mesos) setQuota(ctx context.Context, jobID string, run int, role string, q Quota, keep bool) error {
 	l.mu.Lock()
 	old, had := l.jobQuota[jobID]
-	l.jobQuota[jobID] = jobQuota{role: role, q: q}
+	l.setQuotaLocked(jobID, run, role, q, keep)
 	sum, _ := l.roleQuotaLocked(role)
 	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -321,7 +361,41 @@ func (l *Mesos) setQuota(ctx context.Context, jobID, role string, q Quota) error
 		return fmt.Errorf("setting the quota of role %s: %w", role, err)
 	}
 	l.Log.Info("Mesos quota set", "job", jobID, "role", role, "guarantee", formatQuota(sum.Guarantee), "limit", formatQuota(sum.Limit))
+	l.syncMasterQuota(ctx)
 	return nil
+}
+
+// syncMasterQuota sets the dispatcher's role's quota: one master per run
+// the dispatcher keeps a share for (two for a job while an upgrade's new
+// version stands by), guaranteed; the limit one master more, for a master
+// started again while its predecessor's task is still ending.
+func (l *Mesos) syncMasterQuota(ctx context.Context) {
+	l.mu.Lock()
+	n := 0
+	for _, jq := range l.jobQuota {
+		n += len(jq.runs)
+	}
+	var g, lim map[string]float64
+	if n > 0 {
+		g = map[string]float64{"cpus": round3(float64(n) * l.MasterCPUs), "mem": round3(float64(n) * l.MasterMemMB)}
+		lim = map[string]float64{"cpus": round3(float64(n+1) * l.MasterCPUs), "mem": round3(float64(n+1) * l.MasterMemMB)}
+	}
+	if n == l.masterQuota {
+		l.mu.Unlock()
+		return
+	}
+	l.masterQuota = n
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := l.Client.UpdateQuota(ctx, l.Role, g, lim, false); err != nil {
+		l.Log.Warn("Mesos quota of the dispatcher's role", "role", l.Role, "err", err)
+		l.mu.Lock()
+		l.masterQuota = -1 // set it again next time
+		l.mu.Unlock()
+		return
+	}
+	l.Log.Info("Mesos quota set", "role", l.Role, "masters", n, "guarantee", formatQuota(g), "limit", formatQuota(lim))
 }
 
 func formatQuota(m map[string]float64) string {
@@ -369,6 +443,7 @@ func (l *Mesos) JobEnded(ctx context.Context, jobID string) {
 		return
 	}
 	l.Log.Info("Mesos quota removed", "job", jobID, "role", role, "others", others)
+	l.syncMasterQuota(ctx)
 }
 
 // Quotas implements QuotaReporter: the quota set per role.
@@ -479,6 +554,43 @@ func (m *mesosMaster) finish(exit Exit) {
 	}
 	m.exit = exit
 	close(m.done)
+	if m.claimd {
+		go m.l.runEnded(m.jobID, m.run)
+	}
+}
+
+// runEnded drops the quota share of a run whose master ended while
+// another run of its job holds one: the old version after an upgrade,
+// or a standby that was stopped. A run alone keeps its share (its master
+// is started again, or the job ends: JobEnded).
+func (l *Mesos) runEnded(jobID string, run int) {
+	l.mu.Lock()
+	jq, ok := l.jobQuota[jobID]
+	if !ok || len(jq.runs) < 2 {
+		l.mu.Unlock()
+		return
+	}
+	if _, ok := jq.runs[run]; !ok {
+		l.mu.Unlock()
+		return
+	}
+	runs := map[int]Quota{}
+	for r, q := range jq.runs {
+		if r != run {
+			runs[r] = q
+		}
+	}
+	l.jobQuota[jobID] = jobQuota{role: jq.role, q: sumRuns(runs), runs: runs}
+	sum, _ := l.roleQuotaLocked(jq.role)
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := l.Client.UpdateQuota(ctx, jq.role, sum.Guarantee, sum.Limit, false); err != nil {
+		l.Log.Warn("Mesos quota: dropping an ended run's share", "job", jobID, "run", run, "err", err)
+		return
+	}
+	l.Log.Info("Mesos quota set", "job", jobID, "role", jq.role, "guarantee", formatQuota(sum.Guarantee), "limit", formatQuota(sum.Limit), "ended_run", run)
+	l.syncMasterQuota(ctx)
 }
 
 var exitStatusRE = regexp.MustCompile(`exited with status (\d+)`)
@@ -525,7 +637,7 @@ func (m *mesosMaster) recorded() *framework.Result {
 
 // masterArgs is a master's command line but for the offer's host and ports.
 func (l *Mesos) masterArgs(s MasterSpec, role string) []string {
-	args := []string{"sluice", "framework", "--job", l.Store.SpecURI(s.JobID),
+	args := []string{"sluice", "framework", "--job", l.Store.SpecURIOf(s.JobID, s.SpecRun),
 		"--resource-manager", "mesos", "--mesos-master", strings.Join(l.Client.Masters, ","),
 		"--role", role, "--ha-dir", s.HADir, "--binary-uri", l.BinaryURI,
 		"--mesos-user", l.User, "--local-dir", "local"}
@@ -540,6 +652,9 @@ func (l *Mesos) masterArgs(s MasterSpec, role string) []string {
 	}
 	if s.Restore != "" {
 		args = append(args, "--restore", s.Restore)
+	}
+	if s.Standby {
+		args = append(args, "--standby")
 	}
 	return append(args, l.Args...)
 }
@@ -560,11 +675,11 @@ func (l *Mesos) Launch(ctx context.Context, s MasterSpec) (Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesos launcher: the job's spec: %w", err)
 	}
-	role, q, err := quotaFor(j, s.JobID, l.MasterCPUs, l.MasterMemMB)
+	role, q, err := quotaFor(j, s.JobID)
 	if err != nil {
 		return nil, fmt.Errorf("mesos launcher: the quota of job %s: %w", s.JobID, err)
 	}
-	if err := l.setQuota(ctx, s.JobID, role, q); err != nil {
+	if err := l.setQuota(ctx, s.JobID, s.Run, role, q, s.Standby); err != nil {
 		return nil, fmt.Errorf("mesos launcher: %w", err)
 	}
 	var floor int64
@@ -651,10 +766,11 @@ func (l *Mesos) Find(ctx context.Context, s MasterSpec) (Master, error) {
 	// role's other jobs (the run's parallelism may differ from the spec's).
 	if b, err := l.Store.Spec(ctx, s.JobID); err == nil {
 		if j, err := spec.Parse(b, nil); err == nil {
-			if role, q, err := quotaFor(j, s.JobID, l.MasterCPUs, l.MasterMemMB); err == nil {
+			if role, q, err := quotaFor(j, s.JobID); err == nil {
 				l.mu.Lock()
-				l.jobQuota[s.JobID] = jobQuota{role: role, q: q}
+				l.setQuotaLocked(s.JobID, s.Run, role, q, true)
 				l.mu.Unlock()
+				l.syncMasterQuota(ctx)
 			}
 		}
 	}

@@ -256,13 +256,16 @@ func TestMesosLauncher(t *testing.T) {
 		t.Fatal(err)
 	}
 	role := "sluice-" + s.JobID
-	// 3 TaskManagers of 0.25 cpu, 128 MB and the master's 0.5 cpu, 512 MB;
-	// the limit one TaskManager more.
+	// 3 TaskManagers of 0.25 cpu, 128 MB; the limit one TaskManager more.
+	// The master's 0.5 cpu, 512 MB are the dispatcher's role's.
 	g, lim := roleQuota(t, l1.Client, role)
-	if g["cpus"] != 1.25 || g["mem"] != 896 || lim["cpus"] != 1.5 || lim["mem"] != 1024 {
+	if g["cpus"] != 0.75 || g["mem"] != 384 || lim["cpus"] != 1 || lim["mem"] != 512 {
 		t.Fatalf("role %s's quota: guarantee %v, limit %v", role, g, lim)
 	}
-	if q := l1.Quotas()[role]; q.Guarantee["cpus"] != 1.25 || q.Limit["mem"] != 1024 {
+	if g, lim := roleQuota(t, l1.Client, l1.Role); g["cpus"] != 0.5 || g["mem"] != 512 || lim["cpus"] != 1 || lim["mem"] != 1024 {
+		t.Fatalf("the dispatcher's role %s's quota: guarantee %v, limit %v", l1.Role, g, lim)
+	}
+	if q := l1.Quotas()[role]; q.Guarantee["cpus"] != 0.75 || q.Limit["mem"] != 512 {
 		t.Fatalf("Quotas: %+v", l1.Quotas())
 	}
 	waitUntil(t, "a published master", func() bool { info, _ := Leader(ctx, s.HADir); return info != nil })
@@ -322,7 +325,7 @@ func TestMesosLauncher(t *testing.T) {
 	}
 
 	// A limit below the guarantee is refused before anything is launched.
-	s = create("low", `, "quota": {"limit": {"cpus": 1}}`)
+	s = create("low", `, "quota": {"limit": {"cpus": 0.5}}`)
 	if _, err := l2.Launch(ctx, s); err == nil || !strings.Contains(err.Error(), "below the job's guarantee") {
 		t.Fatalf("a limit below the guarantee: %v", err)
 	}
@@ -439,26 +442,26 @@ func TestMesosQuotaRemovedAtEnd(t *testing.T) {
 }
 
 // The quota of a job: guarantee = its TaskManagers (as its master counts
-// them, spares included) and its master; limit = the spec's or one
-// TaskManager more.
+// them, spares included); limit = the spec's or one TaskManager more. (Its
+// master is guaranteed to the dispatcher's role, where it runs.)
 func TestQuotaFor(t *testing.T) {
 	j := mustParseSpec(t, quotaSpec("q", ""))
-	role, q, err := quotaFor(j, "0123456789abcdef", 0.5, 512)
+	role, q, err := quotaFor(j, "0123456789abcdef")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if role != "sluice-0123456789abcdef" || q.Guarantee["cpus"] != 1.25 || q.Guarantee["mem"] != 896 ||
-		q.Limit["cpus"] != 1.5 || q.Limit["mem"] != 1024 || len(q.Guarantee) != 2 {
+	if role != "sluice-0123456789abcdef" || q.Guarantee["cpus"] != 0.75 || q.Guarantee["mem"] != 384 ||
+		q.Limit["cpus"] != 1 || q.Limit["mem"] != 512 || len(q.Guarantee) != 2 {
 		t.Fatalf("quota: %s %+v", role, q)
 	}
 	j = mustParseSpec(t, []byte(`{"name": "r", "role": "streaming", "nodes": [{"id": "src", "type": "sequence", "params": {"rows": 10}},
 		{"id": "out", "type": "discard", "inputs": ["src"]}]}`))
-	role, q, err = quotaFor(j, "0123456789abcdef", 0.5, 512)
+	role, q, err = quotaFor(j, "0123456789abcdef")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Defaults: one TaskManager of 1 cpu and 1024 MB.
-	if role != "streaming" || q.Guarantee["cpus"] != 1.5 || q.Guarantee["mem"] != 1536 || q.Limit["cpus"] != 2.5 || q.Limit["mem"] != 2560 {
+	if role != "streaming" || q.Guarantee["cpus"] != 1 || q.Guarantee["mem"] != 1024 || q.Limit["cpus"] != 2 || q.Limit["mem"] != 2048 {
 		t.Fatalf("quota: %s %+v", role, q)
 	}
 }

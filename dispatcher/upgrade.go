@@ -281,7 +281,7 @@ func (j *job) upgrade(ctx context.Context, specBytes []byte, name string, old Ma
 		j.abortUpgrade(ctx, nil, err.Error())
 		return UpgradeReply{}, upgradeErr(http.StatusInternalServerError, "the new version: %v", err)
 	}
-	ms.Standby = true
+	ms.Standby, ms.SpecRun = true, next
 	sm, err := d.cfg.Launcher.Launch(ctx, ms)
 	if err != nil {
 		j.abortUpgrade(ctx, nil, err.Error())

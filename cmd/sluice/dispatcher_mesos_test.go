@@ -169,15 +169,18 @@ func TestDispatcherMesos(t *testing.T) {
 			t.Fatalf("the job's framework subscribed with roles %v, want %s", f.Roles, role)
 		}
 	}
-	// Two TaskManagers of 0.5 cpu, 256 MB and the master's 0.5 cpu, 256
-	// MB; the limit one TaskManager more.
+	// Two TaskManagers of 0.5 cpu, 256 MB; the limit one TaskManager more.
+	// The master's 0.5 cpu, 256 MB are guaranteed to the dispatcher's role.
 	g, lim := quotaOf(t, m.URL(), role)
-	if g["cpus"] != 1.5 || g["mem"] != 768 || lim["cpus"] != 2 || lim["mem"] != 1024 {
+	if g["cpus"] != 1 || g["mem"] != 512 || lim["cpus"] != 1.5 || lim["mem"] != 768 {
 		t.Fatalf("role %s's quota: guarantee %v, limit %v", role, g, lim)
 	}
+	if g, _ := quotaOf(t, m.URL(), "sluice-disp"); g["cpus"] != 0.5 || g["mem"] != 256 {
+		t.Fatalf("the dispatcher's role's quota: guarantee %v", g)
+	}
 	metrics := dispatcherMetrics(t, url, token)
-	if !strings.Contains(metrics, `sluice_dispatcher_quota_cpus{role="`+role+`"} 1.5`) ||
-		!strings.Contains(metrics, `sluice_dispatcher_quota_limit_mem{role="`+role+`"} 1024`) {
+	if !strings.Contains(metrics, `sluice_dispatcher_quota_cpus{role="`+role+`"} 1`) ||
+		!strings.Contains(metrics, `sluice_dispatcher_quota_limit_mem{role="`+role+`"} 768`) {
 		t.Fatalf("/metrics has no quota of %s:\n%s", role, metrics)
 	}
 

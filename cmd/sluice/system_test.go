@@ -52,7 +52,8 @@ type systemEnv struct {
 	parts  int32
 	n      int64
 	job    string // the spec file
-	drain  string // the same job, bounded and at full speed
+	job2   string // its next version: the output gains "version": 2
+	drain  string // the next version, bounded and at full speed
 	url    string
 	disp   *dispatcherProc
 	extra  []string // more dispatcher flags (the resource manager's)
@@ -98,7 +99,7 @@ func newSystemEnv(t *testing.T, n int64, edits ...func(job map[string]any)) *sys
 		t.Fatal(err)
 	}
 	brokers, _ := json.Marshal(e.kafka.Addrs)
-	write := func(name string, edit func(src map[string]any)) string {
+	write := func(name string, v2 bool, edit func(src map[string]any)) string {
 		var j map[string]any
 		if err := json.Unmarshal([]byte(systemJob), &j); err != nil {
 			t.Fatal(err)
@@ -108,6 +109,10 @@ func newSystemEnv(t *testing.T, n int64, edits ...func(job map[string]any)) *sys
 			nodes[i].(map[string]any)["params"].(map[string]any)["brokers"] = json.RawMessage(brokers)
 		}
 		edit(nodes[0].(map[string]any)["params"].(map[string]any))
+		if v2 {
+			fields := nodes[1].(map[string]any)["params"].(map[string]any)
+			fields["fields"] = append(fields["fields"].([]any), map[string]any{"name": "version", "expr": "2"})
+		}
 		for _, f := range edits {
 			f(j)
 		}
@@ -118,8 +123,9 @@ func newSystemEnv(t *testing.T, n int64, edits ...func(job map[string]any)) *sys
 		}
 		return p
 	}
-	e.job = write("job.json", func(map[string]any) {})
-	e.drain = write("drain.json", func(src map[string]any) {
+	e.job = write("job.json", false, func(map[string]any) {})
+	e.job2 = write("job2.json", true, func(map[string]any) {})
+	e.drain = write("drain.json", true, func(src map[string]any) {
 		delete(src, "rate")
 		src["bounded"] = true
 	})
@@ -251,7 +257,28 @@ func TestSystemLocal(t *testing.T) {
 	})
 	e.newCheckpoint("checkpointing at parallelism 3")
 
+	e.upgrade()
 	e.finish()
+}
+
+// upgrade upgrades the job to its next version with the CLI and waits
+// for the new run to checkpoint.
+func (e *systemEnv) upgrade() dispatcher.UpgradeReply {
+	t := e.t
+	t.Helper()
+	run := e.status.Run
+	out, code := e.cli("upgrade", e.id, e.job2, "--json")
+	var r dispatcher.UpgradeReply
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+		t.Fatalf("upgrade: exit %d: %s\n%s", code, out, tail(e.disp.log.String(), 4000))
+	}
+	if r.Run != run+1 || r.Savepoint == "" {
+		t.Fatalf("upgrade: %+v after run %d", r, run)
+	}
+	t.Logf("upgrade: output stopped for %d ms; the new version's TaskManagers took %d ms", r.DowntimeMs, r.StandbyMs)
+	e.wait("RUNNING the new version", func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Running && s.Run == run+1 })
+	e.newCheckpoint("the new version checkpointing")
+	return r
 }
 
 // finish cancels the job with a savepoint, drains the rest of the input
@@ -276,6 +303,16 @@ func (e *systemEnv) finish() {
 	e.id = e.submit(e.drain, sp)
 	e.wait("FINISHED", func(s dispatcher.JobStatus) bool { return s.State == dispatcher.Finished })
 	checkDoubledOnce(t, e.kafka, e.parts, e.n, "the whole system")
+	// Both versions wrote some of it.
+	versions := map[int]int{}
+	for _, r := range e.kafka.ReadCommitted(t, "out", e.parts) {
+		var v struct{ Version int }
+		_ = json.Unmarshal(r.Value, &v)
+		versions[v.Version]++
+	}
+	if versions[0] == 0 || versions[2] == 0 {
+		t.Fatalf("results by version %v: want some of the first (0) and of the upgraded (2)", versions)
+	}
 }
 
 // TestSystemMesos runs the whole system on Mesos (mesostest, three
@@ -298,8 +335,8 @@ func TestSystemMesos(t *testing.T) {
 	if !strings.HasPrefix(st.LatestCheckpoint.Path, e.store+"/") {
 		t.Fatalf("checkpoint %s not on the store's HDFS", st.LatestCheckpoint.Path)
 	}
-	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 1.5 {
-		t.Fatalf("role %s's quota guarantee %v, want 1.5 cpus (2 TaskManagers and the master)", role, g)
+	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 1 {
+		t.Fatalf("role %s's quota guarantee %v, want 1 cpu (2 TaskManagers)", role, g)
 	}
 	masters, tms := tasksOf(m, "sluice-dispatcher"), tasksOf(m, "sluice system")
 	if len(masters) != 1 || len(tms) != 2 {
@@ -366,12 +403,23 @@ func TestSystemMesos(t *testing.T) {
 		return s.State == dispatcher.Running && s.Parallelism == 3 && s.Run == 2 && s.LatestCheckpoint != nil
 	})
 	e.newCheckpoint("checkpointing at parallelism 3")
-	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 2 {
-		t.Fatalf("role %s's quota guarantee %v after the rescale, want 2 cpus", role, g)
+	if g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 1.5 {
+		t.Fatalf("role %s's quota guarantee %v after the rescale, want 1.5 cpus", role, g)
+	}
+
+	// Upgrade (back to the spec's parallelism, 2): both versions'
+	// TaskManagers fit the role's quota meanwhile; then only the new one's.
+	e.upgrade()
+	deadline := time.Now().Add(time.Minute)
+	for g, _ := quotaOf(t, m.URL(), role); g["cpus"] != 1; g, _ = quotaOf(t, m.URL(), role) {
+		if time.Now().After(deadline) {
+			t.Fatalf("role %s's quota guarantee %v a minute after the upgrade, want 1 cpu", role, g)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	e.finish()
-	deadline := time.Now().Add(time.Minute)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		g, lim := quotaOf(t, m.URL(), role)
 		if len(liveTasks(m, "")) == 0 && g == nil && lim == nil {
