@@ -394,8 +394,14 @@ func TestNexmarkDisorder(t *testing.T) {
 	rows := tk.out.rows
 	sameRows(t, "shuffled vs in order", rows, inOrder)
 	disordered := 0
+	latest := rows[0][nxaTime].(int64)
 	for pos, r := range rows {
 		ts := r[nxaTime].(int64)
+		// As documented: at most (g-1) delays (+1 ms) before the latest.
+		if latest-ts > (g-1)+1 {
+			t.Fatalf("position %d: time %d is %d ms before the latest emitted", pos, ts, latest-ts)
+		}
+		latest = max(latest, ts)
 		posTs := NexmarkDefaultBaseTime + int64(pos) // 1 ms per event
 		if d := ts - posTs; d < -(g-1) || d > g-1 {
 			t.Fatalf("position %d: time %d is %d ms from its position's", pos, ts, d)
