@@ -350,15 +350,18 @@ func parseBaseTime(raw json.RawMessage) (int64, error) {
 
 // timestamp is event n's time: baseTime + n × inter-event delay, floored
 // to the millisecond.
+// Times past the int64 range are clamped to its end.
 func (c *nexmarkConfig) timestamp(n int64) int64 {
+	var q uint64
 	if n < c.tsFast {
-		return c.baseTime + n*int64(c.tsNum)/int64(c.tsDen)
+		q = uint64(n*int64(c.tsNum)) / c.tsDen
+	} else {
+		hi, lo := bits.Mul64(uint64(n), c.tsNum)
+		if hi >= c.tsDen {
+			return math.MaxInt64
+		}
+		q, _ = bits.Div64(hi, lo, c.tsDen)
 	}
-	hi, lo := bits.Mul64(uint64(n), c.tsNum)
-	if hi >= c.tsDen {
-		return math.MaxInt64
-	}
-	q, _ := bits.Div64(hi, lo, c.tsDen)
 	if q > math.MaxInt64-uint64(max(c.baseTime, 0)) {
 		return math.MaxInt64
 	}

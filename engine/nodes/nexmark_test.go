@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/big"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -509,3 +510,27 @@ type countOut struct{ rows int }
 
 func (o *countOut) Collect(b *row.Batch) { o.rows += b.Len; b.Release() }
 func (o *countOut) Watermark(int64)      {}
+
+// TestNexmarkClockExact: timestamps are exact for any event number, also
+// past where n × step overflows an int64.
+func TestNexmarkClockExact(t *testing.T) {
+	for _, params := range []string{`{}`, `{"firstEventRate": 3}`, `{"firstEventRate": 0.25}`,
+		`{"interEventDelayUs": 123456.5}`, `{"interEventDelayUs": 1000000000000}`, `{"baseTime": -5000, "interEventDelayUs": 0.001}`} {
+		cfg := planNx(t, params).NewSource().(*nexmarkSource).cfg
+		for _, n := range []int64{0, 1, 7, 1 << 20, cfg.tsFast - 1, cfg.tsFast, cfg.tsFast + 12345, math.MaxInt64 / 3, math.MaxInt64} {
+			if n < 0 {
+				continue
+			}
+			q := new(big.Int).Mul(big.NewInt(n), new(big.Int).SetUint64(cfg.tsNum))
+			q.Quo(q, new(big.Int).SetUint64(cfg.tsDen))
+			q.Add(q, big.NewInt(cfg.baseTime))
+			want := int64(math.MaxInt64)
+			if q.IsInt64() {
+				want = q.Int64()
+			}
+			if got := cfg.timestamp(n); got != want {
+				t.Errorf("%s: event %d at %d, want %d", params, n, got, want)
+			}
+		}
+	}
+}
