@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,14 +18,20 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/internal/mesostest"
 )
 
 // The dispatcher's benchmarks (issue #11): `sluice dispatcher` of the
 // built binary, driven over its REST API as a user's scripts would.
 var (
-	dispReps = flag.Int("dispatcher-reps", 5, "dispatcher: submissions timed one at a time")
-	dispJobs = flag.Int("dispatcher-jobs", 100, "dispatcher: jobs submitted at once for the many-jobs run (0: skip it)")
+	dispReps  = flag.Int("dispatcher-reps", 5, "dispatcher: submissions timed one at a time")
+	dispJobs  = flag.Int("dispatcher-jobs", 100, "dispatcher: jobs submitted at once for the many-jobs run (0: skip it)")
+	dispModes = flag.String("dispatcher-modes", "local,mesos", "dispatcher: where the masters run: local (child processes), mesos (tasks on mesostest started in the harness)")
 )
+
+// dispJobV2 is dispJob's next version for the upgrades: parallelism 2.
+var dispJobV2 = strings.Replace(dispJob, `"parallelism": 1`, `"parallelism": 2`, 1)
 
 // dispJob runs until cancelled: a slow sequence into discard, one
 // TaskManager of one slot.
@@ -261,11 +269,82 @@ func dispatcherManyJobs(d *benchDispatcher, what string) {
 		100*(cpu2-cpu1).Seconds()/30, cur>>20, peak>>20), "", "", "", "", "")
 }
 
-// scenarioDispatcher: submit → RUNNING one job at a time, and many jobs
-// at once, with local framework masters.
+// dispatcherUpgrades upgrades one running job -dispatcher-reps times,
+// alternating parallelism 1 and 2, and reports the downtime the API
+// answers (the old version's stop-with-savepoint request → the new
+// version's tasks running) and how long the new version's TaskManagers
+// took to register first.
+func dispatcherUpgrades(d *benchDispatcher, what string) {
+	id := d.submit(dispJob)
+	d.waitRunning(id)
+	var down, standby []time.Duration
+	for i := 0; i < *dispReps; i++ {
+		spec := dispJobV2
+		if i%2 == 1 {
+			spec = dispJob
+		}
+		var r struct {
+			DowntimeMs int64 `json:"downtimeMs"`
+			StandbyMs  int64 `json:"standbyMs"`
+		}
+		if err := d.call("POST", "/v1/jobs/"+id+"/upgrade", []byte(spec), &r); err != nil {
+			fail(fmt.Errorf("upgrade %d: %w\ndispatcher log:\n%s", i+1, err, tail(d.logs.String(), 3000)))
+		}
+		down = append(down, time.Duration(r.DowntimeMs)*time.Millisecond)
+		standby = append(standby, time.Duration(r.StandbyMs)*time.Millisecond)
+		d.waitRunning(id)
+		time.Sleep(3 * time.Second) // a checkpoint of the new version's own
+	}
+	_ = d.call("DELETE", "/v1/jobs/"+id, nil, nil)
+	med, mx := medianMax(down)
+	smed, smx := medianMax(standby)
+	fmt.Fprintf(os.Stderr, "bench dispatcher %s: upgrade downtime %v, standby %v\n", what, down, standby)
+	add("dispatcher", fmt.Sprintf("upgrade, %s: output stopped median %v, max %v of %d (new TaskManagers registered first: median %v, max %v)",
+		what, med, mx, len(down), smed, smx), "", "", "", "", "")
+}
+
+// scenarioDispatcher: submit → RUNNING one job at a time, upgrades, and
+// many jobs at once, with local masters and with masters as Mesos tasks.
 func scenarioDispatcher() {
-	d := startBenchDispatcher("--resource-manager", "local")
-	defer d.stop()
-	dispatcherSubmitToRunning(d, "local masters")
-	dispatcherManyJobs(d, "local masters")
+	modes := "," + *dispModes + ","
+	if strings.Contains(modes, ",local,") {
+		d := startBenchDispatcher("--resource-manager", "local")
+		dispatcherSubmitToRunning(d, "local masters")
+		dispatcherUpgrades(d, "local masters")
+		dispatcherManyJobs(d, "local masters")
+		d.stop()
+	}
+	if strings.Contains(modes, ",mesos,") {
+		m := dispatcherMesos(*dispJobs)
+		defer m.Close()
+		d := startBenchDispatcher("--resource-manager", "mesos", "--mesos-master", m.URL(), "--role", "sluice-dispatcher",
+			"--master-cpus", "0.25", "--master-mem", "128")
+		dispatcherSubmitToRunning(d, "masters and TaskManagers as Mesos tasks")
+		dispatcherUpgrades(d, "masters and TaskManagers as Mesos tasks")
+		dispatcherManyJobs(d, "masters and TaskManagers as Mesos tasks")
+		d.stop()
+	}
+}
+
+// dispatcherMesos starts mesostest with room for jobs jobs of a master
+// (0.25 cpu, 128 MB, 2 ports) and a TaskManager (1 cpu, 1024 MB, 1 port)
+// each, over four agents.
+func dispatcherMesos(jobs int) *mesostest.Master {
+	const agents = 4
+	per := max(jobs, 4)/agents + 2
+	ranges := freePortRanges(agents * ((3*per + 9) / 10))
+	cfgs := make([]mesostest.AgentConfig, agents)
+	for i := range cfgs {
+		k := len(ranges) / agents
+		cfgs[i] = mesostest.AgentConfig{Hostname: fmt.Sprintf("127.0.0.%d", i+2), CPUs: 1.25 * float64(per), Mem: 1152 * float64(per),
+			Disk: 512 * float64(per), Ports: ranges[i*k : (i+1)*k]}
+	}
+	m, err := mesostest.Start(context.Background(), mesostest.Config{
+		Agents: cfgs, AllocationInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fail(fmt.Errorf("dispatcher: starting mesostest: %w", err))
+	}
+	return m
 }
