@@ -218,6 +218,12 @@ func testKafkaDualCluster(t *testing.T, mode string) {
 	a.Gate.Down()
 	produceIDs(t, b, "in", parts, 2000, 3000)
 	waitFor(t, j, "ids 2000-2999 through B while A is down", func() bool { return hasAll(idSet(t, outB.Records()), 2000, 3000) })
+	// B alone can carry them before the health watchers take A for down
+	// (failureTimeout): keep A away until both have.
+	waitFor(t, j, "the source and the sink taking A for down", func() bool {
+		l := j.log()
+		return strings.Contains(l, "kafka source: cluster down") && strings.Contains(l, "kafka sink: cluster down")
+	})
 	a.Gate.Up()
 
 	produceIDs(t, a, "in", parts, 3000, 4000)
