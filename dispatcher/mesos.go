@@ -879,21 +879,7 @@ func (l *Mesos) session(ctx context.Context) error {
 		return err
 	}
 	defer stream.Close()
-	evs, errc := make(chan *scheduler.Event), make(chan error, 1)
-	go func() {
-		for {
-			e, err := stream.Next()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case evs <- e:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
+	evs, errc := stream.Events(sctx)
 	quiet := 30 * time.Second
 	watchdog := time.NewTimer(quiet)
 	defer watchdog.Stop()

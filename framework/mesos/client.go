@@ -220,6 +220,29 @@ func (s *Stream) Next() (*scheduler.Event, error) {
 // Close ends the subscription's connection.
 func (s *Stream) Close() error { return s.body.Close() }
 
+// Events reads the stream on a goroutine of its own until it fails or ctx
+// ends: each event on the first channel, the error that ended the stream
+// on the second, so that a scheduler's loop can select on events, timers
+// and its own work at once.
+func (s *Stream) Events(ctx context.Context) (<-chan *scheduler.Event, <-chan error) {
+	evs, errc := make(chan *scheduler.Event), make(chan error, 1)
+	go func() {
+		for {
+			e, err := s.Next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case evs <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return evs, errc
+}
+
 // Subscribe sends SUBSCRIBE and returns the event stream; the calls that
 // follow carry its stream id. ctx bounds the whole stream.
 func (c *Client) Subscribe(ctx context.Context, call *scheduler.Call) (*Stream, error) {

@@ -145,21 +145,7 @@ func (r *ResourceManager) subscribe(ctx context.Context) (subscribed bool, err e
 		return false, err
 	}
 	defer stream.Close()
-	evs, errc := make(chan *scheduler.Event), make(chan error, 1)
-	go func() {
-		for {
-			e, err := stream.Next()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case evs <- e:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
+	evs, errc := stream.Events(sctx)
 	s := &session{r: r, ctx: sctx, fid: fid, wake: make(chan struct{}, 1)}
 	// The watchdog: mesos-go has none, and a master that stops sending
 	// (network partition, a half-open connection) would hold the stream
