@@ -751,7 +751,7 @@ func (l *Mesos) Find(ctx context.Context, s MasterSpec) (Master, error) {
 			return nil, nil
 		}
 		if got {
-			if terminal(state) {
+			if fmesos.Terminal(state) {
 				return nil, nil
 			}
 			break
@@ -1113,27 +1113,6 @@ func (l *Mesos) probe(ctx context.Context, m *mesosMaster) {
 	}
 }
 
-func terminal(s mesos.TaskState) bool {
-	switch s {
-	case mesos.TASK_FINISHED, mesos.TASK_FAILED, mesos.TASK_KILLED, mesos.TASK_ERROR, mesos.TASK_LOST,
-		mesos.TASK_DROPPED, mesos.TASK_GONE, mesos.TASK_GONE_BY_OPERATOR, mesos.TASK_UNKNOWN:
-		return true
-	}
-	return false
-}
-
-func describeStatus(st mesos.TaskStatus) error {
-	var b strings.Builder
-	b.WriteString(st.GetState().String())
-	if st.Reason != nil {
-		b.WriteString(" " + st.Reason.String())
-	}
-	if st.Message != nil && *st.Message != "" {
-		b.WriteString(": " + *st.Message)
-	}
-	return errors.New(b.String())
-}
-
 // update follows a master task's status and acknowledges it.
 func (l *Mesos) update(ctx context.Context, st mesos.TaskStatus) {
 	id, agent := st.TaskID.Value, st.GetAgentID().GetValue()
@@ -1151,7 +1130,7 @@ func (l *Mesos) update(ctx context.Context, st mesos.TaskStatus) {
 	l.mu.Lock()
 	m := l.tasks[id]
 	if m == nil {
-		if terminal(state) || !strings.HasPrefix(id, masterTaskPrefix) {
+		if fmesos.Terminal(state) || !strings.HasPrefix(id, masterTaskPrefix) {
 			l.mu.Unlock()
 			return
 		}
@@ -1172,30 +1151,30 @@ func (l *Mesos) update(ctx context.Context, st mesos.TaskStatus) {
 		if m.unreachableSince.IsZero() {
 			m.unreachableSince = time.Now()
 		}
-	case !terminal(state):
+	case !fmesos.Terminal(state):
 		m.unreachableSince = time.Time{}
 	}
-	end := terminal(state) && !m.ending
-	kill := !terminal(state) && m.ending // taken for dead, yet back
-	if terminal(state) {
+	end := fmesos.Terminal(state) && !m.ending
+	kill := !fmesos.Terminal(state) && m.ending // taken for dead, yet back
+	if fmesos.Terminal(state) {
 		m.ending = true
 		delete(l.tasks, id)
 	}
 	claimed, job := m.claimd, m.jobID
 	l.mu.Unlock()
 	level := l.Log.Info
-	if terminal(state) && state != mesos.TASK_FINISHED {
+	if fmesos.Terminal(state) && state != mesos.TASK_FINISHED {
 		level = l.Log.Warn
 	}
-	if claimed || terminal(state) {
-		level("framework master task "+strings.TrimPrefix(state.String(), "TASK_"), "task", id, "job", job, "status", describeStatus(st))
+	if claimed || fmesos.Terminal(state) {
+		level("framework master task "+strings.TrimPrefix(state.String(), "TASK_"), "task", id, "job", job, "status", fmesos.DescribeStatus(st))
 	}
 	if kill {
 		go func() { _ = l.kill(ctx, m) }()
 	}
 	if end {
 		// The HA directory is read outside the event loop.
-		go m.ended(describeStatus(st))
+		go m.ended(fmesos.DescribeStatus(st))
 	}
 }
 

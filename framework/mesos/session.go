@@ -422,7 +422,8 @@ func (r *ResourceManager) checkQuota(ctx context.Context) {
 // one that failed to start.
 const quickEnd = 10 * time.Second
 
-func terminal(s mesos.TaskState) bool {
+// Terminal says whether a task in state s has ended.
+func Terminal(s mesos.TaskState) bool {
 	switch s {
 	case mesos.TASK_FINISHED, mesos.TASK_FAILED, mesos.TASK_KILLED, mesos.TASK_ERROR, mesos.TASK_LOST,
 		mesos.TASK_DROPPED, mesos.TASK_GONE, mesos.TASK_GONE_BY_OPERATOR, mesos.TASK_UNKNOWN:
@@ -431,7 +432,10 @@ func terminal(s mesos.TaskState) bool {
 	return false
 }
 
-func describe(st mesos.TaskStatus) error {
+// DescribeStatus says a status update in one line: state, reason, source
+// and message ("TASK_FINISHED from SOURCE_EXECUTOR: Command exited with
+// status 0").
+func DescribeStatus(st mesos.TaskStatus) error {
 	var b strings.Builder
 	b.WriteString(st.State.String())
 	// proto2 optionals: GetReason() of an unset reason reads as a real
@@ -475,7 +479,7 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 	r.mu.Lock()
 	t := r.tasks[id]
 	switch {
-	case t == nil && terminal(state):
+	case t == nil && Terminal(state):
 	case t == nil && (r.closed || r.released[id] || r.ended[id]):
 		// Not ours to run: the job is over, the master dropped it, or it
 		// was reported ended and replaced, yet runs.
@@ -496,12 +500,12 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 		}
 		t.state = state
 		switch {
-		case terminal(state):
+		case Terminal(state):
 			delete(r.tasks, id)
 			r.ended[id] = true
 			if t.active() {
 				r.revive = true
-				lostErr = describe(st)
+				lostErr = DescribeStatus(st)
 				if !t.everRunning || now.Sub(t.runningSince) < quickEnd {
 					// It never ran, or ended soon after it started (a
 					// binary that cannot start, a TaskManager the job
@@ -539,7 +543,7 @@ func (r *ResourceManager) update(s *session, st mesos.TaskStatus) {
 	if lostErr != nil || state == mesos.TASK_UNREACHABLE {
 		level = r.log.Warn
 	}
-	level("TaskManager task "+strings.TrimPrefix(state.String(), "TASK_"), "task", id, "agent", agent, "status", describe(st))
+	level("TaskManager task "+strings.TrimPrefix(state.String(), "TASK_"), "task", id, "agent", agent, "status", DescribeStatus(st))
 	if kill {
 		s.kill(id, agent)
 	}

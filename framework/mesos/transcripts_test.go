@@ -236,7 +236,7 @@ func TestTranscriptUpdatePresence(t *testing.T) {
 	if st.GetReason() != mesos.REASON_COMMAND_EXECUTOR_FAILED {
 		t.Errorf("GetReason() of an unset reason reads %v", st.GetReason())
 	}
-	if err := describe(st); err.Error() != "TASK_FINISHED from SOURCE_EXECUTOR: Command exited with status 0" {
+	if err := DescribeStatus(st); err.Error() != "TASK_FINISHED from SOURCE_EXECUTOR: Command exited with status 0" {
 		t.Errorf("describe: %v", err)
 	}
 	if len(st.UUID) != 16 {
