@@ -149,13 +149,8 @@ func newMesosLauncher(t *testing.T, m *mesostest.Master, store *Store, log *slog
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Named sluice: mesostest's fetcher names a fetched file by its URI's
-	// basename (it ignores output_file).
-	bin := filepath.Join(t.TempDir(), "sluice")
-	if err := os.Symlink(exe, bin); err != nil {
-		t.Fatal(err)
-	}
-	l := &Mesos{Client: client, Store: store, BinaryURI: "file://" + bin, StopGrace: time.Second, RefuseSeconds: time.Second,
+	// Fetched as "sluice" (the task's output_file), whatever its name.
+	l := &Mesos{Client: client, Store: store, BinaryURI: "file://" + exe, StopGrace: time.Second, RefuseSeconds: time.Second,
 		UnreachableTimeout: 3 * time.Second, FindTimeout: 20 * time.Second, Log: log}
 	if err := l.Start(context.Background()); err != nil {
 		t.Fatal(err)

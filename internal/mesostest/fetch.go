@@ -21,12 +21,12 @@ import (
 )
 
 // fetch is the Mesos fetcher without a cache: each URI lands in the sandbox
-// under its basename; executable sets mode 755; extract (default true)
+// under its output_file, or else its basename; executable sets mode 755; extract (default true)
 // unpacks archives into the sandbox and keeps the archive.
 func (m *Master) fetch(uris []mesos.CommandInfo_URI, sandbox string, log io.Writer) error {
 	for _, u := range uris {
 		fmt.Fprintf(log, "Fetching URI '%s'\n", u.Value)
-		dst, err := m.fetchOne(u.Value, sandbox)
+		dst, err := m.fetchOne(u.Value, u.GetOutputFile(), sandbox)
 		if err != nil {
 			fmt.Fprintf(log, "Failed to fetch '%s': %v\n", u.Value, err)
 			return err
@@ -52,12 +52,23 @@ func (m *Master) fetch(uris []mesos.CommandInfo_URI, sandbox string, log io.Writ
 	return nil
 }
 
-func (m *Master) fetchOne(raw, sandbox string) (string, error) {
+func (m *Master) fetchOne(raw, outputFile, sandbox string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", err
 	}
 	name := path.Base(u.Path)
+	if outputFile != "" {
+		// A path relative to the sandbox, as the fetcher takes it; never
+		// out of it.
+		name = filepath.Clean(outputFile)
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return "", fmt.Errorf("output_file %q is not inside the sandbox", outputFile)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(sandbox, name)), 0o755); err != nil {
+			return "", err
+		}
+	}
 	if name == "" || name == "/" || name == "." {
 		return "", fmt.Errorf("no file name in %q", raw)
 	}

@@ -166,8 +166,8 @@ func TestTaskEnvironmentAndFetcher(t *testing.T) {
 		t.Fatalf("allocation_info offered to a framework without MULTI_ROLE: %v", offer)
 	}
 	oid, aid := firstOffer(offer)
-	s.mustCall(`{"framework_id":{"value":%q},"type":"ACCEPT","accept":{"offer_ids":[{"value":%q}],"filters":{"refuse_seconds":1},"operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"task-a1","task_id":{"value":"task-a1"},"agent_id":{"value":%q},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":0.5}},{"name":"mem","type":"SCALAR","scalar":{"value":128}},{"name":"ports","type":"RANGES","ranges":{"range":[{"begin":31000,"end":31001}]}}],"command":{"shell":true,"value":"env | sort > env.txt; ./hello.sh; cat bundle/data.txt","uris":[{"value":"file://%s/hello.sh","executable":true},{"value":"%s/bundle.tar.gz","extract":true}],"environment":{"variables":[{"name":"MY_VAR","type":"VALUE","value":"hello"}]}}}]}}]}}`,
-		s.fwID, oid, aid, dir, srv.URL)
+	s.mustCall(`{"framework_id":{"value":%q},"type":"ACCEPT","accept":{"offer_ids":[{"value":%q}],"filters":{"refuse_seconds":1},"operations":[{"type":"LAUNCH","launch":{"task_infos":[{"name":"task-a1","task_id":{"value":"task-a1"},"agent_id":{"value":%q},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":0.5}},{"name":"mem","type":"SCALAR","scalar":{"value":128}},{"name":"ports","type":"RANGES","ranges":{"range":[{"begin":31000,"end":31001}]}}],"command":{"shell":true,"value":"env | sort > env.txt; ./hello.sh; cat bundle/data.txt","uris":[{"value":"file://%s/hello.sh","executable":true},{"value":"%s/bundle.tar.gz","extract":true},{"value":"file://%s/hello.sh","executable":true,"output_file":"tools/renamed.sh"}],"environment":{"variables":[{"name":"MY_VAR","type":"VALUE","value":"hello"}]}}}]}}]}}`,
+		s.fwID, oid, aid, dir, srv.URL, dir)
 	s.expectState("task-a1", "TASK_STARTING")
 	s.expectState("task-a1", "TASK_RUNNING")
 	s.expectState("task-a1", "TASK_FINISHED")
@@ -189,6 +189,10 @@ func TestTaskEnvironmentAndFetcher(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(sandbox, "hello.sh")); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("hello.sh: %v %v", fi, err)
+	}
+	// output_file names the fetched file, in a directory of the sandbox.
+	if fi, err := os.Stat(filepath.Join(sandbox, "tools", "renamed.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("tools/renamed.sh: %v %v", fi, err)
 	}
 	for _, f := range []string{"bundle.tar.gz", "bundle/data.txt", "bundle/sub/x.txt"} {
 		if _, err := os.Stat(filepath.Join(sandbox, f)); err != nil {
