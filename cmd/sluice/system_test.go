@@ -34,7 +34,7 @@ const systemJob = `{
   "checkpoint": {"interval": "200ms", "mode": "exactly-once", "retained": 2},
   "restart": {"strategy": "fixed-delay", "attempts": 20, "delay": "200ms"},
   "nodes": [
-    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"], "rate": 1500,
+    {"id": "src", "type": "kafka", "params": {"brokers": [], "topics": ["in"], "rate": 600,
       "fields": [{"name": "id", "type": "int64"}, {"name": "pad", "type": "string"}]}},
     {"id": "even", "type": "project", "inputs": ["src"], "params": {"fields": [
       {"name": "id", "expr": "id"}, {"name": "double", "expr": "id * 2"}]}},
