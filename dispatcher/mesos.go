@@ -97,8 +97,9 @@ type Mesos struct {
 	cancel     context.CancelFunc
 	done       chan struct{}
 
-	probeClient *http.Client
-	masterQuota int // masters the dispatcher's role's quota was last set for (-1: unknown)
+	probeClient   *http.Client
+	masterQuota   int        // masters the dispatcher's role's quota was last set for (-1: unknown)
+	masterQuotaMu sync.Mutex // serialises syncMasterQuota
 }
 
 var (
@@ -370,6 +371,10 @@ func (l *Mesos) setQuota(ctx context.Context, jobID string, run int, role string
 // version stands by), guaranteed; the limit one master more, for a master
 // started again while its predecessor's task is still ending.
 func (l *Mesos) syncMasterQuota(ctx context.Context) {
+	// One update at a time: two computed apart could land in the other
+	// order and leave the older count on Mesos.
+	l.masterQuotaMu.Lock()
+	defer l.masterQuotaMu.Unlock()
 	l.mu.Lock()
 	n := 0
 	for _, jq := range l.jobQuota {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/internal/mesostest"
+	"github.com/sluice-stream/sluice/internal/procs"
 )
 
 // The dispatcher's benchmarks (issue #11): `sluice dispatcher` of the
@@ -113,6 +114,19 @@ func (d *benchDispatcher) stop() {
 	}
 	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
 	_ = d.cmd.Wait()
+	// Masters run in process groups of their own, to outlive their
+	// dispatcher: whatever a cancel left behind goes now, so that it does
+	// not load the next measurement.
+	left := 0
+	for _, p := range procs.Live() {
+		if bytes.Contains(p.Cmdline, []byte(d.dir)) {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			left++
+		}
+	}
+	if left > 0 {
+		fmt.Fprintf(os.Stderr, "bench dispatcher: killed %d processes the cancels left\n", left)
+	}
 	os.RemoveAll(d.dir)
 }
 
