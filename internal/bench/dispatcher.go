@@ -346,7 +346,11 @@ func scenarioDispatcher() {
 func dispatcherMesos(jobs int) *mesostest.Master {
 	const agents = 4
 	per := max(jobs, 4)/agents + 2
-	ranges := freePortRanges(agents * ((3*per + 9) / 10))
+	// Twice the ports the jobs need: the masters (2 ports each) may pack
+	// onto some agents, and a job whose TaskManager finds no agent with
+	// a port left waits for good (a 40-job run stuck at 26 TaskManagers
+	// with exactly enough ports in all).
+	ranges := freePortRanges(agents * ((6*per + 9) / 10))
 	cfgs := make([]mesostest.AgentConfig, agents)
 	for i := range cfgs {
 		k := len(ranges) / agents
