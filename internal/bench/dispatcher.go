@@ -28,6 +28,7 @@ import (
 var (
 	dispReps  = flag.Int("dispatcher-reps", 5, "dispatcher: submissions timed one at a time")
 	dispJobs  = flag.Int("dispatcher-jobs", 100, "dispatcher: jobs submitted at once for the many-jobs run (0: skip it)")
+	dispMArgs = flag.String("dispatcher-master-args", "", "dispatcher: --master-args for every framework master (e.g. \"--heartbeat-timeout 30s\" for many jobs on a small machine)")
 	dispModes = flag.String("dispatcher-modes", "local,mesos", "dispatcher: where the masters run: local (child processes), mesos (tasks on mesostest started in the harness)")
 )
 
@@ -332,7 +333,7 @@ func scenarioDispatcher() {
 		m := dispatcherMesos(*dispJobs)
 		defer m.Close()
 		d := startBenchDispatcher("--resource-manager", "mesos", "--mesos-master", m.URL(), "--role", "sluice-dispatcher",
-			"--master-cpus", "0.25", "--master-mem", "128")
+			"--master-cpus", "0.25", "--master-mem", "128", "--master-args", *dispMArgs)
 		dispatcherSubmitToRunning(d, "masters and TaskManagers as Mesos tasks")
 		dispatcherUpgrades(d, "masters and TaskManagers as Mesos tasks")
 		dispatcherManyJobs(d, "masters and TaskManagers as Mesos tasks")
@@ -354,7 +355,9 @@ func dispatcherMesos(jobs int) *mesostest.Master {
 	cfgs := make([]mesostest.AgentConfig, agents)
 	for i := range cfgs {
 		k := len(ranges) / agents
-		cfgs[i] = mesostest.AgentConfig{Hostname: fmt.Sprintf("127.0.0.%d", i+2), CPUs: 1.25 * float64(per), Mem: 1152 * float64(per),
+		// A job: master 0.25 cpu, 128 MB and TaskManager 1 cpu, 1024 MB,
+		// each with its command executor's 0.1 cpu, 32 MB, as Mesos adds.
+		cfgs[i] = mesostest.AgentConfig{Hostname: fmt.Sprintf("127.0.0.%d", i+2), CPUs: 1.6 * float64(per), Mem: 1300 * float64(per),
 			Disk: 512 * float64(per), Ports: ranges[i*k : (i+1)*k]}
 	}
 	m, err := mesostest.Start(context.Background(), mesostest.Config{
