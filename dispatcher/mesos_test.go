@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mesos/mesos-go/api/v1/lib/master"
-
 	sfs "github.com/sluice-stream/sluice/engine/fs"
 	"github.com/sluice-stream/sluice/engine/spec"
 	"github.com/sluice-stream/sluice/framework"
@@ -163,27 +161,9 @@ func newMesosLauncher(t *testing.T, m *mesostest.Master, store *Store, log *slog
 // maps: none).
 func roleQuota(t *testing.T, c *fmesos.Client, role string) (guarantee, limit map[string]float64) {
 	t.Helper()
-	r, err := c.Operator(context.Background(), &master.Call{Type: master.Call_GET_QUOTA})
-	if err != nil || r == nil || r.GetQuota == nil {
-		t.Fatalf("GET_QUOTA: %v %v", r, err)
-	}
-	for _, cfg := range r.GetQuota.Status.Configs {
-		if cfg.Role != role {
-			continue
-		}
-		// A role whose quota was reset stays listed, without either.
-		for k, v := range cfg.Guarantees {
-			if guarantee == nil {
-				guarantee = map[string]float64{}
-			}
-			guarantee[k] = v.Value
-		}
-		for k, v := range cfg.Limits {
-			if limit == nil {
-				limit = map[string]float64{}
-			}
-			limit[k] = v.Value
-		}
+	guarantee, limit, err := c.Quota(context.Background(), role)
+	if err != nil {
+		t.Fatalf("GET_QUOTA: %v", err)
 	}
 	return guarantee, limit
 }

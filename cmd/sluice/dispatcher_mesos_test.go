@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mesos/mesos-go/api/v1/lib/master"
-
 	"github.com/sluice-stream/sluice/dispatcher"
 	fmesos "github.com/sluice-stream/sluice/framework/mesos"
 	"github.com/sluice-stream/sluice/internal/mesostest"
@@ -79,26 +77,9 @@ func quotaOf(t *testing.T, url, role string) (guarantee, limit map[string]float6
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := c.Operator(context.Background(), &master.Call{Type: master.Call_GET_QUOTA})
-	if err != nil || r == nil || r.GetQuota == nil {
-		t.Fatalf("GET_QUOTA: %v %v", r, err)
-	}
-	for _, cfg := range r.GetQuota.Status.Configs {
-		if cfg.Role != role {
-			continue
-		}
-		for k, v := range cfg.Guarantees {
-			if guarantee == nil {
-				guarantee = map[string]float64{}
-			}
-			guarantee[k] = v.Value
-		}
-		for k, v := range cfg.Limits {
-			if limit == nil {
-				limit = map[string]float64{}
-			}
-			limit[k] = v.Value
-		}
+	guarantee, limit, err = c.Quota(context.Background(), role)
+	if err != nil {
+		t.Fatalf("GET_QUOTA: %v", err)
 	}
 	return guarantee, limit
 }

@@ -97,25 +97,39 @@ func (c *Client) UpdateQuota(ctx context.Context, role string, guarantees, limit
 	return err
 }
 
-// QuotaLimits are role's quota limits (name → value; nil: no limit).
-func (c *Client) QuotaLimits(ctx context.Context, role string) (map[string]float64, error) {
+// Quota is role's quota on the master: its guarantees and its limits (name →
+// value; nil when the role has none of either).
+func (c *Client) Quota(ctx context.Context, role string) (guarantees, limits map[string]float64, err error) {
 	r, err := c.Operator(ctx, &master.Call{Type: master.Call_GET_QUOTA})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r == nil || r.GetQuota == nil {
-		return nil, errors.New("GET_QUOTA: the master sent no quota")
+		return nil, nil, errors.New("GET_QUOTA: the master sent no quota")
+	}
+	scalars := func(m map[string]mesos.Value_Scalar) map[string]float64 {
+		if len(m) == 0 {
+			return nil
+		}
+		out := make(map[string]float64, len(m))
+		for k, v := range m {
+			out[k] = v.Value
+		}
+		return out
 	}
 	for _, cfg := range r.GetQuota.Status.Configs {
-		if cfg.Role == role && len(cfg.Limits) > 0 {
-			out := map[string]float64{}
-			for k, v := range cfg.Limits {
-				out[k] = v.Value
-			}
-			return out, nil
+		// A role whose quota was reset stays listed, without either.
+		if cfg.Role == role {
+			return scalars(cfg.Guarantees), scalars(cfg.Limits), nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
+}
+
+// QuotaLimits are role's quota limits (name → value; nil: no limit).
+func (c *Client) QuotaLimits(ctx context.Context, role string) (map[string]float64, error) {
+	_, limits, err := c.Quota(ctx, role)
+	return limits, err
 }
 
 // QuotaAllows is how many TaskManagers of prof fit in limits (-1: no
