@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"os/user"
 	"regexp"
 	"sort"
 	"strconv"
@@ -173,11 +172,7 @@ func (l *Mesos) defaults() {
 		l.Name = "sluice-dispatcher"
 	}
 	if l.User == "" {
-		if u, err := user.Current(); err == nil {
-			l.User = u.Username
-		} else {
-			l.User = "root"
-		}
+		l.User = fmesos.DefaultUser()
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

@@ -137,6 +137,15 @@ type task struct {
 
 func (t *task) active() bool { return !t.replaced && !t.killAsked }
 
+// DefaultUser is the user tasks run as when none is configured: the
+// process's own, as Mesos' schedulers default it (root if unknown).
+func DefaultUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "root"
+}
+
 // New makes a resource manager; nothing happens before Start.
 func New(cfg Config) (*ResourceManager, error) {
 	if cfg.Client == nil {
@@ -149,11 +158,7 @@ func New(cfg Config) (*ResourceManager, error) {
 		cfg.Name = "sluice"
 	}
 	if cfg.User == "" {
-		if u, err := user.Current(); err == nil {
-			cfg.User = u.Username
-		} else {
-			cfg.User = "root"
-		}
+		cfg.User = DefaultUser()
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
