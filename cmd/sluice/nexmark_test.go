@@ -20,10 +20,10 @@ import (
 )
 
 // nexmarkEvents is how many events each query test generates: a few
-// hundred thousand, so that windows of 10 s (25 s of event time at the
+// hundred thousand, so that windows of 10 s (20 s of event time at the
 // default clock) have several instances, while the race-built binary runs
 // each case in a few seconds.
-const nexmarkEvents = 250_000
+const nexmarkEvents = 200_000
 
 // TestNexmarkQueries runs every runnable Nexmark query
 // (examples/nexmark/<q>.json, internal/nexmark.Queries with Runnable set)
@@ -46,17 +46,38 @@ func TestNexmarkQueries(t *testing.T) {
 		}
 		t.Run(q.Name, func(t *testing.T) {
 			sets := []string{fmt.Sprintf("nodes.bid.params.events=%d", nexmarkEvents)}
-			want := nexmarkReference(t, q, specFile, sets)
-			if len(want) == 0 {
-				t.Fatal("the reference answer is empty: the test would prove nothing")
+			// The reference is computed while the first run goes on.
+			type answer struct {
+				lines []string
+				err   error
+			}
+			ref := make(chan answer, 1)
+			go func() {
+				lines, err := nexmarkReference(q, specFile, sets)
+				ref <- answer{lines, err}
+			}()
+			var want *answer
+			reference := func(t *testing.T) []string {
+				t.Helper()
+				if want == nil {
+					a := <-ref
+					want = &a
+				}
+				if want.err != nil {
+					t.Fatal(want.err)
+				}
+				if len(want.lines) == 0 {
+					t.Fatal("the reference answer is empty: the test would prove nothing")
+				}
+				return want.lines
 			}
 			t.Run("p1", func(t *testing.T) {
 				got := runNexmark(t, specFile, append(sets, "parallelism=1"), false, 0)
-				compareLines(t, got, want)
+				compareLines(t, got, reference(t))
 			})
 			t.Run("p2-kill-restore-p3", func(t *testing.T) {
 				got := runNexmark(t, specFile, append(sets, "parallelism=2"), true, 3)
-				compareLines(t, got, want)
+				compareLines(t, got, reference(t))
 			})
 		})
 	}
@@ -65,14 +86,13 @@ func TestNexmarkQueries(t *testing.T) {
 // nexmarkReference computes q's answer over the events of the spec's
 // nexmark sources (after sets); they must all have the same generator
 // params, so that they see one stream of events.
-func nexmarkReference(t *testing.T, q *nexmark.Query, specFile string, sets []string) []string {
-	t.Helper()
+func nexmarkReference(q *nexmark.Query, specFile string, sets []string) ([]string, error) {
 	job, err := spec.ParseFile(specFile, sets)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var gen *nodes.NexmarkParams
-	var genJSON string
+	var genText string
 	for i := range job.Nodes {
 		n := &job.Nodes[i]
 		if n.Type != "nexmark" {
@@ -80,22 +100,22 @@ func nexmarkReference(t *testing.T, q *nexmark.Query, specFile string, sets []st
 		}
 		var p nodes.NexmarkParams
 		if err := (&nodes.PlanContext{Node: n}).Params(&p); err != nil {
-			t.Fatalf("node %s: %v", n.ID, err)
+			return nil, fmt.Errorf("node %s: %w", n.ID, err)
 		}
-		j := fmt.Sprintf("%+v", p.Params)
-		if gen != nil && j != genJSON {
-			t.Fatalf("node %s: generator params %s differ from another source's %s", n.ID, j, genJSON)
+		text := fmt.Sprintf("%+v", p.Params)
+		if gen != nil && text != genText {
+			return nil, fmt.Errorf("node %s: generator params %s differ from another source's %s", n.ID, text, genText)
 		}
-		gen, genJSON = &p, j
+		gen, genText = &p, text
 	}
 	if gen == nil {
-		t.Fatalf("%s has no nexmark source", specFile)
+		return nil, fmt.Errorf("%s has no nexmark source", specFile)
 	}
 	res, err := q.Run(gen.Params)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return res.Lines
+	return res.Lines, nil
 }
 
 // runNexmark runs a query's spec to its end and returns the rows its file
