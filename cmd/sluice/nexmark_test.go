@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,7 +46,10 @@ func TestNexmarkQueries(t *testing.T) {
 			continue
 		}
 		t.Run(q.Name, func(t *testing.T) {
-			sets := []string{fmt.Sprintf("nodes.bid.params.events=%d", nexmarkEvents)}
+			var sets []string
+			for _, id := range nexmarkSources(t, specFile) {
+				sets = append(sets, fmt.Sprintf("nodes.%s.params.events=%d", id, nexmarkEvents))
+			}
 			// The reference is computed while the first run goes on.
 			type answer struct {
 				lines []string
@@ -81,6 +85,25 @@ func TestNexmarkQueries(t *testing.T) {
 			})
 		})
 	}
+}
+
+// nexmarkSources lists the ids of a spec's nexmark sources.
+func nexmarkSources(t *testing.T, specFile string) []string {
+	t.Helper()
+	job, err := spec.ParseFile(specFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range job.Nodes {
+		if n.Type == "nexmark" {
+			ids = append(ids, n.ID)
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatalf("%s has no nexmark source", specFile)
+	}
+	return ids
 }
 
 // nexmarkReference computes q's answer over the events of the spec's
@@ -139,7 +162,11 @@ func runNexmark(t *testing.T, specFile string, sets []string, kill bool, restore
 	if kill {
 		// Slow enough that the job is still running after its first
 		// checkpoint, on a fast machine too.
-		a := append(args, "--set", fmt.Sprintf("nodes.bid.params.rate=%d", nexmarkEvents/3), specFile)
+		a := slices.Clone(args)
+		for _, id := range nexmarkSources(t, specFile) {
+			a = append(a, "--set", fmt.Sprintf("nodes.%s.params.rate=%d", id, nexmarkEvents/3))
+		}
+		a = append(a, specFile)
 		cmd := exec.CommandContext(ctx, sluiceBin, a...)
 		stderr := newWatchWriter("checkpoint complete")
 		cmd.Stderr = stderr

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	enx "github.com/sluice-stream/sluice/engine/nexmark"
+	"github.com/sluice-stream/sluice/engine/spec"
 	"github.com/sluice-stream/sluice/internal/nexmark"
 )
 
@@ -83,12 +84,20 @@ func scenarioNexmark() {
 			loop = &m
 			line(name, "hand-written loop", m, nil)
 		}
+		sets := []string{"nodes.out.type=discard", "nodes.out.params={}"}
+		job, err := spec.Parse(specJSON, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		for _, nd := range job.Nodes {
+			if nd.Type == "nexmark" {
+				sets = append(sets, fmt.Sprintf("nodes.%s.params.events=%d", nd.ID, n))
+			}
+		}
 		for _, p := range []int{1, 2} {
 			m := best(*reps, func() measurement {
-				return timeIt(n, func() {
-					mustRun(string(specJSON), fmt.Sprintf("nodes.bid.params.events=%d", n),
-						fmt.Sprintf("parallelism=%d", p), "nodes.out.type=discard", "nodes.out.params={}")
-				})
+				return timeIt(n, func() { mustRun(string(specJSON), append(sets, fmt.Sprintf("parallelism=%d", p))...) })
 			})
 			line(name, fmt.Sprintf("engine, parallelism %d", p), m, loop)
 		}
