@@ -31,8 +31,8 @@ const nexmarkEvents = 200_000
 // through the binary and compares its file sink's output, line for line,
 // with the query's reference answer over the same events: at parallelism
 // 1; and at parallelism 2, killed with SIGKILL once a checkpoint has
-// completed and restored from it at parallelism 3 (exactly-once: the
-// committed part files hold each row once). A query becomes part of the
+// completed and committed rows, and restored at parallelism 3
+// (exactly-once: the committed part files hold each row once). A query becomes part of the
 // test by getting its spec and its Runnable flag.
 func TestNexmarkQueries(t *testing.T) {
 	for _, q := range nexmark.Queries {
@@ -184,12 +184,27 @@ func runNexmark(t *testing.T, specFile string, sets []string, kill bool, restore
 		case <-ctx.Done():
 			t.Fatalf("no checkpoint completed:\n%s", stderr.String())
 		}
+		// Kill once some rows are committed, so that the restored run has
+		// committed rows not to repeat.
+		for committed := 0; committed == 0; {
+			select {
+			case err := <-exited:
+				t.Fatalf("the job ended (%v) before it was killed: raise the events or lower the rate\n%s", err, tail(stderr.String(), 2000))
+			case <-ctx.Done():
+				t.Fatalf("no rows committed:\n%s", tail(stderr.String(), 2000))
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := os.Stat(out); err == nil {
+				committed = len(committedLines(t, out))
+			}
+		}
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		err := <-exited
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("the job was not killed mid-run (%v): raise the events or lower the rate\n%s", err, tail(stderr.String(), 2000))
 		}
+		t.Logf("killed with %d rows committed", len(committedLines(t, out)))
 		args = append(args, "--restore", "latest", "--set", fmt.Sprintf("parallelism=%d", restorePar))
 	}
 	cmd := exec.CommandContext(ctx, sluiceBin, append(args, specFile)...)
