@@ -32,8 +32,8 @@ const nexmarkEvents = 200_000
 // with the query's reference answer over the same events: at parallelism
 // 1; and at parallelism 2, killed with SIGKILL once a checkpoint has
 // completed and committed rows, and restored at parallelism 3
-// (exactly-once: the committed part files hold each row once). A query becomes part of the
-// test by getting its spec and its Runnable flag.
+// (exactly-once: the committed part files hold each row once). A query
+// becomes part of the test by getting its spec and its Runnable flag.
 func TestNexmarkQueries(t *testing.T) {
 	for _, q := range nexmark.Queries {
 		specFile := repoFile(t, "examples/nexmark/"+q.Name+".json")
@@ -143,9 +143,9 @@ func nexmarkReference(q *nexmark.Query, specFile string, sets []string) ([]strin
 
 // runNexmark runs a query's spec to its end and returns the rows its file
 // sink committed, in canonical order. With kill, the first run is
-// rate-limited, killed with SIGKILL once a checkpoint has completed, and
-// the job is restored from it (--restore latest) at parallelism
-// restorePar.
+// rate-limited, killed with SIGKILL once a checkpoint has completed and
+// committed rows, and the job is restored from the latest checkpoint
+// (--restore latest) at parallelism restorePar.
 func runNexmark(t *testing.T, specFile string, sets []string, kill bool, restorePar int) []string {
 	t.Helper()
 	dir := t.TempDir()
