@@ -51,3 +51,10 @@ proto:
 
 clean:
 	rm -rf bin bench.txt
+
+# The Nexmark report (docs/nexmark.md): each runnable query over 10 M events
+# (-scale multiplies) at parallelism 1 and 2 with a discard sink, beside the
+# hand-written loop. Flags: make bench-nexmark BENCH_FLAGS="-scale 0.1 -reps 1".
+.PHONY: bench-nexmark
+bench-nexmark:
+	$(GO) run ./internal/bench -only nexmark $(BENCH_FLAGS)

@@ -25,7 +25,7 @@ import (
 )
 
 var (
-	only  = flag.String("only", "", "comma-separated scenarios to run (a,b,c,pause,restore,incremental,bigstate,kafka,cluster,recovery,mesos,dispatcher); empty = all")
+	only  = flag.String("only", "", "comma-separated scenarios to run (a,b,c,pause,restore,incremental,bigstate,kafka,cluster,recovery,mesos,dispatcher,nexmark); empty = all")
 	reps  = flag.Int("reps", 3, "repetitions per measurement; the best is reported")
 	scale = flag.Float64("scale", 1, "multiply row counts (e.g. 0.1 for a quick run)")
 	prof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -162,6 +162,9 @@ func main() {
 	}
 	if want("dispatcher") {
 		scenarioDispatcher()
+	}
+	if want("nexmark") {
+		scenarioNexmark()
 	}
 	fmt.Println("| scenario | what | rows | wall | rows/s | rows per CPU-second | vs loop (time) |")
 	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
