@@ -319,6 +319,19 @@ type vertexReply struct {
 	BackPressuredMs int64 `json:"backPressuredMs"`
 	// Subtasks: each subtask's counters and (a cluster) where it runs.
 	Subtasks []subtaskReply `json:"subtasks"`
+	// Inputs are the vertex's input edges (none for a source): the web
+	// UI draws the job's graph from them.
+	Inputs []inputReply `json:"inputs"`
+	// WatermarkLagMs is wall-clock time minus the vertex's event-time
+	// watermark; absent before its first watermark.
+	WatermarkLagMs *float64 `json:"watermarkLagMs,omitempty"`
+}
+
+// inputReply is one input edge of a vertex.
+type inputReply struct {
+	From      string `json:"from"`
+	Output    string `json:"output,omitempty"` // a side output of From
+	Partition string `json:"partition"`        // forward, rebalance, hash, broadcast
 }
 
 type subtaskReply struct {
@@ -355,9 +368,14 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 	for _, n := range st.Nodes {
 		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut,
 			BackPressuredMs: bp[n.ID].Milliseconds()}
+		v.Inputs = inputsOf(a.obs.g, n.ID)
 		counters := map[int]*runtime.SubtaskCounters{}
 		if m := a.obs.nodes[n.ID]; m != nil {
 			m.Subtasks(func(i int, c *runtime.SubtaskCounters) { counters[i] = c })
+			if wm, ok := m.Watermark(); ok {
+				lag := float64(time.Since(time.UnixMilli(wm)).Microseconds()) / 1000
+				v.WatermarkLagMs = &lag
+			}
 		}
 		for i := range n.Parallelism {
 			sr := subtaskReply{Subtask: i}
@@ -379,6 +397,20 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 		Job      string        `json:"job"`
 		Vertices []vertexReply `json:"vertices"`
 	}{st.Job, vs})
+}
+
+// inputsOf lists node id's input edges in g.
+func inputsOf(g *runtime.Graph, id string) []inputReply {
+	out := []inputReply{}
+	for _, n := range g.Nodes {
+		if n.ID != id {
+			continue
+		}
+		for _, e := range n.Inputs {
+			out = append(out, inputReply{From: e.From, Output: e.Output, Partition: e.Partition.String()})
+		}
+	}
+	return out
 }
 
 // checkpointReply is one checkpoint of GET /v1/checkpoints.
