@@ -69,6 +69,7 @@ func (d *Dispatcher) Handler() http.Handler {
 		}
 		mux.Handle(rt.method+" "+rt.path, d.instrument(rt, h))
 	}
+	d.handleUI(mux)
 	mux.Handle("/", d.instrument(route{path: "unknown"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s %s; see docs/dispatcher.md", r.Method, r.URL.Path)
 	})))

@@ -33,6 +33,7 @@ import (
 //	POST /v1/start                   a master in standby (sluice framework --standby) deploys
 //	                                 the job, restoring {"restore": PATH}; answers once it runs
 //	GET  /metrics                    Prometheus metrics (text exposition format)
+//	GET  /ui/                        the web UI for this job (docs/ui.md)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
 // the `sluice skip-backlog` client.
@@ -89,8 +90,10 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/start", http.MethodPost, a.start)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
+	route("/ui/", http.MethodGet, a.ui)
+	mux.HandleFunc("GET /{$}", a.root)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics, /ui/", r.URL.Path)})
 	})
 	return mux
 }
