@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,11 +52,16 @@ func TestWebUI(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good, err := os.ReadFile(dispatcherJob(t, dir))
+	compact, err := os.ReadFile(dispatcherJob(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := bytes.Replace(good, []byte(`"type":"window"`), []byte(`"type":"windw"`), 1)
+	var pretty bytes.Buffer // as a person would paste it
+	if err := json.Indent(&pretty, compact, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	good := pretty.Bytes()
+	bad := bytes.Replace(good, []byte(`"type": "window"`), []byte(`"type": "windw"`), 1)
 	if bytes.Equal(bad, good) {
 		t.Fatal("could not break the spec")
 	}
@@ -217,6 +223,7 @@ func TestWebUI(t *testing.T) {
 	}
 	run("the master's UI", chromedp.Navigate("http://"+st.Master.HTTP+"/"), chromedp.WaitVisible(chromedp.CSS(`g.vertex[data-id="out"]`)))
 	waitText("the master's job", "#job-title", func(s string) bool { return s != "Job" && s != "" })
+	waitText("a rate in the master's UI", `g.vertex[data-id="src"] .vertex-rate`, func(s string) bool { return strings.HasSuffix(s, "/s") && !strings.Contains(s, "–") })
 	shot("master-graph")
 
 	// Cancel from its button, with confirmation.

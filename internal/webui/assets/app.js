@@ -71,6 +71,7 @@ function fmtBytes(b) {
 
 function fmtMs(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return '–';
+  if (ms === 0) return '0 ms';
   if (ms < 1) return ms.toFixed(2) + ' ms';
   if (ms < 1000) return ms.toFixed(ms < 10 ? 1 : 0) + ' ms';
   const s = ms / 1000;
@@ -79,6 +80,7 @@ function fmtMs(ms) {
   if (m < 60) return m + ' min ' + Math.floor(s % 60) + ' s';
   const hr = Math.floor(m / 60);
   if (hr < 48) return hr + ' h ' + (m % 60) + ' min';
+  if (hr > 24 * 365) return '> 1 year';
   return Math.floor(hr / 24) + ' d ' + (hr % 24) + ' h';
 }
 
@@ -93,6 +95,8 @@ function fmtTime(ts) {
   const t = Date.parse(ts);
   return Number.isNaN(t) ? '–' : new Date(t).toLocaleTimeString();
 }
+
+function baseName(p) { return String(p).replace(/\/+$/, '').split('/').pop(); }
 
 // ---- rates from successive polls ---------------------------------------------
 
@@ -406,9 +410,9 @@ async function jobHead(id, title, state, meta, alive) {
     const bits = [`id ${j.id}`, `run ${j.run}`, `restarts ${j.restarts}`];
     if (j.parallelism) bits.push(`parallelism ${j.parallelism}`);
     if (j.master) bits.push(`master ${j.master.process || ''}`);
-    if (j.lastSavepoint) bits.push(`last savepoint ${j.lastSavepoint}`);
     if (j.reason) bits.push(j.reason);
     clear(meta).append(bits.join(' · '));
+    if (j.lastSavepoint) meta.append(' · last savepoint ', h('span', {class: 'mono', title: j.lastSavepoint, text: baseName(j.lastSavepoint)}));
     const active = ['RUNNING', 'FAILING', 'STARTING', 'PENDING'].includes(j.state);
     for (const b of document.querySelectorAll('.actions button')) if (!busy) b.disabled = !active;
   } else {
@@ -608,11 +612,13 @@ function showVertex(el, v) {
 
 // ---- checkpoints tab ------------------------------------------------------------------------
 
+const HISTORY_ROWS = 12;
+
 function checkpointsTab(id, content) {
   const stats = h('div', {class: 'stats', id: 'checkpoint-stats'});
   const chart = h('div', {id: 'checkpoint-chart', class: 'charts'});
   const list = h('div', {id: 'checkpoint-list'});
-  append(content, [card('Checkpoints', stats), card('Over time (oldest left)', chart), card('History (newest first)', list)]);
+  append(content, [card('Checkpoints', stats), card('Over time (oldest left)', chart), card(`History (the last ${HISTORY_ROWS}, newest first)`, list)]);
   return async alive => {
     const r = await api('GET', masterPath(id, 'v1/checkpoints'));
     if (!alive()) return;
@@ -628,11 +634,11 @@ function checkpointsTab(id, content) {
       barChart('Duration and alignment', hist, x => x.durationMs, x => x.alignmentMs, fmtMs),
       barChart('Size', hist, x => x.bytes, null, fmtBytes)]);
     clear(list).append(table('grid', ['Id', 'Kind', 'State', 'Triggered', 'Duration', 'Alignment', 'Size', 'Path or error'],
-      (c.history || []).map(x => h('tr', {class: 'cp-' + x.state},
+      (c.history || []).slice(0, HISTORY_ROWS).map(x => h('tr', {class: 'cp-' + x.state},
         h('td', {class: 'num', text: x.id}), h('td', {text: x.savepoint ? 'savepoint' : 'checkpoint'}),
         h('td', {}, badge(x.state)), h('td', {text: fmtTime(x.triggered)}),
         h('td', {class: 'num', text: fmtMs(x.durationMs)}), h('td', {class: 'num', text: fmtMs(x.alignmentMs)}),
-        h('td', {class: 'num', text: fmtBytes(x.bytes)}), h('td', {class: 'mono wrap', text: x.error || x.path || ''})))));
+        h('td', {class: 'num', text: fmtBytes(x.bytes)}), x.error ? h('td', {class: 'wrap error-text', text: x.error}) : h('td', {class: 'mono', title: x.path || '', text: baseName(x.path || '')})))));
   };
 }
 
