@@ -51,3 +51,10 @@ proto:
 
 clean:
 	rm -rf bin bench.txt
+
+# Debian's Chromium, for the web UI's browser test (cmd/sluice/ui_test.go,
+# docs/ui.md): installed when missing (sudo only when not root).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { S=; [ "$$(id -u)" -eq 0 ] || S=sudo; $$S apt-get update && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y chromium; }
+test: chromium
