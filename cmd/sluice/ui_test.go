@@ -44,6 +44,8 @@ func TestWebUI(t *testing.T) {
 	})
 	shots := t.ArtifactDir()
 	t.Logf("screenshots: %s", shots)
+	began := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(began).Seconds(), what) }
 
 	const tok = "ui-t0ken"
 	tokenFile := filepath.Join(dir, "token")
@@ -70,12 +72,18 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("GET / as an API client: %v %v", resp, err)
 	}
 
+	phase("dispatcher listening")
 	b := newUIBrowser(t, dir, shots, dlog.String)
+	phase("chromium started")
 	run, text, count, shot, waitText := b.run, b.text, b.count, b.shot, b.waitText
 
 	// The token prompt (the API answers 401 without it).
 	run("open the UI", chromedp.Navigate(url+"/"), chromedp.WaitVisible(chromedp.ID("token-input")))
 	run("give the token", chromedp.SendKeys(chromedp.ID("token-input"), tok), chromedp.Click(chromedp.ID("modal-ok")))
+	waitText("the empty jobs list", "#jobs-summary", func(s string) bool { return strings.Contains(s, "No jobs") })
+	// From here on the pages poll every 500 ms (the token stays in the tab).
+	ui := url + "/ui/?poll=500"
+	run("poll faster", chromedp.Navigate(ui+"#/jobs"))
 	waitText("the empty jobs list", "#jobs-summary", func(s string) bool { return strings.Contains(s, "No jobs") })
 
 	// A spec the dispatcher refuses: its error inline, nothing submitted.
@@ -84,6 +92,7 @@ func TestWebUI(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("spec-error")))
 	waitText("the inline error", "#spec-error", func(s string) bool { return strings.Contains(s, "invalid job spec") && strings.Contains(s, "windw") })
 	shot("submit-invalid")
+	phase("submit-invalid")
 
 	// The good one: the form sends the browser to the job's graph.
 	run("submit", chromedp.SetValue(chromedp.ID("spec"), string(good)), chromedp.Click(chromedp.ID("submit-button")),
@@ -95,6 +104,7 @@ func TestWebUI(t *testing.T) {
 	}
 	id := m[1]
 	waitText("RUNNING", "#job-state", func(s string) bool { return s == "RUNNING" })
+	phase("submitted and RUNNING")
 
 	// The graph: three vertices, two edges; the source's count rises.
 	srcRows := func(s string) int64 {
@@ -116,14 +126,16 @@ func TestWebUI(t *testing.T) {
 	b.click("select a vertex", `g.vertex[data-id="win"]`)
 	b.waitFor("the vertex's subtasks", "#vertex-details table")
 	shot("job-graph")
+	phase("job-graph")
 
 	// The jobs list: the job RUNNING with its rates.
-	run("jobs list", chromedp.Navigate(url+"/ui/#/jobs"))
+	run("jobs list", chromedp.Navigate(ui+"#/jobs"))
 	waitText("the job's row", fmt.Sprintf(`tr[data-id="%s"] .rate-in`, id), func(s string) bool { return strings.HasSuffix(s, "/s") })
 	shot("jobs")
+	phase("jobs")
 
 	// Checkpoints, then a savepoint from its button.
-	run("checkpoints", chromedp.Navigate(url+"/ui/#/job/"+id+"/checkpoints"))
+	run("checkpoints", chromedp.Navigate(ui+"#/job/"+id+"/checkpoints"))
 	waitText("checkpoints", "#cp-completed", func(s string) bool { n, _ := strconv.Atoi(s); return n >= 2 })
 	run("savepoint", chromedp.WaitEnabled(chromedp.ID("act-savepoint")), chromedp.Click(chromedp.ID("act-savepoint")),
 		chromedp.WaitVisible(chromedp.ID("modal-ok")), chromedp.Click(chromedp.ID("modal-ok")))
@@ -131,10 +143,12 @@ func TestWebUI(t *testing.T) {
 	waitText("the savepoint counted", "#cp-savepoints", func(s string) bool { return s == "1" })
 	waitText("the savepoint in the history", "#checkpoint-list", func(s string) bool { return strings.Contains(s, "savepoint") })
 	shot("checkpoints")
+	phase("checkpoints")
 
 	run("TaskManagers", chromedp.Click(chromedp.ID("tab-taskmanagers")))
 	b.waitFor("the TaskManagers", ".tm-row")
 	shot("taskmanagers")
+	phase("taskmanagers")
 
 	// Kafka lag: the job has no Kafka source; until the master serves
 	// /v1/kafka-lag the page says it is not available.
@@ -143,6 +157,7 @@ func TestWebUI(t *testing.T) {
 		return strings.Contains(s, "not available") || strings.Contains(s, "no Kafka source")
 	})
 	shot("kafka-lag")
+	phase("kafka-lag")
 
 	// The master serves the same UI for its own job.
 	st := dispatcherStatus(t, url, tokenFile, id)
@@ -158,14 +173,15 @@ func TestWebUI(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Contains(page, []byte(`content="master"`)) {
 		t.Fatalf("the master's /ui/: %d %s", resp.StatusCode, page)
 	}
-	run("the master's UI", chromedp.Navigate("http://"+st.Master.HTTP+"/"))
+	run("the master's UI", chromedp.Navigate("http://"+st.Master.HTTP+"/ui/?poll=500"))
 	b.waitFor("the master's graph", `g.vertex[data-id="out"]`)
 	waitText("the master's job", "#job-title", func(s string) bool { return s != "Job" && s != "" })
 	waitText("a rate in the master's UI", `g.vertex[data-id="src"] .vertex-rate`, func(s string) bool { return strings.HasSuffix(s, "/s") && !strings.Contains(s, "–") })
 	shot("master-graph")
+	phase("master-graph")
 
 	// Cancel from its button, with confirmation.
-	run("back to the dispatcher", chromedp.Navigate(url+"/ui/#/job/"+id+"/graph"))
+	run("back to the dispatcher", chromedp.Navigate(ui+"#/job/"+id+"/graph"))
 	waitText("RUNNING", "#job-state", func(s string) bool { return s == "RUNNING" })
 	run("cancel", chromedp.WaitEnabled(chromedp.ID("act-cancel")), chromedp.Click(chromedp.ID("act-cancel")),
 		chromedp.WaitVisible(chromedp.ID("modal-ok")), chromedp.Click(chromedp.ID("modal-ok")))
@@ -174,7 +190,8 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("after cancel: %s", st.State)
 	}
 	shot("job-canceled")
-	run("jobs list", chromedp.Navigate(url+"/ui/#/jobs"))
+	phase("job-canceled")
+	run("jobs list", chromedp.Navigate(ui+"#/jobs"))
 	waitText("the job's row", fmt.Sprintf(`tr[data-id="%s"]`, id), func(s string) bool { return strings.Contains(s, "CANCELED") })
 }
 
@@ -315,7 +332,7 @@ func TestWebUIContracts(t *testing.T) {
 	t.Cleanup(srv.Close)
 	b := newUIBrowser(t, dir, shots, func() string { return "" })
 
-	b.run("the master's UI", chromedp.Navigate(srv.URL+"/ui/"))
+	b.run("the master's UI", chromedp.Navigate(srv.URL+"/ui/?poll=500"))
 	b.waitFor("the graph", `g.vertex[data-id="out"]`)
 	if nv, ne := b.count("g.vertex"), b.count("path.edge"); nv != 6 || ne != 5 {
 		t.Fatalf("graph: %d vertices, %d edges; want 6 and 5", nv, ne)
@@ -388,7 +405,7 @@ func fakeMasterAPI(start time.Time) http.Handler {
 	mux.HandleFunc("GET /v1/checkpoints", func(w http.ResponseWriter, r *http.Request) {
 		var hist []any
 		for id := 41; id >= 12; id-- {
-			ts := start.Add(time.Duration(id) * 10 * time.Second).UTC().Format(time.RFC3339Nano)
+			ts := start.Add(-time.Duration(42-id) * 10 * time.Second).UTC().Format(time.RFC3339Nano)
 			c := map[string]any{"id": id, "triggered": ts, "durationMs": 300 + float64(id%7)*90, "alignmentMs": float64(id%5) * 40,
 				"bytes": 40<<20 + id*(1<<20), "state": "completed", "path": fmt.Sprintf("hdfs://nn:8020/sluice/ck/chk-%d", id)}
 			switch id {

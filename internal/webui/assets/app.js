@@ -5,7 +5,9 @@
 'use strict';
 
 const MODE = document.querySelector('meta[name="sluice-mode"]').content; // dispatcher | master
-const POLL_MS = 2000;
+// How often the pages poll: every 2 s, or ?poll=MS in the page's address
+// (at least 250).
+const POLL_MS = Math.max(250, Number(new URLSearchParams(location.search).get('poll')) || 2000);
 const TOKEN_KEY = 'sluice-token';
 // The jobs list reads the masters of at most this many running jobs per
 // poll (three small GETs each); the rest show their state only.
@@ -90,6 +92,10 @@ function ageOf(ts) {
   if (Number.isNaN(t) || t <= 0) return null;
   return Math.max(0, Date.now() - t);
 }
+
+// completedAge is how long ago checkpoint c completed (its trigger plus
+// its duration); never below 0, whatever the clocks say.
+function completedAge(c) { return Math.max(0, (ageOf(c.triggered) ?? 0) - (c.durationMs || 0)); }
 
 function fmtTime(ts) {
   const t = Date.parse(ts);
@@ -314,7 +320,7 @@ async function jobDetail(id) {
   }
   if (cp.ok && cp.data.latest) {
     const l = cp.data.latest;
-    d.checkpointAge = ageOf(l.triggered) - (l.durationMs || 0);
+    d.checkpointAge = completedAge(l);
   }
   return d;
 }
@@ -627,7 +633,7 @@ function checkpointsTab(id, content) {
     const l = c.latest;
     append(clear(stats), [stat('completed', fmtNum(c.completed), 'cp-completed'), stat('savepoints', fmtNum(c.savepoints), 'cp-savepoints'),
       stat('failed', fmtNum(c.failed)), stat('restarts', fmtNum(c.restarts)),
-      stat('last checkpoint', l ? fmtMs(ageOf(l.triggered) - l.durationMs) + ' ago' : '–'),
+      stat('last checkpoint', l ? fmtMs(completedAge(l)) + ' ago' : '–'),
       stat('last duration', l ? fmtMs(l.durationMs) : '–'), stat('last size', l ? fmtBytes(l.bytes) : '–')]);
     const hist = (c.history || []).slice().reverse();
     append(clear(chart), [
@@ -657,7 +663,8 @@ function barChart(title, items, value, inner, fmt) {
   items.forEach((x, i) => {
     const v = value(x), bh = H * v / max, bx = L + 4 + i * bw;
     const kind = x.state !== 'completed' ? 'failed' : x.savepoint ? 'savepoint' : 'checkpoint';
-    root.append(svg('rect', {class: 'bar-' + kind, x: bx, y: T + H - bh, width: Math.max(1, bw - 2), height: Math.max(0, bh)},
+    const minH = kind === 'failed' ? 3 : 0; // a failed one wrote nothing: still show it
+    root.append(svg('rect', {class: 'bar-' + kind, x: bx, y: T + H - Math.max(minH, bh), width: Math.max(1, bw - 2), height: Math.max(minH, bh)},
       svg('title', {}, `#${x.id} ${kind}: ${fmt(v)}${inner ? ', alignment ' + fmt(inner(x)) : ''}`)));
     if (inner) {
       const ih = H * Math.min(inner(x) || 0, v) / max;
@@ -716,7 +723,7 @@ function kafkaTab(id, content) {
     clear(list).append(table('grid', ['Vertex', 'Subtask', 'Topic', 'Partition', 'Offset', 'High watermark', 'Lag', ''],
       ps.map(p => h('tr', {},
         h('td', {text: p.vertex}), h('td', {class: 'num', text: p.subtask}), h('td', {text: p.topic}), h('td', {class: 'num', text: p.partition}),
-        h('td', {class: 'num', text: fmtNum(p.offset)}), h('td', {class: 'num', text: fmtNum(p.highWatermark)}), h('td', {class: 'num', text: fmtNum(p.lag)}),
+        h('td', {class: 'num', text: String(p.offset)}), h('td', {class: 'num', text: String(p.highWatermark)}), h('td', {class: 'num', text: fmtNum(p.lag)}),
         h('td', {class: 'lag-cell'}, h('div', {class: 'bar'}, h('div', {class: 'bar-fill lag', 'width%': Math.round(100 * p.lag / max)})))))));
   };
 }
