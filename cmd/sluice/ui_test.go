@@ -86,10 +86,19 @@ func TestWebUI(t *testing.T) {
 	run("poll faster", chromedp.Navigate(ui+"#/jobs"))
 	waitText("the empty jobs list", "#jobs-summary", func(s string) bool { return strings.Contains(s, "No jobs") })
 
-	// A spec the dispatcher refuses: its error inline, nothing submitted.
+	// A spec the dispatcher refuses, uploaded from a file: its error
+	// inline, nothing submitted.
+	badFile := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(badFile, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	run("open the form", chromedp.Click(chromedp.ID("nav-submit")), chromedp.WaitVisible(chromedp.ID("spec")),
-		chromedp.SetValue(chromedp.ID("spec"), string(bad)), chromedp.Click(chromedp.ID("submit-button")),
-		chromedp.WaitVisible(chromedp.ID("spec-error")))
+		chromedp.SetUploadFiles(chromedp.ID("spec-file"), []string{badFile}))
+	waitText("the uploaded spec", "#spec", func(string) bool { return true })
+	if v := text("the uploaded spec", chromedp.Value(chromedp.ID("spec"))); !strings.Contains(v, "windw") {
+		t.Fatalf("the upload did not fill the form: %q", v)
+	}
+	run("submit the bad spec", chromedp.Click(chromedp.ID("submit-button")), chromedp.WaitVisible(chromedp.ID("spec-error")))
 	waitText("the inline error", "#spec-error", func(s string) bool { return strings.Contains(s, "invalid job spec") && strings.Contains(s, "windw") })
 	shot("submit-invalid")
 	phase("submit-invalid")

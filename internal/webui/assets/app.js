@@ -535,7 +535,11 @@ function graphTab(id, content) {
         t: now,
       });
     }
-    drawGraph(holder, vs, stats, v => { selected = v.id; showVertex(details, vs.find(x => x.id === selected)); });
+    drawGraph(holder, vs, stats, selected, v => {
+      selected = v.id;
+      for (const g of holder.querySelectorAll('g.vertex')) g.classList.toggle('selected', g.dataset.id === selected);
+      showVertex(details, vs.find(x => x.id === selected));
+    });
     if (selected) showVertex(details, vs.find(x => x.id === selected));
   };
 }
@@ -561,7 +565,7 @@ function levels(vs) {
 
 function bpClass(bp) { return bp === null || bp === undefined ? 'ok' : bp < 0.1 ? 'ok' : bp < 0.5 ? 'warn' : 'bad'; }
 
-function drawGraph(holder, vs, stats, onSelect) {
+function drawGraph(holder, vs, stats, selected, onSelect) {
   const level = levels(vs);
   const cols = [];
   for (const v of vs) (cols[level.get(v.id)] ||= []).push(v);
@@ -595,7 +599,7 @@ function drawGraph(holder, vs, stats, onSelect) {
       `back-pressure ${s.bp === null || s.bp === undefined ? '–' : Math.round(s.bp * 100) + ' %'}`,
       `watermark lag ${v.watermarkLagMs === undefined || v.watermarkLagMs === null ? '–' : fmtMs(v.watermarkLagMs)}`,
     ];
-    root.append(svg('g', {class: `vertex bp-${cls} state-${v.state}`, 'data-id': v.id, transform: `translate(${p.x} ${p.y})`, onclick: () => onSelect(v)},
+    root.append(svg('g', {class: `vertex bp-${cls} state-${v.state}${v.id === selected ? ' selected' : ''}`, 'data-id': v.id, transform: `translate(${p.x} ${p.y})`, onclick: () => onSelect(v)},
       svg('title', {}, `${v.id}: rows in ${v.rowsIn}, out ${v.rowsOut}; back-pressured ${v.backPressuredMs} ms in all`),
       svg('rect', {class: 'box', width: BOX_W, height: BOX_H, rx: 8}),
       svg('rect', {class: 'box-head', width: BOX_W, height: 26, rx: 8}),
