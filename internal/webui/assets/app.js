@@ -124,6 +124,7 @@ function rate(key, v) {
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
 
 let askingToken = false;
+let tokenDeclined = false; // asked and cancelled: wait for the Token button
 
 async function api(method, path, body) {
   const headers = {Accept: 'application/json'};
@@ -141,7 +142,7 @@ async function api(method, path, body) {
   let data = null;
   try { data = JSON.parse(text); } catch (e) { /* metrics, or a plain error */ }
   const error = resp.ok ? '' : (data && data.error) || text.trim() || resp.statusText;
-  if (resp.status === 401 && MODE === 'dispatcher' && !askingToken) askToken(tok ? 'The token was refused.' : 'The dispatcher wants its bearer token.');
+  if (resp.status === 401 && MODE === 'dispatcher' && !askingToken && !tokenDeclined) askToken(tok ? 'The token was refused.' : 'The dispatcher wants its bearer token.');
   return {status: resp.status, ok: resp.ok, data, error};
 }
 
@@ -201,6 +202,7 @@ async function askToken(why) {
   const input = h('input', {id: 'token-input', type: 'password', autocomplete: 'off', placeholder: 'bearer token', value: token()});
   const ok = await dialog('Dispatcher token', [h('p', {text: why + ' It is kept in this tab only (sessionStorage) and sent as "Authorization: Bearer".'}), input], 'Use token');
   askingToken = false;
+  tokenDeclined = !ok;
   if (ok) {
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
     route();
@@ -501,9 +503,12 @@ async function progressPanel(id, el, alive) {
       o.filesTotal ? `${o.filesDone}/${o.filesTotal} files` : '',
       o.state === 'running' && o.etaMs ? `about ${fmtMs(o.etaMs)} left` : '',
       o.error || ''].filter(Boolean).join(' · ');
+    const subs = (o.subtasks || []).slice(0, 12).map(x =>
+      h('span', {class: 'chip', text: `${x.vertex}#${x.subtask} ${x.bytesTotal ? Math.round(100 * x.bytesDone / x.bytesTotal) + ' %' : (x.filesTotal ? x.filesDone + '/' + x.filesTotal + ' files' : '')}`}));
     return h('div', {class: 'op op-' + o.state},
       h('div', {class: 'op-text', text}),
-      h('div', {class: 'bar'}, h('div', {class: 'bar-fill', 'width%': pct})));
+      h('div', {class: 'bar'}, h('div', {class: 'bar-fill', 'width%': pct})),
+      subs.length ? h('div', {class: 'op-subtasks'}, subs) : null);
   })));
 }
 
