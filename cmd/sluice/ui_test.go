@@ -187,6 +187,16 @@ func TestWebUI(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Contains(page, []byte(`content="master"`)) {
 		t.Fatalf("the master's /ui/: %d %s", resp.StatusCode, page)
 	}
+	req, _ := http.NewRequest("GET", "http://"+st.Master.HTTP+"/", nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err = http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/ui/" {
+		t.Fatalf("the master's / for a browser: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	run("the master's UI", chromedp.Navigate("http://"+st.Master.HTTP+"/ui/?poll=500"))
 	b.waitFor("the master's graph", `g.vertex[data-id="out"]`)
 	waitText("the master's job", "#job-title", func(s string) bool { return s != "Job" && s != "" })
