@@ -106,17 +106,23 @@ function baseName(p) { return String(p).replace(/\/+$/, '').split('/').pop(); }
 
 // ---- rates from successive polls ---------------------------------------------
 
-const samples = new Map(); // key → {t, v}
+const samples = new Map(); // key → [{t, v}], oldest first, over the last RATE_WINDOW_MS
+const RATE_WINDOW_MS = 5000;
 
-// rate is the per-second change of a counter since the previous poll (null
-// at the first, or when the counter went back: a restart of the master).
+// rate is a counter's per-second change over the last few seconds of polls
+// (the browser's clock times the answers, so one short interval alone is
+// noisy); null at the first poll. A counter that goes back (a new master)
+// starts over.
 function rate(key, v) {
   const now = performance.now();
-  const prev = samples.get(key);
-  if (prev && v >= prev.v && now - prev.t < 500) return prev.r; // polled again too soon
-  const r = prev && v >= prev.v ? (v - prev.v) * 1000 / (now - prev.t) : null;
-  samples.set(key, {t: now, v, r});
-  return r;
+  let s = samples.get(key) || [];
+  if (s.length && v < s[s.length - 1].v) s = [];
+  s.push({t: now, v});
+  while (s.length > 2 && now - s[1].t >= RATE_WINDOW_MS) s.shift();
+  samples.set(key, s);
+  const first = s[0];
+  if (s.length < 2 || now - first.t < 200) return null;
+  return (v - first.v) * 1000 / (now - first.t);
 }
 
 // ---- the API ----------------------------------------------------------------
