@@ -35,6 +35,7 @@ var routes = []route{
 	{"POST", "/v1/jobs/{id}/rescale", false, (*Dispatcher).postRescale},
 	{"POST", "/v1/jobs/{id}/upgrade", false, (*Dispatcher).postUpgrade},
 	{"POST", "/v1/jobs/{id}/skip-backlog", false, (*Dispatcher).postSkipBacklog},
+	{"GET", "/v1/jobs/{id}/master/{path...}", false, (*Dispatcher).getMaster},
 	{"GET", "/healthz", true, (*Dispatcher).healthz},
 	{"GET", "/metrics", false, nil}, // promhttp
 }
@@ -68,6 +69,7 @@ func (d *Dispatcher) Handler() http.Handler {
 		}
 		mux.Handle(rt.method+" "+rt.path, d.instrument(rt, h))
 	}
+	d.handleUI(mux)
 	mux.Handle("/", d.instrument(route{path: "unknown"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route %s %s; see docs/dispatcher.md", r.Method, r.URL.Path)
 	})))

@@ -33,6 +33,7 @@ import (
 //	POST /v1/start                   a master in standby (sluice framework --standby) deploys
 //	                                 the job, restoring {"restore": PATH}; answers once it runs
 //	GET  /metrics                    Prometheus metrics (text exposition format)
+//	GET  /ui/                        the web UI for this job (docs/ui.md)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
 // the `sluice skip-backlog` client.
@@ -89,8 +90,10 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/start", http.MethodPost, a.start)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
+	route("/ui/", http.MethodGet, a.ui)
+	mux.HandleFunc("GET /{$}", a.root)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics, /ui/", r.URL.Path)})
 	})
 	return mux
 }
@@ -319,6 +322,19 @@ type vertexReply struct {
 	BackPressuredMs int64 `json:"backPressuredMs"`
 	// Subtasks: each subtask's counters and (a cluster) where it runs.
 	Subtasks []subtaskReply `json:"subtasks"`
+	// Inputs are the vertex's input edges (none for a source): the web
+	// UI draws the job's graph from them.
+	Inputs []inputReply `json:"inputs"`
+	// WatermarkLagMs is wall-clock time minus the vertex's event-time
+	// watermark; absent before its first watermark.
+	WatermarkLagMs *float64 `json:"watermarkLagMs,omitempty"`
+}
+
+// inputReply is one input edge of a vertex.
+type inputReply struct {
+	From      string `json:"from"`
+	Output    string `json:"output,omitempty"` // a side output of From
+	Partition string `json:"partition"`        // forward, rebalance, hash, broadcast
 }
 
 type subtaskReply struct {
@@ -355,9 +371,14 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 	for _, n := range st.Nodes {
 		v := vertexReply{ID: n.ID, Type: n.Type, Parallelism: n.Parallelism, Source: n.Source, State: st.State, RowsIn: n.RowsIn, RowsOut: n.RowsOut,
 			BackPressuredMs: bp[n.ID].Milliseconds()}
+		v.Inputs = inputsOf(a.obs.g, n.ID)
 		counters := map[int]*runtime.SubtaskCounters{}
 		if m := a.obs.nodes[n.ID]; m != nil {
 			m.Subtasks(func(i int, c *runtime.SubtaskCounters) { counters[i] = c })
+			if wm, ok := m.Watermark(); ok {
+				lag := float64(time.Since(time.UnixMilli(wm)).Microseconds()) / 1000
+				v.WatermarkLagMs = &lag
+			}
 		}
 		for i := range n.Parallelism {
 			sr := subtaskReply{Subtask: i}
@@ -379,6 +400,20 @@ func (a *jobAPI) vertices(w http.ResponseWriter, r *http.Request) {
 		Job      string        `json:"job"`
 		Vertices []vertexReply `json:"vertices"`
 	}{st.Job, vs})
+}
+
+// inputsOf lists node id's input edges in g.
+func inputsOf(g *runtime.Graph, id string) []inputReply {
+	out := []inputReply{}
+	for _, n := range g.Nodes {
+		if n.ID != id {
+			continue
+		}
+		for _, e := range n.Inputs {
+			out = append(out, inputReply{From: e.From, Output: e.Output, Partition: e.Partition.String()})
+		}
+	}
+	return out
 }
 
 // checkpointReply is one checkpoint of GET /v1/checkpoints.
