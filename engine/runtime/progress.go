@@ -107,7 +107,7 @@ func (s *subProgress) bytes() int64 {
 var progressSeq atomic.Int64
 
 // SavepointOp and RestoreOp name operations.
-func SavepointOp(id int64) string      { return "sp-" + strconv.FormatInt(id, 10) }
+func SavepointOp(id int64) string     { return "sp-" + strconv.FormatInt(id, 10) }
 func RestoreOp(attempt string) string { return "restore-" + attempt }
 
 func (p *Progress) op(id, kind string) *progressOp {
