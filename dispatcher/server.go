@@ -35,6 +35,7 @@ var routes = []route{
 	{"POST", "/v1/jobs/{id}/rescale", false, (*Dispatcher).postRescale},
 	{"POST", "/v1/jobs/{id}/upgrade", false, (*Dispatcher).postUpgrade},
 	{"POST", "/v1/jobs/{id}/skip-backlog", false, (*Dispatcher).postSkipBacklog},
+	{"GET", "/v1/jobs/{id}/progress", false, (*Dispatcher).getProgress},
 	{"GET", "/healthz", true, (*Dispatcher).healthz},
 	{"GET", "/metrics", false, nil}, // promhttp
 }
