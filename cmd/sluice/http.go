@@ -61,9 +61,10 @@ type jobAPI struct {
 	obs        *jobObserver
 	// cancel cancels the job (POST /v1/cancel without a savepoint).
 	cancel func()
+	log    *slog.Logger
+
 	// progress: savepoints' and restores' progress (http_progress.go).
 	progress *runtime.Progress
-	log    *slog.Logger
 }
 
 // skipTimeout bounds a skip-backlog request: a source that cannot reach its
