@@ -132,8 +132,12 @@ func (p *jobProgress) observe(rec Record, live State, master, next []runtime.Pro
 			(o.view.Kind == runtime.ProgressUpgrade && rec.Upgrade != nil && rec.Upgrade.Run == o.run)
 		switch {
 		case inRecord && !rec.State.Terminal():
-		case rec.Run < o.run || rec.State.Terminal() && rec.State != Finished:
+		case rec.Run < o.run || rec.State.Terminal() && rec.State != Finished ||
+			o.view.Kind == runtime.ProgressUpgrade && rec.SpecRun != o.run: // rolled back
 			msg := "the job went back to its previous run"
+			if o.view.Kind == runtime.ProgressUpgrade && rec.Run > o.run {
+				msg = "the upgrade was rolled back: " + rec.Reason
+			}
 			if rec.State.Terminal() {
 				msg = "the job ended: " + string(rec.State)
 			}

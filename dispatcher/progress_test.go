@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ type progressLauncher struct {
 	t       *testing.T
 	mu      sync.Mutex
 	ops     map[int][]runtime.ProgressOperation // by run
-	release chan struct{}                        // closed: a stop-with-savepoint answers
+	release chan struct{}                       // closed: a stop-with-savepoint answers
 	epoch   int64
 }
 
@@ -169,5 +170,55 @@ func TestRescaleProgress(t *testing.T) {
 		if rep.Operations[i].StartedAt.After(rep.Operations[i-1].StartedAt) {
 			t.Fatalf("not newest first: %+v", rep.Operations)
 		}
+	}
+}
+
+// TestUpgradeProgressPhases: an upgrade goes through standby, savepoint
+// and restore as its record says, with the numbers of the master doing
+// each phase; it ends done once the new version restored, failed when
+// rolled back.
+func TestUpgradeProgressPhases(t *testing.T) {
+	t0 := time.Now().UTC()
+	get := func(ops []runtime.ProgressOperation) runtime.ProgressOperation {
+		t.Helper()
+		for _, o := range ops {
+			if o.Kind == runtime.ProgressUpgrade {
+				return o
+			}
+		}
+		t.Fatalf("no upgrade in %+v", ops)
+		return runtime.ProgressOperation{}
+	}
+	p := &jobProgress{}
+	u := &Upgrade{Run: 2, Requested: t0}
+	o := get(p.observe(Record{Run: 1, State: Running, Upgrade: u}, Running, nil, nil, t0.Add(time.Second)))
+	if o.ID != "upgrade-2" || o.Phase != PhaseStandby || o.State != runtime.ProgressRunning || o.EtaMs != -1 || !o.StartedAt.Equal(t0) {
+		t.Fatalf("standing by: %+v", o)
+	}
+	u.Stopping = true
+	sp := progressOp("sp-4", runtime.ProgressSavepoint, runtime.ProgressRunning, 100, 400)
+	o = get(p.observe(Record{Run: 1, State: Running, Upgrade: u}, Running, []runtime.ProgressOperation{sp}, nil, t0.Add(2*time.Second)))
+	if o.Phase != PhaseSavepoint || o.BytesDone != 100 || o.BytesTotal != 400 || o.EtaMs <= 0 {
+		t.Fatalf("stopping: %+v", o)
+	}
+	u.Savepoint = "file:///sp/4"
+	rs := progressOp("restore-b", runtime.ProgressRestore, runtime.ProgressRunning, 10, 50)
+	o = get(p.observe(Record{Run: 1, State: Running, Upgrade: u}, Running, nil, []runtime.ProgressOperation{rs}, t0.Add(3*time.Second)))
+	if o.Phase != PhaseRestore || o.BytesDone != 10 || o.BytesTotal != 50 {
+		t.Fatalf("restoring: %+v", o)
+	}
+	rs.State, rs.BytesDone = runtime.ProgressDone, 50
+	o = get(p.observe(Record{Run: 2, SpecRun: 2, State: Running}, Running, []runtime.ProgressOperation{rs}, nil, t0.Add(4*time.Second)))
+	if o.State != runtime.ProgressDone || o.BytesDone != 50 || o.BytesTotal != 50 || o.EtaMs != 0 {
+		t.Fatalf("upgraded: %+v", o)
+	}
+
+	// Rolled back: the old spec runs again, from the savepoint.
+	p = &jobProgress{}
+	u = &Upgrade{Run: 2, Requested: t0, Stopping: true, Savepoint: "file:///sp/4"}
+	p.observe(Record{Run: 1, State: Running, Upgrade: u}, Running, nil, nil, t0)
+	o = get(p.observe(Record{Run: 3, State: Starting, Reason: "its master ended"}, Starting, nil, nil, t0.Add(time.Second)))
+	if o.State != runtime.ProgressFailed || !strings.Contains(o.Error, "rolled back") {
+		t.Fatalf("rolled back: %+v", o)
 	}
 }

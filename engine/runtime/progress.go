@@ -53,8 +53,12 @@ type SizedSnapshot interface {
 	SnapshotSize() int64
 }
 
-// progressKeep is how many finished operations a Progress keeps.
-const progressKeep = 10
+// progressKeep is how many finished operations a Progress keeps, and
+// progressMax how many in all.
+const (
+	progressKeep = 10
+	progressMax  = 50
+)
 
 // Progress tracks the operations of one job (or one process's share of
 // them). The zero value is not usable; a nil *Progress tracks nothing.
@@ -192,20 +196,29 @@ func (s *subProgress) finish() {
 	s.done.Store(true)
 }
 
-// prune drops the oldest finished operations beyond progressKeep.
+// prune drops the oldest finished operations beyond progressKeep, and
+// the oldest of any beyond progressMax (a TaskManager's restore that
+// failed halfway is never finished there).
 func (p *Progress) prune() {
-	var fin []*progressOp
+	var fin, all []*progressOp
 	for _, o := range p.ops {
+		all = append(all, o)
 		if o.finished() {
 			fin = append(fin, o)
 		}
 	}
-	if len(fin) <= progressKeep {
-		return
+	newestFirst := func(a, b *progressOp) int { return int(b.seq - a.seq) }
+	if len(fin) > progressKeep {
+		slices.SortFunc(fin, newestFirst)
+		for _, o := range fin[progressKeep:] {
+			delete(p.ops, o.id)
+		}
 	}
-	slices.SortFunc(fin, func(a, b *progressOp) int { return int(b.seq - a.seq) })
-	for _, o := range fin[progressKeep:] {
-		delete(p.ops, o.id)
+	if len(all) > progressMax {
+		slices.SortFunc(all, newestFirst)
+		for _, o := range all[progressMax:] {
+			delete(p.ops, o.id)
+		}
 	}
 }
 
