@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,10 +149,17 @@ func TestSavepointAndRestoreProgress(t *testing.T) {
 		if ok {
 			seen = append(seen, o.BytesDone)
 		}
-		return ok && o.State == runtime.ProgressRunning && o.BytesDone > 0 && o.BytesDone < o.BytesTotal && o.FilesDone < o.FilesTotal
+		w := 0
+		for _, s := range o.Subtasks {
+			if s.Vertex == "w" && s.BytesDone > 0 {
+				w++
+			}
+		}
+		// Both of w's subtasks wait halfway: their counts stay.
+		return ok && w == 2 && o.State == runtime.ProgressRunning && o.BytesDone < o.BytesTotal && o.FilesDone < o.FilesTotal
 	})
 	mid, _ := progressOp(p, runtime.ProgressSavepoint)
-	if mid.ID == "" || len(mid.Subtasks) < 2 || mid.BytesTotal < 8*progressKG {
+	if mid.ID == "" || mid.BytesTotal < 8*progressKG {
 		t.Errorf("the savepoint halfway: %+v; want every subtask of w with the sized snapshots' totals", mid)
 	}
 	close(snap.open)
@@ -268,4 +276,50 @@ func TestProgressMerge(t *testing.T) {
 	if len(ops) != 10 || ops[0].ID != "sp-29" {
 		t.Fatalf("kept %d operations, newest %q; want 10, sp-29", len(ops), ops[0].ID)
 	}
+}
+
+// TestRestoreProgressAfterRestart: a job that fails restarts from its
+// latest checkpoint, and that restore is listed, done with bytes == total.
+func TestRestoreProgressAfterRestart(t *testing.T) {
+	st, err := checkpoint.Open("file://"+t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail atomic.Bool
+	restored := &sync.Map{}
+	g := &runtime.Graph{JobName: "restart-progress", MaxParallelism: 8, ExactlyOnce: true, Nodes: []*runtime.Node{
+		{ID: "src", Type: "fake", Parallelism: 1, Schema: posSchema, NewSource: func() runtime.Source { return &fakeSource{fail: &fail} }},
+		{ID: "w", Type: "big", Parallelism: 2, Inputs: []runtime.Edge{{From: "src", Partition: runtime.Rebalance}},
+			NewOperator: func() runtime.Operator { return &bigState{restored: restored} }},
+	}}
+	p := runtime.NewProgress()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var checkpoints atomic.Int64
+	ended := make(chan error, 1)
+	go func() {
+		_, err := runtime.Run(ctx, g, runtime.Options{Storage: st, Interval: 20 * time.Millisecond, Timeout: time.Minute, Retained: 2,
+			RestartAttempts: 3, Progress: p, LocalStateDir: t.TempDir(), Log: slog.New(slog.DiscardHandler),
+			OnCheckpoint: func(s runtime.CheckpointStats) {
+				if s.State == "completed" {
+					checkpoints.Add(1)
+				}
+			}})
+		ended <- err
+	}()
+	eventually(t, "a checkpoint", func() bool { return checkpoints.Load() > 0 })
+	if _, ok := progressOp(p, runtime.ProgressRestore); ok {
+		t.Fatal("a restore listed before any restart")
+	}
+	fail.Store(true)
+	eventually(t, "the restart's restore done", func() bool {
+		o, ok := progressOp(p, runtime.ProgressRestore)
+		return ok && o.State == runtime.ProgressDone
+	})
+	o, _ := progressOp(p, runtime.ProgressRestore)
+	if o.BytesDone < 8*progressKG || o.BytesDone != o.BytesTotal || o.FilesDone != o.FilesTotal || o.FilesDone < 3 {
+		t.Errorf("the restart's restore: %+v; want bytes == total ≥ %d, files == total ≥ 3", o, 8*progressKG)
+	}
+	cancel()
+	<-ended
 }
