@@ -44,8 +44,9 @@ const (
 var progressMemo sync.Map // *job → *jobProgress
 
 type jobProgress struct {
-	mu  sync.Mutex
-	ops []*dispatcherOp // oldest first
+	watch sync.Once
+	mu    sync.Mutex
+	ops   []*dispatcherOp // oldest first
 }
 
 type dispatcherOp struct {
@@ -63,7 +64,7 @@ func (d *Dispatcher) getProgress(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), progressTimeout)
 	defer cancel()
-	_, rec, m := j.state()
+	rec, m := j.recordCopy()
 	var master []runtime.ProgressOperation
 	if m != nil {
 		var rep ProgressReply
@@ -83,11 +84,59 @@ func (d *Dispatcher) getProgress(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	v, _ := progressMemo.LoadOrStore(j, &jobProgress{})
-	ops := v.(*jobProgress).observe(rec, j.liveState(), master, next, time.Now())
+	jp := v.(*jobProgress)
+	jp.watch.Do(func() { d.watchRecord(j, jp) })
+	ops := jp.observe(rec, j.liveState(), master, next, time.Now())
 	ops = append(ops, master...)
 	ops = append(ops, next...)
 	slices.SortStableFunc(ops, func(a, b runtime.ProgressOperation) int { return b.StartedAt.Compare(a.StartedAt) })
 	writeJSON(w, http.StatusOK, ProgressReply{Operations: ops})
+}
+
+// watchRecord follows the job's record from the first progress request
+// on, so that a rescale or upgrade is listed even when no request came
+// while its record showed it (a savepoint of a second): a client asks
+// once before it starts one, and later requests find it.
+func (d *Dispatcher) watchRecord(j *job, p *jobProgress) {
+	go func() { // ends with the job or the dispatcher
+		for {
+			j.mu.Lock()
+			changed := j.changed // before the record: no change is missed
+			j.mu.Unlock()
+			rec, _ := j.recordCopy()
+			p.mu.Lock()
+			p.fromRecord(rec, time.Now())
+			p.mu.Unlock()
+			if rec.State.Terminal() {
+				return
+			}
+			select {
+			case <-changed:
+			case <-d.ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// recordCopy is the job's record with its own copies of Rescale and
+// Upgrade (an update's function changes those in place: it runs under
+// j.wmu, not j.mu), and its master.
+func (j *job) recordCopy() (Record, Master) {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	rec := j.rec
+	if rec.Rescale != nil {
+		rs := *rec.Rescale
+		rec.Rescale = &rs
+	}
+	if rec.Upgrade != nil {
+		u := *rec.Upgrade
+		rec.Upgrade = &u
+	}
+	return rec, j.master
 }
 
 func (j *job) liveState() State {
@@ -101,6 +150,7 @@ func (j *job) liveState() State {
 func (p *jobProgress) observe(rec Record, live State, master, next []runtime.ProgressOperation, now time.Time) []runtime.ProgressOperation {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.fromRecord(rec, now)
 	if rs := rec.Rescale; rs != nil {
 		o := p.find(runtime.ProgressRescale, rec.Run+1, now, now)
 		if rs.Savepoint == "" {
@@ -169,6 +219,31 @@ func (p *jobProgress) observe(rec Record, live State, master, next []runtime.Pro
 		out = append(out, v)
 	}
 	return out
+}
+
+// fromRecord begins the operations the record shows under way, and
+// moves them to the phase it says (numbers come from the masters, in
+// observe).
+func (p *jobProgress) fromRecord(rec Record, now time.Time) {
+	if rs := rec.Rescale; rs != nil {
+		o := p.find(runtime.ProgressRescale, rec.Run+1, now, now)
+		if rs.Savepoint != "" {
+			o.phase(PhaseRestore, nil)
+		} else if o.view.Phase == "" {
+			o.phase(PhaseSavepoint, nil)
+		}
+	}
+	if u := rec.Upgrade; u != nil {
+		o := p.find(runtime.ProgressUpgrade, u.Run, u.Requested, now)
+		switch {
+		case !u.Stopping:
+			o.phase(PhaseStandby, nil)
+		case u.Savepoint == "" && rec.Run < u.Run:
+			o.phase(PhaseSavepoint, nil)
+		default:
+			o.phase(PhaseRestore, nil)
+		}
+	}
 }
 
 // find returns the running operation of kind leading to run, begun now

@@ -171,6 +171,28 @@ func TestRescaleProgress(t *testing.T) {
 			t.Fatalf("not newest first: %+v", rep.Operations)
 		}
 	}
+
+	// A rescale no request saw under way (its savepoint is at once): the
+	// dispatcher follows the record since the first request and lists it.
+	l.set(3, progressOp("restore-a3", runtime.ProgressRestore, runtime.ProgressRunning, 0, 200))
+	e.waitState(id, Running)
+	var again RescaleReply
+	if code := e.do("POST", "/v1/jobs/"+id+"/rescale", []byte(`{"parallelism": 1}`), &again); code != 200 || again.Run != 3 {
+		t.Fatalf("second rescale: %d %+v", code, again)
+	}
+	waitFor("the second rescale listed", func(r ProgressReply) bool {
+		for _, o := range r.Operations {
+			if o.ID == "rescale-3" && o.Phase == PhaseRestore && o.State == runtime.ProgressRunning && o.BytesTotal == 200 {
+				return true
+			}
+		}
+		return false
+	})
+	l.set(3, progressOp("restore-a3", runtime.ProgressRestore, runtime.ProgressDone, 200, 200))
+	waitFor("the second rescale done", func(r ProgressReply) bool {
+		o := find(r, runtime.ProgressRescale) // newest first
+		return o != nil && o.ID == "rescale-3" && o.State == runtime.ProgressDone && o.BytesDone == 200
+	})
 }
 
 // TestUpgradeProgressPhases: an upgrade goes through standby, savepoint

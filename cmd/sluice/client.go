@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -296,9 +297,9 @@ func cmdSavepoint(args []string) int {
 		return code
 	}
 	var rep struct{ Path string }
-	stop := c.watchProgress(pos[0], runtime.ProgressSavepoint, *every)
+	w := c.watchProgress(pos[0], runtime.ProgressSavepoint, *every)
 	code = c.do("POST", jobPath(pos[0], "/savepoints"), nil, "", &rep)
-	stop()
+	w.stop()
 	if code != exitOK || c.json {
 		return code
 	}
@@ -309,7 +310,8 @@ func cmdSavepoint(args []string) int {
 func cmdRescale(args []string) int {
 	c := newClient("rescale")
 	every := c.progressFlag()
-	pos, code := c.parse(args, 2, "rescale [--progress-every D] ID PARALLELISM")
+	wait := c.fs.Bool("wait", false, "also wait until the new run restored the savepoint (the rescale's restore phase)")
+	pos, code := c.parse(args, 2, "rescale [--wait] [--progress-every D] ID PARALLELISM")
 	if code != exitOK {
 		return code
 	}
@@ -320,9 +322,20 @@ func cmdRescale(args []string) int {
 	}
 	body, _ := json.Marshal(dispatcher.RescaleRequest{Parallelism: n})
 	var rep dispatcher.RescaleReply
-	stop := c.watchProgress(pos[0], runtime.ProgressRescale, *every)
+	w := c.watchProgress(pos[0], runtime.ProgressRescale, *every)
 	code = c.do("POST", jobPath(pos[0], "/rescale"), body, "application/json", &rep)
-	stop()
+	restored := true
+	if code == exitOK && *wait {
+		ctx, cancel := context.WithTimeout(context.Background(), c.http.Timeout)
+		op := w.waitEnd(ctx)
+		cancel()
+		restored = op != nil && op.State == runtime.ProgressDone
+	}
+	w.stop()
+	if !restored {
+		fmt.Fprintf(os.Stderr, "sluice rescale: the new run did not restore the savepoint (see sluice status %s)\n", pos[0])
+		return exitAPIError
+	}
 	if code != exitOK || c.json {
 		return code
 	}
@@ -354,9 +367,9 @@ func cmdUpgrade(args []string) int {
 		ct = "application/yaml"
 	}
 	var rep dispatcher.UpgradeReply
-	stop := c.watchProgress(pos[0], runtime.ProgressUpgrade, *every)
+	w := c.watchProgress(pos[0], runtime.ProgressUpgrade, *every)
 	code = c.do("POST", path, body, ct, &rep)
-	stop()
+	w.stop()
 	if code != exitOK || c.json {
 		return code
 	}

@@ -167,8 +167,13 @@ func (p *progressWatch) pick(ops []runtime.ProgressOperation) *runtime.ProgressO
 	return nil
 }
 
-// start polls in the background.
+// start polls in the background, after one request at once: the
+// dispatcher follows a job's rescale or upgrade from a job's first
+// progress request on, and the operation may be over before the first tick.
 func (p *progressWatch) start() {
+	first, cancelFirst := context.WithTimeout(context.Background(), 2*time.Second)
+	_, _ = p.fetch(first)
+	cancelFirst()
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel, p.done = cancel, make(chan struct{})
 	go func() {
@@ -228,23 +233,48 @@ func (p *progressWatch) stop() {
 }
 
 // watchProgress starts showing the progress of job id's operation of
-// kind on stderr; nothing with --json. The caller calls the returned stop
-// once the request it waits for answered.
-func (c *client) watchProgress(id, kind string, every time.Duration) (stop func()) {
+// kind on stderr (nothing with --json). The caller calls its stop once
+// the request it waits for answered.
+func (c *client) watchProgress(id, kind string, every time.Duration) *progressWatch {
+	var out io.Writer = os.Stderr
 	if c.json {
-		return func() {}
+		out = io.Discard
 	}
-	tty := isTerminal(os.Stderr)
+	tty := !c.json && isTerminal(os.Stderr)
 	if every <= 0 {
 		every = 3 * time.Second
 		if tty {
 			every = 200 * time.Millisecond
 		}
 	}
-	w := &progressWatch{out: os.Stderr, tty: tty, every: every, kind: kind, since: time.Now(),
+	w := &progressWatch{out: out, tty: tty, every: every, kind: kind, since: time.Now(),
 		fetch: func(ctx context.Context) ([]runtime.ProgressOperation, error) { return c.progress(ctx, id) }}
 	w.start()
-	return w.stop
+	return w
+}
+
+// waitEnd waits until the operation has ended (or ctx has), showing its
+// progress, and returns it; nil when it was never seen.
+func (p *progressWatch) waitEnd(ctx context.Context) *runtime.ProgressOperation {
+	for {
+		p.mu.Lock()
+		last := p.last
+		p.mu.Unlock()
+		if last != nil && last.State != runtime.ProgressRunning {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(p.every):
+		}
+		// The watch's own polling shows it; this one only looks.
+		if ops, err := p.fetch(ctx); err == nil {
+			if op := p.pick(ops); op != nil && op.State != runtime.ProgressRunning {
+				return op
+			}
+		}
+	}
 }
 
 // progress is GET /v1/jobs/{id}/progress.
