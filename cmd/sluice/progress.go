@@ -172,7 +172,11 @@ func (p *progressWatch) pick(ops []runtime.ProgressOperation) *runtime.ProgressO
 // progress request on, and the operation may be over before the first tick.
 func (p *progressWatch) start() {
 	first, cancelFirst := context.WithTimeout(context.Background(), 2*time.Second)
-	_, _ = p.fetch(first)
+	if ops, err := p.fetch(first); err == nil {
+		if op := p.pick(ops); op != nil && op.State == runtime.ProgressRunning {
+			p.show(op, false)
+		}
+	}
 	cancelFirst()
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel, p.done = cancel, make(chan struct{})
