@@ -155,7 +155,8 @@ type progressWatch struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	last   *runtime.ProgressOperation
-	drawn  bool // a bar is on the line (tty)
+	drawn  bool   // a bar is on the line (tty)
+	line   string // the last plain line, not repeated
 }
 
 func (p *progressWatch) pick(ops []runtime.ProgressOperation) *runtime.ProgressOperation {
@@ -213,7 +214,10 @@ func (p *progressWatch) show(op *runtime.ProgressOperation, final bool) {
 		}
 		return
 	}
-	fmt.Fprintln(p.out, plainLine(*op))
+	if l := plainLine(*op); l != p.line {
+		p.line = l
+		fmt.Fprintln(p.out, l)
+	}
 }
 
 // stop ends the polling and shows the operation's final state (one more

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/checkpoint"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // Progress of long operations (savepoints and restores; the dispatcher
@@ -619,36 +620,26 @@ func (r *restoreReader) opened(node string, subtask int) {
 	}
 }
 
-// beginRestore starts the progress of attempt's restore of md, each new
-// subtask's share estimated from the metadata (the hosts know it exactly
-// once they open).
+// beginRestore starts the progress of attempt's restore of md with each
+// new subtask's share as the hosts will count it (the sections of its key
+// groups and every old subtask's operator state, from the metadata), so
+// the totals are whole before the first host reports.
 func (p *Progress) beginRestore(attempt string, g *Graph, md *checkpoint.Metadata) {
 	if p == nil || md == nil {
 		return
 	}
 	op := RestoreOp(attempt)
 	p.Begin(op, ProgressRestore)
-	for _, ns := range md.Nodes {
+	rr := &restoreReader{md: md}
+	for i := range md.Nodes {
+		ns := &md.Nodes[i]
 		n := g.node(ns.NodeID)
 		if n == nil || len(ns.Subtasks) == 0 {
 			continue
 		}
-		var total, files int64
-		per, perFiles := map[int]int64{}, map[int]int64{}
-		for _, st := range ns.Subtasks {
-			for _, f := range st.Files() {
-				total += f.Size
-				files++
-				per[st.Subtask] += f.Size
-				perFiles[st.Subtask]++
-			}
-		}
-		for i := range n.Parallelism {
-			b, f := total/int64(n.Parallelism), max(1, files/int64(n.Parallelism))
-			if ns.Parallelism == n.Parallelism {
-				b, f = per[i], perFiles[i]
-			}
-			p.Estimate(op, ProgressRestore, n.ID, i, b, f)
+		for sub := range n.Parallelism {
+			_, files, bytes := rr.pieces(ns, state.RangeForSubtask(sub, g.MaxParallelism, n.Parallelism))
+			p.Estimate(op, ProgressRestore, n.ID, sub, bytes, files)
 		}
 	}
 }

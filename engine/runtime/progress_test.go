@@ -204,8 +204,10 @@ func TestSavepointAndRestoreProgress(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the restore did not start")
 	}
+	var half runtime.ProgressOperation
 	eventually(t, "the restore's progress halfway", func() bool {
 		o, ok := progressOp(p2, runtime.ProgressRestore)
+		half = o
 		return ok && o.State == runtime.ProgressRunning && o.BytesDone > 0 && o.BytesDone < o.BytesTotal
 	})
 	close(open.open)
@@ -218,6 +220,10 @@ func TestSavepointAndRestoreProgress(t *testing.T) {
 	restored.Range(func(_, v any) bool { read += v.(int64); return true })
 	if rs.BytesDone != rs.BytesTotal || rs.FilesDone != rs.FilesTotal || rs.BytesDone < read || read != 8*progressKG {
 		t.Errorf("the restore ended with %+v (operators read %d bytes); want bytes == total ≥ %d, files == total", rs, read, 8*progressKG)
+	}
+	if half.BytesTotal != rs.BytesTotal || half.FilesTotal != rs.FilesTotal {
+		t.Errorf("the restore's totals halfway (%d bytes, %d files) are not its totals at the end (%d, %d): the metadata tells them up front",
+			half.BytesTotal, half.FilesTotal, rs.BytesTotal, rs.FilesTotal)
 	}
 	cancel2()
 	<-ran
