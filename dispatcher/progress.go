@@ -21,8 +21,8 @@ import (
 //	         savepoint (the old version stops with one) → restore (the new
 //	         version restores it)
 //
-// A dispatcher operation's bytes and files are its current phase's (the
-// savepoint's, then the restore's); the phase names which. What the
+// A dispatcher operation's bytes, files and time left are its current
+// phase's (the savepoint's, then the restore's); the phase names which. What the
 // dispatcher knows of them it reads from the job record when asked, so a
 // rescale or upgrade is listed from the first request that sees it under
 // way until it ends (kept a while after, as the masters keep theirs).
@@ -209,12 +209,6 @@ func (p *jobProgress) observe(rec Record, live State, master, next []runtime.Pro
 	out := make([]runtime.ProgressOperation, 0, len(p.ops))
 	for _, o := range p.ops {
 		v := o.view
-		if v.State == runtime.ProgressRunning {
-			v.EtaMs = -1
-			if v.Phase != PhaseStandby {
-				v.EtaMs = runtime.ETA(now.Sub(v.StartedAt), v.BytesDone, v.BytesTotal)
-			}
-		}
 		v.Subtasks = slices.Clone(v.Subtasks)
 		out = append(out, v)
 	}
@@ -270,11 +264,12 @@ func (o *dispatcherOp) phase(phase string, m *runtime.ProgressOperation) {
 		return
 	}
 	if o.view.Phase != phase {
-		o.view.Phase = phase
+		o.view.Phase, o.view.EtaMs = phase, -1
 		o.view.BytesDone, o.view.BytesTotal, o.view.FilesDone, o.view.FilesTotal = 0, 0, 0, 0
 		o.view.Subtasks = []runtime.ProgressSubtaskRow{}
 	}
 	if m != nil {
+		o.view.EtaMs = m.EtaMs // the phase's own, at its rate
 		o.view.BytesDone, o.view.BytesTotal, o.view.FilesDone, o.view.FilesTotal = m.BytesDone, m.BytesTotal, m.FilesDone, m.FilesTotal
 		o.view.Subtasks = slices.Clone(m.Subtasks)
 	}

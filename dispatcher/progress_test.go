@@ -219,8 +219,9 @@ func TestUpgradeProgressPhases(t *testing.T) {
 	}
 	u.Stopping = true
 	sp := progressOp("sp-4", runtime.ProgressSavepoint, runtime.ProgressRunning, 100, 400)
+	sp.EtaMs = 1500
 	o = get(p.observe(Record{Run: 1, State: Running, Upgrade: u}, Running, []runtime.ProgressOperation{sp}, nil, t0.Add(2*time.Second)))
-	if o.Phase != PhaseSavepoint || o.BytesDone != 100 || o.BytesTotal != 400 || o.EtaMs <= 0 {
+	if o.Phase != PhaseSavepoint || o.BytesDone != 100 || o.BytesTotal != 400 || o.EtaMs != 1500 {
 		t.Fatalf("stopping: %+v", o)
 	}
 	u.Savepoint = "file:///sp/4"
