@@ -75,10 +75,11 @@ type Options struct {
 	// run on the driver goroutine: they must not block.
 	OnCheckpoint func(CheckpointStats)
 	OnRestart    func(restarts int, cause error)
+	Log          *slog.Logger
+
 	// Progress, when set, tracks savepoints' and restores' progress
 	// (progress.go).
 	Progress *Progress
-	Log      *slog.Logger
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
