@@ -60,14 +60,15 @@ func TestOpenAPI(t *testing.T) {
 	id := e.submit(goodSpec)
 	e.waitState(id, Running)
 	order := []string{"POST /v1/jobs", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/savepoints",
-		"POST /v1/jobs/{id}/skip-backlog", "GET /v1/jobs/{id}/master/{path}", "POST /v1/jobs/{id}/rescale", "POST /v1/jobs/{id}/upgrade", "GET /healthz", "GET /metrics", "DELETE /v1/jobs/{id}"}
+		"POST /v1/jobs/{id}/skip-backlog", "GET /v1/jobs/{id}/master/{path}", "GET /v1/jobs/{id}/progress", "POST /v1/jobs/{id}/rescale", "POST /v1/jobs/{id}/upgrade", "GET /healthz", "GET /metrics", "DELETE /v1/jobs/{id}"}
 	if len(order) != len(served) {
 		t.Fatalf("the test requests %d operations, the server has %d", len(order), len(served))
 	}
 	// (An upgrade with a bad spec: upgrade_test.go checks a 200's fields.)
 	bodies := map[string]string{"POST /v1/jobs": goodSpec, "POST /v1/jobs/{id}/rescale": `{"parallelism": 1}`, "POST /v1/jobs/{id}/upgrade": `{}`}
 	replies := map[string]string{"POST /v1/jobs": "SubmitReply", "GET /v1/jobs/{id}": "JobStatus", "POST /v1/jobs/{id}/savepoints": "SavepointReply",
-		"POST /v1/jobs/{id}/rescale": "RescaleReply", "DELETE /v1/jobs/{id}": "CancelReply"}
+		"POST /v1/jobs/{id}/rescale": "RescaleReply", "DELETE /v1/jobs/{id}": "CancelReply",
+		"GET /v1/jobs/{id}/progress": "ProgressReply"}
 	for _, k := range order {
 		op := ops[k]
 		if op == nil {

@@ -36,6 +36,7 @@ var routes = []route{
 	{"POST", "/v1/jobs/{id}/upgrade", false, (*Dispatcher).postUpgrade},
 	{"POST", "/v1/jobs/{id}/skip-backlog", false, (*Dispatcher).postSkipBacklog},
 	{"GET", "/v1/jobs/{id}/master/{path...}", false, (*Dispatcher).getMaster},
+	{"GET", "/v1/jobs/{id}/progress", false, (*Dispatcher).getProgress},
 	{"GET", "/healthz", true, (*Dispatcher).healthz},
 	{"GET", "/metrics", false, nil}, // promhttp
 }

@@ -100,6 +100,9 @@ type Master struct {
 	closing bool
 
 	standby *standby
+	// progress is the job's savepoints' and restores' progress, the
+	// TaskManagers' reports merged in (progress.go).
+	progress *runtime.Progress
 }
 
 // tmConn is a registered TaskManager.
@@ -178,7 +181,8 @@ func New(cfg Config) (*Master, error) {
 		}
 	}
 	m := &Master{cfg: cfg, log: cfg.Log, spec: specJSON, tasks: tasks, lis: lis, tms: map[string]*tmConn{}, released: map[string]bool{}, changed: make(chan struct{}),
-		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}, standby: newStandby(cfg.Standby)}
+		metrics: map[string]*runtime.NodeMetrics{}, reports: map[string]*pb.MetricsReport{}, standby: newStandby(cfg.Standby),
+		progress: runtime.NewProgress()}
 	for _, n := range cfg.Graph.Nodes {
 		m.metrics[n.ID] = &runtime.NodeMetrics{}
 	}
@@ -287,6 +291,7 @@ func (m *Master) Run(ctx context.Context, opts runtime.Options) (*runtime.Result
 		}
 	}
 	opts.Metrics = m.metrics
+	opts.Progress = m.progress
 	// Its savepoints' metadata goes where the TaskManagers write their
 	// state files (they name the directory the same way).
 	opts.Storage.SetSavepointEpoch(m.cfg.Epoch)

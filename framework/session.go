@@ -248,6 +248,8 @@ func (m *Master) handle(t *tmConn, msg *pb.FromTaskManager) {
 	case *pb.FromTaskManager_Metrics:
 		// Counters per node and subtask: kept for status and /metrics.
 		m.recordMetrics(t.id, x.Metrics)
+	case *pb.FromTaskManager_Progress:
+		m.progress.Merge(x.Progress.Entries())
 	case *pb.FromTaskManager_Register:
 		m.log.Warn("a second Register on a session; ignored", "from", t.id)
 	}

@@ -79,6 +79,9 @@ type TaskManager struct {
 	registered  chan struct{} // closed at the first registration (tests)
 	regOnce     sync.Once
 	sessionDone chan struct{}
+	// progress counts its subtasks' shares of savepoints and restores,
+	// reported to the master (progress.go).
+	progress *runtime.Progress
 }
 
 // New starts the data server of a TaskManager; Run registers and works.
@@ -103,7 +106,8 @@ func New(cfg Config) (*TaskManager, error) {
 		// machine must not mix.
 		cfg.LocalDir = filepath.Join(os.TempDir(), "sluice-local", cfg.ResourceID)
 	}
-	tm := &TaskManager{cfg: cfg, log: cfg.Log, hosts: map[string]*runtime.Host{}, registered: make(chan struct{})}
+	tm := &TaskManager{cfg: cfg, log: cfg.Log, hosts: map[string]*runtime.Host{}, registered: make(chan struct{}),
+		progress: runtime.NewProgress()}
 	tm.host, _ = os.Hostname()
 	n, err := dataplane.Listen(dataplane.Config{Listen: cfg.Data, Advertise: cfg.Advertise, Receiver: tm, Logger: cfg.Log,
 		OnPeerLost: tm.peerLost})
@@ -364,6 +368,7 @@ func (s *session) run(stream pb.Control_SessionClient) error {
 				}
 				s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Heartbeat{Heartbeat: &pb.Heartbeat{SentUnixNanos: time.Now().UnixNano()}}})
 				s.send(&pb.FromTaskManager{Msg: &pb.FromTaskManager_Metrics{Metrics: s.tm.report()}})
+				s.sendProgress()
 			case <-s.ctx.Done():
 				return
 			}
@@ -514,7 +519,8 @@ func (s *session) deploy(d *pb.Deploy) {
 	cfg := runtime.HostConfig{Graph: g, Attempt: d.Attempt, Tasks: tasks, Network: tm.net,
 		Locate:  func(t int) string { return locs[t] },
 		Storage: opts.Storage, Incremental: d.Incremental, LocalRecovery: d.LocalRecovery,
-		LocalStateDir: tm.cfg.LocalDir, Metrics: metrics, RestoreConcurrency: opts.RestoreConcurrency, Log: tm.log.With("attempt", d.Attempt)}
+		LocalStateDir: tm.cfg.LocalDir, Metrics: metrics, RestoreConcurrency: opts.RestoreConcurrency, Log: tm.log.With("attempt", d.Attempt),
+		Progress: tm.progress}
 	if r := d.Restore; r != nil {
 		md, err := opts.Storage.Load(s.ctx, r.Location)
 		if err != nil {
@@ -543,6 +549,7 @@ func (s *session) deploy(d *pb.Deploy) {
 	}
 	tm.hosts[d.Attempt] = h
 	tm.mu.Unlock()
+	s.sendProgress() // the restore's last counts before it ends
 	reply(nil)
 	s.forward(d.Attempt, h)
 }
@@ -556,6 +563,7 @@ func (s *session) forward(attempt string, h *runtime.Host) {
 			m := &pb.FromTaskManager{}
 			switch ev.Kind {
 			case runtime.EventAck:
+				s.sendProgress() // the savepoint's last counts before its ack
 				states, err := pb.FromStates(ev.States)
 				if err != nil {
 					m.Msg = &pb.FromTaskManager_DeclineCheckpoint{DeclineCheckpoint: &pb.DeclineCheckpoint{Attempt: attempt, Task: int32(ev.Task), Id: ev.ID, Error: pb.FromError(err)}}

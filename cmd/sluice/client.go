@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/dispatcher"
+	"github.com/sluice-stream/sluice/engine/runtime"
 )
 
 // The CLI of the dispatcher's REST API: sluice submit, list, status,
@@ -289,12 +291,16 @@ func cmdCancel(args []string) int {
 
 func cmdSavepoint(args []string) int {
 	c := newClient("savepoint")
-	pos, code := c.parse(args, 1, "savepoint ID")
+	every := c.progressFlag()
+	pos, code := c.parse(args, 1, "savepoint [--progress-every D] ID")
 	if code != exitOK {
 		return code
 	}
 	var rep struct{ Path string }
-	if code := c.do("POST", jobPath(pos[0], "/savepoints"), nil, "", &rep); code != exitOK || c.json {
+	w := c.watchProgress(pos[0], runtime.ProgressSavepoint, *every)
+	code = c.do("POST", jobPath(pos[0], "/savepoints"), nil, "", &rep)
+	w.stop()
+	if code != exitOK || c.json {
 		return code
 	}
 	fmt.Printf("savepoint: %s\n", rep.Path)
@@ -303,7 +309,9 @@ func cmdSavepoint(args []string) int {
 
 func cmdRescale(args []string) int {
 	c := newClient("rescale")
-	pos, code := c.parse(args, 2, "rescale ID PARALLELISM")
+	every := c.progressFlag()
+	wait := c.fs.Bool("wait", false, "also wait until the new run restored the savepoint (the rescale's restore phase)")
+	pos, code := c.parse(args, 2, "rescale [--wait] [--progress-every D] ID PARALLELISM")
 	if code != exitOK {
 		return code
 	}
@@ -314,7 +322,21 @@ func cmdRescale(args []string) int {
 	}
 	body, _ := json.Marshal(dispatcher.RescaleRequest{Parallelism: n})
 	var rep dispatcher.RescaleReply
-	if code := c.do("POST", jobPath(pos[0], "/rescale"), body, "application/json", &rep); code != exitOK || c.json {
+	w := c.watchProgress(pos[0], runtime.ProgressRescale, *every)
+	code = c.do("POST", jobPath(pos[0], "/rescale"), body, "application/json", &rep)
+	restored := true
+	if code == exitOK && *wait {
+		ctx, cancel := context.WithTimeout(context.Background(), c.http.Timeout)
+		op := w.waitEnd(ctx)
+		cancel()
+		restored = op != nil && op.State == runtime.ProgressDone
+	}
+	w.stop()
+	if !restored {
+		fmt.Fprintf(os.Stderr, "sluice rescale: the new run did not restore the savepoint (see sluice status %s)\n", pos[0])
+		return exitAPIError
+	}
+	if code != exitOK || c.json {
 		return code
 	}
 	fmt.Printf("job %s: run %d with parallelism %d from savepoint %s: %s\n", rep.ID, rep.Run, rep.Parallelism, rep.Savepoint, rep.State)
@@ -326,7 +348,8 @@ func cmdRescale(args []string) int {
 func cmdUpgrade(args []string) int {
 	c := newClient("upgrade")
 	timeout := c.fs.Duration("timeout", 0, "how long the new version's TaskManagers may take to register (default: the dispatcher's, 3m)")
-	pos, code := c.parse(args, 2, "upgrade [--timeout D] ID JOB")
+	every := c.progressFlag()
+	pos, code := c.parse(args, 2, "upgrade [--timeout D] [--progress-every D] ID JOB")
 	if code != exitOK {
 		return code
 	}
@@ -344,7 +367,10 @@ func cmdUpgrade(args []string) int {
 		ct = "application/yaml"
 	}
 	var rep dispatcher.UpgradeReply
-	if code := c.do("POST", path, body, ct, &rep); code != exitOK || c.json {
+	w := c.watchProgress(pos[0], runtime.ProgressUpgrade, *every)
+	code = c.do("POST", path, body, ct, &rep)
+	w.stop()
+	if code != exitOK || c.json {
 		return code
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

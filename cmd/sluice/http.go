@@ -32,6 +32,7 @@ import (
 //	POST /v1/cancel[?savepoint=true] cancel the job (as SIGTERM); with savepoint, after one
 //	POST /v1/start                   a master in standby (sluice framework --standby) deploys
 //	                                 the job, restoring {"restore": PATH}; answers once it runs
+//	GET  /v1/progress                savepoints' and restores' progress (http_progress.go)
 //	GET  /metrics                    Prometheus metrics (text exposition format)
 //	GET  /ui/                        the web UI for this job (docs/ui.md)
 
@@ -62,6 +63,9 @@ type jobAPI struct {
 	// cancel cancels the job (POST /v1/cancel without a savepoint).
 	cancel func()
 	log    *slog.Logger
+
+	// progress: savepoints' and restores' progress (http_progress.go).
+	progress *runtime.Progress
 }
 
 // skipTimeout bounds a skip-backlog request: a source that cannot reach its
@@ -88,12 +92,13 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/taskmanagers", http.MethodGet, a.taskManagers)
 	route("/v1/cancel", http.MethodPost, a.cancelJob)
 	route("/v1/start", http.MethodPost, a.start)
+	route("/v1/progress", http.MethodGet, a.progressOps)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
 	route("/ui/", http.MethodGet, a.ui)
 	mux.HandleFunc("GET /{$}", a.root)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics, /ui/", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /v1/progress, /metrics, /ui/", r.URL.Path)})
 	})
 	return mux
 }

@@ -233,12 +233,17 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 			}
 			opts.Metrics = nodes
 		}
+		progress := runtime.NewProgress() // a cluster's master has its own (Run uses it)
+		if m != nil {
+			progress = m.Progress()
+		}
+		opts.Progress = progress
 		obs := newJobObserver(g, nodes, m)
 		opts.OnCheckpoint, opts.OnRestart = obs.checkpoint, obs.restart
 		cmds := make(chan runtime.Command)
 		opts.Commands = cmds
 		apiCtx, apiCancel := context.WithCancel(ctx)
-		stopAPI := serveAPI(apiCtx, apiLn, &jobAPI{cmds: cmds, savepoints: savepoints, obs: obs, cancel: cancel, log: log})
+		stopAPI := serveAPI(apiCtx, apiLn, &jobAPI{cmds: cmds, savepoints: savepoints, obs: obs, cancel: cancel, log: log, progress: progress})
 		// Requests end with the job (apiCancel), then the server stops.
 		defer stopAPI()
 		defer apiCancel()

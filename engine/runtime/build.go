@@ -413,10 +413,11 @@ func (e *Host) open(rr *restoreReader, tasks [][]*member) error {
 // the one place a *Restored is built for a subtask.
 func (e *Host) openMember(ctx context.Context, rr *restoreReader, m *member, t *task) error {
 	n := m.node
-	r, err := rr.restoredFor(ctx, n.ID, m.ctx.KeyGroups)
+	r, err := rr.restoredFor(ctx, n.ID, m.ctx.Subtask, m.ctx.KeyGroups)
 	if err != nil {
 		return err
 	}
+	defer rr.opened(n.ID, m.ctx.Subtask)
 	e.cfg.RestoreFlags.apply(r)
 	if n.NewSource != nil {
 		src := n.NewSource()

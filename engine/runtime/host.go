@@ -77,6 +77,9 @@ type HostConfig struct {
 	Metrics map[string]*NodeMetrics
 	// RestoreStats counts the bytes restored; nil: the host's own.
 	RestoreStats *RestoreStats
+	// Progress counts savepoints' and the restore's bytes and files
+	// (progress.go); nil: not counted.
+	Progress *Progress
 
 	pauses *pauseLog // Run's, to summarise the run's pauses
 }
@@ -218,7 +221,8 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	if cfg.LocalRecovery {
 		h.recovery.dir = filepath.Join(base, h.g.JobName, "recovery")
 	}
-	rr := &restoreReader{st: cfg.Storage, md: cfg.Restore, dir: cfg.RestoreDir, local: h.recovery, stats: cfg.RestoreStats}
+	rr := &restoreReader{st: cfg.Storage, md: cfg.Restore, dir: cfg.RestoreDir, local: h.recovery, stats: cfg.RestoreStats,
+		progress: cfg.Progress, op: RestoreOp(cfg.Attempt)}
 	if err := h.build(rr); err != nil {
 		h.cancel()
 		os.RemoveAll(h.localDir)
@@ -515,16 +519,24 @@ func (h *Host) writeState(t *task, n *Node, tr Trigger, s Snapshot) (checkpoint.
 		local.done(false)
 		return checkpoint.SubtaskState{}, err
 	}
-	if err := s.Write(w); err != nil {
+	sp := h.cfg.Progress.snapshotFile(tr.ID, tr.Savepoint, n.ID, t.subtask, s)
+	var sw StateWriter = w
+	if sp != nil {
+		sw = progressWriter{w, sp}
+	}
+	if err := s.Write(sw); err != nil {
 		w.Abort()
 		local.done(false)
+		sp.fail(err)
 		return checkpoint.SubtaskState{}, fmt.Errorf("writing snapshot: %w", err)
 	}
 	st, err := w.Commit()
 	local.done(err == nil)
 	if err != nil {
+		sp.fail(err)
 		return st, err
 	}
+	h.cfg.Progress.wrote(sp, n.ID, t.subtask, st, chain == nil)
 	if chain != nil {
 		st.Delta, st.Chain = true, chain
 	}

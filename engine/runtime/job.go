@@ -76,6 +76,10 @@ type Options struct {
 	OnCheckpoint func(CheckpointStats)
 	OnRestart    func(restarts int, cause error)
 	Log          *slog.Logger
+
+	// Progress, when set, tracks savepoints' and restores' progress
+	// (progress.go).
+	Progress *Progress
 }
 
 // SavepointRequest asks the running job for a savepoint; Stop ends the job
@@ -169,7 +173,11 @@ func RunOn(ctx context.Context, g *Graph, opts Options, dep Deployer) (*Result, 
 			if err != nil {
 				err = fmt.Errorf("reading checkpoint storage: %w", err)
 			} else {
+				opts.Progress.beginRestore(dp.Attempt, g, md)
 				a, err = dep.Deploy(ctx, dp)
+				if md != nil {
+					opts.Progress.End(RestoreOp(dp.Attempt), err)
+				}
 			}
 			if md != nil {
 				res.RestoreTime += time.Since(began)
@@ -380,6 +388,7 @@ func (l localDeployer) Deploy(ctx context.Context, d Deployment) (Attempt, error
 		Incremental: l.opts.Incremental, LocalRecovery: l.opts.LocalRecovery, LocalStateDir: l.opts.LocalStateDir,
 		RestoreConcurrency: l.opts.RestoreConcurrency, Log: l.opts.Log,
 		Metrics: l.res.Metrics, RestoreStats: &l.res.Restored, pauses: &l.res.pauseLog,
+		Progress: l.opts.Progress,
 	})
 }
 
@@ -584,6 +593,9 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		}
 		if a.Failed != nil {
 			res.FailedCheckpoints++
+			if a.FailedSavepoint {
+				d.opts.Progress.End(SavepointOp(d.stats.id), a.Failed)
+			}
 			d.stats.failed(a.Failed)
 			d.opts.Log.Warn("checkpoint failed", "err", a.Failed)
 			if a.FailedSavepoint {
@@ -603,6 +615,7 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 			}
 			d.lastMD, d.lastDir = md, path
 			d.stats.completed(p, path)
+			d.opts.Progress.committed(p)
 			if p.Savepoint {
 				d.opts.Log.Info("savepoint written", "id", p.ID, "path", path)
 				for _, w := range waiting {
@@ -635,6 +648,9 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		}
 		if a.Trigger != nil {
 			d.stats.trigger(*a.Trigger)
+			if a.Trigger.Savepoint {
+				d.opts.Progress.beginSavepoint(a.Trigger.ID, d.g, d.lastMD)
+			}
 			if err := e.Trigger(*a.Trigger); err != nil {
 				return err
 			}
@@ -689,6 +705,9 @@ func (d *driver) run(ctx context.Context, res *Result, firstID int64) error {
 		}
 		if err != nil {
 			d.stop()
+			if d.stats.savepoint {
+				d.opts.Progress.End(SavepointOp(d.stats.id), err)
+			}
 			for _, w := range waiting {
 				w.Reply <- SavepointResult{Err: err}
 			}

@@ -136,6 +136,9 @@ type restoreReader struct {
 	dir   string
 	local localRecovery
 	stats *RestoreStats
+	// progress counts each subtask's share of restore op (progress.go).
+	progress *Progress
+	op       string
 }
 
 // RestoreStats counts the state bytes a restore read, by where from.
@@ -170,7 +173,7 @@ type piece struct {
 
 // restoredFor collects a new subtask's share of the checkpoint's state for
 // node: the operator state now, the keyed state as Restored.Keyed streams it.
-func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.KeyGroupRange) (*Restored, error) {
+func (r *restoreReader) restoredFor(ctx context.Context, node string, subtask int, kgs state.KeyGroupRange) (*Restored, error) {
 	if r == nil || r.md == nil {
 		return nil, nil
 	}
@@ -184,36 +187,19 @@ func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.
 		return nil, nil
 	}
 	res := &Restored{CheckpointID: r.md.CheckpointID}
-	var pieces []piece
+	pieces, files, bytes := r.pieces(ns, kgs)
+	prog := r.progress.restoreShare(r.op, node, subtask, files, bytes)
 	for _, sub := range ns.Subtasks {
 		if len(sub.OperatorState) > 0 {
-			if err := r.operatorState(ctx, res, sub); err != nil {
+			if err := r.operatorState(ctx, res, sub, prog); err != nil {
 				return nil, fmt.Errorf("reading state of %s#%d (checkpoint %d): %w", node, sub.Subtask, r.md.CheckpointID, err)
-			}
-		}
-		// An incremental checkpoint's keyed state: the chain's full
-		// snapshot, then its deltas in order, then the subtask's own delta.
-		files := sub.Files()
-		for i, f := range files {
-			id := r.md.CheckpointID
-			if i < len(files)-1 {
-				id = sub.Chain[i].CheckpointID
-			}
-			p := piece{old: sub.Subtask, id: id, file: f, delta: i}
-			for _, kg := range f.KeyGroups {
-				if kgs.Contains(kg.KeyGroup) {
-					p.secs = append(p.secs, kg)
-				}
-			}
-			if len(p.secs) > 0 {
-				pieces = append(pieces, p)
 			}
 		}
 	}
 	if len(pieces) > 0 {
 		res.Keyed = func(f func(KeyedState) error) error {
 			for _, p := range pieces {
-				if err := r.keyed(ctx, p, f); err != nil {
+				if err := r.keyed(ctx, p, f, prog); err != nil {
 					return fmt.Errorf("restoring state of %s#%d (checkpoint %d): %w", node, p.old, p.id, err)
 				}
 			}
@@ -223,13 +209,48 @@ func (r *restoreReader) restoredFor(ctx context.Context, node string, kgs state.
 	return res, nil
 }
 
+// pieces lists the parts of node's state files a new subtask of key
+// groups kgs reads, and the files and bytes it reads in all (its progress).
+func (r *restoreReader) pieces(ns *checkpoint.NodeState, kgs state.KeyGroupRange) (pieces []piece, files, bytes int64) {
+	for _, sub := range ns.Subtasks {
+		if len(sub.OperatorState) > 0 {
+			files++
+			for _, sec := range sub.OperatorState {
+				bytes += sec.Length
+			}
+		}
+		// An incremental checkpoint's keyed state: the chain's full
+		// snapshot, then its deltas in order, then the subtask's own delta.
+		all := sub.Files()
+		for i, f := range all {
+			id := r.md.CheckpointID
+			if i < len(all)-1 {
+				id = sub.Chain[i].CheckpointID
+			}
+			p := piece{old: sub.Subtask, id: id, file: f, delta: i}
+			for _, kg := range f.KeyGroups {
+				if kgs.Contains(kg.KeyGroup) {
+					p.secs = append(p.secs, kg)
+					bytes += kg.Length
+				}
+			}
+			if len(p.secs) > 0 {
+				pieces = append(pieces, p)
+				files++
+			}
+		}
+	}
+	return pieces, files, bytes
+}
+
 // operatorState reads the operator state entries of an old subtask's file.
-func (r *restoreReader) operatorState(ctx context.Context, res *Restored, sub checkpoint.SubtaskState) error {
+func (r *restoreReader) operatorState(ctx context.Context, res *Restored, sub checkpoint.SubtaskState, prog *subProgress) error {
 	f, counter, err := r.open(ctx, r.md.CheckpointID, sub, sub.OperatorState)
 	if err != nil {
 		return err
 	}
-	defer func() { counter.Add(f.BytesRead()); f.Close() }()
+	prog.startRead(f)
+	defer func() { prog.readDone(f); counter.Add(f.BytesRead()); f.Close() }()
 	for _, sec := range sub.OperatorState {
 		b := make([]byte, sec.Length)
 		if _, err := io.ReadFull(f.Section(sec), b); err != nil {
@@ -242,12 +263,13 @@ func (r *restoreReader) operatorState(ctx context.Context, res *Restored, sub ch
 
 // keyed hands p's sections to f, one key group at a time (the parts of a
 // key group written in several sections as one stream).
-func (r *restoreReader) keyed(ctx context.Context, p piece, f func(KeyedState) error) error {
+func (r *restoreReader) keyed(ctx context.Context, p piece, f func(KeyedState) error, prog *subProgress) error {
 	file, counter, err := r.open(ctx, p.id, p.file, p.secs)
 	if err != nil {
 		return err
 	}
-	defer func() { counter.Add(file.BytesRead()); file.Close() }()
+	prog.startRead(file)
+	defer func() { prog.readDone(file); counter.Add(file.BytesRead()); file.Close() }()
 	var parts []io.Reader
 	for i := 0; i < len(p.secs); {
 		kg, size := p.secs[i].KeyGroup, int64(0)

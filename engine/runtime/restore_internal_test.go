@@ -47,7 +47,7 @@ func TestRestoreReadsOnlyItsSections(t *testing.T) {
 	restore := func(kgs state.KeyGroupRange) (*RestoreStats, map[int][]byte, error) {
 		stats := &RestoreStats{}
 		rr := &restoreReader{st: st, md: md, dir: chk, local: localRecovery{log: slog.Default()}, stats: stats}
-		r, err := rr.restoredFor(ctx, "op", kgs)
+		r, err := rr.restoredFor(ctx, "op", 0, kgs)
 		if err != nil {
 			return stats, nil, err
 		}

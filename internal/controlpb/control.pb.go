@@ -163,6 +163,7 @@ type FromTaskManager struct {
 	//	*FromTaskManager_Deployed
 	//	*FromTaskManager_AttemptEnded
 	//	*FromTaskManager_TasksStopped
+	//	*FromTaskManager_Progress
 	Msg           isFromTaskManager_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -318,6 +319,15 @@ func (x *FromTaskManager) GetTasksStopped() *TasksStopped {
 	return nil
 }
 
+func (x *FromTaskManager) GetProgress() *ProgressReport {
+	if x != nil {
+		if x, ok := x.Msg.(*FromTaskManager_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
 type isFromTaskManager_Msg interface {
 	isFromTaskManager_Msg()
 }
@@ -366,6 +376,10 @@ type FromTaskManager_TasksStopped struct {
 	TasksStopped *TasksStopped `protobuf:"bytes,20,opt,name=tasks_stopped,json=tasksStopped,proto3,oneof"`
 }
 
+type FromTaskManager_Progress struct {
+	Progress *ProgressReport `protobuf:"bytes,30,opt,name=progress,proto3,oneof"`
+}
+
 func (*FromTaskManager_Register) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_Heartbeat) isFromTaskManager_Msg() {}
@@ -387,6 +401,8 @@ func (*FromTaskManager_Deployed) isFromTaskManager_Msg() {}
 func (*FromTaskManager_AttemptEnded) isFromTaskManager_Msg() {}
 
 func (*FromTaskManager_TasksStopped) isFromTaskManager_Msg() {}
+
+func (*FromTaskManager_Progress) isFromTaskManager_Msg() {}
 
 // FromMaster is every message the master sends on a session.
 type FromMaster struct {
@@ -2503,11 +2519,181 @@ func (x *SubtaskMetrics) GetWatermark() int64 {
 	return 0
 }
 
+// ProgressReport carries a TaskManager's shares of long operations
+// (savepoints, restores) that changed since its last report: sent with the
+// heartbeats while something changes, and before the Deployed or
+// AckCheckpoint that ends a share.
+type ProgressReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shares        []*ProgressShare       `protobuf:"bytes,1,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressReport) Reset() {
+	*x = ProgressReport{}
+	mi := &file_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressReport) ProtoMessage() {}
+
+func (x *ProgressReport) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressReport.ProtoReflect.Descriptor instead.
+func (*ProgressReport) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ProgressReport) GetShares() []*ProgressShare {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
+// ProgressShare is one subtask's share of an operation, cumulative.
+type ProgressShare struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Operation id: "sp-<checkpoint id>" or "restore-<attempt>".
+	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	// savepoint | restore
+	Kind      string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Node      string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Subtask   int32  `protobuf:"varint,4,opt,name=subtask,proto3" json:"subtask,omitempty"`
+	BytesDone int64  `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	// 0: not known yet.
+	BytesTotal int64 `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	FilesDone  int64 `protobuf:"varint,7,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	FilesTotal int64 `protobuf:"varint,8,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	// The share is complete.
+	Done bool `protobuf:"varint,9,opt,name=done,proto3" json:"done,omitempty"`
+	// Why the share failed; empty otherwise.
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressShare) Reset() {
+	*x = ProgressShare{}
+	mi := &file_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressShare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressShare) ProtoMessage() {}
+
+func (x *ProgressShare) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressShare.ProtoReflect.Descriptor instead.
+func (*ProgressShare) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ProgressShare) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *ProgressShare) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ProgressShare) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ProgressShare) GetSubtask() int32 {
+	if x != nil {
+		return x.Subtask
+	}
+	return 0
+}
+
+func (x *ProgressShare) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *ProgressShare) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *ProgressShare) GetFilesDone() int64 {
+	if x != nil {
+		return x.FilesDone
+	}
+	return 0
+}
+
+func (x *ProgressShare) GetFilesTotal() int64 {
+	if x != nil {
+		return x.FilesTotal
+	}
+	return 0
+}
+
+func (x *ProgressShare) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *ProgressShare) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_control_proto protoreflect.FileDescriptor
 
 const file_control_proto_rawDesc = "" +
 	"\n" +
-	"\rcontrol.proto\x12\x11sluice.control.v1\"\xde\x06\n" +
+	"\rcontrol.proto\x12\x11sluice.control.v1\"\x9f\a\n" +
 	"\x0fFromTaskManager\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12%\n" +
 	"\x0etaskmanager_id\x18\x02 \x01(\tR\rtaskmanagerId\x129\n" +
@@ -2523,7 +2709,8 @@ const file_control_proto_rawDesc = "" +
 	"\ametrics\x18\x11 \x01(\v2 .sluice.control.v1.MetricsReportH\x00R\ametrics\x129\n" +
 	"\bdeployed\x18\x12 \x01(\v2\x1b.sluice.control.v1.DeployedH\x00R\bdeployed\x12F\n" +
 	"\rattempt_ended\x18\x13 \x01(\v2\x1f.sluice.control.v1.AttemptEndedH\x00R\fattemptEnded\x12F\n" +
-	"\rtasks_stopped\x18\x14 \x01(\v2\x1f.sluice.control.v1.TasksStoppedH\x00R\ftasksStoppedB\x05\n" +
+	"\rtasks_stopped\x18\x14 \x01(\v2\x1f.sluice.control.v1.TasksStoppedH\x00R\ftasksStopped\x12?\n" +
+	"\bprogress\x18\x1e \x01(\v2!.sluice.control.v1.ProgressReportH\x00R\bprogressB\x05\n" +
 	"\x03msg\"\xe0\x06\n" +
 	"\n" +
 	"FromMaster\x12\x14\n" +
@@ -2691,7 +2878,25 @@ const file_control_proto_rawDesc = "" +
 	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\x06 \x01(\x03R\bbytesOut\x12*\n" +
 	"\x11back_pressured_ms\x18\a \x01(\x03R\x0fbackPressuredMs\x12\x1c\n" +
-	"\twatermark\x18\b \x01(\x03R\twatermark2[\n" +
+	"\twatermark\x18\b \x01(\x03R\twatermark\"J\n" +
+	"\x0eProgressReport\x128\n" +
+	"\x06shares\x18\x01 \x03(\v2 .sluice.control.v1.ProgressShareR\x06shares\"\x8b\x02\n" +
+	"\rProgressShare\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x18\n" +
+	"\asubtask\x18\x04 \x01(\x05R\asubtask\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x03R\n" +
+	"bytesTotal\x12\x1d\n" +
+	"\n" +
+	"files_done\x18\a \x01(\x03R\tfilesDone\x12\x1f\n" +
+	"\vfiles_total\x18\b \x01(\x03R\n" +
+	"filesTotal\x12\x12\n" +
+	"\x04done\x18\t \x01(\bR\x04done\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error2[\n" +
 	"\aControl\x12P\n" +
 	"\aSession\x12\".sluice.control.v1.FromTaskManager\x1a\x1d.sluice.control.v1.FromMaster(\x010\x01B4Z2github.com/sluice-stream/sluice/internal/controlpbb\x06proto3"
 
@@ -2708,7 +2913,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_control_proto_goTypes = []any{
 	(TaskState_State)(0),             // 0: sluice.control.v1.TaskState.State
 	(ErrorInfo_Kind)(0),              // 1: sluice.control.v1.ErrorInfo.Kind
@@ -2742,6 +2947,8 @@ var file_control_proto_goTypes = []any{
 	(*Shutdown)(nil),                 // 29: sluice.control.v1.Shutdown
 	(*MetricsReport)(nil),            // 30: sluice.control.v1.MetricsReport
 	(*SubtaskMetrics)(nil),           // 31: sluice.control.v1.SubtaskMetrics
+	(*ProgressReport)(nil),           // 32: sluice.control.v1.ProgressReport
+	(*ProgressShare)(nil),            // 33: sluice.control.v1.ProgressShare
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: sluice.control.v1.FromTaskManager.register:type_name -> sluice.control.v1.Register
@@ -2755,35 +2962,37 @@ var file_control_proto_depIdxs = []int32{
 	12, // 8: sluice.control.v1.FromTaskManager.deployed:type_name -> sluice.control.v1.Deployed
 	14, // 9: sluice.control.v1.FromTaskManager.attempt_ended:type_name -> sluice.control.v1.AttemptEnded
 	16, // 10: sluice.control.v1.FromTaskManager.tasks_stopped:type_name -> sluice.control.v1.TasksStopped
-	6,  // 11: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
-	7,  // 12: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
-	8,  // 13: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
-	9,  // 14: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
-	17, // 15: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
-	20, // 16: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
-	24, // 17: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
-	25, // 18: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
-	27, // 19: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
-	29, // 20: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
-	13, // 21: sluice.control.v1.FromMaster.start_tasks:type_name -> sluice.control.v1.StartTasks
-	15, // 22: sluice.control.v1.FromMaster.stop_tasks:type_name -> sluice.control.v1.StopTasks
-	5,  // 23: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
-	10, // 24: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
-	11, // 25: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
-	19, // 26: sluice.control.v1.Deployed.error:type_name -> sluice.control.v1.ErrorInfo
-	0,  // 27: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
-	19, // 28: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
-	1,  // 29: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
-	22, // 30: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
-	19, // 31: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
-	31, // 32: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
-	2,  // 33: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
-	3,  // 34: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
-	34, // [34:35] is the sub-list for method output_type
-	33, // [33:34] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	32, // 11: sluice.control.v1.FromTaskManager.progress:type_name -> sluice.control.v1.ProgressReport
+	6,  // 12: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
+	7,  // 13: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
+	8,  // 14: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
+	9,  // 15: sluice.control.v1.FromMaster.deploy:type_name -> sluice.control.v1.Deploy
+	17, // 16: sluice.control.v1.FromMaster.cancel:type_name -> sluice.control.v1.Cancel
+	20, // 17: sluice.control.v1.FromMaster.trigger_checkpoint:type_name -> sluice.control.v1.TriggerCheckpoint
+	24, // 18: sluice.control.v1.FromMaster.notify_checkpoint_complete:type_name -> sluice.control.v1.NotifyCheckpointComplete
+	25, // 19: sluice.control.v1.FromMaster.abort_checkpoint:type_name -> sluice.control.v1.AbortCheckpoint
+	27, // 20: sluice.control.v1.FromMaster.skip_backlog:type_name -> sluice.control.v1.SkipBacklog
+	29, // 21: sluice.control.v1.FromMaster.shutdown:type_name -> sluice.control.v1.Shutdown
+	13, // 22: sluice.control.v1.FromMaster.start_tasks:type_name -> sluice.control.v1.StartTasks
+	15, // 23: sluice.control.v1.FromMaster.stop_tasks:type_name -> sluice.control.v1.StopTasks
+	5,  // 24: sluice.control.v1.Register.local_copies:type_name -> sluice.control.v1.LocalCopy
+	10, // 25: sluice.control.v1.Deploy.locations:type_name -> sluice.control.v1.TaskLocation
+	11, // 26: sluice.control.v1.Deploy.restore:type_name -> sluice.control.v1.Restore
+	19, // 27: sluice.control.v1.Deployed.error:type_name -> sluice.control.v1.ErrorInfo
+	0,  // 28: sluice.control.v1.TaskState.state:type_name -> sluice.control.v1.TaskState.State
+	19, // 29: sluice.control.v1.TaskState.error:type_name -> sluice.control.v1.ErrorInfo
+	1,  // 30: sluice.control.v1.ErrorInfo.kind:type_name -> sluice.control.v1.ErrorInfo.Kind
+	22, // 31: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
+	19, // 32: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
+	31, // 33: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
+	33, // 34: sluice.control.v1.ProgressReport.shares:type_name -> sluice.control.v1.ProgressShare
+	2,  // 35: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
+	3,  // 36: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
+	36, // [36:37] is the sub-list for method output_type
+	35, // [35:36] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -2803,6 +3012,7 @@ func file_control_proto_init() {
 		(*FromTaskManager_Deployed)(nil),
 		(*FromTaskManager_AttemptEnded)(nil),
 		(*FromTaskManager_TasksStopped)(nil),
+		(*FromTaskManager_Progress)(nil),
 	}
 	file_control_proto_msgTypes[1].OneofWrappers = []any{
 		(*FromMaster_Registered)(nil),
@@ -2824,7 +3034,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
