@@ -504,10 +504,10 @@ async function progressPanel(id, el, alive) {
   el.append(card('Operations', ops.map(o => {
     const frac = o.bytesTotal ? o.bytesDone / o.bytesTotal : (o.filesTotal ? o.filesDone / o.filesTotal : (o.state === 'done' ? 1 : 0));
     const pct = Math.min(100, Math.round(frac * 100));
-    const text = [`${o.kind} ${o.id}`, o.state,
+    const text = [`${o.kind} ${o.id}`, o.phase ? `${o.state} (${o.phase})` : o.state,
       o.bytesTotal ? `${fmtBytes(o.bytesDone)} of ${fmtBytes(o.bytesTotal)}` : '',
       o.filesTotal ? `${o.filesDone}/${o.filesTotal} files` : '',
-      o.state === 'running' && o.etaMs ? `about ${fmtMs(o.etaMs)} left` : '',
+      o.state === 'running' && o.etaMs > 0 ? `about ${fmtMs(o.etaMs)} left` : '',
       o.error || ''].filter(Boolean).join(' · ');
     const subs = (o.subtasks || []).slice(0, 12).map(x =>
       h('span', {class: 'chip', text: `${x.vertex}#${x.subtask} ${x.bytesTotal ? Math.round(100 * x.bytesDone / x.bytesTotal) + ' %' : (x.filesTotal ? x.filesDone + '/' + x.filesTotal + ' files' : '')}`}));
