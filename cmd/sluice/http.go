@@ -32,6 +32,7 @@ import (
 //	POST /v1/cancel[?savepoint=true] cancel the job (as SIGTERM); with savepoint, after one
 //	POST /v1/start                   a master in standby (sluice framework --standby) deploys
 //	                                 the job, restoring {"restore": PATH}; answers once it runs
+//	GET  /v1/kafka-lag               Kafka sources' partitions: offset, high watermark, lag
 //	GET  /metrics                    Prometheus metrics (text exposition format)
 
 // skipBacklogReply is the body of POST /v1/skip-backlog, for the server and
@@ -87,10 +88,11 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/taskmanagers", http.MethodGet, a.taskManagers)
 	route("/v1/cancel", http.MethodPost, a.cancelJob)
 	route("/v1/start", http.MethodPost, a.start)
+	route("/v1/kafka-lag", http.MethodGet, a.kafkaLag)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /metrics", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /v1/kafka-lag, /metrics", r.URL.Path)})
 	})
 	return mux
 }

@@ -2412,7 +2412,20 @@ type SubtaskMetrics struct {
 	BytesOut        int64                  `protobuf:"varint,6,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	BackPressuredMs int64                  `protobuf:"varint,7,opt,name=back_pressured_ms,json=backPressuredMs,proto3" json:"back_pressured_ms,omitempty"`
 	// Current event-time watermark, in the engine's watermark units.
-	Watermark     int64 `protobuf:"varint,8,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Watermark int64 `protobuf:"varint,8,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	// Records a source subtask read and their bytes (Kafka: the messages'
+	// key, value and headers; other sources: the rows' encoded size).
+	SourceRecords int64 `protobuf:"varint,20,opt,name=source_records,json=sourceRecords,proto3" json:"source_records,omitempty"`
+	SourceBytes   int64 `protobuf:"varint,21,opt,name=source_bytes,json=sourceBytes,proto3" json:"source_bytes,omitempty"`
+	// Rows a sink subtask took in and their bytes (as above).
+	SinkRecords int64 `protobuf:"varint,22,opt,name=sink_records,json=sinkRecords,proto3" json:"sink_records,omitempty"`
+	SinkBytes   int64 `protobuf:"varint,23,opt,name=sink_bytes,json=sinkBytes,proto3" json:"sink_bytes,omitempty"`
+	// The subtask's keyed state now: entries (a window's accumulators) and
+	// bytes; 0 when it does not run on this TaskManager any more.
+	StateKeys  int64 `protobuf:"varint,24,opt,name=state_keys,json=stateKeys,proto3" json:"state_keys,omitempty"`
+	StateBytes int64 `protobuf:"varint,25,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// A partitioned source's positions (Kafka), for the consumer lag.
+	Partitions    []*MetricsPartition `protobuf:"bytes,26,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2499,6 +2512,135 @@ func (x *SubtaskMetrics) GetBackPressuredMs() int64 {
 func (x *SubtaskMetrics) GetWatermark() int64 {
 	if x != nil {
 		return x.Watermark
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSourceRecords() int64 {
+	if x != nil {
+		return x.SourceRecords
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSourceBytes() int64 {
+	if x != nil {
+		return x.SourceBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSinkRecords() int64 {
+	if x != nil {
+		return x.SinkRecords
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSinkBytes() int64 {
+	if x != nil {
+		return x.SinkBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetStateKeys() int64 {
+	if x != nil {
+		return x.StateKeys
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetPartitions() []*MetricsPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+// MetricsPartition is where a source subtask is in one partition.
+type MetricsPartition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the Kafka cluster in the source's params.clusters (0 with brokers).
+	Cluster   int32  `protobuf:"varint,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Topic     string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The next offset the subtask reads.
+	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The partition's high watermark at the last fetch (0: not known yet).
+	HighWatermark int64 `protobuf:"varint,5,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsPartition) Reset() {
+	*x = MetricsPartition{}
+	mi := &file_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsPartition) ProtoMessage() {}
+
+func (x *MetricsPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsPartition.ProtoReflect.Descriptor instead.
+func (*MetricsPartition) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *MetricsPartition) GetCluster() int32 {
+	if x != nil {
+		return x.Cluster
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *MetricsPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetHighWatermark() int64 {
+	if x != nil {
+		return x.HighWatermark
 	}
 	return 0
 }
@@ -2682,7 +2824,7 @@ const file_control_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"h\n" +
 	"\rMetricsReport\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12=\n" +
-	"\bsubtasks\x18\x02 \x03(\v2!.sluice.control.v1.SubtaskMetricsR\bsubtasks\"\xf4\x01\n" +
+	"\bsubtasks\x18\x02 \x03(\v2!.sluice.control.v1.SubtaskMetricsR\bsubtasks\"\x85\x04\n" +
 	"\x0eSubtaskMetrics\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\asubtask\x18\x02 \x01(\x05R\asubtask\x12\x17\n" +
@@ -2691,7 +2833,25 @@ const file_control_proto_rawDesc = "" +
 	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\x06 \x01(\x03R\bbytesOut\x12*\n" +
 	"\x11back_pressured_ms\x18\a \x01(\x03R\x0fbackPressuredMs\x12\x1c\n" +
-	"\twatermark\x18\b \x01(\x03R\twatermark2[\n" +
+	"\twatermark\x18\b \x01(\x03R\twatermark\x12%\n" +
+	"\x0esource_records\x18\x14 \x01(\x03R\rsourceRecords\x12!\n" +
+	"\fsource_bytes\x18\x15 \x01(\x03R\vsourceBytes\x12!\n" +
+	"\fsink_records\x18\x16 \x01(\x03R\vsinkRecords\x12\x1d\n" +
+	"\n" +
+	"sink_bytes\x18\x17 \x01(\x03R\tsinkBytes\x12\x1d\n" +
+	"\n" +
+	"state_keys\x18\x18 \x01(\x03R\tstateKeys\x12\x1f\n" +
+	"\vstate_bytes\x18\x19 \x01(\x03R\n" +
+	"stateBytes\x12C\n" +
+	"\n" +
+	"partitions\x18\x1a \x03(\v2#.sluice.control.v1.MetricsPartitionR\n" +
+	"partitions\"\x9f\x01\n" +
+	"\x10MetricsPartition\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\x05R\acluster\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12%\n" +
+	"\x0ehigh_watermark\x18\x05 \x01(\x03R\rhighWatermark2[\n" +
 	"\aControl\x12P\n" +
 	"\aSession\x12\".sluice.control.v1.FromTaskManager\x1a\x1d.sluice.control.v1.FromMaster(\x010\x01B4Z2github.com/sluice-stream/sluice/internal/controlpbb\x06proto3"
 
@@ -2708,7 +2868,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_control_proto_goTypes = []any{
 	(TaskState_State)(0),             // 0: sluice.control.v1.TaskState.State
 	(ErrorInfo_Kind)(0),              // 1: sluice.control.v1.ErrorInfo.Kind
@@ -2742,6 +2902,7 @@ var file_control_proto_goTypes = []any{
 	(*Shutdown)(nil),                 // 29: sluice.control.v1.Shutdown
 	(*MetricsReport)(nil),            // 30: sluice.control.v1.MetricsReport
 	(*SubtaskMetrics)(nil),           // 31: sluice.control.v1.SubtaskMetrics
+	(*MetricsPartition)(nil),         // 32: sluice.control.v1.MetricsPartition
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: sluice.control.v1.FromTaskManager.register:type_name -> sluice.control.v1.Register
@@ -2777,13 +2938,14 @@ var file_control_proto_depIdxs = []int32{
 	22, // 30: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
 	19, // 31: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
 	31, // 32: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
-	2,  // 33: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
-	3,  // 34: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
-	34, // [34:35] is the sub-list for method output_type
-	33, // [33:34] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	32, // 33: sluice.control.v1.SubtaskMetrics.partitions:type_name -> sluice.control.v1.MetricsPartition
+	2,  // 34: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
+	3,  // 35: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
+	35, // [35:36] is the sub-list for method output_type
+	34, // [34:35] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -2824,7 +2986,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
