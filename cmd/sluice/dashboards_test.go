@@ -307,3 +307,68 @@ func scrapeReq(t *testing.T, req *http.Request) []sample {
 	}
 	return out
 }
+
+// TestSizeMetricsOneProcess: `sluice run --http` serves the measurements
+// too (the tasks count straight into the /metrics counters), and `sluice
+// size --metrics` takes them: the sequence source's rows sized in the row
+// codec's encoding, the window's keys and state, one machine; GET
+// /v1/kafka-lag answers an empty list for a job without Kafka.
+func TestSizeMetricsOneProcess(t *testing.T) {
+	p := startSluice(t, obsJob(t)...)
+	api := p.apiURL()
+	p.waitFor("state, output and a checkpoint", func() bool {
+		resp, err := http.Get(api + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		ps, err := parseProm(resp.Body)
+		if err != nil {
+			return false
+		}
+		var keys, sink, cps float64
+		for _, s := range ps {
+			switch s.name {
+			case "sluice_vertex_state_keys":
+				keys += s.value
+			case "sluice_vertex_sink_records_total":
+				sink += s.value
+			case "sluice_checkpoint_last_id":
+				cps++
+			}
+		}
+		return keys > 0 && sink > 0 && cps > 0
+	})
+	var lag struct{ Partitions []any }
+	getJSON(t, api+"/v1/kafka-lag", &lag)
+	if lag.Partitions == nil || len(lag.Partitions) != 0 {
+		t.Errorf("kafka-lag of a job without Kafka: %+v, want an empty list", lag)
+	}
+	var out, errb bytes.Buffer
+	if code := sizeMain([]string{"--metrics", api + "/metrics", "--sample", "300ms", "--json"}, &out, &errb); code != 0 {
+		t.Fatalf("size --metrics: exit %d: %s", code, errb.String())
+	}
+	var r struct {
+		Inputs struct {
+			RecordsPerSecond, RecordBytes, Keys float64
+			StateBytes                          float64 `json:"stateBytesPerKey"`
+			EmitBytes                           float64 `json:"emitBytesPerKey"`
+			Window, Slide, CheckpointInterval   string
+			Machines                            int
+		}
+		Measured map[string]string
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	// The sequence source's rows: an id, a key below 1000 and an event
+	// time, a few bytes each as varints.
+	in := r.Inputs
+	if !(in.RecordBytes > 2 && in.RecordBytes < 30) || !(in.Keys > 0) || !(in.StateBytes > 0) || !(in.EmitBytes > 0) ||
+		in.Window != "1s" || in.Slide != "1s" || in.CheckpointInterval != "100ms" || in.Machines != 1 {
+		t.Errorf("inputs %+v\n%s", in, out.String())
+	}
+	if r.Measured["machines"] != "one process (no TaskManagers registered)" || !strings.HasPrefix(r.Measured["recordBytes"], "sluice_vertex_source_bytes_total") {
+		t.Errorf("measured %v", r.Measured)
+	}
+}
