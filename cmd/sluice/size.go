@@ -42,6 +42,7 @@ func sizeMain(args []string, stdout, stderr io.Writer) int {
 	peak := fs.Float64("peak", 0, "with --headroom: size for this factor above the given rate, and print the machines needed")
 	headroom := fs.Float64("headroom", -1, "with --peak: the share of the NIC to keep free (0–1)")
 	asJSON := &c.json
+	fs.Lookup("json").Usage = "print the result as JSON"
 	explain := fs.Bool("explain", false, "show each figure's formula with the inputs")
 	if err := fs.Parse(args); err != nil {
 		return 2
