@@ -31,6 +31,8 @@ test: vet
 	[ "$$(cat bin/chromium-install.rc)" = 0 ] || { cat bin/chromium-install.log; echo "make chromium failed"; exit 1; }; \
 	exit $$rc
 	$(GO) test -timeout 15m $$($(GO) list $(PKGS) | grep -v -e /engine/runtime -e /engine/state -e /engine/window -e /engine/nodes -e /engine/connectors -e /engine/checkpoint -e /engine/fs -e /engine/plan -e /framework -e /taskmanager)
+	# docs/alerts.yml with Prometheus's rule parser and PromQL engine: a module of its own (internal/promrules/doc.go).
+	cd internal/promrules && $(GO) vet ./... && $(GO) test -timeout 5m ./...
 
 # Go benchmarks of the hot paths (the data plane's TCP against gRPC among them),
 # then the harness that runs whole jobs beside hand-written loops, and on

@@ -433,6 +433,7 @@ func (m *Master) recordMetrics(tm string, r *pb.MetricsReport) {
 		// BytesOutTotal and BackPressuredTotal add them up.
 		nm.ReplaceWatermarks(wms[id])
 	}
+	m.recordMeasures()
 }
 
 // lostByRM: the resource manager saw a TaskManager's process or task end.

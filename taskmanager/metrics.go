@@ -11,6 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-stream/sluice/engine/runtime"
+	pb "github.com/sluice-stream/sluice/internal/controlpb"
 )
 
 // The TaskManager's /metrics (Config.Metrics): its own share of the job.
@@ -90,4 +93,18 @@ func (tm *TaskManager) serveMetrics(ctx context.Context) (stop func(), err error
 		_ = srv.Shutdown(sctx)
 		<-served
 	}, nil
+}
+
+// withMeasures adds what subtask counters c measured beyond rows and bytes
+// on the wire to its report entry s: record sizes, keyed state, the
+// source's partitions (the master's /metrics and GET /v1/kafka-lag).
+func withMeasures(s *pb.SubtaskMetrics, c *runtime.SubtaskCounters) *pb.SubtaskMetrics {
+	s.SourceRecords, s.SourceBytes = c.SourceRecords.Load(), c.SourceBytes.Load()
+	s.SinkRecords, s.SinkBytes = c.SinkRecords.Load(), c.SinkBytes.Load()
+	s.StateKeys, s.StateBytes = c.StateKeys.Load(), c.StateBytes.Load()
+	for _, p := range c.SourcePartitions() {
+		s.Partitions = append(s.Partitions, &pb.MetricsPartition{Cluster: int32(p.Cluster), Topic: p.Topic, Partition: p.Partition,
+			Offset: p.Offset, HighWatermark: p.HighWatermark})
+	}
+	return s
 }

@@ -616,9 +616,9 @@ func (tm *TaskManager) report() *pb.MetricsReport {
 		// Each subtask it ran, over its attempts (no watermark: the
 		// node's is above).
 		m.Subtasks(func(i int, c *runtime.SubtaskCounters) {
-			r.Subtasks = append(r.Subtasks, &pb.SubtaskMetrics{Node: id, Subtask: int32(i), RowsIn: c.RowsIn.Load(), RowsOut: c.RowsOut.Load(),
+			r.Subtasks = append(r.Subtasks, withMeasures(&pb.SubtaskMetrics{Node: id, Subtask: int32(i), RowsIn: c.RowsIn.Load(), RowsOut: c.RowsOut.Load(),
 				BackPressuredMs: c.BackPressured.Load() / int64(time.Millisecond), Watermark: runtime.MinWatermark,
-				BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load()})
+				BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load()}, c))
 		})
 	}
 	return r

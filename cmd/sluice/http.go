@@ -33,6 +33,7 @@ import (
 //	POST /v1/start                   a master in standby (sluice framework --standby) deploys
 //	                                 the job, restoring {"restore": PATH}; answers once it runs
 //	GET  /v1/progress                savepoints' and restores' progress (http_progress.go)
+//	GET  /v1/kafka-lag               Kafka sources' partitions: offset, high watermark, lag
 //	GET  /metrics                    Prometheus metrics (text exposition format)
 //	GET  /ui/                        the web UI for this job (docs/ui.md)
 
@@ -93,12 +94,13 @@ func (a *jobAPI) handler() http.Handler {
 	route("/v1/cancel", http.MethodPost, a.cancelJob)
 	route("/v1/start", http.MethodPost, a.start)
 	route("/v1/progress", http.MethodGet, a.progressOps)
+	route("/v1/kafka-lag", http.MethodGet, a.kafkaLag)
 	metrics := a.obs.handler()
 	route("/metrics", http.MethodGet, metrics.ServeHTTP)
 	route("/ui/", http.MethodGet, a.ui)
 	mux.HandleFunc("GET /{$}", a.root)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /v1/progress, /metrics, /ui/", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, errorReply{fmt.Sprintf("no endpoint %s; see docs/rest-api.md: /v1/status, /v1/vertices, /v1/checkpoints, /v1/taskmanagers, /v1/skip-backlog, /v1/savepoint, /v1/cancel, /v1/start, /v1/progress, /v1/kafka-lag, /metrics, /ui/", r.URL.Path)})
 	})
 	return mux
 }

@@ -36,12 +36,13 @@ type jobObserver struct {
 
 	duration, size prometheus.Histogram
 	reg            *prometheus.Registry
+	shape          jobShape // metrics_measures.go
 }
 
 // newJobObserver observes g's run whose counters are nodes (the master's
 // for a cluster; otherwise the map given to the run as Options.Metrics).
 func newJobObserver(g *runtime.Graph, nodes map[string]*runtime.NodeMetrics, m *framework.Master) *jobObserver {
-	o := &jobObserver{g: g, nodes: nodes, master: m, reg: prometheus.NewRegistry()}
+	o := &jobObserver{g: g, nodes: nodes, master: m, reg: prometheus.NewRegistry(), shape: shapeOf(g)}
 	job := prometheus.Labels{"job_name": g.JobName}
 	o.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_checkpoint_duration_seconds",
 		Help:        "Completed checkpoints and savepoints: from the trigger to the metadata's commit.",
@@ -49,7 +50,7 @@ func newJobObserver(g *runtime.Graph, nodes map[string]*runtime.NodeMetrics, m *
 	o.size = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_checkpoint_size_bytes",
 		Help:        "Completed checkpoints and savepoints: bytes of state files each wrote (an incremental one's deltas).",
 		ConstLabels: job, Buckets: prometheus.ExponentialBuckets(1024, 4, 12)})
-	o.reg.MustRegister(o.duration, o.size, &jobCollector{o: o, d: newJobDescs(job)},
+	o.reg.MustRegister(o.duration, o.size, &jobCollector{o: o, d: newJobDescs(job), m: newMeasureDescs(job)},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return o
 }
@@ -163,10 +164,11 @@ func newJobDescs(job prometheus.Labels) jobDescs {
 type jobCollector struct {
 	o *jobObserver
 	d jobDescs
+	m measureDescs
 }
 
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range c.d.all() {
+	for _, d := range append(c.d.all(), c.m.all()...) {
 		ch <- d
 	}
 }
@@ -198,6 +200,7 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 			})
 		}
 	}
+	c.collectMeasures(ch)
 	o.mu.Lock()
 	completed, savepoints, failed, restarts, last := o.completed, o.savepoints, o.failed, o.restarts, o.last
 	o.mu.Unlock()

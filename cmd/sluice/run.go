@@ -239,6 +239,7 @@ func runJob(fs *flag.FlagSet, args []string, cl *clusterOpts) int {
 		}
 		opts.Progress = progress
 		obs := newJobObserver(g, nodes, m)
+		obs.setSpec(j)
 		opts.OnCheckpoint, opts.OnRestart = obs.checkpoint, obs.restart
 		cmds := make(chan runtime.Command)
 		opts.Commands = cmds

@@ -20,8 +20,14 @@ func cmdSize(args []string) int {
 }
 
 func sizeMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("size", flag.ContinueOnError)
+	// The dispatcher's flags (--dispatcher, --token-file, --ca-file) and
+	// --json come with the client, for --job.
+	c := newClient("size")
+	fs := c.fs
 	fs.SetOutput(stderr)
+	jobID := fs.String("job", "", "measure the inputs on this job of the dispatcher (--dispatcher): its master's /metrics")
+	metricsURL := fs.String("metrics", "", "measure the inputs on a job master's /metrics at this URL (e.g. http://127.0.0.1:8081/metrics)")
+	sample := fs.Duration("sample", 5*time.Second, "with --job or --metrics: scrape twice this far apart for the records per second")
 	rps := fs.String("records-per-second", "1M", "records per second into the job, over the whole cluster (k, M, G)")
 	recSize := fs.String("record-size", "2KB", "bytes per Kafka record (kB, MB; KiB, MiB)")
 	keys := fs.String("keys", "500M", "distinct keys over a window")
@@ -35,7 +41,8 @@ func sizeMain(args []string, stdout, stderr io.Writer) int {
 	nic := fs.String("nic", "10GbE", "each machine's network capacity, each way (10GbE, 25Gbit, 1250MB/s)")
 	peak := fs.Float64("peak", 0, "with --headroom: size for this factor above the given rate, and print the machines needed")
 	headroom := fs.Float64("headroom", -1, "with --peak: the share of the NIC to keep free (0–1)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
+	asJSON := &c.json
+	fs.Lookup("json").Usage = "print the result as JSON"
 	explain := fs.Bool("explain", false, "show each figure's formula with the inputs")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -46,6 +53,22 @@ func sizeMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments %q", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var meas *measured
+	if *jobID != "" || *metricsURL != "" {
+		if *jobID != "" && *metricsURL != "" {
+			return fail("give --job or --metrics, not both")
+		}
+		if _, code := c.parse(nil, 0, "size --job ID [flags]"); code != exitOK {
+			return code
+		}
+		m, code := measureJob(c, *jobID, *metricsURL, *sample, stderr)
+		if code != exitOK {
+			return code
+		}
+		meas = &m
 	}
 	var in sizing.Inputs
 	var err error
@@ -67,6 +90,9 @@ func sizeMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	in.Window, in.Slide, in.CheckpointInterval, in.Incremental, in.Machines = *window, *slide, *interval, *incremental, *machines
+	if meas != nil {
+		in = meas.merge(in, given)
+	}
 	r, err := sizing.Compute(in)
 	if err != nil {
 		return fail("%v", err)
@@ -100,13 +126,21 @@ func sizeMain(args []string, stdout, stderr io.Writer) int {
 		out := struct {
 			*sizing.Result
 			Needed *need `json:"needed,omitempty"`
-		}{r, needed}
+			// Measured: where each measured input came from.
+			Measured map[string]string `json:"measured,omitempty"`
+		}{r, needed, nil}
+		if meas != nil {
+			out.Measured = meas.used
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(out); err != nil {
 			return fail("%v", err)
 		}
 		return 0
+	}
+	if meas != nil {
+		printMeasured(stdout, in, meas)
 	}
 	printSizing(stdout, r, *explain)
 	if needed != nil {

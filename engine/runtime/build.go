@@ -92,6 +92,12 @@ func (e *Host) build(rr *restoreReader) error {
 	taskOf := map[string][]int{}
 	memberOf := map[string][]*member{}
 	idx := 0
+	consumed := map[string]bool{} // nodes some node reads: the others are sinks
+	for _, n := range g.Nodes {
+		for _, in := range n.Inputs {
+			consumed[in.From] = true
+		}
+	}
 	for _, n := range g.Nodes {
 		if headOf[n.ID] != n.ID {
 			continue
@@ -148,6 +154,7 @@ func (e *Host) build(rr *restoreReader) error {
 				if cn.NewOperator != nil {
 					m.op = cn.NewOperator()
 				}
+				measure(m, t, !consumed[cn.ID])
 				ms[s] = m
 				t.members = append(t.members, m)
 			}
@@ -170,7 +177,7 @@ func (e *Host) build(rr *restoreReader) error {
 					var o Output
 					if headOf[c.ID] == headOf[n.ID] {
 						cm := memberOf[c.ID][s]
-						o = &chainLink{t: t, op: cm.op, input: i, m: e.metrics[c.ID], sc: cm.ctx.Counters}
+						o = &chainLink{t: t, op: cm.op, input: i, m: e.metrics[c.ID], sc: cm.ctx.Counters, size: cm.sinkSize}
 					} else {
 						eo, err := e.edgeTo(n, s, t, c, i, taskOf[c.ID])
 						if err != nil {
@@ -182,7 +189,7 @@ func (e *Host) build(rr *restoreReader) error {
 					outs[in.Output] = append(outs[in.Output], o)
 				}
 			}
-			m.ctx.Out = countingOutput{out: combine(outs[""]), m: e.metrics[n.ID], sc: m.ctx.Counters}
+			m.ctx.Out = countingOutput{out: combine(outs[""]), m: e.metrics[n.ID], sc: m.ctx.Counters, size: m.srcSize}
 			for name := range n.Side {
 				if m.ctx.Side == nil {
 					m.ctx.Side = map[string]Output{}
@@ -425,6 +432,9 @@ func (e *Host) openMember(ctx context.Context, rr *restoreReader, m *member, t *
 			return fmt.Errorf("opening %s#%d: %w", n.ID, m.ctx.Subtask, err)
 		}
 		t.source = src
+		if _, ok := src.(RecordSizeCounter); ok && m.srcSize != nil {
+			m.srcSize.off = true
+		}
 		return nil
 	}
 	if err := m.op.Open(m.ctx, r); err != nil {

@@ -257,14 +257,16 @@ func (discardOutput) Watermark(int64)      {}
 
 // countingOutput counts rows a node's subtask emits.
 type countingOutput struct {
-	out Output
-	m   *NodeMetrics
-	sc  *SubtaskCounters
+	out  Output
+	m    *NodeMetrics
+	sc   *SubtaskCounters
+	size *recordSizer // a source's records
 }
 
 func (c countingOutput) Collect(b *row.Batch) {
 	c.m.RowsOut.Add(int64(b.Len))
 	c.sc.RowsOut.Add(int64(b.Len))
+	c.size.add(b)
 	c.out.Collect(b)
 }
 

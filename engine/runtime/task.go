@@ -14,6 +14,9 @@ type member struct {
 	node *Node
 	ctx  *Context
 	op   Operator // nil for a source head
+	// srcSize measures a source's records, sinkSize a sink's (nil for
+	// the other members).
+	srcSize, sinkSize *recordSizer
 }
 
 // chainLink delivers a producer's output straight into a chained operator.
@@ -23,6 +26,7 @@ type chainLink struct {
 	input int
 	m     *NodeMetrics
 	sc    *SubtaskCounters
+	size  *recordSizer // the operator is a sink
 }
 
 func (c *chainLink) Collect(b *row.Batch) {
@@ -32,6 +36,7 @@ func (c *chainLink) Collect(b *row.Batch) {
 	}
 	c.m.RowsIn.Add(int64(b.Len))
 	c.sc.RowsIn.Add(int64(b.Len))
+	c.size.add(b)
 	if err := c.op.Process(c.input, b); err != nil {
 		c.t.fail(err)
 	}
@@ -102,6 +107,11 @@ type task struct {
 	sourceDone bool
 	sourceWM   int64
 	sourceIdle bool
+
+	// states are the chain's StateSizers, asked at stateAt and after
+	// each snapshot.
+	states  []stateSample
+	stateAt time.Time
 }
 
 func (t *task) fail(err error) {
@@ -132,6 +142,11 @@ func (t *task) run(ctx context.Context) (err error) {
 		if t.source != nil {
 			if cerr := t.source.Close(); cerr != nil && err == nil {
 				err = fmt.Errorf("closing %s: %w", t.name(), cerr)
+			}
+		}
+		for _, m := range t.members {
+			if m.ctx.Counters != nil {
+				m.ctx.Counters.clearGauges()
 			}
 		}
 	}()
@@ -178,6 +193,7 @@ func (t *task) runSource(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		t.sampleState(false)
 		if t.err != nil {
 			return t.err
 		}
@@ -341,6 +357,7 @@ func (t *task) checkpoint(tr Trigger) {
 	// The pause ends here: forwarding the barrier may wait for credits,
 	// which is back-pressure, not checkpointing.
 	t.job.pauses.record(time.Since(begin), operatorState(t.members, snaps))
+	t.sampleState(true)
 	t.broadcast(Message{Kind: MsgBarrier, Barrier: tr})
 	if snaps != nil {
 		t.job.upload(t, tr, snaps, alignment)
@@ -379,6 +396,7 @@ func (t *task) runOperator(ctx context.Context) error {
 				return t.err
 			}
 			t.handle(m)
+			t.sampleState(false)
 		case c := <-t.ctrl:
 			if done := t.handleCtrl(c); done {
 				return t.err
@@ -422,6 +440,7 @@ func (t *task) handle(m Message) {
 	case MsgData:
 		h.ctx.Metrics.RowsIn.Add(int64(m.Batch.Len))
 		h.ctx.Counters.RowsIn.Add(int64(m.Batch.Len))
+		h.sinkSize.add(m.Batch)
 		if err := h.op.Process(t.in.input[m.ch], m.Batch); err != nil {
 			t.fail(fmt.Errorf("%s#%d: %w", h.node.ID, t.subtask, err))
 		}

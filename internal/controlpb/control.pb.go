@@ -2428,7 +2428,20 @@ type SubtaskMetrics struct {
 	BytesOut        int64                  `protobuf:"varint,6,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	BackPressuredMs int64                  `protobuf:"varint,7,opt,name=back_pressured_ms,json=backPressuredMs,proto3" json:"back_pressured_ms,omitempty"`
 	// Current event-time watermark, in the engine's watermark units.
-	Watermark     int64 `protobuf:"varint,8,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Watermark int64 `protobuf:"varint,8,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	// Records a source subtask read and their bytes (Kafka: the messages'
+	// key, value and headers; other sources: the rows' encoded size).
+	SourceRecords int64 `protobuf:"varint,20,opt,name=source_records,json=sourceRecords,proto3" json:"source_records,omitempty"`
+	SourceBytes   int64 `protobuf:"varint,21,opt,name=source_bytes,json=sourceBytes,proto3" json:"source_bytes,omitempty"`
+	// Rows a sink subtask took in and their bytes (as above).
+	SinkRecords int64 `protobuf:"varint,22,opt,name=sink_records,json=sinkRecords,proto3" json:"sink_records,omitempty"`
+	SinkBytes   int64 `protobuf:"varint,23,opt,name=sink_bytes,json=sinkBytes,proto3" json:"sink_bytes,omitempty"`
+	// The subtask's keyed state now: entries (a window's accumulators) and
+	// bytes; 0 when it does not run on this TaskManager any more.
+	StateKeys  int64 `protobuf:"varint,24,opt,name=state_keys,json=stateKeys,proto3" json:"state_keys,omitempty"`
+	StateBytes int64 `protobuf:"varint,25,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// A partitioned source's positions (Kafka), for the consumer lag.
+	Partitions    []*MetricsPartition `protobuf:"bytes,26,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2519,6 +2532,135 @@ func (x *SubtaskMetrics) GetWatermark() int64 {
 	return 0
 }
 
+func (x *SubtaskMetrics) GetSourceRecords() int64 {
+	if x != nil {
+		return x.SourceRecords
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSourceBytes() int64 {
+	if x != nil {
+		return x.SourceBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSinkRecords() int64 {
+	if x != nil {
+		return x.SinkRecords
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetSinkBytes() int64 {
+	if x != nil {
+		return x.SinkBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetStateKeys() int64 {
+	if x != nil {
+		return x.StateKeys
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SubtaskMetrics) GetPartitions() []*MetricsPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+// MetricsPartition is where a source subtask is in one partition.
+type MetricsPartition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the Kafka cluster in the source's params.clusters (0 with brokers).
+	Cluster   int32  `protobuf:"varint,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Topic     string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The next offset the subtask reads.
+	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The partition's high watermark at the last fetch (0: not known yet).
+	HighWatermark int64 `protobuf:"varint,5,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsPartition) Reset() {
+	*x = MetricsPartition{}
+	mi := &file_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsPartition) ProtoMessage() {}
+
+func (x *MetricsPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsPartition.ProtoReflect.Descriptor instead.
+func (*MetricsPartition) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *MetricsPartition) GetCluster() int32 {
+	if x != nil {
+		return x.Cluster
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *MetricsPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *MetricsPartition) GetHighWatermark() int64 {
+	if x != nil {
+		return x.HighWatermark
+	}
+	return 0
+}
+
 // ProgressReport carries a TaskManager's shares of long operations
 // (savepoints, restores) that changed since its last report: sent with the
 // heartbeats while something changes, and before the Deployed or
@@ -2532,7 +2674,7 @@ type ProgressReport struct {
 
 func (x *ProgressReport) Reset() {
 	*x = ProgressReport{}
-	mi := &file_control_proto_msgTypes[30]
+	mi := &file_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2686,7 @@ func (x *ProgressReport) String() string {
 func (*ProgressReport) ProtoMessage() {}
 
 func (x *ProgressReport) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[30]
+	mi := &file_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2699,7 @@ func (x *ProgressReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressReport.ProtoReflect.Descriptor instead.
 func (*ProgressReport) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{30}
+	return file_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ProgressReport) GetShares() []*ProgressShare {
@@ -2591,7 +2733,7 @@ type ProgressShare struct {
 
 func (x *ProgressShare) Reset() {
 	*x = ProgressShare{}
-	mi := &file_control_proto_msgTypes[31]
+	mi := &file_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2745,7 @@ func (x *ProgressShare) String() string {
 func (*ProgressShare) ProtoMessage() {}
 
 func (x *ProgressShare) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[31]
+	mi := &file_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2758,7 @@ func (x *ProgressShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressShare.ProtoReflect.Descriptor instead.
 func (*ProgressShare) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{31}
+	return file_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProgressShare) GetOp() string {
@@ -2869,7 +3011,7 @@ const file_control_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"h\n" +
 	"\rMetricsReport\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\tR\aattempt\x12=\n" +
-	"\bsubtasks\x18\x02 \x03(\v2!.sluice.control.v1.SubtaskMetricsR\bsubtasks\"\xf4\x01\n" +
+	"\bsubtasks\x18\x02 \x03(\v2!.sluice.control.v1.SubtaskMetricsR\bsubtasks\"\x85\x04\n" +
 	"\x0eSubtaskMetrics\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\asubtask\x18\x02 \x01(\x05R\asubtask\x12\x17\n" +
@@ -2878,7 +3020,25 @@ const file_control_proto_rawDesc = "" +
 	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\x06 \x01(\x03R\bbytesOut\x12*\n" +
 	"\x11back_pressured_ms\x18\a \x01(\x03R\x0fbackPressuredMs\x12\x1c\n" +
-	"\twatermark\x18\b \x01(\x03R\twatermark\"J\n" +
+	"\twatermark\x18\b \x01(\x03R\twatermark\x12%\n" +
+	"\x0esource_records\x18\x14 \x01(\x03R\rsourceRecords\x12!\n" +
+	"\fsource_bytes\x18\x15 \x01(\x03R\vsourceBytes\x12!\n" +
+	"\fsink_records\x18\x16 \x01(\x03R\vsinkRecords\x12\x1d\n" +
+	"\n" +
+	"sink_bytes\x18\x17 \x01(\x03R\tsinkBytes\x12\x1d\n" +
+	"\n" +
+	"state_keys\x18\x18 \x01(\x03R\tstateKeys\x12\x1f\n" +
+	"\vstate_bytes\x18\x19 \x01(\x03R\n" +
+	"stateBytes\x12C\n" +
+	"\n" +
+	"partitions\x18\x1a \x03(\v2#.sluice.control.v1.MetricsPartitionR\n" +
+	"partitions\"\x9f\x01\n" +
+	"\x10MetricsPartition\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\x05R\acluster\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12%\n" +
+	"\x0ehigh_watermark\x18\x05 \x01(\x03R\rhighWatermark\"J\n" +
 	"\x0eProgressReport\x128\n" +
 	"\x06shares\x18\x01 \x03(\v2 .sluice.control.v1.ProgressShareR\x06shares\"\x8b\x02\n" +
 	"\rProgressShare\x12\x0e\n" +
@@ -2913,7 +3073,7 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_control_proto_goTypes = []any{
 	(TaskState_State)(0),             // 0: sluice.control.v1.TaskState.State
 	(ErrorInfo_Kind)(0),              // 1: sluice.control.v1.ErrorInfo.Kind
@@ -2947,8 +3107,9 @@ var file_control_proto_goTypes = []any{
 	(*Shutdown)(nil),                 // 29: sluice.control.v1.Shutdown
 	(*MetricsReport)(nil),            // 30: sluice.control.v1.MetricsReport
 	(*SubtaskMetrics)(nil),           // 31: sluice.control.v1.SubtaskMetrics
-	(*ProgressReport)(nil),           // 32: sluice.control.v1.ProgressReport
-	(*ProgressShare)(nil),            // 33: sluice.control.v1.ProgressShare
+	(*MetricsPartition)(nil),         // 32: sluice.control.v1.MetricsPartition
+	(*ProgressReport)(nil),           // 33: sluice.control.v1.ProgressReport
+	(*ProgressShare)(nil),            // 34: sluice.control.v1.ProgressShare
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: sluice.control.v1.FromTaskManager.register:type_name -> sluice.control.v1.Register
@@ -2962,7 +3123,7 @@ var file_control_proto_depIdxs = []int32{
 	12, // 8: sluice.control.v1.FromTaskManager.deployed:type_name -> sluice.control.v1.Deployed
 	14, // 9: sluice.control.v1.FromTaskManager.attempt_ended:type_name -> sluice.control.v1.AttemptEnded
 	16, // 10: sluice.control.v1.FromTaskManager.tasks_stopped:type_name -> sluice.control.v1.TasksStopped
-	32, // 11: sluice.control.v1.FromTaskManager.progress:type_name -> sluice.control.v1.ProgressReport
+	33, // 11: sluice.control.v1.FromTaskManager.progress:type_name -> sluice.control.v1.ProgressReport
 	6,  // 12: sluice.control.v1.FromMaster.registered:type_name -> sluice.control.v1.Registered
 	7,  // 13: sluice.control.v1.FromMaster.refused:type_name -> sluice.control.v1.Refused
 	8,  // 14: sluice.control.v1.FromMaster.heartbeat:type_name -> sluice.control.v1.Heartbeat
@@ -2985,14 +3146,15 @@ var file_control_proto_depIdxs = []int32{
 	22, // 31: sluice.control.v1.AckCheckpoint.states:type_name -> sluice.control.v1.NodeSubtaskState
 	19, // 32: sluice.control.v1.DeclineCheckpoint.error:type_name -> sluice.control.v1.ErrorInfo
 	31, // 33: sluice.control.v1.MetricsReport.subtasks:type_name -> sluice.control.v1.SubtaskMetrics
-	33, // 34: sluice.control.v1.ProgressReport.shares:type_name -> sluice.control.v1.ProgressShare
-	2,  // 35: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
-	3,  // 36: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
-	36, // [36:37] is the sub-list for method output_type
-	35, // [35:36] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	32, // 34: sluice.control.v1.SubtaskMetrics.partitions:type_name -> sluice.control.v1.MetricsPartition
+	34, // 35: sluice.control.v1.ProgressReport.shares:type_name -> sluice.control.v1.ProgressShare
+	2,  // 36: sluice.control.v1.Control.Session:input_type -> sluice.control.v1.FromTaskManager
+	3,  // 37: sluice.control.v1.Control.Session:output_type -> sluice.control.v1.FromMaster
+	37, // [37:38] is the sub-list for method output_type
+	36, // [36:37] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -3034,7 +3196,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

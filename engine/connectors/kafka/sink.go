@@ -313,6 +313,8 @@ type kafkaSinkBase struct {
 	runtime.BaseOperator
 	cfg *kafkaSinkConfig
 	buf []byte
+	// records and bytes sent since the last flushSent (metrics.go)
+	sentRecords, sentBytes int64
 }
 
 // kafkaSinkEO is the exactly-once kafka sink: a small pool of
@@ -1123,9 +1125,11 @@ func (s *kafkaSinkBase) send(in chan<- *sarama.ProducerMessage, b *row.Batch, me
 			s.buf = row.AppendJSON(s.buf, b, i)
 			m.Value = sarama.ByteEncoder(s.buf[start:len(s.buf):len(s.buf)])
 		}
+		s.sent(m)
 		in <- m
 	}
 	s.buf = nil // the messages own their bytes until acknowledged
+	s.flushSent()
 }
 
 func keyEncoder(c *row.Column, i int) sarama.Encoder {

@@ -284,6 +284,7 @@ type kafkaSource struct {
 	commit   *kafkaCommitter // commitOffsetsToGroup; nil without
 	reset    string          // offsetReset, resolved
 	limit    rateLimit
+	m        sourceMeter // records, bytes and lag for the metrics (metrics.go)
 }
 
 type kafkaPartState struct {
@@ -851,6 +852,7 @@ func (s *kafkaSource) Poll() (bool, error) {
 		s.rr = (s.rr + 1) % len(s.parts)
 	}
 	s.limit.took(n)
+	s.m.flush(s, now)
 	if dlq != nil {
 		s.ctx.Side[s.cfg.dlq].Collect(dlq)
 	}
@@ -870,6 +872,7 @@ func (s *kafkaSource) Poll() (bool, error) {
 // add appends one record to b (or to the dead letters).
 func (s *kafkaSource) add(p *kafkaPart, m *sarama.ConsumerMessage, b, vb *row.Batch, dlq *row.Batch) *row.Batch {
 	p.next = m.Offset + 1
+	s.m.read(m)
 	if s.cfg.raw {
 		b.Cols[0].Bytes = append(b.Cols[0].Bytes, m.Value)
 	} else {
