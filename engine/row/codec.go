@@ -217,6 +217,7 @@ func appendPacked(dst []byte, vs []int64) []byte {
 			o[0], o[1] = byte(d), byte(d>>8)
 		}
 	case 4:
+		out = out[:4*len(vs)] // the bounds known: checks fall out of the loop
 		for j, v := range vs {
 			binary.LittleEndian.PutUint32(out[4*j:4*j+4], uint32(uint64(v)-base))
 		}

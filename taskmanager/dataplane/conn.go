@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,11 +78,8 @@ func newConn(n *Network, nc net.Conn, peer string, dialed bool) *conn {
 	}
 }
 
-// Buffer sizes: a batch frame of 1024 rows is some 30 KB.
-const (
-	readBufferSize  = 256 << 10
-	writeBufferSize = 256 << 10
-)
+// readBufferSize: a batch frame of 1024 rows is some 30 KB.
+const readBufferSize = 256 << 10
 
 func (c *conn) start() {
 	c.decoders = make([]chan frameJob, min(goruntime.GOMAXPROCS(0), 4))
@@ -181,53 +179,77 @@ func (c *conn) signal() {
 	}
 }
 
+// inlineFrame: frames shorter than this are copied together into one
+// buffer before they are written; longer ones (batches) are written from
+// their own buffers, in the same writev, without a copy.
+const inlineFrame = 4 << 10
+
 func (c *conn) writeLoop() {
-	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
-	var credit []byte
+	var (
+		small []byte      // credits and short frames, copied together
+		iov   net.Buffers // what one writev sends, in order
+	)
 	for {
 		select {
 		case <-c.wake:
 		case <-c.done:
 			return
 		}
-		// Drain until nothing is queued, then flush: frames queued while we
-		// wrote join this write instead of costing one each.
+		// Drain until nothing is queued: frames queued while we wrote go
+		// in the next writev instead of costing one each.
 		for {
 			c.nc.SetWriteDeadline(time.Now().Add(c.n.cfg.WriteTimeout))
 			c.mu.Lock()
 			q := c.queue
 			c.queue = c.spare[:0]
-			credit = credit[:0]
+			small = small[:0]
 			for _, id := range c.pending {
-				credit = appendCredit(credit, id, c.credits[id])
+				small = appendCredit(small, id, c.credits[id])
 				delete(c.credits, id)
 			}
 			c.pending = c.pending[:0]
 			c.mu.Unlock()
-			if len(q) == 0 && len(credit) == 0 {
+			if len(q) == 0 && len(small) == 0 {
 				c.spare = q
 				break
 			}
-			var err error
-			if len(credit) > 0 {
-				_, err = bw.Write(credit)
-			}
-			for i, b := range q {
-				if err == nil {
-					_, err = bw.Write(*b)
+			// Room for every short frame first: the slices of small put in
+			// iov must stay where they are.
+			need := len(small)
+			for _, b := range q {
+				if len(*b) < inlineFrame {
+					need += len(*b)
 				}
+			}
+			small = slices.Grow(small, need-len(small))
+			iov = iov[:0]
+			mark := 0
+			for _, b := range q {
+				if len(*b) < inlineFrame {
+					small = append(small, *b...)
+					continue
+				}
+				if len(small) > mark {
+					iov = append(iov, small[mark:])
+					mark = len(small)
+				}
+				iov = append(iov, *b)
+			}
+			if len(small) > mark {
+				iov = append(iov, small[mark:])
+			}
+			w := iov // WriteTo consumes its receiver; iov keeps the array
+			_, err := w.WriteTo(c.nc)
+			for i, b := range q {
 				putBuf(b)
 				q[i] = nil
 			}
+			clear(iov) // no frame buffer stays referenced from here
 			c.spare = q[:0]
 			if err != nil {
 				c.fail(fmt.Errorf("writing: %w", err), false)
 				return
 			}
-		}
-		if err := bw.Flush(); err != nil {
-			c.fail(fmt.Errorf("writing: %w", err), false)
-			return
 		}
 	}
 }
