@@ -15,22 +15,10 @@ import (
 // reuses its frame buffers and the pool its batches. Batches large enough
 // to be written from their own buffers and small ones copied together,
 // then checked after hundreds more went through the same buffers.
-// Both ways of decoding: by decoders from frame buffers, and on the
-// reading goroutine from its read buffer.
 func TestReceivedStringsOutliveTheirBatch(t *testing.T) {
-	for _, inline := range []bool{false, true} {
-		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) { testReceivedStringsOutlive(t, inline) })
-	}
-}
-
-func testReceivedStringsOutlive(t *testing.T, inline bool) {
 	ra, rb := newTestReceiver(), newTestReceiver()
 	a := tcpFactory(t, ra, nil)
-	b, err := Listen(Config{Listen: "127.0.0.1:0", Receiver: rb, Logger: quiet, decodeInline: inline})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := tcpFactory(t, rb, nil)
 	key := runtime.ChannelKey{Attempt: "alias", Task: 1}
 	inbox := rb.add(key)
 	s, err := a.Sender(context.Background(), b.Addr(), key)
