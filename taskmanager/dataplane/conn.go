@@ -48,7 +48,7 @@ type conn struct {
 	out      map[uint32]*sender // our channels on this connection
 	nextID   uint32
 	readerIn map[uint32]*inChan // the peer's channels; reader goroutine only
-	decoders []chan frameJob    // nil: decode on the reading goroutine (one P, fuzzing)
+	decoders []chan frameJob    // nil: decode on the reading goroutine (fuzzing)
 
 	done    chan struct{} // closed when the connection failed
 	errOnce sync.Once
@@ -82,11 +82,7 @@ func newConn(n *Network, nc net.Conn, peer string, dialed bool) *conn {
 const readBufferSize = 256 << 10
 
 func (c *conn) start() {
-	// With one P nothing runs beside the reader: decoders would only add a
-	// hand-off per frame, and a copy (see readOne).
-	if procs := goruntime.GOMAXPROCS(0); procs > 1 && !c.n.cfg.decodeInline {
-		c.decoders = make([]chan frameJob, min(procs, 4))
-	}
+	c.decoders = make([]chan frameJob, min(goruntime.GOMAXPROCS(0), 4))
 	for i := range c.decoders {
 		q := make(chan frameJob, 64)
 		c.decoders[i] = q
@@ -261,7 +257,15 @@ func (c *conn) writeLoop() {
 func (c *conn) readLoop() {
 	br := bufio.NewReaderSize(c.nc, readBufferSize)
 	for {
-		if h, err := c.readOne(br); err != nil {
+		p := getBuf()
+		h, b, err := readFrame(br, *p, c.n.cfg.MaxFrame)
+		*p = b
+		if err == nil {
+			err = c.handle(h, p)
+		} else {
+			putBuf(p)
+		}
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("peer closed the connection")
 			} else if errors.Is(err, errProtocol) {
@@ -271,41 +275,6 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
-}
-
-// readOne reads and handles one frame. Without decoders, a batch that fits
-// in br's buffer is decoded where it lies, as soon as it is all there: no
-// copy into a frame buffer (decoding copies what the batch keeps).
-func (c *conn) readOne(br *bufio.Reader) (header, error) {
-	if c.decoders == nil {
-		if hb, err := br.Peek(headerLen); err == nil {
-			h, err := parseHeader(hb, c.n.cfg.MaxFrame)
-			if err != nil {
-				return h, err
-			}
-			if ic := c.readerIn[h.id]; h.typ == frameData && ic != nil && !ic.unknown && headerLen+int(h.n) <= br.Size() {
-				p, err := br.Peek(headerLen + int(h.n))
-				if err != nil {
-					if err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					return h, fmt.Errorf("reading %s frame: %w", h.typ, err)
-				}
-				err = c.deliverPayload(ic, h, p[headerLen:])
-				br.Discard(len(p))
-				return h, err
-			}
-		}
-		// Anything else, and errors, the general way.
-	}
-	p := getBuf()
-	h, b, err := readFrame(br, *p, c.n.cfg.MaxFrame)
-	*p = b
-	if err != nil {
-		putBuf(p)
-		return h, err
-	}
-	return h, c.handle(h, p)
 }
 
 // frameJob is a message frame on its way to a decoder.
@@ -408,25 +377,20 @@ func (c *conn) decode(q chan frameJob) {
 // deliver decodes a message frame and hands it to the Receiver.
 func (c *conn) deliver(j frameJob) error {
 	defer putBuf(j.p)
-	return c.deliverPayload(j.ic, j.h, *j.p)
-}
-
-// deliverPayload decodes the payload p of a message frame of ic and hands
-// it to the Receiver. Nothing delivered refers to p.
-func (c *conn) deliverPayload(ic *inChan, h header, p []byte) error {
+	ic := j.ic
 	if ic.gone {
 		return nil
 	}
 	var m runtime.Message
-	if h.typ == frameData && c.n.cfg.rawData {
+	if j.h.typ == frameData && c.n.cfg.rawData {
 		m = runtime.Message{Kind: runtime.MsgData}
 	} else {
 		var err error
-		if m, err = decodeMessage(h, p, ic.schema); err != nil {
+		if m, err = decodeMessage(j.h, *j.p, ic.schema); err != nil {
 			return err
 		}
 	}
-	m.Bytes = len(p) + headerLen
+	m.Bytes = len(*j.p) + headerLen
 	if err := c.n.cfg.Receiver.Deliver(ic.key, m); err != nil {
 		// The task may have gone since the channel opened: then this is a
 		// zombie's message like any other. Otherwise the sender broke the

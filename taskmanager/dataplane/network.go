@@ -44,9 +44,6 @@ type Config struct {
 	// rawData (benchmarks): data frames are delivered without a batch, not
 	// decoded, to measure the transport without the row codec.
 	rawData bool
-	// decodeInline (tests, benchmarks): decode on the reading goroutine
-	// even with several Ps, as with one.
-	decodeInline bool
 }
 
 // Network is the data plane of one process: its data server and its

@@ -31,8 +31,7 @@ import (
 //
 // -cpuprofile profiles the sending process; SLUICE_DATAPLANE_BENCH_RECVPROF=FILE
 // has each receiving process write its CPU profile there (the last run's
-// stays). SLUICE_DATAPLANE_BENCH_INLINE=1 has the receiver decode on its
-// reading goroutine as with one P (GOMAXPROCS=1 does so by itself).
+// stays).
 //
 // Schemas: "raw" is the mixed batch sent encoded as it is and delivered
 // without decoding — the data plane alone, across processes, without the
@@ -115,8 +114,7 @@ func receiverMain(arg string) error {
 		cpu0  time.Duration
 		wg    sync.WaitGroup
 	)
-	n, err := Listen(Config{Listen: "127.0.0.1:0", Receiver: recv, Logger: quiet, rawData: name == "raw",
-		decodeInline: os.Getenv("SLUICE_DATAPLANE_BENCH_INLINE") != ""})
+	n, err := Listen(Config{Listen: "127.0.0.1:0", Receiver: recv, Logger: quiet, rawData: name == "raw"})
 	if err != nil {
 		return err
 	}
