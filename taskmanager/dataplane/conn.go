@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	goruntime "runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,69 +183,84 @@ func (c *conn) signal() {
 // their own buffers, in the same writev, without a copy.
 const inlineFrame = 4 << 10
 
+// writeChunk: the writer stops draining the queue to write once it holds
+// this much, as a full bufio.Writer would.
+const writeChunk = 256 << 10
+
 func (c *conn) writeLoop() {
 	var (
 		small []byte      // credits and short frames, copied together
+		mark  int         // small[mark:] is not in iov yet
 		iov   net.Buffers // what one writev sends, in order
+		held  []*[]byte   // frame buffers in iov, given back once written
+		size  int         // bytes in iov and small[mark:]
 	)
+	write := func() error {
+		if len(small) > mark {
+			iov = append(iov, small[mark:])
+		}
+		w := iov // WriteTo consumes its receiver; iov keeps the array
+		_, err := w.WriteTo(c.nc)
+		for i, b := range held {
+			putBuf(b)
+			held[i] = nil
+		}
+		clear(iov) // no frame buffer stays referenced from here
+		small, mark, iov, held, size = small[:0], 0, iov[:0], held[:0], 0
+		return err
+	}
 	for {
 		select {
 		case <-c.wake:
 		case <-c.done:
 			return
 		}
-		// Drain until nothing is queued: frames queued while we wrote go
-		// in the next writev instead of costing one each.
+		// Drain until nothing is queued, then write: frames queued while we
+		// drained go in the same writev instead of costing one each.
 		for {
 			c.nc.SetWriteDeadline(time.Now().Add(c.n.cfg.WriteTimeout))
 			c.mu.Lock()
 			q := c.queue
 			c.queue = c.spare[:0]
-			small = small[:0]
+			before := len(small)
 			for _, id := range c.pending {
 				small = appendCredit(small, id, c.credits[id])
 				delete(c.credits, id)
 			}
 			c.pending = c.pending[:0]
 			c.mu.Unlock()
-			if len(q) == 0 && len(small) == 0 {
+			if len(q) == 0 && len(small) == before {
 				c.spare = q
 				break
 			}
-			// Room for every short frame first: the slices of small put in
-			// iov must stay where they are.
-			need := len(small)
+			size += len(small) - before
 			for _, b := range q {
-				if len(*b) < inlineFrame {
-					need += len(*b)
-				}
-			}
-			small = slices.Grow(small, need-len(small))
-			iov = iov[:0]
-			mark := 0
-			for _, b := range q {
+				size += len(*b)
 				if len(*b) < inlineFrame {
 					small = append(small, *b...)
+					putBuf(b)
 					continue
 				}
+				// The slices of small already in iov stay valid if small
+				// grows: appends never write over them.
 				if len(small) > mark {
 					iov = append(iov, small[mark:])
 					mark = len(small)
 				}
 				iov = append(iov, *b)
+				held = append(held, b)
 			}
-			if len(small) > mark {
-				iov = append(iov, small[mark:])
-			}
-			w := iov // WriteTo consumes its receiver; iov keeps the array
-			_, err := w.WriteTo(c.nc)
-			for i, b := range q {
-				putBuf(b)
-				q[i] = nil
-			}
-			clear(iov) // no frame buffer stays referenced from here
+			clear(q)
 			c.spare = q[:0]
-			if err != nil {
+			if size >= writeChunk {
+				if err := write(); err != nil {
+					c.fail(fmt.Errorf("writing: %w", err), false)
+					return
+				}
+			}
+		}
+		if size > 0 {
+			if err := write(); err != nil {
 				c.fail(fmt.Errorf("writing: %w", err), false)
 				return
 			}
