@@ -26,8 +26,9 @@ const maxChannelsPerConn = 1 << 16
 //
 //   - senders (task goroutines) encode their frames and queue them; queueing
 //     never blocks, the credits bound what is queued;
-//   - the writer goroutine drains the queue into a bufio.Writer and flushes
-//     once the queue is empty, so frames queued together cost one write;
+//   - the writer goroutine drains the queue and writes once it is empty
+//     (one writev: batches from their own buffers, short frames copied
+//     together), so frames queued together cost one write;
 //   - the reader goroutine decodes frames: messages go to the Receiver,
 //     credits to the senders.
 type conn struct {
@@ -184,7 +185,7 @@ func (c *conn) signal() {
 const inlineFrame = 4 << 10
 
 // writeChunk: the writer stops draining the queue to write once it holds
-// this much, as a full bufio.Writer would.
+// this much, as a full bufio.Writer did.
 const writeChunk = 256 << 10
 
 func (c *conn) writeLoop() {
