@@ -240,25 +240,25 @@ func (c *conn) writeLoop() {
 				if len(*b) < inlineFrame {
 					small = append(small, *b...)
 					putBuf(b)
-					continue
+				} else {
+					// The slices of small already in iov stay valid if
+					// small grows: appends never write over them.
+					if len(small) > mark {
+						iov = append(iov, small[mark:])
+						mark = len(small)
+					}
+					iov = append(iov, *b)
+					held = append(held, b)
 				}
-				// The slices of small already in iov stay valid if small
-				// grows: appends never write over them.
-				if len(small) > mark {
-					iov = append(iov, small[mark:])
-					mark = len(small)
+				if size >= writeChunk {
+					if err := write(); err != nil {
+						c.fail(fmt.Errorf("writing: %w", err), false)
+						return
+					}
 				}
-				iov = append(iov, *b)
-				held = append(held, b)
 			}
 			clear(q)
 			c.spare = q[:0]
-			if size >= writeChunk {
-				if err := write(); err != nil {
-					c.fail(fmt.Errorf("writing: %w", err), false)
-					return
-				}
-			}
 		}
 		if size > 0 {
 			if err := write(); err != nil {
