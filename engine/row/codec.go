@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // The binary row codec. One encoding serves snapshots, state keys and values
@@ -91,18 +92,28 @@ func appendBatch(dst []byte, b *Batch, packed bool) []byte {
 				prev = v
 			}
 		case Float64:
+			if littleEndian {
+				dst = append(dst, float64Bytes(c.Floats[:n])...)
+				break
+			}
 			dst = slices.Grow(dst, 8*n)
 			for _, v := range c.Floats[:n] {
 				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
 			}
 		case String:
+			strs := c.Strs[:n]
 			total := 0
-			for _, s := range c.Strs[:n] {
-				dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = slices.Grow(dst, n)
+			for _, s := range strs {
+				if l := len(s); l < 0x80 {
+					dst = append(dst, byte(l)) // most strings: a one-byte length
+				} else {
+					dst = binary.AppendUvarint(dst, uint64(l))
+				}
 				total += len(s)
 			}
 			dst = slices.Grow(dst, total)
-			for _, s := range c.Strs[:n] {
+			for _, s := range strs {
 				dst = append(dst, s...)
 			}
 		case Bytes:
@@ -206,6 +217,7 @@ func appendPacked(dst []byte, vs []int64) []byte {
 			o[0], o[1] = byte(d), byte(d>>8)
 		}
 	case 4:
+		out = out[:4*len(vs)] // the bounds known: checks fall out of the loop
 		for j, v := range vs {
 			binary.LittleEndian.PutUint32(out[4*j:4*j+4], uint32(uint64(v)-base))
 		}
@@ -348,11 +360,21 @@ func decodeColumn(p []byte, c *Column, n int, packed bool) ([]byte, error) {
 			return p, corrupt("truncated floats")
 		}
 		c.Floats = slices.Grow(c.Floats, n)
-		for j := range n {
-			c.Floats = append(c.Floats, math.Float64frombits(binary.LittleEndian.Uint64(p[8*j:])))
+		l := len(c.Floats)
+		out := c.Floats[l : l+n]
+		if littleEndian {
+			copy(float64Bytes(out), p[:8*n])
+		} else {
+			q := p[:8*n]
+			for j := range out {
+				out[j] = math.Float64frombits(binary.LittleEndian.Uint64(q[8*j : 8*j+8]))
+			}
 		}
+		c.Floats = c.Floats[:l+n]
 		p = p[8*n:]
-	case String, Bytes:
+	case String:
+		return decodeStrings(p, c, n)
+	case Bytes:
 		// First pass: lengths, to find the data and copy it once.
 		q := p
 		total := uint64(0)
@@ -372,29 +394,17 @@ func decodeColumn(p []byte, c *Column, n int, packed bool) ([]byte, error) {
 		}
 		data := q[:total]
 		rest := q[total:]
-		if c.Type == String {
-			all := string(data) // one allocation for the column
-			c.Strs = slices.Grow(c.Strs, n)
-			off := uint64(0)
-			for range n {
-				l, k := binary.Uvarint(p)
-				p = p[k:]
-				c.Strs = append(c.Strs, all[off:off+l])
-				off += l
-			}
-		} else {
-			all := append([]byte(nil), data...)
-			if all == nil {
-				all = []byte{}
-			}
-			c.Bytes = slices.Grow(c.Bytes, n)
-			off := uint64(0)
-			for range n {
-				l, k := binary.Uvarint(p)
-				p = p[k:]
-				c.Bytes = append(c.Bytes, all[off:off+l:off+l])
-				off += l
-			}
+		all := append([]byte(nil), data...)
+		if all == nil {
+			all = []byte{}
+		}
+		c.Bytes = slices.Grow(c.Bytes, n)
+		off := uint64(0)
+		for range n {
+			l, k := binary.Uvarint(p)
+			p = p[k:]
+			c.Bytes = append(c.Bytes, all[off:off+l:off+l])
+			off += l
 		}
 		p = rest
 	case Bool:
@@ -411,6 +421,70 @@ func decodeColumn(p []byte, c *Column, n int, packed bool) ([]byte, error) {
 		return p, corrupt("column has no type")
 	}
 	return p, nil
+}
+
+// decodeStrings decodes a string column of n values: n uvarint lengths,
+// then the bytes. The bytes are copied once, into one allocation made for
+// this column of this batch alone, and the strings are slices of it: a
+// string outlives any buffer it was decoded from or into (the batch's reuse
+// by the pool, the frame's by the data plane), the garbage collector keeping
+// the allocation alive as long as one of its strings is.
+func decodeStrings(p []byte, c *Column, n int) ([]byte, error) {
+	// First pass: check the lengths and find the data. Nearly every
+	// length takes one byte: that case goes without a call.
+	i, total := 0, uint64(0)
+	for range n {
+		if i >= len(p) {
+			return p, corrupt("bad length")
+		}
+		if b := p[i]; b < 0x80 {
+			total += uint64(b) // ≤ 127 per value, n ≤ 8·len(p): no overflow
+			i++
+			continue
+		}
+		l, k := binary.Uvarint(p[i:])
+		if k <= 0 {
+			return p, corrupt("bad length")
+		}
+		i += k
+		if l > uint64(len(p)) || total+l > uint64(len(p)) {
+			return p, corrupt("length %d exceeds the input", l)
+		}
+		total += l
+	}
+	if total > uint64(len(p)-i) {
+		return p, corrupt("truncated data")
+	}
+	lens := p[:i]
+	all := string(p[i : i+int(total)]) // one allocation for the column
+	rest := p[i+int(total):]
+
+	// Second pass: the strings, by index into room made once. The lengths
+	// were checked above, so each string is within all.
+	c.Strs = slices.Grow(c.Strs, n)
+	l0 := len(c.Strs)
+	out := c.Strs[l0 : l0+n]
+	base := unsafe.StringData(all)
+	off, j := 0, 0
+	for x := range out {
+		var l int
+		if b := lens[j]; b < 0x80 {
+			l = int(b)
+			j++
+		} else {
+			v, k := binary.Uvarint(lens[j:])
+			l = int(v)
+			j += k
+		}
+		if l == 0 {
+			out[x] = "" // no pointer past the end of all
+			continue
+		}
+		out[x] = unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(base), off)), l)
+		off += l
+	}
+	c.Strs = c.Strs[:l0+n]
+	return rest, nil
 }
 
 // AppendValue appends value i of c in the single-value encoding.

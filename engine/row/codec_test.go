@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
+	"unsafe"
 )
 
 var allTypes = MustSchema(
@@ -367,5 +372,148 @@ func TestDecodeVarintsAsBinaryVarint(t *testing.T) {
 		if ok != (wk > 0) || ok && (k != wk || got[0] != want) {
 			t.Errorf("% x: decodeVarints gives %d, %d bytes, %v; binary.Varint %d, %d", in, got[0], k, ok, want, wk)
 		}
+	}
+}
+
+// mixedBatch is the data plane's benchmark batch: 1024 rows of an int64
+// below 10⁶, a string of 16 letters and a float64.
+func mixedBatch() *Batch {
+	s := MustSchema(Field{"id", Int64}, Field{"name", String}, Field{"v", Float64})
+	r := rand.New(rand.NewPCG(1, 2))
+	b := NewBatch(s)
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	var str [16]byte
+	for range DefaultBatchSize {
+		for i := range str {
+			str[i] = letters[r.IntN(len(letters))]
+		}
+		b.Cols[0].Ints = append(b.Cols[0].Ints, r.Int64N(1_000_000))
+		b.Cols[1].Strs = append(b.Cols[1].Strs, string(str[:]))
+		b.Cols[2].Floats = append(b.Cols[2].Floats, r.Float64()*1000)
+	}
+	b.Len = DefaultBatchSize
+	return b
+}
+
+// BenchmarkMixedCodec: the data plane's batch, packed, encoded into a
+// reused buffer and decoded into a batch from the pool (released after),
+// as the data plane does.
+func BenchmarkMixedCodec(b *testing.B) {
+	batch := mixedBatch()
+	enc := AppendBatchPacked(nil, batch)
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(enc)))
+		buf := make([]byte, 0, len(enc))
+		for b.Loop() {
+			buf = AppendBatchPacked(buf[:0], batch)
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(enc)))
+		for b.Loop() {
+			into := NewBatch(batch.Schema)
+			if _, err := DecodeBatch(enc, into); err != nil {
+				b.Fatal(err)
+			}
+			into.Release()
+		}
+	})
+}
+
+// Decoded strings are slices of one allocation per column of a batch: they
+// must survive what happens to the buffers around them — the input
+// overwritten (the data plane reuses its frame buffers), the batch released
+// and its pooled successor decoded into, the whole batch garbage collected
+// while a string of it is still held.
+func TestDecodedStringsOwnTheirBytes(t *testing.T) {
+	s := MustSchema(Field{"s", String}, Field{"y", Bytes})
+	mk := func(tag string, n int) *Batch {
+		b := NewBatch(s)
+		for i := range n {
+			b.Cols[0].Strs = append(b.Cols[0].Strs, fmt.Sprintf("%s-%04d-%s", tag, i, strings.Repeat("x", i%200)))
+			b.Cols[1].Bytes = append(b.Cols[1].Bytes, []byte(fmt.Sprintf("%s-%d", tag, i)))
+		}
+		b.Len = n
+		return b
+	}
+	const n = 300 // lengths of one and of two bytes
+	buf := AppendBatchPacked(nil, mk("first", n))
+	got := NewBatch(s)
+	if _, err := DecodeBatch(buf, got); err != nil {
+		t.Fatal(err)
+	}
+	kept := slices.Clone(got.Cols[0].Strs) // headers only: the bytes stay shared
+	keptBytes := slices.Clone(got.Cols[1].Bytes)
+	sub := got.Cols[0].Strs[7][2:9]
+
+	// The input buffer reused for another batch, the batch released and
+	// decoded into again, many times over, with collections in between.
+	for round := range 20 {
+		got.Release()
+		buf = AppendBatchPacked(buf[:0], mk(fmt.Sprintf("r%02d", round), n))
+		got = NewBatch(s)
+		if _, err := DecodeBatch(buf, got); err != nil {
+			t.Fatal(err)
+		}
+		for i := range buf {
+			buf[i] = '#'
+		}
+		runtime.GC()
+	}
+	want := mk("first", n)
+	for i := range n {
+		if kept[i] != want.Cols[0].Strs[i] {
+			t.Fatalf("string %d became %q, want %q", i, kept[i], want.Cols[0].Strs[i])
+		}
+		if string(keptBytes[i]) != string(want.Cols[1].Bytes[i]) {
+			t.Fatalf("bytes %d became %q, want %q", i, keptBytes[i], want.Cols[1].Bytes[i])
+		}
+	}
+	if sub != want.Cols[0].Strs[7][2:9] {
+		t.Fatalf("substring became %q", sub)
+	}
+	// Empty strings point nowhere, not past the end of the column's bytes.
+	e := NewBatch(s)
+	e.AppendRow("", []byte{})
+	e.AppendRow("a", []byte{})
+	e.AppendRow("", []byte{})
+	out := NewBatch(s)
+	if _, err := DecodeBatch(AppendBatchPacked(nil, e), out); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range out.Cols[0].Strs {
+		if v != e.Cols[0].Strs[i] || (v == "" && unsafe.StringData(v) != nil) {
+			t.Fatalf("string %d: %q at %p", i, v, unsafe.StringData(v))
+		}
+	}
+}
+
+// Floats go through memory as they are: every bit pattern, NaNs included,
+// comes back.
+func TestFloatBitsRoundTrip(t *testing.T) {
+	s := MustSchema(Field{"f", Float64})
+	b := NewBatch(s)
+	r := rand.New(rand.NewPCG(17, 18))
+	for range 1000 {
+		b.Cols[0].Floats = append(b.Cols[0].Floats, math.Float64frombits(r.Uint64()))
+	}
+	b.Cols[0].Floats = append(b.Cols[0].Floats, math.NaN(), math.Float64frombits(0x7ff0000000000001), math.Copysign(0, -1))
+	b.Len = len(b.Cols[0].Floats)
+	for _, enc := range encoders {
+		p := enc.fn(nil, b)
+		// The wire layout: 8 bytes little endian per value.
+		tail := p[len(p)-8*b.Len:]
+		for i, v := range b.Cols[0].Floats {
+			if binary.LittleEndian.Uint64(tail[8*i:]) != math.Float64bits(v) {
+				t.Fatalf("%s: value %d encoded as % x", enc.name, i, tail[8*i:8*i+8])
+			}
+		}
+		out := NewBatch(s)
+		if _, err := DecodeBatch(p, out); err != nil {
+			t.Fatal(err)
+		}
+		sameRows(t, out, b)
 	}
 }

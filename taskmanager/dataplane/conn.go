@@ -26,8 +26,9 @@ const maxChannelsPerConn = 1 << 16
 //
 //   - senders (task goroutines) encode their frames and queue them; queueing
 //     never blocks, the credits bound what is queued;
-//   - the writer goroutine drains the queue into a bufio.Writer and flushes
-//     once the queue is empty, so frames queued together cost one write;
+//   - the writer goroutine drains the queue and writes once it is empty
+//     (one writev: batches from their own buffers, short frames copied
+//     together), so frames queued together cost one write;
 //   - the reader goroutine decodes frames: messages go to the Receiver,
 //     credits to the senders.
 type conn struct {
@@ -77,11 +78,8 @@ func newConn(n *Network, nc net.Conn, peer string, dialed bool) *conn {
 	}
 }
 
-// Buffer sizes: a batch frame of 1024 rows is some 30 KB.
-const (
-	readBufferSize  = 256 << 10
-	writeBufferSize = 256 << 10
-)
+// readBufferSize: a batch frame of 1024 rows is some 30 KB.
+const readBufferSize = 256 << 10
 
 func (c *conn) start() {
 	c.decoders = make([]chan frameJob, min(goruntime.GOMAXPROCS(0), 4))
@@ -181,53 +179,92 @@ func (c *conn) signal() {
 	}
 }
 
+// inlineFrame: frames shorter than this are copied together into one
+// buffer before they are written; longer ones (batches) are written from
+// their own buffers, in the same writev, without a copy.
+const inlineFrame = 4 << 10
+
+// writeChunk: the writer stops draining the queue to write once it holds
+// this much, as a full bufio.Writer did.
+const writeChunk = 256 << 10
+
 func (c *conn) writeLoop() {
-	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
-	var credit []byte
+	var (
+		small []byte      // credits and short frames, copied together
+		mark  int         // small[mark:] is not in iov yet
+		iov   net.Buffers // what one writev sends, in order
+		held  []*[]byte   // frame buffers in iov, given back once written
+		size  int         // bytes in iov and small[mark:]
+	)
+	write := func() error {
+		if len(small) > mark {
+			iov = append(iov, small[mark:])
+		}
+		w := iov // WriteTo consumes its receiver; iov keeps the array
+		_, err := w.WriteTo(c.nc)
+		for i, b := range held {
+			putBuf(b)
+			held[i] = nil
+		}
+		clear(iov) // no frame buffer stays referenced from here
+		small, mark, iov, held, size = small[:0], 0, iov[:0], held[:0], 0
+		return err
+	}
 	for {
 		select {
 		case <-c.wake:
 		case <-c.done:
 			return
 		}
-		// Drain until nothing is queued, then flush: frames queued while we
-		// wrote join this write instead of costing one each.
+		// Drain until nothing is queued, then write: frames queued while we
+		// drained go in the same writev instead of costing one each.
 		for {
 			c.nc.SetWriteDeadline(time.Now().Add(c.n.cfg.WriteTimeout))
 			c.mu.Lock()
 			q := c.queue
 			c.queue = c.spare[:0]
-			credit = credit[:0]
+			before := len(small)
 			for _, id := range c.pending {
-				credit = appendCredit(credit, id, c.credits[id])
+				small = appendCredit(small, id, c.credits[id])
 				delete(c.credits, id)
 			}
 			c.pending = c.pending[:0]
 			c.mu.Unlock()
-			if len(q) == 0 && len(credit) == 0 {
+			if len(q) == 0 && len(small) == before {
 				c.spare = q
 				break
 			}
-			var err error
-			if len(credit) > 0 {
-				_, err = bw.Write(credit)
-			}
-			for i, b := range q {
-				if err == nil {
-					_, err = bw.Write(*b)
+			size += len(small) - before
+			for _, b := range q {
+				size += len(*b)
+				if len(*b) < inlineFrame {
+					small = append(small, *b...)
+					putBuf(b)
+				} else {
+					// The slices of small already in iov stay valid if
+					// small grows: appends never write over them.
+					if len(small) > mark {
+						iov = append(iov, small[mark:])
+						mark = len(small)
+					}
+					iov = append(iov, *b)
+					held = append(held, b)
 				}
-				putBuf(b)
-				q[i] = nil
+				if size >= writeChunk {
+					if err := write(); err != nil {
+						c.fail(fmt.Errorf("writing: %w", err), false)
+						return
+					}
+				}
 			}
+			clear(q)
 			c.spare = q[:0]
-			if err != nil {
+		}
+		if size > 0 {
+			if err := write(); err != nil {
 				c.fail(fmt.Errorf("writing: %w", err), false)
 				return
 			}
-		}
-		if err := bw.Flush(); err != nil {
-			c.fail(fmt.Errorf("writing: %w", err), false)
-			return
 		}
 	}
 }

@@ -22,7 +22,9 @@
 // with the data.
 //
 // Per connection a writer goroutine drains the frames the senders queued
-// (encoded on the senders' goroutines) into one buffered write; a reader
+// (encoded on the senders' goroutines) into one writev: batches from the
+// buffers they were encoded in, short frames and credits copied together;
+// a reader
 // goroutine hands message frames to a few decoders, a channel always to the
 // same one, which decode and call Receiver.Deliver. The receiving process
 // must know a channel (Receiver.Schema) before its first message arrives:
