@@ -101,7 +101,14 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 	}()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	killed := 0
-	waitChildren(t, cmd.Process.Pid, 3)
+	// Candidates are the TaskManagers that were there at the last kill: a
+	// process started since is a replacement, and with a spare it is the
+	// new idle spare, busy only with starting up — killing it would
+	// restart nothing (seen under load).
+	known := map[int]bool{}
+	for _, p := range waitChildren(t, cmd.Process.Pid, 3) {
+		known[p] = true
+	}
 	for killed < kills {
 		// Each kill hits a deployed attempt (not one still starting up,
 		// which would restart nothing).
@@ -113,13 +120,23 @@ func runClusterCrashTest(t *testing.T, kills int, extra ...string) string {
 		default:
 		}
 		// The busiest: never an idle spare, whose loss restarts nothing.
-		victim := procs.Busiest(taskManagerChildren(cmd.Process.Pid), 300*time.Millisecond)
+		var candidates []int
+		for _, p := range taskManagerChildren(cmd.Process.Pid) {
+			if known[p] {
+				candidates = append(candidates, p)
+			}
+		}
+		victim := procs.Busiest(candidates, 300*time.Millisecond)
 		if victim == 0 {
 			continue
 		}
 		if err := syscall.Kill(victim, syscall.SIGKILL); err == nil {
 			killed++
 			t.Logf("kill %d: TaskManager pid %d", killed, victim)
+			known = map[int]bool{}
+			for _, p := range taskManagerChildren(cmd.Process.Pid) {
+				known[p] = p != victim
+			}
 		}
 	}
 	if err := <-done; err != nil {
