@@ -27,8 +27,9 @@ commands:
   list           the dispatcher's jobs
   status ID      a job's state, master, TaskManagers and latest checkpoint
   cancel ID      cancel a job (--savepoint: after a final savepoint)
-  savepoint ID   write a savepoint of a running job
+  savepoint ID   write a savepoint of a running job (progress on stderr while it is written)
   rescale ID N   savepoint, stop, and start the job again with parallelism N
+                 (--wait: until the new run has restored)
   upgrade ID JOB upgrade a running job to a new spec: the new version's TaskManagers
                  first, then savepoint, stop, and start the new version from it
   size           the network a keyed, windowed job needs per machine (the sizing arithmetic)
