@@ -5,11 +5,12 @@ import (
 )
 
 // KeyFilter is a scalable Bloom filter of the keys a badger table (a
-// window pane) has in the database. A key it does not contain is certainly new to the pane, so the
-// first row of a key in a pane skips the database read (a miss, which
-// costs the most: both memtables and every level are searched). It only
-// grows: nothing deletes single keys of a pane (panes are purged whole).
-// About 10 bits per key, 1 % false positives (which just read).
+// window's pane, say) has in the database. A key it does not contain is
+// certainly new to the table, so its first write skips the database read
+// (a miss, which costs the most: both memtables and every level are
+// searched). It only grows: it suits tables whose keys are not deleted one
+// by one (panes are purged whole). About 10 bits per key, 1 % false
+// positives (which just read).
 type KeyFilter struct {
 	blooms []bloom
 }
