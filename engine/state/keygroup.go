@@ -1,5 +1,3 @@
-// Package state holds keyed state: key groups (the unit by which state moves
-// between subtasks when parallelism changes) and the state backends.
 package state
 
 import (

@@ -11,11 +11,12 @@ import (
 	"testing"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 func TestMain(m *testing.M) {
 	// Small databases open fast; the benchmarks set production sizes.
-	badgerMem.memTable, badgerMem.baseTable, badgerMem.blockCache, badgerMem.indexCache = 1<<20, 256<<10, 1<<20, 1<<20
+	state.BadgerMem.MemTable, state.BadgerMem.BaseTable, state.BadgerMem.BlockCache, state.BadgerMem.IndexCache = 1<<20, 256<<10, 1<<20, 1<<20
 	code := m.Run()
 	for _, s := range sliding { // benchmark state kept across runs
 		s.op.Close()
@@ -43,7 +44,7 @@ func smallSegs(be string) []bool {
 
 // parallelBadger runs a badger subtest in parallel with its siblings:
 // badger's cost is mostly waiting on its own goroutines. (Heap subtests
-// stay sequential: some change segMax.)
+// stay sequential: some change state.SegMax.)
 func parallelBadger(t *testing.T, be string) {
 	if be == BackendBadger {
 		t.Parallel()

@@ -5,18 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"slices"
-	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
-// The badger backend keeps the keyed state in a badger database (an LSM
-// tree on local disk) instead of heap segments, for state larger than
-// memory. Semantics, output and the snapshot bytes per key group are those
+// The badger backend keeps the window's state in a badger database (an
+// LSM tree on local disk, engine/state's Store) instead of heap tables,
+// for state larger than memory. Semantics, output and the snapshot bytes per key group are those
 // of the heap backend (snapshot.go's format), so state moves between the
 // two backends and across parallelisms.
 //
@@ -26,7 +24,7 @@ import (
 //	session            0x00 kg(2, BE) key
 //	session timer      0x01 time(8, BE, sign flipped) kg(2, BE) key
 //
-// where key is the order-preserving key encoding (keys.go; an int64 key is
+// where key is the order-preserving key encoding (state.Keyer; an int64 key is
 // its 8 bytes big-endian with the sign flipped), so iterating a prefix
 // visits keys in output and snapshot order. A pane value is the
 // accumulator's words (8 bytes little-endian each); a session value is the
@@ -47,263 +45,24 @@ import (
 // AdvanceWatermark panics (the runtime fails the task and restarts the
 // job from its last checkpoint); in a snapshot it is reported by Err.
 
-const (
-	tagState = 0
-	tagTimer = 1
-)
-
-// badgerMem sizes the database's memory: memtables (each also the size of
-// a write-ahead log file created at open), block cache and index cache.
-// A var so tests can shrink it: opening a database allocates and maps its
-// memtables.
-var badgerMem = defaultBadgerMem
-
-var defaultBadgerMem = struct{ memTable, baseTable, blockCache, indexCache int64 }{32 << 20, 4 << 20, 64 << 20, 32 << 20}
-
-// badgerOptions bounds memory: small memtables, small caches, values kept
-// in the LSM tree (they are tens of bytes), no compression, no fsync (the
-// database is rebuilt from a checkpoint after a crash), no conflict
-// detection (one writer).
-func badgerOptions(dir string, m BadgerMemory) badger.Options {
-	mem := badgerMem
-	if m.MemTable > 0 {
-		mem.memTable = m.MemTable
-		mem.baseTable = max(m.MemTable/8, 256<<10)
-	}
-	if m.BlockCache > 0 {
-		mem.blockCache = m.BlockCache
-	}
-	if m.IndexCache > 0 {
-		mem.indexCache = m.IndexCache
-	}
-	return badger.DefaultOptions(dir).
-		WithLogger(nil).
-		WithSyncWrites(false).
-		WithDetectConflicts(false).
-		WithMetricsEnabled(false).
-		WithCompression(options.None).
-		WithMemTableSize(mem.memTable).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(4).
-		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(mem.baseTable).
-		WithBaseLevelSize(64 << 20).
-		WithBlockCacheSize(mem.blockCache).
-		WithIndexCacheSize(mem.indexCache).
-		WithValueThreshold(1 << 10).
-		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2).
-		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(false)
-}
-
-// bstore is the database and a guard that keeps snapshot writers off it
-// once it is closed.
-type bstore struct {
-	db     *badger.DB
-	dir    string
-	mu     sync.RWMutex
-	closed bool
-}
-
-func openStore(dir string, m BadgerMemory) (*bstore, error) {
-	if dir == "" {
-		return nil, errors.New("window: the badger state backend needs a directory")
-	}
-	// The directory is this operator's: anything in it is a dead run's.
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("window: badger state directory: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("window: badger state directory: %w", err)
-	}
-	db, err := badger.Open(badgerOptions(dir, m))
-	if err != nil {
-		return nil, fmt.Errorf("window: opening badger state in %s: %w", dir, err)
-	}
-	return &bstore{db: db, dir: dir}, nil
-}
-
-func (s *bstore) close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	err := s.db.Close()
-	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return fmt.Errorf("window: closing badger state: %w", err)
-	}
-	return nil
-}
-
-// size is the database's size on disk (badger's own figure is refreshed
-// only every minute).
-func (s *bstore) size() int64 {
-	ents, _ := os.ReadDir(s.dir)
-	var n int64
-	for _, e := range ents {
-		if fi, err := e.Info(); err == nil {
-			n += fi.Size()
-		}
-	}
-	return n
-}
-
-func dbFail(what string, err error) {
-	panic(fmt.Sprintf("window: badger state: %s: %v", what, err))
-}
-
-// writer collects a batch's writes; keys and values live in buf until
-// flush (a WriteBatch keeps references to them until it commits).
-type writer struct {
-	st   *bstore
-	wb   *badger.WriteBatch
-	bufs [][]byte
-	cur  []byte
-}
-
-func (w *writer) alloc(n int) []byte {
-	if cap(w.cur)-len(w.cur) < n {
-		if w.cur != nil {
-			w.bufs = append(w.bufs, w.cur)
-		}
-		w.cur = make([]byte, 0, max(n, 64<<10))
-	}
-	b := w.cur[len(w.cur) : len(w.cur)+n : len(w.cur)+n]
-	w.cur = w.cur[:len(w.cur)+n]
-	return b[:0]
-}
-
-func (w *writer) batch() *badger.WriteBatch {
-	if w.wb == nil {
-		w.wb = w.st.db.NewWriteBatch()
-	}
-	return w.wb
-}
-
-func (w *writer) set(k, v []byte) {
-	if err := w.batch().Set(k, v); err != nil {
-		dbFail("write", err)
-	}
-}
-
-func (w *writer) del(k []byte) {
-	if err := w.batch().Delete(k); err != nil {
-		dbFail("delete", err)
-	}
-}
-
-func (w *writer) flush() {
-	if w.wb != nil {
-		if err := w.wb.Flush(); err != nil {
-			dbFail("write", err)
-		}
-		w.wb = nil
-	}
-	// Keep the largest buffer for the next batch.
-	w.bufs = w.bufs[:0]
-	w.cur = w.cur[:0]
-}
-
-func appendOrd(dst []byte, v int64) []byte {
-	return binary.BigEndian.AppendUint64(dst, uint64(v)^(1<<63))
-}
-
-func readOrd(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
-
-// appendKeyBytes appends k's order-preserving encoding.
-func appendKeyBytes[K keyT](dst []byte, k K) []byte {
-	switch v := any(k).(type) {
-	case int64:
-		return appendOrd(dst, v)
-	case string:
-		return append(dst, v...)
-	}
-	return dst
-}
-
-func keyFromBytes[K keyT](b []byte) (K, error) {
-	var k K
-	switch p := any(&k).(type) {
-	case *int64:
-		if len(b) != 8 {
-			return k, errors.New("window: malformed int key in badger state")
-		}
-		*p = readOrd(b)
-	case *string:
-		*p = string(b)
-	}
-	return k, nil
-}
-
-func stateKey(dst []byte, kg int) []byte {
-	return binary.BigEndian.AppendUint16(append(dst, tagState), uint16(kg))
-}
-
-func appendWords(dst []byte, ws []uint64) []byte {
-	for _, w := range ws {
-		dst = binary.LittleEndian.AppendUint64(dst, w)
-	}
-	return dst
-}
-
-func readWords(dst []uint64, b []byte) {
-	for i := range dst {
-		dst[i] = binary.LittleEndian.Uint64(b[8*i:])
-	}
-}
-
-// scan calls f for each live entry under prefix. The iterator is bounded
-// by the prefix: badger skips deleted entries while looking ahead, and an
-// unbounded iterator would walk the tombstones of purged panes beyond it.
-func scan(txn *badger.Txn, prefix []byte, f func(item *badger.Item) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-	defer it.Close()
-	for it.Seek(prefix); it.Valid(); it.Next() {
-		if err := f(it.Item()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func getValue(txn *badger.Txn, key []byte, f func([]byte)) bool {
-	item, err := txn.Get(key)
-	if err == badger.ErrKeyNotFound {
-		return false
-	}
-	if err != nil {
-		dbFail("read", err)
-	}
-	if err := item.Value(func(v []byte) error { f(v); return nil }); err != nil {
-		dbFail("read", err)
-	}
-	return true
-}
-
-func newBadgerCore[K keyT](b *base, kx keyer[K], st *bstore) core {
+func newBadgerCore[K state.Key](b *base, kx state.Keyer[K], st *state.Store) core {
 	if b.l.cfg.Kind == Session {
-		return &bsessCore[K]{base: b, kx: kx, st: st, stride: b.l.accWords, w: writer{st: st}, batch: map[skey[K]]int{},
+		return &bsessCore[K]{base: b, kx: kx, st: st, stride: b.l.accWords, w: state.Writer{St: st}, batch: map[skey[K]]int{},
 			kgKeys: make([]int, b.nkg), scanFrom: math.MinInt64}
 	}
-	return &bwinCore[K]{base: b, kx: kx, st: st, w: writer{st: st}, geo: newWindowCore(b, kx), batch: map[wkey[K]]int{}}
+	return &bwinCore[K]{base: b, kx: kx, st: st, w: state.Writer{St: st}, geo: newWindowCore(b, kx), batch: map[wkey[K]]int{}}
 }
 
 // ---- tumbling and sliding ----
 
-type bwinCore[K keyT] struct {
+type bwinCore[K state.Key] struct {
 	*base
-	kx    keyer[K]
-	st    *bstore
-	w     writer
+	kx    state.Keyer[K]
+	st    *state.Store
+	w     state.Writer
 	geo   *windowCore[K] // pane geometry, and the fired-window arena and emitter
 	panes []*bpane[K]
-	p     keyed[K]
+	p     state.Keyed[K]
 	ops   []colRef
 	n     int // accumulators in the database
 	kbuf  []byte
@@ -318,28 +77,28 @@ type bwinCore[K keyT] struct {
 	slab  []uint64
 }
 
-type bpane[K keyT] struct {
+type bpane[K state.Key] struct {
 	end, first, last int64
 	has              []bool // by table index: the key group has entries
 	dirty            []ref[K]
-	keys             keyFilter // every key the pane has in the database
+	keys             state.KeyFilter // every key the pane has in the database
 }
 
-type wkey[K keyT] struct {
+type wkey[K state.Key] struct {
 	end int64
 	kg  int32 // table index
 	key K
 }
 
-type bent[K keyT] struct {
+type bent[K state.Key] struct {
 	wkey[K]
 	p     *bpane[K]
 	isNew bool
 }
 
 func (c *bwinCore[K]) dbKey(dst []byte, ti int, end int64, key K) []byte {
-	dst = appendOrd(stateKey(dst, c.kgStart+ti), end)
-	return appendKeyBytes(dst, key)
+	dst = state.AppendOrd(state.StateKey(dst, c.kgStart+ti), end)
+	return state.AppendKeyBytes(dst, key)
 }
 
 func (c *bwinCore[K]) paneAt(end int64) *bpane[K] {
@@ -372,15 +131,15 @@ func (c *bwinCore[K]) acc(txn *badger.Txn, p *bpane[K], ti int, key K) []uint64 
 	if i, ok := c.batch[wk]; ok {
 		return c.slab[i*st : (i+1)*st : (i+1)*st]
 	}
-	wk.key = c.kx.clone(key)
+	wk.key = c.kx.Clone(key)
 	i := len(c.ents)
 	c.batch[wk] = i
 	c.slab = append(c.slab, make([]uint64, st)...)
 	acc := c.slab[i*st : (i+1)*st : (i+1)*st]
 	found := false
-	if p.keys.mayContain(filterHash(key)) {
+	if p.keys.MayContain(state.FilterHash(key)) {
 		c.kbuf = c.dbKey(c.kbuf[:0], ti, p.end, key)
-		found = getValue(txn, c.kbuf, func(v []byte) { readWords(acc, v) })
+		found = state.GetValue(txn, c.kbuf, func(v []byte) { state.ReadWords(acc, v) })
 	}
 	c.ents = append(c.ents, bent[K]{wkey: wk, p: p, isNew: !found})
 	return acc
@@ -390,16 +149,16 @@ func (c *bwinCore[K]) acc(txn *badger.Txn, p *bpane[K], ti int, key K) []uint64 
 func (c *bwinCore[K]) flushBatch() {
 	st := c.l.accWords
 	for i, e := range c.ents {
-		k := c.dbKey(c.w.alloc(11+16+len(c.kbuf)), int(e.kg), e.end, e.key)
-		v := appendWords(c.w.alloc(8*st), c.slab[i*st:(i+1)*st])
-		c.w.set(k, v)
+		k := c.dbKey(c.w.Alloc(11+16+len(c.kbuf)), int(e.kg), e.end, e.key)
+		v := state.AppendWords(c.w.Alloc(8*st), c.slab[i*st:(i+1)*st])
+		c.w.Set(k, v)
 		if e.isNew {
 			c.n++
 			e.p.has[e.kg] = true
-			e.p.keys.add(filterHash(e.key))
+			e.p.keys.Add(state.FilterHash(e.key))
 		}
 	}
-	c.w.flush()
+	c.w.Flush()
 	clear(c.batch)
 	clear(c.ents)
 	c.ents = c.ents[:0]
@@ -407,12 +166,12 @@ func (c *bwinCore[K]) flushBatch() {
 }
 
 func (c *bwinCore[K]) process(b, late *row.Batch) int {
-	c.kx.prepare(b, &c.p)
+	c.kx.Prepare(b, &c.p)
 	c.ops = bindOps(c.l.ops, b, c.ops)
 	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
 	g := c.geo
 	L, pn := c.l.cfg.AllowedLateness, g.pane
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
 	nlate := 0
 	var p *bpane[K]
@@ -430,12 +189,12 @@ func (c *bwinCore[K]) process(b, late *row.Batch) int {
 			}
 			p = c.paneAt(pe)
 		}
-		ti := c.kgIndex(c.p.kg[i])
-		acc := c.acc(txn, p, ti, c.p.keys[i])
+		ti := c.kgIndex(c.p.KG[i])
+		acc := c.acc(txn, p, ti, c.p.Keys[i])
 		addRow(acc, c.ops, i)
 		if p.first-1 <= c.wm && acc[0]&dirtyBit == 0 {
 			acc[0] |= dirtyBit
-			p.dirty = append(p.dirty, ref[K]{key: c.kx.clone(c.p.keys[i]), kg: int32(ti)})
+			p.dirty = append(p.dirty, ref[K]{key: c.kx.Clone(c.p.Keys[i]), kg: int32(ti)})
 		}
 	}
 	if len(c.ents) >= cacheMax {
@@ -464,7 +223,7 @@ func (c *bwinCore[K]) advance(old int64) {
 	open := func() {
 		if txn == nil {
 			c.sync()
-			txn = c.st.db.NewTransaction(false)
+			txn = c.st.DB.NewTransaction(false)
 		}
 	}
 	if len(c.panes) > 0 {
@@ -490,7 +249,7 @@ func (c *bwinCore[K]) advance(old int64) {
 			for _, p := range c.panes {
 				c.clearDirty(txn, p)
 			}
-			c.w.flush()
+			c.w.Flush()
 		}
 		if txn != nil {
 			txn.Discard()
@@ -533,9 +292,9 @@ func (c *bwinCore[K]) fireFull(txn *badger.Txn, ps []*bpane[K]) {
 			if !p.has[ti] {
 				continue
 			}
-			pre := appendOrd(stateKey(nil, c.kgStart+ti), p.end)
-			err := scan(txn, pre, func(item *badger.Item) error {
-				k, err := keyFromBytes[K](item.Key()[len(pre):])
+			pre := state.AppendOrd(state.StateKey(nil, c.kgStart+ti), p.end)
+			err := state.Scan(txn, pre, func(item *badger.Item) error {
+				k, err := state.KeyFromBytes[K](item.Key()[len(pre):])
 				if err != nil {
 					return err
 				}
@@ -554,16 +313,16 @@ func (c *bwinCore[K]) fireFull(txn *badger.Txn, ps []*bpane[K]) {
 				dst := g.arena[off : off+st]
 				return item.Value(func(v []byte) error {
 					if !seen {
-						readWords(dst, v)
+						state.ReadWords(dst, v)
 						return nil
 					}
-					readWords(src, v)
+					state.ReadWords(src, v)
 					mergeAcc(dst, src, c.l.ops)
 					return nil
 				})
 			})
 			if err != nil {
-				dbFail("fire", err)
+				state.Fail("fire", err)
 			}
 		}
 	}
@@ -586,7 +345,7 @@ func (c *bwinCore[K]) fireDirty(txn *badger.Txn, ps []*bpane[K]) {
 			g.arena = append(g.arena, make([]uint64, st)...)
 			for _, q := range ps {
 				c.kbuf = c.dbKey(c.kbuf[:0], int(d.kg), q.end, d.key)
-				if getValue(txn, c.kbuf, func(v []byte) { readWords(tmp, v) }) {
+				if state.GetValue(txn, c.kbuf, func(v []byte) { state.ReadWords(tmp, v) }) {
 					mergeAcc(g.arena[off:off+st], tmp, c.l.ops)
 				}
 			}
@@ -600,11 +359,11 @@ func (c *bwinCore[K]) clearDirty(txn *badger.Txn, p *bpane[K]) {
 	tmp := make([]uint64, st)
 	for _, d := range p.dirty {
 		c.kbuf = c.dbKey(c.kbuf[:0], int(d.kg), p.end, d.key)
-		if !getValue(txn, c.kbuf, func(v []byte) { readWords(tmp, v) }) {
+		if !state.GetValue(txn, c.kbuf, func(v []byte) { state.ReadWords(tmp, v) }) {
 			continue
 		}
 		tmp[0] &^= dirtyBit
-		c.w.set(append(c.w.alloc(len(c.kbuf)), c.kbuf...), appendWords(c.w.alloc(8*st), tmp))
+		c.w.Set(append(c.w.Alloc(len(c.kbuf)), c.kbuf...), state.AppendWords(c.w.Alloc(8*st), tmp))
 	}
 	clear(p.dirty)
 	p.dirty = p.dirty[:0]
@@ -612,31 +371,31 @@ func (c *bwinCore[K]) clearDirty(txn *badger.Txn, p *bpane[K]) {
 
 // purge deletes the entries of panes ps.
 func (c *bwinCore[K]) purge(ps []*bpane[K]) {
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
 	for _, p := range ps {
 		for ti, has := range p.has {
 			if !has {
 				continue
 			}
-			pre := appendOrd(stateKey(nil, c.kgStart+ti), p.end)
-			err := scan(txn, pre, func(item *badger.Item) error {
+			pre := state.AppendOrd(state.StateKey(nil, c.kgStart+ti), p.end)
+			err := state.Scan(txn, pre, func(item *badger.Item) error {
 				k := item.Key()
-				c.w.del(append(c.w.alloc(len(k)), k...))
+				c.w.Del(append(c.w.Alloc(len(k)), k...))
 				c.n--
 				return nil
 			})
 			if err != nil {
-				dbFail("purge", err)
+				state.Fail("purge", err)
 			}
 		}
 	}
-	c.w.flush()
+	c.w.Flush()
 }
 
 func (c *bwinCore[K]) restore(kg int, data []byte) error {
 	ti := kg - c.kgStart
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
 	var w *bpane[K]
 	err := c.geo.decodePanes(kg, data,
@@ -653,7 +412,7 @@ func (c *bwinCore[K]) restore(kg int, data []byte) error {
 	return err
 }
 
-func (c *bwinCore[K]) size() (int, int64) { return c.n, c.st.size() }
+func (c *bwinCore[K]) size() (int, int64) { return c.n, c.st.Size() }
 
 func (c *bwinCore[K]) snapshot() snapData {
 	s := newBsnap(c.st, c.l, c.kx, c.kgStart, c.nkg, false)
@@ -673,13 +432,13 @@ func (c *bwinCore[K]) snapshot() snapData {
 
 // ---- sessions ----
 
-type bsessCore[K keyT] struct {
+type bsessCore[K state.Key] struct {
 	*base
-	kx     keyer[K]
-	st     *bstore
-	w      writer
+	kx     state.Keyer[K]
+	st     *state.Store
+	w      state.Writer
 	stride int
-	p      keyed[K]
+	p      state.Keyed[K]
 	ops    []colRef
 	nsess  int
 	kgKeys []int // keys with sessions, by table index
@@ -695,7 +454,7 @@ type bsessCore[K keyT] struct {
 	keys  []*skeyState[K]
 }
 
-type skey[K keyT] struct {
+type skey[K state.Key] struct {
 	kg  int32 // table index
 	key K
 }
@@ -705,7 +464,7 @@ type bsess struct {
 	acc        []uint64
 }
 
-type skeyState[K keyT] struct {
+type skeyState[K state.Key] struct {
 	skey[K]
 	timer, oldTimer int64 // oldTimer: the one in the database, if had
 	had             bool
@@ -713,13 +472,13 @@ type skeyState[K keyT] struct {
 }
 
 func (c *bsessCore[K]) dbKey(dst []byte, ti int, key K) []byte {
-	return appendKeyBytes(stateKey(dst, c.kgStart+ti), key)
+	return state.AppendKeyBytes(state.StateKey(dst, c.kgStart+ti), key)
 }
 
-func timerKey[K keyT](dst []byte, t int64, kg int, key K) []byte {
-	dst = appendOrd(append(dst, tagTimer), t)
+func timerKey[K state.Key](dst []byte, t int64, kg int, key K) []byte {
+	dst = state.AppendOrd(append(dst, state.TagTimer), t)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(kg))
-	return appendKeyBytes(dst, key)
+	return state.AppendKeyBytes(dst, key)
 }
 
 func (c *bsessCore[K]) decode(s *skeyState[K], v []byte) {
@@ -730,7 +489,7 @@ func (c *bsessCore[K]) decode(s *skeyState[K], v []byte) {
 	for range n {
 		acc := make([]uint64, c.stride)
 		start, end := int64(binary.LittleEndian.Uint64(v)), int64(binary.LittleEndian.Uint64(v[8:]))
-		readWords(acc, v[16:])
+		state.ReadWords(acc, v[16:])
 		v = v[16+8*c.stride:]
 		s.sess = append(s.sess, bsess{start: start, end: end, acc: acc})
 	}
@@ -743,7 +502,7 @@ func (c *bsessCore[K]) encode(dst []byte, s *skeyState[K]) []byte {
 	for _, x := range s.sess {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(x.start))
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(x.end))
-		dst = appendWords(dst, x.acc)
+		dst = state.AppendWords(dst, x.acc)
 	}
 	return dst
 }
@@ -754,10 +513,10 @@ func (c *bsessCore[K]) state(txn *badger.Txn, ti int, key K) *skeyState[K] {
 	if i, ok := c.batch[sk]; ok {
 		return c.keys[i]
 	}
-	sk.key = c.kx.clone(key)
+	sk.key = c.kx.Clone(key)
 	s := &skeyState[K]{skey: sk, timer: math.MaxInt64}
 	c.kbuf = c.dbKey(c.kbuf[:0], ti, key)
-	getValue(txn, c.kbuf, func(v []byte) { c.decode(s, v) })
+	state.GetValue(txn, c.kbuf, func(v []byte) { c.decode(s, v) })
 	c.batch[sk] = len(c.keys)
 	c.keys = append(c.keys, s)
 	return s
@@ -769,17 +528,17 @@ func (c *bsessCore[K]) put(s *skeyState[K]) {
 	if !s.had && len(s.sess) == 0 {
 		return // a late row of a key without state
 	}
-	k := c.dbKey(c.w.alloc(3+len(c.kbuf)+16), int(s.kg), s.key)
+	k := c.dbKey(c.w.Alloc(3+len(c.kbuf)+16), int(s.kg), s.key)
 	if len(s.sess) == 0 {
-		c.w.del(k)
+		c.w.Del(k)
 	} else {
-		c.w.set(k, c.encode(c.w.alloc(16+len(s.sess)*(16+8*c.stride)), s))
+		c.w.Set(k, c.encode(c.w.Alloc(16+len(s.sess)*(16+8*c.stride)), s))
 	}
 	if s.had && (len(s.sess) == 0 || s.oldTimer != s.timer) {
-		c.w.del(timerKey(c.w.alloc(11+len(k)), s.oldTimer, c.kgStart+int(s.kg), s.key))
+		c.w.Del(state.TimerKey(c.w.Alloc(11+len(k)), s.oldTimer, c.kgStart+int(s.kg), s.key))
 	}
 	if len(s.sess) > 0 && (!s.had || s.oldTimer != s.timer) {
-		c.w.set(timerKey(c.w.alloc(11+len(k)), s.timer, c.kgStart+int(s.kg), s.key), nil)
+		c.w.Set(state.TimerKey(c.w.Alloc(11+len(k)), s.timer, c.kgStart+int(s.kg), s.key), nil)
 		c.scanFrom = min(c.scanFrom, s.timer)
 	}
 	switch {
@@ -794,7 +553,7 @@ func (c *bsessCore[K]) flushBatch() {
 	for _, s := range c.keys {
 		c.put(s)
 	}
-	c.w.flush()
+	c.w.Flush()
 	clear(c.batch)
 	clear(c.keys)
 	c.keys = c.keys[:0]
@@ -866,15 +625,15 @@ func (c *bsessCore[K]) insert(s *skeyState[K], start, end int64, i int, src []ui
 }
 
 func (c *bsessCore[K]) process(b, late *row.Batch) int {
-	c.kx.prepare(b, &c.p)
+	c.kx.Prepare(b, &c.p)
 	c.ops = bindOps(c.l.ops, b, c.ops)
 	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
 	nlate := 0
 	for i, t := range ts {
-		ti := c.kgIndex(c.p.kg[i])
-		s := c.state(txn, ti, c.p.keys[i])
+		ti := c.kgIndex(c.p.KG[i])
+		s := c.state(txn, ti, c.p.Keys[i])
 		if c.insert(s, t, t+c.l.cfg.Gap, i, nil) {
 			continue
 		}
@@ -890,14 +649,14 @@ func (c *bsessCore[K]) process(b, late *row.Batch) int {
 func (c *bsessCore[K]) advance(int64) {
 	wm, L := c.wm, c.l.cfg.AllowedLateness
 	c.fire = c.fire[:0]
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
 	var due [][]byte
 	if c.scanFrom <= wm {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{tagTimer}})
-		for it.Seek(appendOrd([]byte{tagTimer}, c.scanFrom)); it.Valid(); it.Next() {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{state.TagTimer}})
+		for it.Seek(state.AppendOrd([]byte{state.TagTimer}, c.scanFrom)); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if readOrd(k[1:9]) > wm {
+			if state.ReadOrd(k[1:9]) > wm {
 				break
 			}
 			due = append(due, append([]byte(nil), k...))
@@ -906,15 +665,15 @@ func (c *bsessCore[K]) advance(int64) {
 		c.scanFrom = wm + 1 // timers set below are > wm, or lower scanFrom
 	}
 	for _, tk := range due {
-		t := readOrd(tk[1:9])
+		t := state.ReadOrd(tk[1:9])
 		kg := int(binary.BigEndian.Uint16(tk[9:11]))
-		key, err := keyFromBytes[K](tk[11:])
+		key, err := state.KeyFromBytes[K](tk[11:])
 		if err != nil {
-			dbFail("timer", err)
+			state.Fail("timer", err)
 		}
 		s := c.state(txn, kg-c.kgStart, key)
 		if !s.had || s.timer != t {
-			c.w.del(tk) // stale (not written by this backend)
+			c.w.Del(tk) // stale (not written by this backend)
 			continue
 		}
 		keep := s.sess[:0]
@@ -941,39 +700,36 @@ func (c *bsessCore[K]) advance(int64) {
 }
 
 func (c *bsessCore[K]) restore(kg int, data []byte) error {
-	d := &dec{b: data}
+	d := &state.Dec{B: data}
 	ti := kg - c.kgStart
-	txn := c.st.db.NewTransaction(false)
+	txn := c.st.DB.NewTransaction(false)
 	defer txn.Discard()
-	nk := d.count(2)
+	nk := d.Count(2)
 	for range nk {
-		k := readKey(d, c.kx, kg)
-		ns := d.count(3)
-		if d.err != nil {
+		k := state.ReadKey(d, c.kx, kg)
+		ns := d.Count(3)
+		if d.Err != nil {
 			break
 		}
 		s := c.state(txn, ti, k)
 		for range ns {
-			start, end := d.varint(), d.varint()
+			start, end := d.Varint(), d.Varint()
 			acc := make([]uint64, c.stride)
-			d.acc(acc)
-			if d.err != nil {
+			d.Record(acc)
+			if d.Err != nil {
 				break
 			}
 			c.insert(s, start, end, 0, acc)
 		}
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 	}
 	c.flushBatch()
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	return d.err
+	return d.End()
 }
 
-func (c *bsessCore[K]) size() (int, int64) { return c.nsess, c.st.size() }
+func (c *bsessCore[K]) size() (int, int64) { return c.nsess, c.st.Size() }
 
 func (c *bsessCore[K]) snapshot() snapData {
 	s := newBsnap(c.st, c.l, c.kx, c.kgStart, c.nkg, true)
@@ -987,11 +743,11 @@ func (c *bsessCore[K]) snapshot() snapData {
 
 // ---- snapshots ----
 
-type bsnap[K keyT] struct {
-	st       *bstore
+type bsnap[K state.Key] struct {
+	st       *state.Store
 	txn      *badger.Txn
 	l        *layout
-	kx       keyer[K]
+	kx       state.Keyer[K]
 	kgStart  int
 	nkg      int
 	session  bool
@@ -1007,23 +763,20 @@ type snapPane struct {
 	has []bool
 }
 
-func newBsnap[K keyT](st *bstore, l *layout, kx keyer[K], kgStart, nkg int, session bool) *bsnap[K] {
-	return &bsnap[K]{st: st, txn: st.db.NewTransaction(false), l: l, kx: kx, kgStart: kgStart, nkg: nkg, session: session}
+func newBsnap[K state.Key](st *state.Store, l *layout, kx state.Keyer[K], kgStart, nkg int, session bool) *bsnap[K] {
+	return &bsnap[K]{st: st, txn: st.DB.NewTransaction(false), l: l, kx: kx, kgStart: kgStart, nkg: nkg, session: session}
 }
 
 func (s *bsnap[K]) err() error { return s.e }
 
 // use runs f with the database guaranteed open, or records an error.
 func (s *bsnap[K]) use(f func() error) {
-	s.st.mu.RLock()
-	defer s.st.mu.RUnlock()
-	if s.st.closed {
-		if s.e == nil {
-			s.e = errors.New("window: snapshot written after the operator closed")
-		}
-		return
-	}
-	if err := f(); err != nil && s.e == nil {
+	err := s.st.Use(f)
+	switch {
+	case err == nil || s.e != nil:
+	case errors.Is(err, state.ErrClosed):
+		s.e = errors.New("window: snapshot written after the operator closed")
+	default:
 		s.e = fmt.Errorf("window: reading badger state for a snapshot: %w", err)
 	}
 }
@@ -1047,19 +800,19 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 	n := 0
 	entry := func(pre []byte) func(item *badger.Item) error {
 		return func(item *badger.Item) error {
-			key, err := keyFromBytes[K](item.Key()[len(pre):])
+			key, err := state.KeyFromBytes[K](item.Key()[len(pre):])
 			if err != nil {
 				return err
 			}
-			ents = s.kx.appendBin(ents, key)
+			ents = s.kx.AppendBin(ents, key)
 			n++
 			return item.Value(func(v []byte) error {
 				if !s.session {
 					if len(v) != 8*st {
 						return errors.New("malformed accumulator")
 					}
-					readWords(acc, v)
-					ents = appendAcc(ents, acc)
+					state.ReadWords(acc, v)
+					ents = state.AppendRecord(ents, acc)
 					return nil
 				}
 				if len(v) < 16 {
@@ -1074,8 +827,8 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 				for range ns {
 					ents = binary.AppendVarint(ents, int64(binary.LittleEndian.Uint64(v)))
 					ents = binary.AppendVarint(ents, int64(binary.LittleEndian.Uint64(v[8:])))
-					readWords(acc, v[16:])
-					ents = appendAcc(ents, acc)
+					state.ReadWords(acc, v[16:])
+					ents = state.AppendRecord(ents, acc)
 					v = v[16+8*st:]
 				}
 				return nil
@@ -1083,8 +836,8 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 		}
 	}
 	if s.session {
-		pre := stateKey(nil, kg)
-		if err := scan(s.txn, pre, entry(pre)); err != nil {
+		pre := state.StateKey(nil, kg)
+		if err := state.Scan(s.txn, pre, entry(pre)); err != nil {
 			return dst, err
 		}
 		dst = binary.AppendUvarint(dst, uint64(n))
@@ -1097,9 +850,9 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 			if !p.has[ti] {
 				continue
 			}
-			pre := appendOrd(stateKey(nil, kg), p.end)
+			pre := state.AppendOrd(state.StateKey(nil, kg), p.end)
 			ents, n = ents[:0], 0
-			if err := scan(s.txn, pre, entry(pre)); err != nil {
+			if err := state.Scan(s.txn, pre, entry(pre)); err != nil {
 				return dst, err
 			}
 			body = binary.AppendVarint(body, p.end)
@@ -1113,10 +866,11 @@ func (s *bsnap[K]) writeKG(kg int, dst []byte) ([]byte, error) {
 }
 
 func (s *bsnap[K]) release() {
-	s.st.mu.RLock()
-	defer s.st.mu.RUnlock()
-	if !s.st.closed && !s.released && !s.kept {
-		s.txn.Discard()
-	}
+	s.st.Use(func() error {
+		if !s.released && !s.kept {
+			s.txn.Discard()
+		}
+		return nil
+	})
 	s.released = true
 }

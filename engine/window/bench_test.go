@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 var benchSchema = row.MustSchema(
@@ -62,9 +63,9 @@ func benchTumbling(b *testing.B, backend string) {
 	cfg := Config{Kind: Tumbling, Size: 60_000, KeyFields: []string{"k"}, TimeField: "ts",
 		Aggs: []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}}, Backend: backend}
 	if backend == BackendBadger {
-		saved := badgerMem
-		defer func() { badgerMem = saved }()
-		badgerMem = defaultBadgerMem
+		saved := state.BadgerMem
+		defer func() { state.BadgerMem = saved }()
+		state.BadgerMem = state.DefaultBadgerMem
 		cfg.Dir = b.TempDir()
 	}
 	op, err := New(cfg, benchSchema)
@@ -157,9 +158,9 @@ func benchSliding(b *testing.B, backend string) {
 			Aggs:    []Agg{{Name: "n", Fn: Count}, {Name: "s", Fn: Sum, Field: "v"}, {Name: "a", Fn: Avg, Field: "f"}, {Name: "m", Fn: Max, Field: "v"}},
 			Backend: backend}
 		if backend == BackendBadger {
-			saved := badgerMem
-			defer func() { badgerMem = saved }()
-			badgerMem = defaultBadgerMem
+			saved := state.BadgerMem
+			defer func() { state.BadgerMem = saved }()
+			state.BadgerMem = state.DefaultBadgerMem
 			dir, err := os.MkdirTemp("", "sluice-bench-badger")
 			if err != nil {
 				b.Fatal(err)

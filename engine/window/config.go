@@ -88,9 +88,7 @@ type Config struct {
 
 // BadgerMemory bounds what a badger database keeps in memory, in bytes:
 // two memtables of MemTable each, the block cache and the index cache.
-type BadgerMemory struct {
-	MemTable, BlockCache, IndexCache int64
-}
+type BadgerMemory = state.BadgerMemory
 
 // State backends.
 const (

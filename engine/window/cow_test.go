@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // TestCowCopiesRecordsOnly: the first update of existing keys after a
@@ -32,19 +33,19 @@ func TestCowCopiesRecordsOnly(t *testing.T) {
 	c := op.core.(*windowCore[int64])
 	snap := op.Snapshot()
 	defer snap.Release()
-	frozen := map[*slot[int64]]bool{}
+	frozen := map[*state.Slot[int64]]bool{}
 	for _, ts := range snap.data.(*coreSnap[int64]).tabs {
-		segsOf(ts.chunks, ts.bits, func(s *segment[int64]) { frozen[unsafe.SliceData(s.slots)] = true })
+		ts.v.Segments(func(s *state.Segment[int64]) { frozen[unsafe.SliceData(s.Slots)] = true })
 	}
 	copied := func() (n, shared int) {
 		for _, tb := range c.panes[0].tabs {
 			if tb == nil {
 				continue
 			}
-			segsOf(tb.chunks, tb.bits, func(s *segment[int64]) {
-				if s.ver > c.c.frozen {
+			tb.Segments(func(s *state.Segment[int64]) {
+				if s.Ver > c.c.Frozen {
 					n++
-					if frozen[unsafe.SliceData(s.slots)] {
+					if frozen[unsafe.SliceData(s.Slots)] {
 						shared++
 					}
 				}
@@ -81,8 +82,8 @@ func TestCowReuse(t *testing.T) {
 		for _, cfg := range configs() {
 			t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
 				if small {
-					defer func(v int) { segMax = v }(segMax)
-					segMax = 2
+					defer func(v int) { state.SegMax = v }(state.SegMax)
+					state.SegMax = 2
 				}
 				testCowReuse(t, cfg)
 			})
@@ -174,8 +175,8 @@ func TestCowConcurrentSnapshots(t *testing.T) {
 	for _, small := range []bool{false, true} {
 		t.Run(fmt.Sprintf("smallseg=%v", small), func(t *testing.T) {
 			if small {
-				defer func(v int) { segMax = v }(segMax)
-				segMax = 2
+				defer func(v int) { state.SegMax = v }(state.SegMax)
+				state.SegMax = 2
 			}
 			testCowConcurrent(t)
 		})

@@ -64,7 +64,7 @@ func BenchmarkBatchesAfterSnapshot(b *testing.B) {
 			s.Release()
 			close(done)
 		}()
-		cp := op.c.copies
+		cp := op.c.Copies
 		for i := range 3125 {
 			bt, _ := f.next()
 			c0 := threadCPU()
@@ -81,7 +81,7 @@ func BenchmarkBatchesAfterSnapshot(b *testing.B) {
 			}
 		}
 		if n > 0 {
-			copies += op.c.copies - cp
+			copies += op.c.Copies - cp
 		}
 		<-done
 	}

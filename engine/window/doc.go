@@ -18,7 +18,9 @@
 // WriteKeyGroup returns from another goroutine), and it keeps no buffer of
 // rows: each (key, window) holds one accumulator of fixed width.
 //
-// State layout, and why:
+// State layout, and why (the storage — tables, keys, the badger store,
+// snapshot framing, deltas, timers — is engine/state's; what it means is
+// this package's):
 //
 //   - Tumbling and sliding state is organised by pane: the time axis is cut
 //     into panes of gcd(Size, Slide) ms (a tumbling window is one pane), a
@@ -29,9 +31,9 @@
 //   - Session state is one table per key group; a key maps to a short linked
 //     list of sessions. A min-heap of timers (rebuilt on restore, never
 //     snapshotted) says which keys to look at when the watermark moves.
-//   - A table is split into segments: small open-addressing hash tables
-//     (no Go maps) from key to a record in a flat []uint64 slab, about
-//     segMax keys each. Segments double in number as a table grows and are
+//   - A table (state.Table) is split into segments: small open-addressing
+//     hash tables (no Go maps) from key to a record in a flat []uint64
+//     slab, about state.SegMax keys each. Segments double in number as a table grows and are
 //     held in chunks of 64 pointers. A single int64/timestamp key is stored
 //     as int64; every other key shape uses an order-preserving byte encoding
 //     of the key fields as a string.

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // Operator is the window operator's state and logic. It is not safe for
@@ -14,9 +15,9 @@ import (
 type Operator struct {
 	base
 	core core
-	reg  *registry
-	st   *bstore // badger backend, else nil
-	inc  *incr   // incremental snapshots (badger), created on first use
+	reg  *state.Registry
+	st   *state.Store // badger backend, else nil
+	inc  *state.Chain // incremental snapshots (badger), created on first use
 	// rebuild: a delta was restored; FinishRestore rebuilds the index.
 	rebuild bool
 }
@@ -25,7 +26,7 @@ type Operator struct {
 type base struct {
 	l       *layout
 	wm      int64
-	c       cow
+	c       state.COW
 	kgStart int
 	nkg     int
 	late    int64
@@ -48,26 +49,26 @@ func New(cfg Config, in *row.Schema) (*Operator, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Operator{reg: newRegistry()}
-	o.base = base{l: l, wm: math.MinInt64, c: cow{ver: 1, oldest: math.MaxUint64}, kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
-	maxPar := uint64(l.cfg.MaxParallelism)
+	o := &Operator{reg: state.NewRegistry()}
+	o.base = base{l: l, wm: math.MinInt64, c: state.NewCOW(), kgStart: l.cfg.KeyGroups.Start, nkg: l.cfg.KeyGroups.End - l.cfg.KeyGroups.Start}
+	maxPar := l.cfg.MaxParallelism
 	if l.cfg.Backend == BackendBadger {
-		st, err := openStore(l.cfg.Dir, l.cfg.Badger)
+		st, err := state.OpenStore(l.cfg.Dir, l.cfg.Badger)
 		if err != nil {
 			return nil, err
 		}
 		o.st = st
 		if l.intKey {
-			o.core = newBadgerCore[int64](&o.base, &intKeyer{col: l.keyCols[0], maxPar: maxPar}, st)
+			o.core = newBadgerCore[int64](&o.base, state.NewIntKeyer(l.keyCols[0], maxPar), st)
 		} else {
-			o.core = newBadgerCore[string](&o.base, &encKeyer{cols: l.keyCols, types: l.keyTypes, maxPar: maxPar}, st)
+			o.core = newBadgerCore[string](&o.base, state.NewEncKeyer(l.keyCols, l.keyTypes, maxPar), st)
 		}
 		return o, nil
 	}
 	if l.intKey {
-		o.core = newCore[int64](&o.base, &intKeyer{col: l.keyCols[0], maxPar: maxPar})
+		o.core = newCore[int64](&o.base, state.NewIntKeyer(l.keyCols[0], maxPar))
 	} else {
-		o.core = newCore[string](&o.base, &encKeyer{cols: l.keyCols, types: l.keyTypes, maxPar: maxPar})
+		o.core = newCore[string](&o.base, state.NewEncKeyer(l.keyCols, l.keyTypes, maxPar))
 	}
 	return o, nil
 }
@@ -81,14 +82,14 @@ func (o *Operator) Close() error {
 		return nil
 	}
 	if o.inc != nil {
-		o.inc.close()
+		o.inc.Close()
 	}
-	return o.st.close()
+	return o.st.Close()
 }
 
-func newCore[K keyT](b *base, kx keyer[K]) core {
+func newCore[K state.Key](b *base, kx state.Keyer[K]) core {
 	if b.l.cfg.Kind == Session {
-		return &sessionCore[K]{base: b, kx: kx, stride: sessAcc + b.l.accWords, tabs: make([]*table[K], b.nkg)}
+		return &sessionCore[K]{base: b, kx: kx, stride: sessAcc + b.l.accWords, tabs: make([]*state.Table[K], b.nkg)}
 	}
 	return newWindowCore[K](b, kx)
 }
@@ -106,7 +107,7 @@ func (o *Operator) Process(b *row.Batch, late *row.Batch) (lateRows int) {
 	if b == nil || b.Len == 0 {
 		return 0
 	}
-	o.c.load(o.reg)
+	o.c.Load(o.reg)
 	n := o.core.process(b, late)
 	o.late += int64(n)
 	return n
@@ -119,7 +120,7 @@ func (o *Operator) Process(b *row.Batch, late *row.Batch) (lateRows int) {
 // then it purges windows with end-1+AllowedLateness <= wm. emit receives
 // batches of the output schema (from row.NewBatch) and owns them.
 func (o *Operator) AdvanceWatermark(wm int64, emit func(*row.Batch)) {
-	o.c.load(o.reg)
+	o.c.Load(o.reg)
 	old := o.wm
 	if wm > o.wm {
 		o.wm = wm
@@ -161,10 +162,7 @@ func (o *Operator) sync() {
 }
 
 func (o *Operator) snapshotOf(data snapData) *Snapshot {
-	v := o.c.ver
-	o.reg.freeze(v)
-	o.c.load(o.reg)
-	o.c.ver++
+	v := o.c.Freeze(o.reg)
 	return &Snapshot{data: data, reg: o.reg, ver: v, wm: o.wm}
 }
 
@@ -178,7 +176,7 @@ func (o *Operator) Restore(kg int, data []byte) error {
 	if kg < o.kgStart || kg >= o.kgStart+o.nkg {
 		return fmt.Errorf("window: restore key group %d outside this subtask's range [%d, %d)", kg, o.kgStart, o.kgStart+o.nkg)
 	}
-	o.c.load(o.reg)
+	o.c.Load(o.reg)
 	rest, err := readHeader(data, o.l)
 	if err != nil {
 		return fmt.Errorf("window: restore key group %d: %w", kg, err)
@@ -203,13 +201,13 @@ func (b *base) kgIndex(kg int32) int {
 }
 
 // fired is one output row waiting to be sorted and emitted.
-type fired[K keyT] struct {
+type fired[K state.Key] struct {
 	key        K
 	start, end int64
 	acc        []uint64
 }
 
-func emitSorted[K keyT](b *base, kx keyer[K], ents []fired[K]) {
+func emitSorted[K state.Key](b *base, kx state.Keyer[K], ents []fired[K]) {
 	sortFired(ents)
 	nk := len(b.l.keyCols)
 	for i := range ents {
@@ -218,7 +216,7 @@ func emitSorted[K keyT](b *base, kx keyer[K], ents []fired[K]) {
 			b.out = row.NewBatch(b.l.out)
 		}
 		out := b.out
-		kx.appendKey(out.Cols[:nk], e.key)
+		kx.AppendKey(out.Cols[:nk], e.key)
 		out.Cols[nk].Ints = append(out.Cols[nk].Ints, e.start)
 		out.Cols[nk+1].Ints = append(out.Cols[nk+1].Ints, e.end)
 		appendAggs(out.Cols[nk+2:], e.acc, b.l.outs)
@@ -230,7 +228,7 @@ func emitSorted[K keyT](b *base, kx keyer[K], ents []fired[K]) {
 	}
 }
 
-func sortFired[K keyT](ents []fired[K]) {
+func sortFired[K state.Key](ents []fired[K]) {
 	slices.SortFunc(ents, func(a, b fired[K]) int {
 		if a.end != b.end {
 			if a.end < b.end {
@@ -260,4 +258,13 @@ func floorMod(t, m int64) int64 {
 		r += m
 	}
 	return r
+}
+
+// keySize is what Table.MemBytes counts per key: nil for int64 keys.
+func keySize[K state.Key](kx state.Keyer[K]) func(K) int {
+	var k K
+	if _, ok := any(k).(string); ok {
+		return kx.MemSize
+	}
+	return nil
 }

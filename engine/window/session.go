@@ -2,19 +2,19 @@ package window
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"slices"
 	"unsafe"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // Session record layout: header words, then the accumulator.
 const (
 	sessStart = iota
 	sessEnd
-	sessNext  // next session of the key, noNext at the end; next free record when free
+	sessNext  // next session of the key, state.NoNext at the end; next free record when free
 	sessTimer // on a key's first session: the time of its one valid timer
 	sessAcc
 )
@@ -28,75 +28,26 @@ const (
 // stale and skipped. A row that only extends a session pushes no timer: the
 // old timer fires early, finds nothing due and re-arms at the new end. So
 // the heap holds about one entry per key. It is rebuilt on restore.
-type sessionCore[K keyT] struct {
+type sessionCore[K state.Key] struct {
 	*base
-	kx     keyer[K]
+	kx     state.Keyer[K]
 	stride int
-	p      keyed[K]
+	p      state.Keyed[K]
 	ops    []colRef
-	tabs   []*table[K]
-	timers timerHeap[K]
+	tabs   []*state.Table[K]
+	timers state.Timers[K]
 	fire   []fired[K]
 	nsess  int
 }
 
-type timer[K keyT] struct {
-	t   int64
-	key K
-	kg  int32 // table index
-}
-
-// timerHeap is a binary min-heap on t (container/heap would box entries).
-type timerHeap[K keyT] []timer[K]
-
-func (h *timerHeap[K]) push(x timer[K]) {
-	*h = append(*h, x)
-	s := *h
-	i := len(s) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if s[p].t <= s[i].t {
-			break
-		}
-		s[p], s[i] = s[i], s[p]
-		i = p
-	}
-}
-
-func (h *timerHeap[K]) pop() timer[K] {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = timer[K]{}
-	s = s[:n]
-	i := 0
-	for {
-		l, m := 2*i+1, i
-		if l < n && s[l].t < s[m].t {
-			m = l
-		}
-		if r := l + 1; r < n && s[r].t < s[m].t {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		s[i], s[m] = s[m], s[i]
-		i = m
-	}
-	*h = s
-	return top
-}
-
 func (c *sessionCore[K]) process(b, late *row.Batch) int {
-	c.kx.prepare(b, &c.p)
+	c.kx.Prepare(b, &c.p)
 	c.ops = bindOps(c.l.ops, b, c.ops)
 	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
 	nlate := 0
 	for i, t := range ts {
-		kg := c.kgIndex(c.p.kg[i])
-		if c.insert(kg, c.p.keys[i], c.p.h[i], t, t+c.l.cfg.Gap, i, nil) {
+		kg := c.kgIndex(c.p.KG[i])
+		if c.insert(kg, c.p.Keys[i], c.p.H[i], t, t+c.l.cfg.Gap, i, nil) {
 			continue
 		}
 		nlate++
@@ -107,8 +58,9 @@ func (c *sessionCore[K]) process(b, late *row.Batch) int {
 	return nlate
 }
 
-func (s *segment[K]) next(r int32, stride int) int32 {
-	return int32(int64(s.words[int(r)*stride+sessNext]))
+// next is the record after r in its key's chain of sessions.
+func next[K state.Key](s *state.Segment[K], r int32, stride int) int32 {
+	return int32(int64(s.Words[int(r)*stride+sessNext]))
 }
 
 // insert adds the window [start, end) of key (not yet cloned) to table ti:
@@ -119,40 +71,40 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint32, start, end int64, i in
 	L := c.l.cfg.AllowedLateness
 	t := c.tabs[ti]
 	if t == nil {
-		t = newTable[K](&c.c)
+		t = state.NewTable[K](&c.c)
 		c.tabs[ti] = t
 	}
 	st := c.stride
-	si := t.segOf(sh)
-	s := t.seg(si)
-	head, ok := s.find(key, sh)
+	si := t.SegOf(sh)
+	s := t.Seg(si)
+	head, ok := s.Find(key, sh)
 	if !ok {
 		if end-1+L <= c.wm {
 			return false
 		}
-		if s.ver <= c.c.frozen {
-			s = t.writable(si, &c.c)
+		if s.Ver <= c.c.Frozen {
+			s = t.Writable(si, &c.c)
 		}
-		r := s.alloc(st)
-		rec := s.rec(r, st)
-		rec[sessStart], rec[sessEnd], rec[sessNext] = uint64(start), uint64(end), noNext
+		r := s.Alloc(st, sessNext)
+		rec := s.Rec(r, st)
+		rec[sessStart], rec[sessEnd], rec[sessNext] = uint64(start), uint64(end), state.NoNext
 		c.fold(rec[sessAcc:], i, src)
 		rec[sessTimer] = uint64(c.need(rec))
-		k := c.kx.clone(key)
-		s.insert(k, sh, r)
-		c.timers.push(timer[K]{t: int64(rec[sessTimer]), key: k, kg: int32(ti)})
-		t.n++
+		k := c.kx.Clone(key)
+		s.Insert(k, sh, r)
+		c.timers.Push(state.Timer[K]{T: int64(rec[sessTimer]), Key: k, KG: int32(ti)})
+		t.N++
 		c.nsess++
-		if t.needSplit() {
-			t.split(&c.c, st, true)
+		if t.NeedSplit() {
+			t.Split(&c.c, st, sessNext)
 		}
 		return true
 	}
 	// The first overlapping session in the chain absorbs the window and
 	// every other overlapping one (never the head, which would be first).
 	m := int32(-1)
-	for r := head; r >= 0; r = s.next(r, st) {
-		rec := s.rec(r, st)
+	for r := head; r >= 0; r = next(s, r, st) {
+		rec := s.Rec(r, st)
 		if int64(rec[sessStart]) <= end && start <= int64(rec[sessEnd]) {
 			m = r
 			break
@@ -161,29 +113,29 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint32, start, end int64, i in
 	if m < 0 && end-1+L <= c.wm {
 		return false
 	}
-	if s.ver <= c.c.frozen {
-		s = t.writable(si, &c.c)
+	if s.Ver <= c.c.Frozen {
+		s = t.Writable(si, &c.c)
 	}
 	if m < 0 {
-		m = s.alloc(st)
-		rec, h := s.rec(m, st), s.rec(head, st)
+		m = s.Alloc(st, sessNext)
+		rec, h := s.Rec(m, st), s.Rec(head, st)
 		rec[sessStart], rec[sessEnd] = uint64(start), uint64(end)
 		rec[sessNext], h[sessNext] = h[sessNext], uint64(m)
 		c.nsess++
 	}
-	rec := s.rec(m, st)
+	rec := s.Rec(m, st)
 	start, end = min(start, int64(rec[sessStart])), max(end, int64(rec[sessEnd]))
 	c.fold(rec[sessAcc:], i, src)
 	prev := m
-	for r := s.next(m, st); r >= 0; {
-		o := s.rec(r, st)
+	for r := next(s, m, st); r >= 0; {
+		o := s.Rec(r, st)
 		nx := int32(int64(o[sessNext]))
 		if int64(o[sessStart]) <= end && start <= int64(o[sessEnd]) {
 			start, end = min(start, int64(o[sessStart])), max(end, int64(o[sessEnd]))
 			mergeAcc(rec[sessAcc:], o[sessAcc:], c.l.ops)
 			rec[sessAcc] |= dirtyBit // the merged session has not been emitted
-			s.rec(prev, st)[sessNext] = uint64(int64(nx))
-			s.release(r, st)
+			s.Rec(prev, st)[sessNext] = uint64(int64(nx))
+			s.Release(r, st, sessNext)
 			c.nsess--
 		} else {
 			prev = r
@@ -191,10 +143,10 @@ func (c *sessionCore[K]) insert(ti int, key K, sh uint32, start, end int64, i in
 		r = nx
 	}
 	rec[sessStart], rec[sessEnd] = uint64(start), uint64(end)
-	h := s.rec(head, st)
+	h := s.Rec(head, st)
 	if n := c.need(rec); n < int64(h[sessTimer]) {
 		h[sessTimer] = uint64(n)
-		c.timers.push(timer[K]{t: n, key: c.kx.clone(key), kg: int32(ti)})
+		c.timers.Push(state.Timer[K]{T: n, Key: c.kx.Clone(key), KG: int32(ti)})
 	}
 	return true
 }
@@ -220,36 +172,36 @@ func (c *sessionCore[K]) need(rec []uint64) int64 {
 func (c *sessionCore[K]) advance(old int64) {
 	wm, L, st := c.wm, c.l.cfg.AllowedLateness, c.stride
 	c.fire = c.fire[:0]
-	for len(c.timers) > 0 && c.timers[0].t <= wm {
-		tm := c.timers.pop()
-		t := c.tabs[tm.kg]
-		h := c.kx.segHash(tm.key)
-		si := t.segOf(h)
-		s := t.seg(si)
-		head, ok := s.find(tm.key, h)
-		if !ok || int64(s.rec(head, st)[sessTimer]) != tm.t {
+	for c.timers.Due(wm) {
+		tm := c.timers.Pop()
+		t := c.tabs[tm.KG]
+		h := c.kx.SegHash(tm.Key)
+		si := t.SegOf(h)
+		s := t.Seg(si)
+		head, ok := s.Find(tm.Key, h)
+		if !ok || int64(s.Rec(head, st)[sessTimer]) != tm.T {
 			continue // stale
 		}
-		s = t.writable(si, &c.c)
+		s = t.Writable(si, &c.c)
 		need, first, prev := int64(math.MaxInt64), int32(-1), int32(-1)
 		for r := head; r >= 0; {
-			rec := s.rec(r, st)
+			rec := s.Rec(r, st)
 			nx := int32(int64(rec[sessNext]))
 			end := int64(rec[sessEnd])
 			if rec[sessAcc]&dirtyBit != 0 && end-1 <= wm {
 				rec[sessAcc] &^= dirtyBit
 				// release below writes only sessNext; the accumulator stays
 				// intact until the next alloc, after emitting.
-				c.fire = append(c.fire, fired[K]{key: tm.key, start: int64(rec[sessStart]), end: end, acc: rec[sessAcc:]})
+				c.fire = append(c.fire, fired[K]{key: tm.Key, start: int64(rec[sessStart]), end: end, acc: rec[sessAcc:]})
 			}
 			if end-1+L <= wm {
-				s.release(r, st)
+				s.Release(r, st, sessNext)
 				c.nsess--
 			} else {
 				if prev < 0 {
 					first = r
 				} else {
-					s.rec(prev, st)[sessNext] = uint64(int64(r))
+					s.Rec(prev, st)[sessNext] = uint64(int64(r))
 				}
 				prev = r
 				need = min(need, c.need(rec))
@@ -257,16 +209,16 @@ func (c *sessionCore[K]) advance(old int64) {
 			r = nx
 		}
 		if first < 0 {
-			s.del(tm.key, h)
-			t.n--
+			s.Del(tm.Key, h)
+			t.N--
 			continue
 		}
-		s.rec(prev, st)[sessNext] = noNext
+		s.Rec(prev, st)[sessNext] = state.NoNext
 		if first != head {
-			s.set(tm.key, h, first)
+			s.Set(tm.Key, h, first)
 		}
-		s.rec(first, st)[sessTimer] = uint64(need)
-		c.timers.push(timer[K]{t: need, key: tm.key, kg: tm.kg})
+		s.Rec(first, st)[sessTimer] = uint64(need)
+		c.timers.Push(state.Timer[K]{T: need, Key: tm.Key, KG: tm.KG})
 	}
 	emitSorted(c.base, c.kx, c.fire)
 	clear(c.fire)
@@ -283,10 +235,10 @@ func (c *sessionCore[K]) snapshot() snapData {
 
 // appendSessions writes the sessions of the key whose first record is r,
 // by start.
-func appendSessions[K keyT](dst []byte, s *segment[K], r int32, stride int) []byte {
+func appendSessions[K state.Key](dst []byte, s *state.Segment[K], r int32, stride int) []byte {
 	var recs [][]uint64
-	for ; r >= 0; r = s.next(r, stride) {
-		recs = append(recs, s.rec(r, stride))
+	for ; r >= 0; r = next(s, r, stride) {
+		recs = append(recs, s.Rec(r, stride))
 	}
 	slices.SortFunc(recs, func(a, b []uint64) int {
 		if int64(a[sessStart]) < int64(b[sessStart]) {
@@ -298,49 +250,46 @@ func appendSessions[K keyT](dst []byte, s *segment[K], r int32, stride int) []by
 	for _, rec := range recs {
 		dst = binary.AppendVarint(dst, int64(rec[sessStart]))
 		dst = binary.AppendVarint(dst, int64(rec[sessEnd]))
-		dst = appendAcc(dst, rec[sessAcc:])
+		dst = state.AppendRecord(dst, rec[sessAcc:])
 	}
 	return dst
 }
 
 func (c *sessionCore[K]) restore(kg int, data []byte) error {
-	d := &dec{b: data}
+	d := &state.Dec{B: data}
 	ti := kg - c.kgStart
 	if c.tabs == nil {
-		c.tabs = make([]*table[K], c.nkg)
+		c.tabs = make([]*state.Table[K], c.nkg)
 	}
 	acc := make([]uint64, c.l.accWords)
-	nk := d.count(2)
+	nk := d.Count(2)
 	for range nk {
-		k := readKey(d, c.kx, kg)
-		ns := d.count(3)
-		sh := c.kx.segHash(k)
+		k := state.ReadKey(d, c.kx, kg)
+		ns := d.Count(3)
+		sh := c.kx.SegHash(k)
 		for range ns {
-			start, end := d.varint(), d.varint()
-			d.acc(acc)
-			if d.err != nil {
+			start, end := d.Varint(), d.Varint()
+			d.Record(acc)
+			if d.Err != nil {
 				break
 			}
 			c.insert(ti, k, sh, start, end, 0, acc)
 		}
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	return d.err
+	return d.End()
 }
 
 func (c *sessionCore[K]) size() (int, int64) {
-	_, strKeys := any(c.kx).(*encKeyer)
+	ks := keySize(c.kx)
 	var bytes int64
 	for _, t := range c.tabs {
 		if t != nil {
-			bytes += t.memBytes(c.kx, strKeys) + 48
+			bytes += t.MemBytes(ks) + 48
 		}
 	}
-	bytes += int64(cap(c.timers)) * int64(unsafe.Sizeof(timer[K]{}))
+	bytes += int64(cap(c.timers)) * int64(unsafe.Sizeof(state.Timer[K]{}))
 	return c.nsess, bytes
 }

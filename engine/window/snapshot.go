@@ -2,61 +2,20 @@ package window
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sluice-stream/sluice/engine/state"
 )
-
-// registry tracks live snapshots. The task goroutine reads frozen once per
-// call; Release may run on any goroutine.
-type registry struct {
-	mu     sync.Mutex
-	live   map[uint64]int
-	frozen atomic.Uint64 // newest live snapshot version, 0 if none
-	oldest atomic.Uint64 // oldest live snapshot version, MaxUint64 if none
-}
-
-func newRegistry() *registry {
-	r := &registry{live: map[uint64]int{}}
-	r.oldest.Store(math.MaxUint64)
-	return r
-}
-
-func (r *registry) freeze(v uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.live[v]++
-	r.frozen.Store(v)
-	r.oldest.Store(min(r.oldest.Load(), v))
-}
-
-// release is the writer's last touch of the snapshot's segments: the
-// atomic stores order it before the operator reuses them (cow.load).
-func (r *registry) release(v uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.live[v]--; r.live[v] <= 0 {
-		delete(r.live, v)
-	}
-	var m uint64
-	o := uint64(math.MaxUint64)
-	for lv := range r.live {
-		m = max(m, lv)
-		o = min(o, lv)
-	}
-	r.frozen.Store(m)
-	r.oldest.Store(o)
-}
 
 // Snapshot is a frozen view of an operator's state. Its methods are safe to
 // call from any goroutine (one at a time), concurrently with the operator.
 type Snapshot struct {
 	data    snapData
-	reg     *registry
+	reg     *state.Registry
 	ver     uint64
 	wm      int64
 	release sync.Once
@@ -117,7 +76,7 @@ func (s *Snapshot) Release() {
 			s.onRelease(s.bytes, s.data.err() == nil)
 		}
 		s.done.Store(true)
-		s.reg.release(s.ver)
+		s.reg.Release(s.ver)
 		s.data.release()
 		s.data = nil
 	})
@@ -139,124 +98,23 @@ func (s *Snapshot) Release() {
 //	              little-endian
 const magic = "SLWN\x02"
 
-func appendHeader(dst []byte, l *layout) []byte {
-	dst = append(dst, magic...)
-	dst = binary.AppendUvarint(dst, uint64(len(l.fp)))
-	return append(dst, l.fp...)
-}
+func appendHeader(dst []byte, l *layout) []byte { return state.AppendHeader(dst, magic, l.fp) }
 
 func readHeader(src []byte, l *layout) ([]byte, error) {
-	if len(src) < len(magic) || string(src[:len(magic)]) != magic {
-		return nil, errors.New("not window state (bad magic or version)")
-	}
-	src = src[len(magic):]
-	n, k := binary.Uvarint(src)
-	if k <= 0 || uint64(len(src)-k) < n {
-		return nil, errShort
-	}
-	if fp := string(src[k : k+int(n)]); fp != l.fp {
-		return nil, fmt.Errorf("state was written by another window configuration (%s, this is %s)", fp, l.fp)
-	}
-	return src[k+int(n):], nil
-}
-
-func appendAcc(dst []byte, acc []uint64) []byte {
-	dst = binary.AppendUvarint(dst, acc[0])
-	for _, w := range acc[1:] {
-		dst = binary.LittleEndian.AppendUint64(dst, w)
-	}
-	return dst
-}
-
-// dec reads the format; the first error sticks.
-type dec struct {
-	b   []byte
-	err error
-}
-
-func (d *dec) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errShort
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errShort
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) acc(dst []uint64) {
-	dst[0] = d.uvarint()
-	for i := 1; i < len(dst); i++ {
-		if d.err != nil {
-			return
-		}
-		if len(d.b) < 8 {
-			d.err = errShort
-			return
-		}
-		dst[i] = binary.LittleEndian.Uint64(d.b)
-		d.b = d.b[8:]
-	}
-}
-
-// count reads a count and checks it against what the rest could hold.
-func (d *dec) count(minBytes int) int {
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b)/minBytes) {
-		d.err = errShort
-		return 0
-	}
-	return int(n)
-}
-
-func readKey[K keyT](d *dec, kx keyer[K], kg int) K {
-	var k K
-	if d.err != nil {
-		return k
-	}
-	k, n, err := kx.readBin(d.b)
-	if err != nil {
-		d.err = err
-		return k
-	}
-	d.b = d.b[n:]
-	g, err := kx.keyGroup(k)
-	if err != nil {
-		d.err = err
-	} else if g != kg {
-		d.err = fmt.Errorf("a key of key group %d is in the state of key group %d (another key schema or max parallelism?)", g, kg)
-	}
-	return k
+	return state.ReadHeader(src, magic, l.fp, "window")
 }
 
 // tabSnap is one frozen table: its key group, window end (0 for sessions)
 // and its segment array, shared with the table until the table changes it.
-type tabSnap[K keyT] struct {
-	kg     int
-	end    int64
-	chunks []*segChunk[K]
-	bits   uint8
+type tabSnap[K state.Key] struct {
+	kg  int
+	end int64
+	v   state.View[K]
 }
 
-type coreSnap[K keyT] struct {
+type coreSnap[K state.Key] struct {
 	l       *layout
-	kx      keyer[K]
+	kx      state.Keyer[K]
 	stride  int
 	session bool
 	tabs    []tabSnap[K] // by kg, then end
@@ -266,11 +124,11 @@ type coreSnap[K keyT] struct {
 	ents []entry[K]
 }
 
-func (s *coreSnap[K]) add(kg int, end int64, t *table[K]) {
-	if t == nil || t.n == 0 {
+func (s *coreSnap[K]) add(kg int, end int64, t *state.Table[K]) {
+	if t == nil || t.N == 0 {
 		return
 	}
-	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, chunks: t.chunks, bits: t.bits})
+	s.tabs = append(s.tabs, tabSnap[K]{kg: kg, end: end, v: t.View()})
 }
 
 func (s *coreSnap[K]) release()   { s.tabs, s.ents = nil, nil }
@@ -286,9 +144,9 @@ func (s *coreSnap[K]) keyGroups() []int {
 	return kgs
 }
 
-type entry[K keyT] struct {
+type entry[K state.Key] struct {
 	key K
-	s   *segment[K]
+	s   *state.Segment[K]
 	r   int32
 }
 
@@ -305,10 +163,10 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 	ents := s.ents
 	for _, t := range s.tabs[i:j] {
 		ents = ents[:0]
-		segsOf(t.chunks, t.bits, func(sg *segment[K]) {
-			for _, sl := range sg.slots {
-				if sl.rec != 0 {
-					ents = append(ents, entry[K]{sl.key, sg, sl.rec - 1})
+		t.v.Segments(func(sg *state.Segment[K]) {
+			for _, sl := range sg.Slots {
+				if sl.Rec != 0 {
+					ents = append(ents, entry[K]{sl.Key, sg, sl.Rec - 1})
 				}
 			}
 		})
@@ -324,7 +182,7 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 		if s.session {
 			dst = binary.AppendUvarint(dst, uint64(len(ents)))
 			for _, e := range ents {
-				dst = s.kx.appendBin(dst, e.key)
+				dst = s.kx.AppendBin(dst, e.key)
 				dst = appendSessions(dst, e.s, e.r, s.stride)
 			}
 			continue
@@ -332,8 +190,8 @@ func (s *coreSnap[K]) write(kg int, dst []byte) []byte {
 		dst = binary.AppendVarint(dst, t.end)
 		dst = binary.AppendUvarint(dst, uint64(len(ents)))
 		for _, e := range ents {
-			dst = s.kx.appendBin(dst, e.key)
-			dst = appendAcc(dst, e.s.rec(e.r, s.stride))
+			dst = s.kx.AppendBin(dst, e.key)
+			dst = state.AppendRecord(dst, e.s.Rec(e.r, s.stride))
 		}
 	}
 	s.ents = ents
@@ -368,28 +226,28 @@ func (c *windowCore[K]) restore(kg int, data []byte) error {
 // live under the watermark, then add for each of its entries (acc is
 // reused); entries of panes already purged are skipped.
 func (c *windowCore[K]) decodePanes(kg int, data []byte, open func(end int64), add func(k K, acc []uint64)) error {
-	d := &dec{b: data}
+	d := &state.Dec{B: data}
 	tmp := make([]uint64, c.stride)
-	nw := d.count(2)
+	nw := d.Count(2)
 	for range nw {
-		end := d.varint()
-		n := d.count(2)
-		if d.err != nil {
+		end := d.Varint()
+		n := d.Count(2)
+		if d.Err != nil {
 			break
 		}
 		live := false
 		if ps := end - c.pane; ps-floorMod(ps, c.slide)+c.wsize-1+c.l.cfg.AllowedLateness > c.wm {
 			if floorMod(end, c.pane) != 0 {
-				d.err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, c.pane)
+				d.Err = fmt.Errorf("pane end %d is not a multiple of the pane length %d", end, c.pane)
 				break
 			}
 			live = true
 			open(end)
 		}
 		for range n {
-			k := readKey(d, c.kx, kg)
-			d.acc(tmp)
-			if d.err != nil {
+			k := state.ReadKey(d, c.kx, kg)
+			d.Record(tmp)
+			if d.Err != nil {
 				break
 			}
 			if live {
@@ -397,34 +255,31 @@ func (c *windowCore[K]) decodePanes(kg int, data []byte, open func(end int64), a
 			}
 		}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errors.New("trailing bytes")
-	}
-	return d.err
+	return d.End()
 }
 
 // merge adds a restored accumulator for key k (already owned: not cloned).
 func (c *windowCore[K]) merge(w *pane[K], ti int, k K, acc []uint64) {
 	t := w.tabs[ti]
 	if t == nil {
-		t = newTable[K](&c.c)
+		t = state.NewTable[K](&c.c)
 		w.tabs[ti] = t
 	}
-	sh := c.kx.segHash(k)
-	si := t.segOf(sh)
-	s := t.writable(si, &c.c)
-	r, ok := s.find(k, sh)
+	sh := c.kx.SegHash(k)
+	si := t.SegOf(sh)
+	s := t.Writable(si, &c.c)
+	r, ok := s.Find(k, sh)
 	if !ok {
-		r = s.newRec(c.stride)
-		s.insert(k, sh, r)
-		t.n++
-		if t.needSplit() {
-			t.split(&c.c, c.stride, false)
-			s = t.seg(t.segOf(sh))
-			r, _ = s.find(k, sh)
+		r = s.NewRec(c.stride)
+		s.Insert(k, sh, r)
+		t.N++
+		if t.NeedSplit() {
+			t.Split(&c.c, c.stride, -1)
+			s = t.Seg(t.SegOf(sh))
+			r, _ = s.Find(k, sh)
 		}
 	}
-	dst := s.rec(r, c.stride)
+	dst := s.Rec(r, c.stride)
 	wasDirty := dst[0]&dirtyBit != 0
 	mergeAcc(dst, acc, c.l.ops)
 	if dst[0]&dirtyBit != 0 && !wasDirty {

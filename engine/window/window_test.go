@@ -84,8 +84,8 @@ func TestAgainstModel(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
 					parallelBadger(t, be)
 					if small {
-						defer func(v int) { segMax = v }(segMax)
-						segMax = 2
+						defer func(v int) { state.SegMax = v }(state.SegMax)
+						state.SegMax = 2
 					}
 					runScript(t, cfg, 1)
 				})
@@ -295,8 +295,8 @@ func TestSnapshotCOW(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/smallseg=%v", name(cfg), small), func(t *testing.T) {
 					parallelBadger(t, be)
 					if small {
-						defer func(v int) { segMax = v }(segMax)
-						segMax = 2
+						defer func(v int) { state.SegMax = v }(state.SegMax)
+						state.SegMax = 2
 					}
 					testSnapshotCOW(t, cfg)
 				})
@@ -475,8 +475,8 @@ func TestConcurrentSnapshotWrite(t *testing.T) {
 func testConcurrentSnapshotWrite(t *testing.T, be string) {
 	for _, kind := range []Kind{Tumbling, Sliding, Session} {
 		t.Run(kind.String(), func(t *testing.T) {
-			defer func(v int) { segMax = v }(segMax)
-			segMax = 8
+			defer func(v int) { state.SegMax = v }(state.SegMax)
+			state.SegMax = 8
 			cfg := Config{Kind: kind, Size: 10, Slide: 5, Gap: 5, AllowedLateness: 5, KeyFields: []string{"ki", "ks"}, TimeField: "ts", Aggs: testAggs, MaxParallelism: 4, Backend: be}
 			steps := script(21, 200)
 			op, _ := newOp(t, cfg)
@@ -545,25 +545,25 @@ func TestKeyGroupMatchesHashRow(t *testing.T) {
 		if l.intKey {
 			continue
 		}
-		x := &encKeyer{cols: l.keyCols, types: l.keyTypes, maxPar: 1000}
-		var p keyed[string]
-		x.prepare(b, &p)
+		x := state.NewEncKeyer(l.keyCols, l.keyTypes, 1000)
+		var p state.Keyed[string]
+		x.Prepare(b, &p)
 		for i := 0; i < b.Len; i++ {
 			want := state.KeyGroup(state.HashRow(b, l.keyCols, i), 1000)
-			if int(p.kg[i]) != want {
-				t.Fatalf("%v row %d: key group %d, want %d", ks, i, p.kg[i], want)
+			if int(p.KG[i]) != want {
+				t.Fatalf("%v row %d: key group %d, want %d", ks, i, p.KG[i], want)
 			}
-			if got, err := x.keyGroup(p.keys[i]); err != nil || got != want {
+			if got, err := x.KeyGroup(p.Keys[i]); err != nil || got != want {
 				t.Fatalf("%v row %d: decoded key group %d (%v), want %d", ks, i, got, err, want)
 			}
 		}
 	}
-	x := &intKeyer{col: 0, maxPar: 1000}
-	var p keyed[int64]
-	x.prepare(b, &p)
+	x := state.NewIntKeyer(0, 1000)
+	var p state.Keyed[int64]
+	x.Prepare(b, &p)
 	for i := 0; i < b.Len; i++ {
-		if want := state.KeyGroup(state.HashRow(b, []int{0}, i), 1000); int(p.kg[i]) != want {
-			t.Fatalf("int key row %d: key group %d, want %d", i, p.kg[i], want)
+		if want := state.KeyGroup(state.HashRow(b, []int{0}, i), 1000); int(p.KG[i]) != want {
+			t.Fatalf("int key row %d: key group %d, want %d", i, p.KG[i], want)
 		}
 	}
 }

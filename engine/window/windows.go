@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/sluice-stream/sluice/engine/row"
+	"github.com/sluice-stream/sluice/engine/state"
 )
 
 // windowCore holds tumbling and sliding state as panes (Flink's and
@@ -18,37 +19,37 @@ import (
 // window containing it fired (a late row within lateness) is dirty, and
 // every fired, unpurged window containing it fires again for that key at
 // the next AdvanceWatermark, after which the flag is cleared.
-type windowCore[K keyT] struct {
+type windowCore[K state.Key] struct {
 	*base
-	kx                 keyer[K]
+	kx                 state.Keyer[K]
 	stride             int
 	wsize, slide, pane int64
 	fast               fastKind
-	p                  keyed[K]
+	p                  state.Keyed[K]
 	ops                []colRef
-	panes              []*pane[K]  // live panes by ascending end
-	last               *pane[K]    // the pane the previous run of rows went to
-	fk, fkTmp          []fk[K]     // keys of the window being fired
-	arena              []uint64    // merged accumulators of the window being fired
-	scratch            *segment[K] // merge table (key → arena record)
-	mtabs              []*table[K]
+	panes              []*pane[K]        // live panes by ascending end
+	last               *pane[K]          // the pane the previous run of rows went to
+	fk, fkTmp          []fk[K]           // keys of the window being fired
+	arena              []uint64          // merged accumulators of the window being fired
+	scratch            *state.Segment[K] // merge table (key → arena record)
+	mtabs              []*state.Table[K]
 }
 
 // pane is the state of one pane: a table per owned key group, and the
 // keys whose accumulator became dirty.
-type pane[K keyT] struct {
+type pane[K state.Key] struct {
 	end         int64
 	first, last int64 // ends of the first and the last window containing the pane
-	tabs        []*table[K]
+	tabs        []*state.Table[K]
 	dirty       []ref[K]
 }
 
-type ref[K keyT] struct {
+type ref[K state.Key] struct {
 	key K
 	kg  int32 // table index
 }
 
-func newWindowCore[K keyT](b *base, kx keyer[K]) *windowCore[K] {
+func newWindowCore[K state.Key](b *base, kx state.Keyer[K]) *windowCore[K] {
 	cfg := &b.l.cfg
 	c := &windowCore[K]{base: b, kx: kx, stride: b.l.accWords, wsize: cfg.Size, slide: cfg.Size, pane: cfg.Size}
 	if cfg.Kind == Sliding {
@@ -56,7 +57,7 @@ func newWindowCore[K keyT](b *base, kx keyer[K]) *windowCore[K] {
 		c.pane = gcd(cfg.Size, cfg.Slide)
 	}
 	c.fast = fastOf(b.l.ops)
-	c.scratch = newSegment[K](0, 0, 0)
+	c.scratch = state.NewSegment[K](0, 0, 0)
 	return c
 }
 
@@ -86,13 +87,13 @@ func (c *windowCore[K]) paneAt(end int64) *pane[K] {
 		return c.panes[i]
 	}
 	ps := end - c.pane
-	p := &pane[K]{end: end, first: c.windowEndAtLeast(end), last: ps - floorMod(ps, c.slide) + c.wsize, tabs: make([]*table[K], c.nkg)}
+	p := &pane[K]{end: end, first: c.windowEndAtLeast(end), last: ps - floorMod(ps, c.slide) + c.wsize, tabs: make([]*state.Table[K], c.nkg)}
 	c.panes = slices.Insert(c.panes, i, p)
 	return p
 }
 
 func (c *windowCore[K]) process(b, late *row.Batch) int {
-	c.kx.prepare(b, &c.p)
+	c.kx.Prepare(b, &c.p)
 	c.ops = bindOps(c.l.ops, b, c.ops)
 	ts := b.Cols[c.l.timeCol].Ints[:b.Len]
 	L, pn := c.l.cfg.AllowedLateness, c.pane
@@ -154,8 +155,8 @@ func fastOf(ops []updOp) fastKind {
 // addRun folds rows [i0, i1) of the batch into pane p; dirty says that a
 // window containing p has fired.
 func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
-	keys, kgs, hs := c.p.keys[:i1], c.p.kg[:i1], c.p.h[:i1]
-	stride, frozen, tabs, kgStart := c.stride, c.c.frozen, p.tabs, c.kgStart
+	keys, kgs, hs := c.p.Keys[:i1], c.p.KG[:i1], c.p.H[:i1]
+	stride, frozen, tabs, kgStart := c.stride, c.c.Frozen, p.tabs, c.kgStart
 	var vals []int64
 	if c.fast >= fastCountSum {
 		vals = c.ops[0].ints[:i1]
@@ -167,41 +168,41 @@ func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
 		}
 		t := tabs[kg]
 		if t == nil {
-			t = newTable[K](&c.c)
+			t = state.NewTable[K](&c.c)
 			tabs[kg] = t
 		}
 		h, key := hs[i], keys[i]
-		si := t.segOf(h)
-		s := t.chunks[si>>chunkBits].segs[si&(chunkLen-1)]
-		if s.ver <= frozen {
-			s = t.writable(si, &c.c)
+		si := t.SegOf(h)
+		s := t.Seg(si)
+		if s.Ver <= frozen {
+			s = t.Writable(si, &c.c)
 		}
 		r := int32(-1)
-		if len(s.slots) > 0 {
-			mask := uint32(len(s.slots) - 1)
+		if len(s.Slots) > 0 {
+			mask := uint32(len(s.Slots) - 1)
 			for j := h & mask; ; j = (j + 1) & mask {
-				sl := &s.slots[j]
-				if sl.rec == 0 {
+				sl := &s.Slots[j]
+				if sl.Rec == 0 {
 					break
 				}
-				if sl.h == h && sl.key == key {
-					r = sl.rec - 1
+				if sl.H == h && sl.Key == key {
+					r = sl.Rec - 1
 					break
 				}
 			}
 		}
 		if r < 0 {
-			r = s.newRec(stride)
-			s.insert(c.kx.clone(key), h, r)
-			t.n++
-			if t.needSplit() {
-				t.split(&c.c, stride, false)
-				s = t.seg(t.segOf(h))
-				r, _ = s.find(key, h)
+			r = s.NewRec(stride)
+			s.Insert(c.kx.Clone(key), h, r)
+			t.N++
+			if t.NeedSplit() {
+				t.Split(&c.c, stride, -1)
+				s = t.Seg(t.SegOf(h))
+				r, _ = s.Find(key, h)
 			}
 		}
 		o := int(r) * stride
-		acc := s.words[o : o+stride : o+stride]
+		acc := s.Words[o : o+stride : o+stride]
 		switch c.fast {
 		case fastCount:
 			acc[0]++
@@ -223,7 +224,7 @@ func (c *windowCore[K]) addRun(p *pane[K], i0, i1 int, dirty bool) {
 		}
 		if dirty && acc[0]&dirtyBit == 0 {
 			acc[0] |= dirtyBit
-			p.dirty = append(p.dirty, ref[K]{key: c.kx.clone(key), kg: int32(kg)})
+			p.dirty = append(p.dirty, ref[K]{key: c.kx.Clone(key), kg: int32(kg)})
 		}
 	}
 }
@@ -305,7 +306,7 @@ func (c *windowCore[K]) advance(old int64) {
 
 // fk is one key of the window being fired; its accumulator is at off in
 // the arena.
-type fk[K keyT] struct {
+type fk[K state.Key] struct {
 	key K
 	off int
 }
@@ -318,20 +319,20 @@ func (c *windowCore[K]) fireFull(ps []*pane[K]) {
 		c.mtabs = c.mtabs[:0]
 		n := 0
 		for _, p := range ps {
-			if t := p.tabs[kg]; t != nil && t.n > 0 {
+			if t := p.tabs[kg]; t != nil && t.N > 0 {
 				c.mtabs = append(c.mtabs, t)
-				n += t.n
+				n += t.N
 			}
 		}
 		switch len(c.mtabs) {
 		case 0:
 			continue
 		case 1:
-			segsOf(c.mtabs[0].chunks, c.mtabs[0].bits, func(s *segment[K]) {
-				for _, sl := range s.slots {
-					if sl.rec != 0 {
-						c.fk = append(c.fk, fk[K]{key: sl.key, off: len(c.arena)})
-						c.arena = append(c.arena, s.rec(sl.rec-1, st)...)
+			c.mtabs[0].Segments(func(s *state.Segment[K]) {
+				for _, sl := range s.Slots {
+					if sl.Rec != 0 {
+						c.fk = append(c.fk, fk[K]{key: sl.Key, off: len(c.arena)})
+						c.arena = append(c.arena, s.Rec(sl.Rec-1, st)...)
 					}
 				}
 			})
@@ -339,27 +340,27 @@ func (c *windowCore[K]) fireFull(ps []*pane[K]) {
 		}
 		sc := c.resetScratch(n)
 		for _, t := range c.mtabs {
-			segsOf(t.chunks, t.bits, func(s *segment[K]) {
-				for _, sl := range s.slots {
-					if sl.rec == 0 {
+			t.Segments(func(s *state.Segment[K]) {
+				for _, sl := range s.Slots {
+					if sl.Rec == 0 {
 						continue
 					}
-					src := s.rec(sl.rec-1, st)
-					if r, ok := sc.find(sl.key, sl.h); ok {
-						mergeAcc(sc.rec(r, st), src, c.l.ops)
+					src := s.Rec(sl.Rec-1, st)
+					if r, ok := sc.Find(sl.Key, sl.H); ok {
+						mergeAcc(sc.Rec(r, st), src, c.l.ops)
 						continue
 					}
-					r := sc.newRec(st)
-					copy(sc.rec(r, st), src)
-					sc.insert(sl.key, sl.h, r)
+					r := sc.NewRec(st)
+					copy(sc.Rec(r, st), src)
+					sc.Insert(sl.Key, sl.H, r)
 				}
 			})
 		}
 		base := len(c.arena)
-		c.arena = append(c.arena, sc.words...)
-		for _, sl := range sc.slots {
-			if sl.rec != 0 {
-				c.fk = append(c.fk, fk[K]{key: sl.key, off: base + int(sl.rec-1)*st})
+		c.arena = append(c.arena, sc.Words...)
+		for _, sl := range sc.Slots {
+			if sl.Rec != 0 {
+				c.fk = append(c.fk, fk[K]{key: sl.Key, off: base + int(sl.Rec-1)*st})
 			}
 		}
 	}
@@ -372,11 +373,11 @@ func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
 	if len(ps) == 1 {
 		for _, d := range ps[0].dirty {
 			t := ps[0].tabs[d.kg]
-			h := c.kx.segHash(d.key)
-			s := t.seg(t.segOf(h))
-			r, _ := s.find(d.key, h)
+			h := c.kx.SegHash(d.key)
+			s := t.Seg(t.SegOf(h))
+			r, _ := s.Find(d.key, h)
 			c.fk = append(c.fk, fk[K]{key: d.key, off: len(c.arena)})
-			c.arena = append(c.arena, s.rec(r, st)...)
+			c.arena = append(c.arena, s.Rec(r, st)...)
 		}
 		return
 	}
@@ -391,19 +392,19 @@ func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
 	sc := c.resetScratch(n)
 	for _, p := range ps {
 		for _, d := range p.dirty {
-			h := c.kx.segHash(d.key)
-			if _, ok := sc.find(d.key, h); !ok {
-				r := sc.newRec(1)
-				sc.words[r] = uint64(d.kg)
-				sc.insert(d.key, h, r)
+			h := c.kx.SegHash(d.key)
+			if _, ok := sc.Find(d.key, h); !ok {
+				r := sc.NewRec(1)
+				sc.Words[r] = uint64(d.kg)
+				sc.Insert(d.key, h, r)
 			}
 		}
 	}
-	for _, sl := range sc.slots {
-		if sl.rec == 0 {
+	for _, sl := range sc.Slots {
+		if sl.Rec == 0 {
 			continue
 		}
-		kg := int(sc.words[sl.rec-1])
+		kg := int(sc.Words[sl.Rec-1])
 		base := len(c.arena)
 		c.arena = append(c.arena, make([]uint64, st)...)
 		for _, p := range ps {
@@ -411,12 +412,12 @@ func (c *windowCore[K]) fireDirty(ps []*pane[K]) {
 			if t == nil {
 				continue
 			}
-			s := t.seg(t.segOf(sl.h))
-			if r, ok := s.find(sl.key, sl.h); ok {
-				mergeAcc(c.arena[base:base+st], s.rec(r, st), c.l.ops)
+			s := t.Seg(t.SegOf(sl.H))
+			if r, ok := s.Find(sl.Key, sl.H); ok {
+				mergeAcc(c.arena[base:base+st], s.Rec(r, st), c.l.ops)
 			}
 		}
-		c.fk = append(c.fk, fk[K]{key: sl.key, off: base})
+		c.fk = append(c.fk, fk[K]{key: sl.Key, off: base})
 	}
 }
 
@@ -440,7 +441,7 @@ func (c *windowCore[K]) emitWindow(start, end int64) {
 			}
 		} else {
 			for _, f := range chunk {
-				c.kx.appendKey(out.Cols[:nk], f.key)
+				c.kx.AppendKey(out.Cols[:nk], f.key)
 			}
 		}
 		cs, ce := &out.Cols[nk], &out.Cols[nk+1]
@@ -489,7 +490,7 @@ func (c *windowCore[K]) emitWindow(start, end int64) {
 func (c *windowCore[K]) sortFK() []fk[K] {
 	if ik, ok := any(&c.fk).(*[]fk[int64]); ok {
 		tmp := any(&c.fkTmp).(*[]fk[int64])
-		*tmp = grow(*tmp, len(*ik))
+		*tmp = state.Grow(*tmp, len(*ik))
 		res := radixSortFK(*ik, *tmp)
 		return *any(&res).(*[]fk[K])
 	}
@@ -535,42 +536,31 @@ func radixSortFK(a, tmp []fk[int64]) []fk[int64] {
 }
 
 // resetScratch empties the merge table, sized for n keys.
-func (c *windowCore[K]) resetScratch(n int) *segment[K] {
-	sc := c.scratch
-	want := 8
-	for want*3/4 < n {
-		want *= 2
-	}
-	if len(sc.slots) < want || len(sc.slots) > 4*want {
-		sc.slots = make([]slot[K], want)
-	} else {
-		clear(sc.slots)
-	}
-	sc.n = 0
-	sc.words = sc.words[:0]
-	return sc
+func (c *windowCore[K]) resetScratch(n int) *state.Segment[K] {
+	c.scratch.Reset(n)
+	return c.scratch
 }
 
 func (c *windowCore[K]) clearDirty(p *pane[K]) {
 	for _, d := range p.dirty {
 		t := p.tabs[d.kg]
-		h := c.kx.segHash(d.key)
-		s := t.writable(t.segOf(h), &c.c)
-		r, _ := s.find(d.key, h)
-		s.rec(r, c.stride)[0] &^= dirtyBit
+		h := c.kx.SegHash(d.key)
+		s := t.Writable(t.SegOf(h), &c.c)
+		r, _ := s.Find(d.key, h)
+		s.Rec(r, c.stride)[0] &^= dirtyBit
 	}
 	clear(p.dirty)
 	p.dirty = p.dirty[:0]
 }
 
 func (c *windowCore[K]) size() (keys int, bytes int64) {
-	_, strKeys := any(c.kx).(*encKeyer)
+	ks := keySize(c.kx)
 	for _, p := range c.panes {
 		bytes += 64 + int64(len(p.tabs))*8
 		for _, t := range p.tabs {
 			if t != nil {
-				keys += t.n
-				bytes += t.memBytes(c.kx, strKeys) + 48
+				keys += t.N
+				bytes += t.MemBytes(ks) + 48
 			}
 		}
 	}

@@ -1,16 +1,17 @@
-package window
+package state
 
 import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// keyFilter is a scalable Bloom filter of the keys a badger pane has in the
-// database. A key it does not contain is certainly new to the pane, so the
-// first row of a key in a pane skips the database read (a miss, which
-// costs the most: both memtables and every level are searched). It only
-// grows: nothing deletes single keys of a pane (panes are purged whole).
-// About 10 bits per key, 1 % false positives (which just read).
-type keyFilter struct {
+// KeyFilter is a scalable Bloom filter of the keys a badger table (a
+// window's pane, say) has in the database. A key it does not contain is
+// certainly new to the table, so its first write skips the database read
+// (a miss, which costs the most: both memtables and every level are
+// searched). It only grows: it suits tables whose keys are not deleted one
+// by one (panes are purged whole). About 10 bits per key, 1 % false
+// positives (which just read).
+type KeyFilter struct {
 	blooms []bloom
 }
 
@@ -37,7 +38,7 @@ func (b *bloom) probes(h uint64, f func(bit uint64) bool) bool {
 	return true
 }
 
-func (f *keyFilter) add(h uint64) {
+func (f *KeyFilter) Add(h uint64) {
 	if len(f.blooms) == 0 || f.blooms[len(f.blooms)-1].n >= f.blooms[len(f.blooms)-1].limit {
 		limit := 4096
 		if len(f.blooms) > 0 {
@@ -50,7 +51,7 @@ func (f *keyFilter) add(h uint64) {
 	b.n++
 }
 
-func (f *keyFilter) mayContain(h uint64) bool {
+func (f *KeyFilter) MayContain(h uint64) bool {
 	for i := range f.blooms {
 		b := &f.blooms[i]
 		if b.probes(h, func(bit uint64) bool { return b.bits[bit/64]&(1<<(bit%64)) != 0 }) {
@@ -60,8 +61,8 @@ func (f *keyFilter) mayContain(h uint64) bool {
 	return false
 }
 
-// filterHash hashes a key for keyFilter.
-func filterHash[K keyT](k K) uint64 {
+// FilterHash hashes a key for KeyFilter.
+func FilterHash[K Key](k K) uint64 {
 	switch v := any(k).(type) {
 	case int64:
 		// splitmix64's finaliser: int keys are often dense.
@@ -72,5 +73,5 @@ func filterHash[K keyT](k K) uint64 {
 	case string:
 		return xxhash.Sum64String(v)
 	}
-	panic("window: unexpected key type")
+	panic("state: unexpected key type")
 }

@@ -1,4 +1,4 @@
-package window
+package state
 
 import (
 	"encoding/binary"
@@ -9,79 +9,96 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/sluice-stream/sluice/engine/row"
-	"github.com/sluice-stream/sluice/engine/state"
 )
 
-// keyT is the in-memory key: an int64 for a single int64/timestamp key
+// Key is the in-memory key: an int64 for a single int64/timestamp key
 // field (the fast path), otherwise the key fields encoded as a string.
-type keyT interface{ int64 | string }
+type Key interface{ int64 | string }
 
-// keyed is one batch's keys, computed column by column before the
-// accumulators are touched.
-type keyed[K keyT] struct {
-	keys []K
-	kg   []int32  // key group of each row
-	h    []uint32 // segment hash of each row (see slot.h)
+// Keyed is one batch's keys, computed column by column before the state is
+// touched.
+type Keyed[K Key] struct {
+	Keys []K
+	KG   []int32  // key group of each row
+	H    []uint32 // segment hash of each row (see Slot.H)
 }
 
-// keyer turns rows into keys and keys back into columns and bytes.
-type keyer[K keyT] interface {
-	// prepare fills p for b. String keys point into a scratch buffer that
-	// the next prepare overwrites: clone before storing.
-	prepare(b *row.Batch, p *keyed[K])
-	segHash(k K) uint32
-	keyGroup(k K) (int, error)
-	clone(k K) K
-	appendKey(cols []row.Column, k K)
-	appendBin(dst []byte, k K) []byte
-	readBin(src []byte) (k K, n int, err error)
-	memSize(k K) int
+// Keyer turns rows into keys and keys back into columns and bytes.
+type Keyer[K Key] interface {
+	// Prepare fills p for b. String keys point into a scratch buffer that
+	// the next Prepare overwrites: Clone before storing.
+	Prepare(b *row.Batch, p *Keyed[K])
+	SegHash(k K) uint32
+	// KeyGroup is the key group of a key read back from bytes.
+	KeyGroup(k K) (int, error)
+	Clone(k K) K
+	// AppendKey appends the key's fields to cols (one per key field).
+	AppendKey(cols []row.Column, k K)
+	// AppendBin and ReadBin are the key's form in snapshots: a varint for
+	// int64 keys, uvarint length and bytes for the others.
+	AppendBin(dst []byte, k K) []byte
+	ReadBin(src []byte) (k K, n int, err error)
+	// MemSize is the key's heap size.
+	MemSize(k K) int
 }
 
-var errShort = errors.New("window: truncated state")
+// ErrShort is the error of truncated state bytes.
+var ErrShort = errors.New("state: truncated state")
+
+// NewIntKeyer is the keyer of a single int64 or timestamp key field, at
+// column col.
+func NewIntKeyer(col, maxParallelism int) Keyer[int64] {
+	return &intKeyer{col: col, maxPar: uint64(maxParallelism)}
+}
+
+// NewEncKeyer is the keyer of any other key: the fields at cols, of
+// types, in the order-preserving encoding below.
+func NewEncKeyer(cols []int, types []row.Type, maxParallelism int) Keyer[string] {
+	return &encKeyer{cols: cols, types: types, maxPar: uint64(maxParallelism)}
+}
 
 // intKeyer: a single int64 or timestamp key field. Its hash is
-// state.HashInt, which is what state.HashRow gives for one int column.
+// HashInt, which is what HashRow gives for one int column.
 type intKeyer struct {
 	col    int
 	maxPar uint64
 }
 
-func (x *intKeyer) prepare(b *row.Batch, p *keyed[int64]) {
+func (x *intKeyer) Prepare(b *row.Batch, p *Keyed[int64]) {
 	n := b.Len
 	keys := b.Cols[x.col].Ints[:n]
-	p.keys = keys
-	p.kg = grow(p.kg, n)[:n]
-	p.h = grow(p.h, n)[:n]
-	kgs, hs := p.kg[:len(keys)], p.h[:len(keys)]
+	p.Keys = keys
+	p.KG = Grow(p.KG, n)[:n]
+	p.H = Grow(p.H, n)[:n]
+	kgs, hs := p.KG[:len(keys)], p.H[:len(keys)]
 	if x.maxPar&(x.maxPar-1) == 0 {
 		mask := x.maxPar - 1
 		for i, k := range keys {
-			h := state.HashInt(k)
+			h := HashInt(k)
 			hs[i] = uint32(h >> 32)
 			kgs[i] = int32(h & mask)
 		}
 		return
 	}
 	for i, k := range keys {
-		h := state.HashInt(k)
+		h := HashInt(k)
 		hs[i] = uint32(h >> 32)
 		kgs[i] = int32(h % x.maxPar)
 	}
 }
 
-func (x *intKeyer) segHash(k int64) uint32 { return uint32(state.HashInt(k) >> 32) }
-func (x *intKeyer) keyGroup(k int64) (int, error) {
-	return int(state.HashInt(k) % x.maxPar), nil
+func (x *intKeyer) SegHash(k int64) uint32 { return uint32(HashInt(k) >> 32) }
+func (x *intKeyer) KeyGroup(k int64) (int, error) {
+	return int(HashInt(k) % x.maxPar), nil
 }
-func (x *intKeyer) clone(k int64) int64                  { return k }
-func (x *intKeyer) appendKey(cols []row.Column, k int64) { cols[0].Ints = append(cols[0].Ints, k) }
-func (x *intKeyer) appendBin(dst []byte, k int64) []byte { return binary.AppendVarint(dst, k) }
-func (x *intKeyer) memSize(int64) int                    { return 8 }
-func (x *intKeyer) readBin(src []byte) (int64, int, error) {
+func (x *intKeyer) Clone(k int64) int64                  { return k }
+func (x *intKeyer) AppendKey(cols []row.Column, k int64) { cols[0].Ints = append(cols[0].Ints, k) }
+func (x *intKeyer) AppendBin(dst []byte, k int64) []byte { return binary.AppendVarint(dst, k) }
+func (x *intKeyer) MemSize(int64) int                    { return 8 }
+func (x *intKeyer) ReadBin(src []byte) (int64, int, error) {
 	k, n := binary.Varint(src)
 	if n <= 0 {
-		return 0, 0, errShort
+		return 0, 0, ErrShort
 	}
 	return k, n, nil
 }
@@ -103,29 +120,29 @@ type encKeyer struct {
 	offs   []int
 }
 
-func (x *encKeyer) prepare(b *row.Batch, p *keyed[string]) {
+func (x *encKeyer) Prepare(b *row.Batch, p *Keyed[string]) {
 	n := b.Len
-	p.kg = grow(p.kg, n)
-	p.h = grow(p.h, n)
-	p.keys = grow(p.keys, n)
-	x.offs = grow(x.offs, n+1)
+	p.KG = Grow(p.KG, n)
+	p.H = Grow(p.H, n)
+	p.Keys = Grow(p.Keys, n)
+	x.offs = Grow(x.offs, n+1)
 	x.buf = x.buf[:0]
 	for i := 0; i < n; i++ {
 		x.offs[i] = len(x.buf)
 		x.buf = x.encodeRow(x.buf, b, i)
-		p.kg[i] = int32(state.HashRow(b, x.cols, i) % x.maxPar)
+		p.KG[i] = int32(HashRow(b, x.cols, i) % x.maxPar)
 	}
 	x.offs[n] = len(x.buf)
 	for i := 0; i < n; i++ {
 		a, e := x.offs[i], x.offs[i+1]
 		if a == e {
-			p.keys[i] = ""
+			p.Keys[i] = ""
 		} else {
 			// Points into x.buf, valid until the next prepare: lookups do
 			// not retain it, inserts clone it.
-			p.keys[i] = unsafe.String(&x.buf[a], e-a)
+			p.Keys[i] = unsafe.String(&x.buf[a], e-a)
 		}
-		p.h[i] = uint32(xxhash.Sum64String(p.keys[i]) >> 32)
+		p.H[i] = uint32(xxhash.Sum64String(p.Keys[i]) >> 32)
 	}
 }
 
@@ -137,7 +154,7 @@ func (x *encKeyer) encodeRow(dst []byte, b *row.Batch, i int) []byte {
 		case row.Int64, row.Timestamp:
 			dst = binary.BigEndian.AppendUint64(dst, uint64(col.Ints[i])^(1<<63))
 		case row.Float64:
-			dst = binary.BigEndian.AppendUint64(dst, floatOrder(col.Floats[i]))
+			dst = binary.BigEndian.AppendUint64(dst, FloatOrder(col.Floats[i]))
 		case row.Bool:
 			v := byte(0)
 			if col.Bools[i] {
@@ -153,7 +170,8 @@ func (x *encKeyer) encodeRow(dst []byte, b *row.Batch, i int) []byte {
 	return dst
 }
 
-func floatOrder(f float64) uint64 {
+// FloatOrder maps a float64 to a uint64 of the same order.
+func FloatOrder(f float64) uint64 {
 	u := math.Float64bits(f)
 	if u&(1<<63) != 0 {
 		return ^u
@@ -161,7 +179,8 @@ func floatOrder(f float64) uint64 {
 	return u | 1<<63
 }
 
-func floatUnorder(u uint64) float64 {
+// FloatUnorder inverts FloatOrder.
+func FloatUnorder(u uint64) float64 {
 	if u&(1<<63) != 0 {
 		return math.Float64frombits(u &^ (1 << 63))
 	}
@@ -229,30 +248,30 @@ func cutField(k string, t row.Type, last bool) (v string, rest string, ok bool) 
 	return "", "", false
 }
 
-func (x *encKeyer) segHash(k string) uint32 { return uint32(xxhash.Sum64String(k) >> 32) }
-func (x *encKeyer) clone(k string) string   { return strings.Clone(k) }
-func (x *encKeyer) memSize(k string) int    { return 16 + len(k) }
+func (x *encKeyer) SegHash(k string) uint32 { return uint32(xxhash.Sum64String(k) >> 32) }
+func (x *encKeyer) Clone(k string) string   { return strings.Clone(k) }
+func (x *encKeyer) MemSize(k string) int    { return 16 + len(k) }
 
-// keyGroup decodes k and hashes the fields as state.HashRow does.
-func (x *encKeyer) keyGroup(k string) (int, error) {
+// keyGroup decodes k and hashes the fields as HashRow does.
+func (x *encKeyer) KeyGroup(k string) (int, error) {
 	var h uint64
 	last := len(x.types) - 1
 	for n, t := range x.types {
 		v, rest, ok := cutField(k, t, n == last)
 		if !ok {
-			return 0, errors.New("window: malformed key")
+			return 0, errors.New("state: malformed key")
 		}
 		k = rest
 		var fh uint64
 		switch t {
 		case row.Int64, row.Timestamp:
-			fh = state.HashInt(int64(be64(v) ^ (1 << 63)))
+			fh = HashInt(int64(be64(v) ^ (1 << 63)))
 		case row.Float64:
-			fh = state.HashInt(int64(math.Float64bits(floatUnorder(be64(v)))))
+			fh = HashInt(int64(math.Float64bits(FloatUnorder(be64(v)))))
 		case row.String, row.Bytes:
 			fh = xxhash.Sum64String(v)
 		case row.Bool:
-			fh = state.HashInt(int64(v[0]))
+			fh = HashInt(int64(v[0]))
 		}
 		if n == 0 {
 			h = fh
@@ -261,12 +280,12 @@ func (x *encKeyer) keyGroup(k string) (int, error) {
 		}
 	}
 	if k != "" {
-		return 0, errors.New("window: malformed key")
+		return 0, errors.New("state: malformed key")
 	}
 	return int(h % x.maxPar), nil
 }
 
-func (x *encKeyer) appendKey(cols []row.Column, k string) {
+func (x *encKeyer) AppendKey(cols []row.Column, k string) {
 	last := len(x.types) - 1
 	for n, t := range x.types {
 		v, rest, _ := cutField(k, t, n == last)
@@ -276,7 +295,7 @@ func (x *encKeyer) appendKey(cols []row.Column, k string) {
 		case row.Int64, row.Timestamp:
 			c.Ints = append(c.Ints, int64(be64(v)^(1<<63)))
 		case row.Float64:
-			c.Floats = append(c.Floats, floatUnorder(be64(v)))
+			c.Floats = append(c.Floats, FloatUnorder(be64(v)))
 		case row.Bool:
 			c.Bools = append(c.Bools, v[0] != 0)
 		case row.String:
@@ -293,21 +312,21 @@ func be64(s string) uint64 {
 		uint64(s[3])<<32 | uint64(s[2])<<40 | uint64(s[1])<<48 | uint64(s[0])<<56
 }
 
-func (x *encKeyer) appendBin(dst []byte, k string) []byte {
+func (x *encKeyer) AppendBin(dst []byte, k string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(k)))
 	return append(dst, k...)
 }
 
-func (x *encKeyer) readBin(src []byte) (string, int, error) {
+func (x *encKeyer) ReadBin(src []byte) (string, int, error) {
 	l, n := binary.Uvarint(src)
 	if n <= 0 || uint64(len(src)-n) < l {
-		return "", 0, errShort
+		return "", 0, ErrShort
 	}
 	return string(src[n : n+int(l)]), n + int(l), nil
 }
 
-// grow returns s with length n, reusing its array when it is big enough.
-func grow[T any](s []T, n int) []T {
+// Grow returns s with length n, reusing its array when it is big enough.
+func Grow[T any](s []T, n int) []T {
 	if cap(s) < n {
 		return make([]T, n, n+n/4)
 	}
