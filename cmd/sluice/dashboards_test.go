@@ -133,9 +133,17 @@ func TestSizeMeasuredAndDashboards(t *testing.T) {
 			Offset, HighWatermark, Lag int64
 		}
 	}
-	getJSON(t, master+"/v1/kafka-lag", &lag)
-	if len(lag.Partitions) != 2 {
-		t.Fatalf("kafka-lag: %+v", lag)
+	// Offsets are published about once a second and reach the master with
+	// the TaskManagers' reports: wait until both partitions were read from.
+	for deadline := time.Now().Add(time.Minute); ; {
+		getJSON(t, master+"/v1/kafka-lag", &lag)
+		if len(lag.Partitions) != 2 {
+			t.Fatalf("kafka-lag: %+v", lag)
+		}
+		if lag.Partitions[0].Offset > 0 && lag.Partitions[1].Offset > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	for i, p := range lag.Partitions {
 		if p.Vertex != "src" || p.Topic != "in" || p.Partition != int32(i) || p.Offset <= 0 || p.Lag != max(0, p.HighWatermark-p.Offset) {
