@@ -151,7 +151,7 @@ func (b *badgerList) Len() int { return b.n }
 
 func (b *badgerList) Snapshot() StateSnapshot {
 	b.flush()
-	s := &badgerListSnap{st: b.st, fp: b.fp, txn: b.st.DB.NewTransaction(false)}
+	s := &badgerListSnap{badgerTxnSnap{st: b.st, fp: b.fp, txn: b.st.DB.NewTransaction(false)}}
 	for i, n := range b.kgN {
 		if n > 0 {
 			s.kgs = append(s.kgs, b.kgs.Start+i)
@@ -174,7 +174,7 @@ func (b *badgerList) SnapshotIncremental(id, base int64) StateSnapshot {
 			return fs.txn
 		}
 		b.flush()
-		d := &badgerListDelta{Delta: NewDelta(b.st, b.kgs.Start, b.kgs.End-b.kgs.Start, since, TagList, TagTTL), fp: b.fp, base: on}
+		d := &badgerDelta{Delta: NewDelta(b.st, b.kgs.Start, b.kgs.End-b.kgs.Start, since, TagList, TagTTL), magic: listDeltaMagic, fp: b.fp, base: on}
 		s, counter = d, &d.bytes
 		return d.Txn
 	})
@@ -252,7 +252,9 @@ func (b *badgerList) Close() error {
 	return nil
 }
 
-type badgerListSnap struct {
+// badgerTxnSnap is what a list's and a map's full snapshot on badger
+// share: a read transaction the key groups are written from.
+type badgerTxnSnap struct {
 	st       *Store
 	fp       string
 	txn      *badger.Txn
@@ -263,9 +265,40 @@ type badgerListSnap struct {
 	released bool
 }
 
-func (s *badgerListSnap) KeyGroups() []int { return s.kgs }
-func (s *badgerListSnap) Base() int64      { return 0 }
-func (s *badgerListSnap) Err() error       { return s.e }
+func (s *badgerTxnSnap) KeyGroups() []int { return s.kgs }
+func (s *badgerTxnSnap) Base() int64      { return 0 }
+func (s *badgerTxnSnap) Err() error       { return s.e }
+
+func (s *badgerTxnSnap) Release() {
+	s.st.Use(func() error {
+		if !s.released && !s.kept {
+			s.txn.Discard()
+		}
+		return nil
+	})
+	s.released = true
+}
+
+// badgerDelta is a list's or a map's incremental snapshot on badger: the
+// entries of its tags written since the base, framed by magic.
+type badgerDelta struct {
+	*Delta
+	magic string
+	fp    string
+	base  int64
+	bytes int64
+}
+
+func (d *badgerDelta) Base() int64 { return d.base }
+
+func (d *badgerDelta) WriteKeyGroup(kg int, dst []byte) []byte {
+	n0 := len(dst)
+	dst = d.Write(kg, AppendHeader(dst, d.magic, d.fp))
+	d.bytes += int64(len(dst) - n0)
+	return dst
+}
+
+type badgerListSnap struct{ badgerTxnSnap }
 
 func (s *badgerListSnap) WriteKeyGroup(kg int, dst []byte) []byte {
 	n0 := len(dst)
@@ -315,32 +348,6 @@ func (s *badgerListSnap) WriteKeyGroup(kg int, dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(keys))
 	dst = append(dst, body...)
 	s.bytes += int64(len(dst) - n0)
-	return dst
-}
-
-func (s *badgerListSnap) Release() {
-	s.st.Use(func() error {
-		if !s.released && !s.kept {
-			s.txn.Discard()
-		}
-		return nil
-	})
-	s.released = true
-}
-
-type badgerListDelta struct {
-	*Delta
-	fp    string
-	base  int64
-	bytes int64
-}
-
-func (d *badgerListDelta) Base() int64 { return d.base }
-
-func (d *badgerListDelta) WriteKeyGroup(kg int, dst []byte) []byte {
-	n0 := len(dst)
-	dst = d.Write(kg, AppendHeader(dst, listDeltaMagic, d.fp))
-	d.bytes += int64(len(dst) - n0)
 	return dst
 }
 

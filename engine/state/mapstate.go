@@ -343,7 +343,7 @@ func (b *badgerMap) Len() int { return b.n }
 
 func (b *badgerMap) Snapshot() StateSnapshot {
 	b.flush()
-	s := &badgerMapSnap{st: b.st, fp: b.fp, txn: b.st.DB.NewTransaction(false)}
+	s := &badgerMapSnap{badgerTxnSnap{st: b.st, fp: b.fp, txn: b.st.DB.NewTransaction(false)}}
 	for i, n := range b.kgN {
 		if n > 0 {
 			s.kgs = append(s.kgs, b.kgs.Start+i)
@@ -366,7 +366,7 @@ func (b *badgerMap) SnapshotIncremental(id, base int64) StateSnapshot {
 			return fs.txn
 		}
 		b.flush()
-		d := &badgerMapDelta{Delta: NewDelta(b.st, b.kgs.Start, b.kgs.End-b.kgs.Start, since, TagMap), fp: b.fp, base: on}
+		d := &badgerDelta{Delta: NewDelta(b.st, b.kgs.Start, b.kgs.End-b.kgs.Start, since, TagMap), magic: mapDeltaMagic, fp: b.fp, base: on}
 		s, counter = d, &d.bytes
 		return d.Txn
 	})
@@ -433,20 +433,7 @@ func (b *badgerMap) Close() error {
 	return nil
 }
 
-type badgerMapSnap struct {
-	st       *Store
-	fp       string
-	txn      *badger.Txn
-	kgs      []int
-	e        error
-	bytes    int64
-	kept     bool
-	released bool
-}
-
-func (s *badgerMapSnap) KeyGroups() []int { return s.kgs }
-func (s *badgerMapSnap) Base() int64      { return 0 }
-func (s *badgerMapSnap) Err() error       { return s.e }
+type badgerMapSnap struct{ badgerTxnSnap }
 
 func (s *badgerMapSnap) WriteKeyGroup(kg int, dst []byte) []byte {
 	n0 := len(dst)
@@ -477,31 +464,5 @@ func (s *badgerMapSnap) WriteKeyGroup(kg int, dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(n))
 	dst = append(dst, body...)
 	s.bytes += int64(len(dst) - n0)
-	return dst
-}
-
-func (s *badgerMapSnap) Release() {
-	s.st.Use(func() error {
-		if !s.released && !s.kept {
-			s.txn.Discard()
-		}
-		return nil
-	})
-	s.released = true
-}
-
-type badgerMapDelta struct {
-	*Delta
-	fp    string
-	base  int64
-	bytes int64
-}
-
-func (d *badgerMapDelta) Base() int64 { return d.base }
-
-func (d *badgerMapDelta) WriteKeyGroup(kg int, dst []byte) []byte {
-	n0 := len(dst)
-	dst = d.Write(kg, AppendHeader(dst, mapDeltaMagic, d.fp))
-	d.bytes += int64(len(dst) - n0)
 	return dst
 }
