@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/sluice-stream/sluice/engine/nodes"
 	"github.com/sluice-stream/sluice/engine/spec"
+	"github.com/sluice-stream/sluice/internal/jobtest"
 	"github.com/sluice-stream/sluice/internal/nexmark"
 )
 
@@ -219,33 +219,11 @@ func runNexmark(t *testing.T, specFile string, sets []string, kill bool, restore
 	return committedLines(t, out)
 }
 
-// committedLines reads every committed part file (not the in-progress
-// ".…" ones) of a file sink's directory, in canonical order.
+// committedLines reads every committed part file of a file sink's
+// directory, in canonical order.
 func committedLines(t *testing.T, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") || e.IsDir() {
-			continue
-		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-		}
-		f.Close()
-		if err := sc.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lines := jobtest.CommittedLines(t, dir)
 	nexmark.SortLines(lines)
 	return lines
 }
